@@ -1,0 +1,78 @@
+//! Benchmarks (`geossl bench ...`): inputs that look like the real thing,
+//! timed end to end. Never run as tests.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Instant;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Normal};
+
+use crate::data::synth::world;
+use crate::geo::kmeans::{self, KMeansConfig};
+use crate::geo::{LatLon, UnitVector};
+
+/// `n` geo-tag-like points: 80% scattered (~50 km) around the shipped cities,
+/// 20% uniform on the sphere.
+pub fn geo_points(n: usize, seed: u64) -> Vec<UnitVector> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let cities = world::cities();
+    let scatter = Normal::new(0.0, 0.5).expect("valid normal");
+    (0..n)
+        .map(|_| {
+            if rng.gen_bool(0.8) {
+                let c = &cities[rng.gen_range(0..cities.len())];
+                let lat = (c.lat + scatter.sample(&mut rng)).clamp(-90.0, 90.0);
+                let lon = (c.lon + scatter.sample(&mut rng) + 540.0).rem_euclid(360.0) - 180.0;
+                LatLon { lat, lon }.to_unit_vector()
+            } else {
+                let z: f64 = rng.gen_range(-1.0..1.0);
+                let t: f64 = rng.gen_range(0.0..std::f64::consts::TAU);
+                let r = (1.0 - z * z).sqrt();
+                [r * t.cos(), r * t.sin(), z]
+            }
+        })
+        .collect()
+}
+
+/// Writes points as a float64 `.npy` array of shape (n, 3).
+pub fn write_npy(path: &Path, points: &[UnitVector]) -> anyhow::Result<()> {
+    crate::atomic_write::write_atomically(path, |w| {
+        let mut header = format!(
+            "{{'descr': '<f8', 'fortran_order': False, 'shape': ({}, 3), }}",
+            points.len()
+        );
+        // Magic (6) + version (2) + length (2) + header + '\n' is a multiple of 64.
+        while (10 + header.len() + 1) % 64 != 0 {
+            header.push(' ');
+        }
+        header.push('\n');
+        w.write_all(b"\x93NUMPY\x01\x00")?;
+        w.write_all(&(header.len() as u16).to_le_bytes())?;
+        w.write_all(header.as_bytes())?;
+        for p in points {
+            for v in p {
+                w.write_all(&v.to_le_bytes())?;
+            }
+        }
+        Ok(())
+    })
+}
+
+pub struct KMeansTiming {
+    pub seconds: f64,
+    pub iterations: usize,
+    pub inertia: f64,
+}
+
+/// Times one k-means fit (seeding + Lloyd) on `points`.
+pub fn time_kmeans(points: &[UnitVector], k: usize, seed: u64) -> anyhow::Result<KMeansTiming> {
+    let t0 = Instant::now();
+    let km = kmeans::fit(points, None, &KMeansConfig::new(k, seed))?;
+    Ok(KMeansTiming {
+        seconds: t0.elapsed().as_secs_f64(),
+        iterations: km.iterations,
+        inertia: km.inertia,
+    })
+}

@@ -1,0 +1,13 @@
+//! Geo-tagged image collections: manifests, importers, the location index,
+//! bounded decoding, summaries and the built-in synthetic dataset.
+
+pub mod decode;
+pub mod fmow;
+pub mod import_csv;
+pub mod location_index;
+pub mod manifest;
+pub mod summary;
+pub mod synth;
+
+pub use location_index::LocationIndex;
+pub use manifest::{ImageRecord, Manifest, ManifestError, Split};

@@ -1,0 +1,19 @@
+//! geossl: geography-aware self-supervised learning on satellite imagery.
+//!
+//! One module per concept:
+//! - [`geo`]: coordinates on the sphere, WKT footprints, k-means geo classes;
+//! - [`data`]: manifests, importers (fMoW, derived CSVs, GeoImageNet), the
+//!   location index, bounded decoding, summaries, the synthetic dataset;
+//! - [`model`]: libtorch devices (ResNets, heads and MoCo as they land);
+//! - [`bench`]: benchmark inputs and timings (`geossl bench`);
+//! - [`cli`]: the `geossl` command line, a thin layer over the above.
+//!
+//! The method is specified in `shared/docs/method.md` (Ayush et al., ICCV 2021).
+
+pub mod atomic_write;
+pub mod bench;
+pub mod cli;
+pub mod data;
+pub mod geo;
+pub mod model;
+pub mod progress;
