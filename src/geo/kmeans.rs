@@ -2,8 +2,8 @@
 //!
 //! Points are 3-D unit vectors (see [`super::coords`]), so Euclidean k-means
 //! here is chord-distance k-means on the globe: no seam at +-180 degrees and
-//! no polar distortion. Initialisation is k-means++ (D^2 sampling, weighted),
-//! followed by Lloyd iterations until the centroids move less than `tol`
+//! no polar distortion. Initialisation is greedy k-means++ (weighted D^2
+//! sampling), followed by Lloyd iterations with Hamerly's bounds until the centroids move less than `tol`
 //! (relative to the data's variance, as scikit-learn defines it) or
 //! `max_iter` is reached.
 //!
@@ -105,6 +105,14 @@ impl CentroidTable {
         t
     }
 
+    /// Scores p.c - |c|^2/2 of every (padded) centroid; larger is nearer.
+    #[inline]
+    fn scores(&self, p: [f32; 3], out: &mut [f32]) {
+        for (j, o) in out.iter_mut().enumerate() {
+            *o = p[0] * self.x[j] + p[1] * self.y[j] + p[2] * self.z[j] - self.half_norm2[j];
+        }
+    }
+
     /// Index of the nearest centroid and the squared distance to it.
     #[inline]
     fn nearest(&self, p: [f32; 3]) -> (u32, f32) {
@@ -184,21 +192,28 @@ pub fn fit(
     let tol = config.tol * mean_axis_variance(&pts, &weights);
 
     let mut assignments = vec![u32::MAX; pts.len()];
+    let mut bounds = Bounds::new(pts.len());
     let mut iterations = 0;
     let mut converged = false;
     while iterations < config.max_iter {
         iterations += 1;
-        let stats = assign(&pts, &weights, &centroids, &mut assignments);
-        let updated = update_centroids(&pts, &stats, &assignments, &centroids);
-        let shift: f64 = centroids
+        let stats = assign_bounded(&pts, &weights, &centroids, &mut assignments, &mut bounds);
+        let (updated, relocated) = update_centroids(&pts, &stats, &assignments, &centroids);
+        let moves: Vec<f64> = centroids
             .iter()
             .zip(&updated)
             .map(|(a, b)| (0..3).map(|i| (a[i] - b[i]).powi(2)).sum::<f64>())
-            .sum();
+            .collect();
+        let shift: f64 = moves.iter().sum();
         centroids = updated;
         if stats.changed == 0 || shift <= tol {
             converged = true;
             break;
+        }
+        if relocated {
+            bounds = Bounds::new(pts.len());
+        } else {
+            bounds.centroids_moved(&assignments, &moves);
         }
     }
     // Final assignment so that labels agree with the returned centroids.
@@ -230,9 +245,12 @@ fn mean_axis_variance(pts: &[[f32; 3]], w: &[f64]) -> f64 {
     var / total / 3.0
 }
 
-/// Weighted k-means++ seeding: the first centre with probability proportional
-/// to weight, each next one proportional to weight x squared distance to the
-/// nearest centre chosen so far.
+/// Weighted greedy k-means++ seeding (as scikit-learn's): the first centre
+/// with probability proportional to weight; for each next one, draw
+/// `2 + ln k` candidates proportionally to weight x squared distance to the
+/// nearest centre so far, and keep the candidate that lowers the total
+/// (the potential) most. Greedy seeding starts Lloyd closer to a good
+/// optimum than plain k-means++.
 fn kmeans_plus_plus(
     pts: &[[f32; 3]],
     w: &[f64],
@@ -240,31 +258,112 @@ fn kmeans_plus_plus(
     rng: &mut ChaCha8Rng,
 ) -> Result<Vec<[f64; 3]>, KMeansError> {
     let to64 = |p: [f32; 3]| [p[0] as f64, p[1] as f64, p[2] as f64];
+    let trials = 2 + (k as f64).ln() as usize;
     let mut centres = Vec::with_capacity(k);
     let first = sample_proportional(w, rng.gen::<f64>()).expect("positive total weight");
     centres.push(to64(pts[first]));
-    let mut d2: Vec<f64> = pts
-        .iter()
-        .map(|&p| squared_distance(p, centres[0]))
-        .collect();
+    let mut d2 = vec![f64::INFINITY; pts.len()];
+    let mut chunk_sums = vec![0.0f64; pts.len().div_ceil(CHUNK)];
+    update_nearest(pts, w, centres[0], &mut d2, &mut chunk_sums);
     while centres.len() < k {
-        let scores: Vec<f64> = d2.iter().zip(w).map(|(d, wi)| d * wi).collect();
-        let Some(next) = sample_proportional(&scores, rng.gen::<f64>()) else {
-            // Every point with weight sits on a chosen centre already.
-            let distinct = centres.len() + count_unreached_positions(pts, &d2);
-            return Err(KMeansError::TooManyClusters { k, distinct });
-        };
-        let c = to64(pts[next]);
-        centres.push(c);
-        d2.par_chunks_mut(CHUNK)
-            .zip(pts.par_chunks(CHUNK))
-            .for_each(|(d, p)| {
-                for (di, &pi) in d.iter_mut().zip(p) {
-                    *di = di.min(squared_distance(pi, c));
+        let mut candidates = Vec::with_capacity(trials);
+        for _ in 0..trials {
+            match sample_by(d2.len(), &chunk_sums, rng.gen::<f64>(), |i| d2[i] * w[i]) {
+                Some(i) => candidates.push(to64(pts[i])),
+                None => {
+                    // Every point with weight sits on a chosen centre already.
+                    let distinct = centres.len() + count_unreached_positions(pts, &d2);
+                    return Err(KMeansError::TooManyClusters { k, distinct });
                 }
-            });
+            }
+        }
+        // Potential after adding each candidate, chunk sums combined in order.
+        let partial: Vec<Vec<f64>> = pts
+            .par_chunks(CHUNK)
+            .zip(w.par_chunks(CHUNK))
+            .zip(d2.par_chunks(CHUNK))
+            .map(|((p, w), d)| {
+                let mut sums = vec![0.0; candidates.len()];
+                for ((&pi, &wi), &di) in p.iter().zip(w).zip(d) {
+                    for (s, &c) in sums.iter_mut().zip(&candidates) {
+                        *s += wi * di.min(squared_distance(pi, c));
+                    }
+                }
+                sums
+            })
+            .collect();
+        let potential = |t: usize| partial.iter().map(|s| s[t]).sum::<f64>();
+        let best =
+            (1..candidates.len()).fold(0, |b, t| if potential(t) < potential(b) { t } else { b });
+        centres.push(candidates[best]);
+        update_nearest(pts, w, candidates[best], &mut d2, &mut chunk_sums);
     }
     Ok(centres)
+}
+
+/// Lowers each point's squared distance to the nearest centre with centre
+/// `c`, and refreshes the per-chunk sums of weight x distance.
+fn update_nearest(
+    pts: &[[f32; 3]],
+    w: &[f64],
+    c: [f64; 3],
+    d2: &mut [f64],
+    chunk_sums: &mut [f64],
+) {
+    d2.par_chunks_mut(CHUNK)
+        .zip(pts.par_chunks(CHUNK))
+        .zip(w.par_chunks(CHUNK))
+        .zip(chunk_sums.par_iter_mut())
+        .for_each(|(((d, p), w), sum)| {
+            let mut s = 0.0;
+            for ((di, &pi), &wi) in d.iter_mut().zip(p).zip(w) {
+                *di = di.min(squared_distance(pi, c));
+                s += *di * wi;
+            }
+            *sum = s;
+        });
+}
+
+/// Index `i` with probability `value(i) / total`, given the per-chunk sums
+/// of `value` over `0..len` and `u` uniform in [0, 1). Only the chunk the
+/// draw falls in is scanned.
+fn sample_by(
+    len: usize,
+    chunk_sums: &[f64],
+    u: f64,
+    value: impl Fn(usize) -> f64,
+) -> Option<usize> {
+    let total: f64 = chunk_sums.iter().sum();
+    if total.is_nan() || total <= 0.0 {
+        return None;
+    }
+    let mut target = u * total;
+    let mut last_positive = None;
+    for (ci, &s) in chunk_sums.iter().enumerate() {
+        if s <= 0.0 {
+            continue;
+        }
+        if target >= s && ci + 1 < chunk_sums.len() {
+            target -= s;
+            continue;
+        }
+        let start = ci * CHUNK;
+        for i in start..(start + CHUNK).min(len) {
+            let v = value(i);
+            if v > 0.0 {
+                last_positive = Some(i);
+                if target < v {
+                    return Some(i);
+                }
+                target -= v;
+            }
+        }
+        // Rounding left a sliver: take the last candidate of this chunk.
+        if last_positive.is_some() {
+            return last_positive;
+        }
+    }
+    last_positive
 }
 
 /// Positions not yet covered by a centre (zero-weight points only, since all
@@ -285,34 +384,7 @@ fn count_unreached_positions(pts: &[[f32; 3]], d2: &[f64]) -> usize {
 /// Chunk sums are computed in parallel and combined in order (deterministic).
 fn sample_proportional(scores: &[f64], u: f64) -> Option<usize> {
     let chunk_sums: Vec<f64> = scores.par_chunks(CHUNK).map(|c| c.iter().sum()).collect();
-    let total: f64 = chunk_sums.iter().sum();
-    if total.is_nan() || total <= 0.0 {
-        return None;
-    }
-    let mut target = u * total;
-    for (ci, &s) in chunk_sums.iter().enumerate() {
-        if target < s || ci == chunk_sums.len() - 1 {
-            let start = ci * CHUNK;
-            let chunk = &scores[start..(start + CHUNK).min(scores.len())];
-            let mut last_positive = None;
-            for (i, &v) in chunk.iter().enumerate() {
-                if v > 0.0 {
-                    last_positive = Some(start + i);
-                    if target < v {
-                        return Some(start + i);
-                    }
-                    target -= v;
-                }
-            }
-            // Rounding left a sliver: take the last candidate seen.
-            if last_positive.is_some() {
-                return last_positive;
-            }
-        } else {
-            target -= s;
-        }
-    }
-    scores.iter().rposition(|&v| v > 0.0)
+    sample_by(scores.len(), &chunk_sums, u, |i| scores[i])
 }
 
 /// Per-cluster sums of one assignment pass.
@@ -387,6 +459,139 @@ fn assign(
         .fold(PassStats::zero(k), PassStats::merge)
 }
 
+/// Hamerly's bounds, per point: an upper bound on the distance to its own
+/// centroid and a lower bound on the distance to any other. A point whose
+/// upper bound is below both its lower bound and half the distance from its
+/// centroid to the nearest other centroid cannot change cluster, so most
+/// points skip the k-way scan after the first few iterations.
+struct Bounds {
+    upper: Vec<f32>,
+    lower: Vec<f32>,
+}
+
+/// Slack on bound comparisons so f32 rounding never skips a needed scan.
+const BOUND_SLACK: f32 = 1e-5;
+
+impl Bounds {
+    /// Unknown bounds: every point gets a full scan.
+    fn new(n: usize) -> Self {
+        Self {
+            upper: vec![f32::INFINITY; n],
+            lower: vec![0.0; n],
+        }
+    }
+
+    /// Loosens the bounds after centroid `j` moved by `sqrt(moves2[j])`.
+    fn centroids_moved(&mut self, assignments: &[u32], moves2: &[f64]) {
+        let moves: Vec<f32> = moves2.iter().map(|m| m.sqrt() as f32).collect();
+        let max_move = moves.iter().copied().fold(0.0f32, f32::max);
+        self.upper
+            .par_chunks_mut(CHUNK)
+            .zip(self.lower.par_chunks_mut(CHUNK))
+            .zip(assignments.par_chunks(CHUNK))
+            .for_each(|((u, l), a)| {
+                for ((ui, li), &ai) in u.iter_mut().zip(l.iter_mut()).zip(a) {
+                    *ui += moves[ai as usize];
+                    *li = (*li - max_move).max(0.0);
+                }
+            });
+    }
+}
+
+fn distance_f32(p: [f32; 3], c: [f32; 3]) -> f32 {
+    let d = [p[0] - c[0], p[1] - c[1], p[2] - c[2]];
+    (d[0] * d[0] + d[1] * d[1] + d[2] * d[2]).sqrt()
+}
+
+/// One Lloyd assignment with Hamerly's pruning; returns the same per-cluster
+/// sums as [`assign`], reduced in chunk order.
+fn assign_bounded(
+    pts: &[[f32; 3]],
+    w: &[f64],
+    centroids: &[[f64; 3]],
+    assignments: &mut [u32],
+    bounds: &mut Bounds,
+) -> PassStats {
+    let k = centroids.len();
+    let table = CentroidTable::new(centroids);
+    let c32: Vec<[f32; 3]> = centroids
+        .iter()
+        .map(|c| [c[0] as f32, c[1] as f32, c[2] as f32])
+        .collect();
+    // Half the distance from each centroid to its nearest other centroid.
+    let half_gap: Vec<f32> = (0..k)
+        .map(|j| {
+            (0..k)
+                .filter(|&o| o != j)
+                .map(|o| distance_f32(c32[j], c32[o]))
+                .fold(f32::INFINITY, f32::min)
+                / 2.0
+        })
+        .collect();
+    let partials: Vec<PassStats> = pts
+        .par_chunks(CHUNK)
+        .zip(w.par_chunks(CHUNK))
+        .zip(assignments.par_chunks_mut(CHUNK))
+        .zip(bounds.upper.par_chunks_mut(CHUNK))
+        .zip(bounds.lower.par_chunks_mut(CHUNK))
+        .map(|((((p, w), a), upper), lower)| {
+            let mut s = PassStats::zero(k);
+            let mut scores = vec![0.0f32; table.x.len()];
+            for i in 0..p.len() {
+                let (pi, wi) = (p[i], w[i]);
+                let own = a[i];
+                let mut j = own;
+                let known = own != u32::MAX;
+                let limit = if known {
+                    half_gap[own as usize].max(lower[i])
+                } else {
+                    0.0
+                };
+                let mut skip = known && upper[i] + BOUND_SLACK <= limit;
+                if known && !skip {
+                    upper[i] = distance_f32(pi, c32[own as usize]);
+                    skip = upper[i] + BOUND_SLACK <= limit;
+                }
+                if !skip {
+                    table.scores(pi, &mut scores);
+                    let (best, second) = top_two(&scores[..k]);
+                    j = best as u32;
+                    upper[i] = distance_f32(pi, c32[best]);
+                    lower[i] = second.map_or(f32::INFINITY, |o| distance_f32(pi, c32[o]));
+                    if j != own {
+                        s.changed += 1;
+                        a[i] = j;
+                    }
+                }
+                let ju = j as usize;
+                for (acc, &x) in s.sum[ju].iter_mut().zip(&pi) {
+                    *acc += wi * x as f64;
+                }
+                s.weight[ju] += wi;
+                s.count[ju] += 1;
+            }
+            s
+        })
+        .collect();
+    partials
+        .into_iter()
+        .fold(PassStats::zero(k), PassStats::merge)
+}
+
+/// Indices of the largest and second-largest scores (ties: lowest index).
+fn top_two(scores: &[f32]) -> (usize, Option<usize>) {
+    let (mut b, mut s) = (0usize, None::<usize>);
+    for j in 1..scores.len() {
+        if scores[j] > scores[b] {
+            s = Some(b);
+            b = j;
+        } else if s.is_none_or(|t| scores[j] > scores[t]) {
+            s = Some(j);
+        }
+    }
+    (b, s)
+}
+
 /// New centroids as weighted means; a cluster left without weight is moved
 /// to the point farthest from its own centroid (as scikit-learn does), so no
 /// cluster stays empty while distinct points remain.
@@ -395,7 +600,7 @@ fn update_centroids(
     stats: &PassStats,
     assignments: &[u32],
     old: &[[f64; 3]],
-) -> Vec<[f64; 3]> {
+) -> (Vec<[f64; 3]>, bool) {
     let mut taken: Vec<usize> = Vec::new();
     let mut out = Vec::with_capacity(old.len());
     for j in 0..old.len() {
@@ -423,7 +628,8 @@ fn update_centroids(
             None => out.push(old[j]),
         }
     }
-    out
+    let relocated = !taken.is_empty();
+    (out, relocated)
 }
 
 #[cfg(test)]
@@ -493,6 +699,51 @@ mod tests {
         let fiji = km.assignments[0];
         assert!(km.assignments[..100].iter().all(|&a| a == fiji));
         assert!(km.assignments[100..].iter().all(|&a| a != fiji));
+    }
+
+    #[test]
+    fn hamerly_pruning_matches_plain_lloyd() {
+        let centres: Vec<(f64, f64)> = (0..20)
+            .map(|i| (i as f64 * 7.0 - 70.0, i as f64 * 17.0 - 170.0))
+            .collect();
+        let (pts, _) = blobs(&centres, 500, 12.0, 21);
+        let config = KMeansConfig::new(15, 4);
+        let fast = fit(&pts, None, &config).unwrap();
+        // The same loop without bounds: full scan of every point every time.
+        let p32: Vec<[f32; 3]> = pts
+            .iter()
+            .map(|p| [p[0] as f32, p[1] as f32, p[2] as f32])
+            .collect();
+        let w = vec![1.0; p32.len()];
+        let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+        let mut c = kmeans_plus_plus(&p32, &w, config.k, &mut rng).unwrap();
+        let tol = config.tol * mean_axis_variance(&p32, &w);
+        let mut a = vec![u32::MAX; p32.len()];
+        let mut iterations = 0;
+        loop {
+            iterations += 1;
+            let stats = assign(&p32, &w, &c, &mut a);
+            let (updated, _) = update_centroids(&p32, &stats, &a, &c);
+            let shift: f64 = c
+                .iter()
+                .zip(&updated)
+                .map(|(x, y)| (0..3).map(|i| (x[i] - y[i]).powi(2)).sum::<f64>())
+                .sum();
+            c = updated;
+            if stats.changed == 0 || shift <= tol || iterations == config.max_iter {
+                break;
+            }
+        }
+        assign(&p32, &w, &c, &mut a);
+        assert_eq!(fast.iterations, iterations);
+        assert_eq!(fast.assignments, a);
+    }
+
+    #[test]
+    fn top_two_scores() {
+        assert_eq!(top_two(&[0.1, 0.5, 0.3]), (1, Some(2)));
+        assert_eq!(top_two(&[0.9, 0.5, 0.7]), (0, Some(2)));
+        assert_eq!(top_two(&[0.4]), (0, None));
     }
 
     #[test]
@@ -582,7 +833,8 @@ mod tests {
         let mut a = vec![u32::MAX; p32.len()];
         let stats = assign(&p32, &w, &centroids, &mut a);
         assert_eq!(stats.count[2], 0);
-        let updated = update_centroids(&p32, &stats, &a, &centroids);
+        let (updated, relocated) = update_centroids(&p32, &stats, &a, &centroids);
+        assert!(relocated);
         let mut a2 = vec![u32::MAX; p32.len()];
         let stats2 = assign(&p32, &w, &updated, &mut a2);
         assert!(stats2.count.iter().all(|&c| c > 0), "{:?}", stats2.count);

@@ -94,7 +94,7 @@ const FIRST_VIEW_WINDOW: (f64, f64) = (32.0, 45.0);
 const SECONDS_PER_YEAR: f64 = 365.25 * 86_400.0;
 
 /// Number of views of a place: P(T = t) proportional to exp(-0.3 (t - 1)),
-/// t = 1..max_views (mean about 3.3 for max 8; fMoW's is about 4.4 with a
+/// t = 1..max_views (mean 3.06 for max 8; fMoW's is about 4.4 with a
 /// longer tail).
 fn draw_view_count<R: Rng>(max_views: usize, rng: &mut R) -> usize {
     let w: Vec<f64> = (0..max_views).map(|t| (-0.3 * t as f64).exp()).collect();
