@@ -5,27 +5,33 @@
 #
 # Idempotent: a second run checks a stamp file and returns in well under a
 # second. Source it (`. scripts/setup.sh`) to get the build environment
-# exported into the calling shell; run it to just install.
+# exported into the calling shell (it changes no shell options there); run it
+# to just install.
 #
-# Size: the torch wheel and its CUDA runtime dependencies download about
-# 3-4 GB and take about 7 GB on disk under .venv/.
-set -euo pipefail
+# Size: the torch wheel and its CUDA runtime wheels take 4.7 GB under .venv/.
 
 GEOSSL_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 GEOSSL_VENV="${GEOSSL_VENV:-$GEOSSL_ROOT/.venv}"
-# Bump when the pinned Python packages change so existing venvs get updated.
+# Changing this list re-runs the install in existing virtualenvs.
 GEOSSL_PY_REQUIREMENTS="torch==2.11.0 numpy"
-stamp="$GEOSSL_VENV/.geossl-setup-done"
 
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$GEOSSL_PY_REQUIREMENTS" ]; then
-    echo "geossl setup: installing $GEOSSL_PY_REQUIREMENTS into $GEOSSL_VENV (large download, once)" >&2
-    if [ ! -x "$GEOSSL_VENV/bin/python" ]; then
-        python3 -m venv "$GEOSSL_VENV"
-    fi
-    # shellcheck disable=SC2086
-    "$GEOSSL_VENV/bin/python" -m pip install --quiet --disable-pip-version-check $GEOSSL_PY_REQUIREMENTS
-    "$GEOSSL_VENV/bin/python" -c "import torch; assert torch.__version__.startswith('2.11.0'), torch.__version__"
-    echo "$GEOSSL_PY_REQUIREMENTS" > "$stamp"
+if [ ! -f "$GEOSSL_VENV/.geossl-setup-done" ] ||
+    [ "$(cat "$GEOSSL_VENV/.geossl-setup-done")" != "$GEOSSL_PY_REQUIREMENTS" ]; then
+    (
+        set -euo pipefail
+        echo "geossl setup: installing $GEOSSL_PY_REQUIREMENTS into $GEOSSL_VENV (large download, once)" >&2
+        if [ ! -x "$GEOSSL_VENV/bin/python" ]; then
+            python3 -m venv "$GEOSSL_VENV"
+        fi
+        # shellcheck disable=SC2086
+        "$GEOSSL_VENV/bin/python" -m pip install --quiet --disable-pip-version-check $GEOSSL_PY_REQUIREMENTS
+        "$GEOSSL_VENV/bin/python" -c "import torch; assert torch.__version__.startswith('2.11.0'), torch.__version__"
+        echo "$GEOSSL_PY_REQUIREMENTS" >"$GEOSSL_VENV/.geossl-setup-done"
+    ) || {
+        echo "geossl setup: installing into $GEOSSL_VENV failed (see above)" >&2
+        # `return` when sourced, `exit` when run.
+        return 1 2>/dev/null || exit 1
+    }
 fi
 
 # Build environment for `cargo`: torch-sys asks this python where libtorch is.

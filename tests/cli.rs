@@ -9,6 +9,15 @@ fn geossl() -> Command {
     Command::cargo_bin("geossl").expect("binary built")
 }
 
+/// `geossl index --check PATH`, asserted to succeed.
+fn check_ok(path: &Path) -> assert_cmd::assert::Assert {
+    geossl()
+        .args(["index", "--check"])
+        .arg(path)
+        .assert()
+        .success()
+}
+
 fn read_manifest(path: &Path) -> Vec<std::collections::HashMap<String, String>> {
     let mut r = csv::Reader::from_path(path).unwrap();
     let headers = r.headers().unwrap().clone();
@@ -44,15 +53,10 @@ fn synth_check_cluster_pipeline() {
         .success()
         .stdout(predicate::str::contains("of 120 locations"));
     let manifest = data.join("manifest.csv");
-    geossl()
-        .args(["index", "--check"])
-        .arg(&manifest)
-        .assert()
-        .success()
-        .stdout(
-            predicate::str::contains("locations         120")
-                .and(predicate::str::contains("missing files     0")),
-        );
+    check_ok(&manifest).stdout(
+        predicate::str::contains("locations         120")
+            .and(predicate::str::contains("missing files     0")),
+    );
 
     // Clustered manifest written elsewhere: image paths must still resolve.
     let out = dir.path().join("elsewhere/clustered.csv");
@@ -88,12 +92,7 @@ fn synth_check_cluster_pipeline() {
         .map(|c| c["images"].as_f64().unwrap())
         .sum();
     assert_eq!(images as usize, rows.len());
-    geossl()
-        .args(["index", "--check"])
-        .arg(&out)
-        .assert()
-        .success()
-        .stdout(predicate::str::contains("geo clusters      12"));
+    check_ok(&out).stdout(predicate::str::contains("geo clusters      12"));
 
     // Same seed, same clusters.
     let again = dir.path().join("again.csv");
@@ -245,12 +244,7 @@ fn fmow_import_on_a_fake_tree() {
     assert_eq!(dam["split"], "val");
     assert_eq!(dam["location_id"], "dam_4");
     assert!(rows.iter().all(|r| r["label"] != "false_detection"));
-    geossl()
-        .args(["index", "--check"])
-        .arg(&out)
-        .assert()
-        .success()
-        .stdout(predicate::str::contains("locations         2"));
+    check_ok(&out).stdout(predicate::str::contains("locations         2"));
 
     // --keep-false-detection keeps the extra box.
     let kept = dir.path().join("kept.csv");
@@ -328,11 +322,7 @@ fn geoimagenet_csv_import() {
     assert_eq!(rows.len(), 3);
     assert_eq!(rows[2]["label"], "n02102040");
     assert_eq!(rows[2]["country"], "JP");
-    geossl()
-        .args(["index", "--check"])
-        .arg(&out)
-        .assert()
-        .success();
+    check_ok(&out);
 }
 
 #[test]

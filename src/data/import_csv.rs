@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use super::manifest::{ImageRecord, Manifest, ManifestError, RowProblem, Split, Timestamp};
+use super::manifest::{
+    csv_error, ImageRecord, Manifest, ManifestError, RowProblem, Split, Timestamp,
+};
 use crate::geo::{wkt, LatLon};
 
 /// Default image location for derived fMoW rows, relative to the image root.
@@ -38,13 +40,13 @@ impl Table {
         let mut r = csv::ReaderBuilder::new().flexible(false).from_reader(f);
         let headers: Vec<String> = r
             .headers()
-            .map_err(|e| row_error(&file, e))?
+            .map_err(|e| csv_error(&file, e))?
             .iter()
             .map(|h| h.trim().to_string())
             .collect();
         let mut rows = Vec::new();
         for rec in r.records() {
-            let rec = rec.map_err(|e| row_error(&file, e))?;
+            let rec = rec.map_err(|e| csv_error(&file, e))?;
             rows.push((rec.position().map_or(0, |p| p.line()), rec));
         }
         if rows.is_empty() {
@@ -74,29 +76,6 @@ impl Table {
                 }],
                 total: 1,
             })
-    }
-}
-
-fn row_error(file: &str, e: csv::Error) -> ManifestError {
-    let line = e.position().map_or(0, |p| p.line());
-    let message = match e.kind() {
-        csv::ErrorKind::UnequalLengths {
-            expected_len, len, ..
-        } => {
-            format!("row has {len} fields but the header has {expected_len}")
-        }
-        csv::ErrorKind::Utf8 { .. } => "row is not valid UTF-8".into(),
-        _ => e.to_string(),
-    };
-    ManifestError::Rows {
-        file: file.to_string(),
-        problems: vec![RowProblem {
-            line,
-            column: String::new(),
-            value: String::new(),
-            message,
-        }],
-        total: 1,
     }
 }
 

@@ -356,26 +356,13 @@ impl Manifest {
                         }
                     }
                 }
+                Err(e) if matches!(e.kind(), csv::ErrorKind::Io(_)) => {
+                    return Err(csv_error(file, e))
+                }
                 Err(e) => {
-                    let line = e.position().map_or(0, |p| p.line());
-                    let message = match e.kind() {
-                        csv::ErrorKind::UnequalLengths {
-                            expected_len, len, ..
-                        } => {
-                            format!("row has {len} fields but the header has {expected_len}")
-                        }
-                        csv::ErrorKind::Utf8 { .. } => "row is not valid UTF-8".to_string(),
-                        csv::ErrorKind::Io(_) => return Err(csv_error(file, e)),
-                        _ => e.to_string(),
-                    };
                     total += 1;
                     if problems.len() < MAX_REPORTED_PROBLEMS {
-                        problems.push(RowProblem {
-                            line,
-                            column: String::new(),
-                            value: String::new(),
-                            message,
-                        });
+                        problems.push(csv_row_problem(&e));
                     }
                     // A UTF-8 error leaves the reader positioned after the
                     // bad record, so reading on finds the remaining problems.
@@ -505,23 +492,41 @@ impl Manifest {
     }
 }
 
-fn csv_error(file: &str, e: csv::Error) -> ManifestError {
-    let line = e.position().map_or(1, |p| p.line());
-    match e.into_kind() {
-        csv::ErrorKind::Io(source) => ManifestError::Io {
+/// A CSV reader error as a manifest error: I/O stays I/O, anything else
+/// (wrong field count, bad UTF-8) is a problem of its row.
+pub(crate) fn csv_error(file: &str, e: csv::Error) -> ManifestError {
+    if let csv::ErrorKind::Io(_) = e.kind() {
+        let csv::ErrorKind::Io(source) = e.into_kind() else {
+            unreachable!("checked above")
+        };
+        return ManifestError::Io {
             file: file.to_string(),
             source,
-        },
-        other => ManifestError::Rows {
-            file: file.to_string(),
-            problems: vec![RowProblem {
-                line,
-                column: String::new(),
-                value: String::new(),
-                message: format!("{other:?}"),
-            }],
-            total: 1,
-        },
+        };
+    }
+    ManifestError::Rows {
+        file: file.to_string(),
+        problems: vec![csv_row_problem(&e)],
+        total: 1,
+    }
+}
+
+/// The row problem a non-I/O CSV reader error describes.
+fn csv_row_problem(e: &csv::Error) -> RowProblem {
+    let message = match e.kind() {
+        csv::ErrorKind::UnequalLengths {
+            expected_len, len, ..
+        } => {
+            format!("row has {len} fields but the header has {expected_len}")
+        }
+        csv::ErrorKind::Utf8 { .. } => "row is not valid UTF-8".to_string(),
+        _ => e.to_string(),
+    };
+    RowProblem {
+        line: e.position().map_or(0, |p| p.line()),
+        column: String::new(),
+        value: String::new(),
+        message,
     }
 }
 

@@ -323,30 +323,9 @@ impl Canvas {
         (a.min(self.size), b)
     }
 
-    /// Blends `colour(x, y)` over the shape with anti-aliased coverage x `opacity`.
-    pub fn paint(&mut self, shape: &Shape, opacity: f32, mut colour: impl FnMut(f32, f32) -> Rgb) {
-        let (x0, y0, x1, y1) = shape.bounds();
-        let (pa, pb) = self.pixel_range(x0, x1, self.view.shift_x);
-        let (qa, qb) = self.pixel_range(y0, y1, self.view.shift_y);
-        let px_size = self.pixel_size();
-        for py in qa..qb {
-            for px in pa..pb {
-                let (x, y) = self.scene_of(px, py);
-                let coverage = (0.5 - shape.distance(x, y) / px_size).clamp(0.0, 1.0) * opacity;
-                if coverage > 0.0 {
-                    let p = &mut self.pixels[py * self.size + px];
-                    *p = mix(*p, colour(x, y), coverage);
-                }
-            }
-        }
-    }
-
-    pub fn fill(&mut self, shape: &Shape, colour: Rgb) {
-        self.paint(shape, 1.0, |_, _| colour);
-    }
-
-    /// Multiplies what is under the shape by `factor` (shadows).
-    pub fn darken(&mut self, shape: &Shape, factor: f32) {
+    /// Calls `f(pixel, x, y, coverage)` for every pixel the shape covers,
+    /// with anti-aliased coverage in (0, 1].
+    fn for_each_covered(&mut self, shape: &Shape, mut f: impl FnMut(&mut Rgb, f32, f32, f32)) {
         let (x0, y0, x1, y1) = shape.bounds();
         let (pa, pb) = self.pixel_range(x0, x1, self.view.shift_x);
         let (qa, qb) = self.pixel_range(y0, y1, self.view.shift_y);
@@ -356,11 +335,28 @@ impl Canvas {
                 let (x, y) = self.scene_of(px, py);
                 let coverage = (0.5 - shape.distance(x, y) / px_size).clamp(0.0, 1.0);
                 if coverage > 0.0 {
-                    let p = &mut self.pixels[py * self.size + px];
-                    *p = scale(*p, 1.0 - (1.0 - factor) * coverage);
+                    f(&mut self.pixels[py * self.size + px], x, y, coverage);
                 }
             }
         }
+    }
+
+    /// Blends `colour(x, y)` over the shape with anti-aliased coverage x `opacity`.
+    pub fn paint(&mut self, shape: &Shape, opacity: f32, mut colour: impl FnMut(f32, f32) -> Rgb) {
+        self.for_each_covered(shape, |p, x, y, coverage| {
+            *p = mix(*p, colour(x, y), coverage * opacity)
+        });
+    }
+
+    pub fn fill(&mut self, shape: &Shape, colour: Rgb) {
+        self.paint(shape, 1.0, |_, _| colour);
+    }
+
+    /// Multiplies what is under the shape by `factor` (shadows).
+    pub fn darken(&mut self, shape: &Shape, factor: f32) {
+        self.for_each_covered(shape, |p, _, _, coverage| {
+            *p = scale(*p, 1.0 - (1.0 - factor) * coverage)
+        });
     }
 
     /// Applies `f(x, y, colour)` to every pixel.
