@@ -3,8 +3,10 @@
 //! One module per concept:
 //! - [`geo`]: coordinates on the sphere, WKT footprints, k-means geo classes;
 //! - [`data`]: manifests, importers (fMoW, derived CSVs, GeoImageNet), the
-//!   location index, bounded decoding, summaries, the synthetic dataset;
-//! - [`model`]: libtorch devices (ResNets, heads and MoCo as they land);
+//!   location index, bounded decoding, augmentation, the pair loader,
+//!   summaries, the synthetic dataset;
+//! - [`model`]: devices, ResNet backbones, heads, MoCo;
+//! - [`train`]: configuration, schedule, SGD, checkpoints, metrics, pretraining;
 //! - [`bench`]: benchmark inputs and timings (`geossl bench`);
 //! - [`cli`]: the `geossl` command line, a thin layer over the above.
 //!
@@ -17,3 +19,4 @@ pub mod data;
 pub mod geo;
 pub mod model;
 pub mod progress;
+pub mod train;

@@ -33,10 +33,12 @@ pub enum Command {
     Index(IndexArgs),
     /// k-means the manifest's locations on the sphere and write a `geo_cluster` column.
     Cluster(ClusterArgs),
+    /// Pretrain an encoder: MoCo-v2, +TP (temporal positives), +Geo (geo-location head), +TP+Geo.
+    Pretrain(Box<PretrainArgs>),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
-    /// The whole pipeline on the built-in dataset: synth, index --check, cluster.
+    /// The whole pipeline on the built-in dataset: synth, index --check, cluster, pretrain.
     Demo(DemoArgs),
     /// Show the libtorch build, threads and visible CUDA devices.
     Info,
@@ -136,6 +138,172 @@ pub struct ClusterArgs {
     pub unweighted: bool,
 }
 
+/// Flags override `--config`, which overrides the defaults (the paper's).
+/// A flag given twice takes its last value, so scripts can append overrides.
+#[derive(Args, Debug, Default)]
+#[command(args_override_self = true)]
+pub struct PretrainArgs {
+    /// Manifest with the images (and, for the *-geo methods, a geo_cluster column).
+    #[arg(long)]
+    pub manifest: Option<PathBuf>,
+    /// Run folder: config.toml, metrics.jsonl/.csv, checkpoints/.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// TOML file with any of the run's settings (keys as in RUN_DIR/config.toml).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Continue from RUN_DIR/checkpoints/latest.
+    #[arg(long)]
+    pub resume: bool,
+    /// Stop this invocation after N epochs (continue later with --resume).
+    #[arg(long, value_name = "N")]
+    pub stop_after: Option<usize>,
+    /// [default: moco-tp-geo]
+    #[arg(long, value_enum)]
+    pub method: Option<crate::train::Method>,
+    /// Rows to train on: train, val, test or all. [default: train]
+    #[arg(long)]
+    pub split: Option<String>,
+    /// [default: resnet50]
+    #[arg(long, value_enum)]
+    pub arch: Option<crate::model::Arch>,
+    /// Channels of the first ResNet stage. [default: 64]
+    #[arg(long)]
+    pub width: Option<i64>,
+    /// 3x3 stride-1 stem without max-pool, for small images. [default: false]
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub small_input: Option<bool>,
+    /// [default: 200]
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// [default: 256]
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Learning rate for batch 256, scaled linearly with the batch. [default: 0.03]
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// SGD momentum. [default: 0.9]
+    #[arg(long)]
+    pub momentum: Option<f64>,
+    /// Weight decay, on all parameters as the paper. [default: 0.0001]
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    /// Cosine learning-rate decay (else step decay at --schedule). [default: true]
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub cos: Option<bool>,
+    /// Evaluate the cosine every step instead of every epoch. [default: false]
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub cos_per_step: Option<bool>,
+    /// Step-decay milestones (epochs), comma separated. [default: 120,160]
+    #[arg(long, value_delimiter = ',')]
+    pub schedule: Option<Vec<usize>>,
+    /// Linear warm-up epochs. [default: 0]
+    #[arg(long)]
+    pub warmup_epochs: Option<usize>,
+    /// Projection dimension. [default: 128]
+    #[arg(long)]
+    pub moco_dim: Option<i64>,
+    /// Queue size; a multiple of the batch size. [default: 65536]
+    #[arg(long)]
+    pub moco_k: Option<i64>,
+    /// Key encoder momentum. [default: 0.999]
+    #[arg(long)]
+    pub moco_m: Option<f64>,
+    /// Softmax temperature (0.02 published; 0.07 code default; 0.2 MoCo-v2). [default: 0.02]
+    #[arg(long)]
+    pub moco_t: Option<f64>,
+    /// Shuffle-BN groups (1 disables). [default: 4]
+    #[arg(long)]
+    pub bn_groups: Option<i64>,
+    /// Weight of the InfoNCE loss. [default: 1]
+    #[arg(long)]
+    pub alpha: Option<f64>,
+    /// Weight of the geo loss. [default: 1]
+    #[arg(long)]
+    pub beta: Option<f64>,
+    /// Crop size fed to the network. [default: 224]
+    #[arg(long)]
+    pub image_size: Option<u32>,
+    /// Resize + CenterCrop side before the random crop; 0: twice --image-size. [default: 0]
+    #[arg(long)]
+    pub pre_size: Option<u32>,
+    /// Smallest RandomResizedCrop area (aug+: 0.2; the temporal code: 0.08). [default: 0.2]
+    #[arg(long)]
+    pub crop_min_scale: Option<f64>,
+    /// Iterate over images (as the paper) or locations. [default: image]
+    #[arg(long, value_enum)]
+    pub sample_by: Option<crate::data::loader::SampleBy>,
+    /// [default: 0]
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// auto, cpu, cuda or cuda:N. [default: auto]
+    #[arg(long)]
+    pub device: Option<String>,
+    /// libtorch CPU threads; 0 keeps libtorch's default. [default: 0]
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Batches prepared ahead by the loader. [default: 4]
+    #[arg(long)]
+    pub prefetch: Option<usize>,
+    /// Checkpoint every N epochs (and at the end). [default: 10]
+    #[arg(long)]
+    pub checkpoint_every: Option<usize>,
+}
+
+impl PretrainArgs {
+    /// Defaults, then --config (or, on --resume, the run's saved config), then flags.
+    pub fn resolve(&self) -> anyhow::Result<crate::train::PretrainConfig> {
+        use crate::train::PretrainConfig;
+        let saved = self.out.join("config.toml");
+        let mut c = match &self.config {
+            Some(path) => PretrainConfig::from_toml_file(path)?,
+            None if self.resume && saved.is_file() => PretrainConfig::from_toml_file(&saved)?,
+            None => PretrainConfig::default(),
+        };
+        macro_rules! set {
+            ($($field:ident),*) => { $( if let Some(v) = &self.$field { c.$field = v.clone(); } )* };
+        }
+        set!(
+            manifest,
+            method,
+            split,
+            arch,
+            width,
+            small_input,
+            epochs,
+            batch_size,
+            lr,
+            momentum,
+            weight_decay,
+            cos,
+            cos_per_step,
+            schedule,
+            warmup_epochs,
+            moco_dim,
+            moco_k,
+            moco_m,
+            moco_t,
+            bn_groups,
+            alpha,
+            beta,
+            image_size,
+            pre_size,
+            crop_min_scale,
+            sample_by,
+            seed,
+            device,
+            threads,
+            prefetch,
+            checkpoint_every
+        );
+        anyhow::ensure!(
+            !c.manifest.as_os_str().is_empty(),
+            "no manifest: pass --manifest (or set manifest in --config)"
+        );
+        Ok(c)
+    }
+}
+
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
     /// k-means on geo-tag-like points (seeding + Lloyd).
@@ -192,6 +360,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Synth(a) => synth_cmd(&a),
         Command::Index(a) => index_cmd(a),
         Command::Cluster(a) => cluster_cmd(&a),
+        Command::Pretrain(a) => pretrain_cmd(&a),
         Command::Bench(b) => bench_cmd(b),
         Command::Demo(a) => demo_cmd(&a),
         Command::Info => info_cmd(),
@@ -354,6 +523,25 @@ fn cluster_cmd(a: &ClusterArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn pretrain_cmd(a: &PretrainArgs) -> anyhow::Result<()> {
+    let config = a.resolve()?;
+    let options = crate::train::RunOptions {
+        resume: a.resume,
+        stop_after: a.stop_after,
+        quiet: false,
+    };
+    let outcome = crate::train::pretrain(&config, &a.out, &options)?;
+    println!(
+        "{} epochs, {} steps done; last checkpoint {}",
+        outcome.epochs_done,
+        outcome.steps_done,
+        outcome
+            .last_checkpoint
+            .map_or("none".to_string(), |p| p.display().to_string())
+    );
+    Ok(())
+}
+
 fn bench_cmd(b: BenchCommand) -> anyhow::Result<()> {
     match b {
         BenchCommand::Kmeans {
@@ -389,10 +577,16 @@ fn bench_cmd(b: BenchCommand) -> anyhow::Result<()> {
 }
 
 fn demo_cmd(a: &DemoArgs) -> anyhow::Result<()> {
-    let (locations, k) = if a.quick { (400, 50) } else { (2000, 100) };
+    // Small budgets that show learning on 2 CPU cores; the paper's settings
+    // (ResNet-50, 224 px, 200 epochs) are `geossl pretrain`'s defaults.
+    let (locations, k, epochs, width) = if a.quick {
+        (400, 20, 12, 8)
+    } else {
+        (2000, 100, 40, 16)
+    };
     let data = a.out.join("data");
     println!(
-        "== 1/3 synth: {locations} places of the built-in world -> {}",
+        "== 1/4 synth: {locations} places of the built-in world -> {}",
         data.display()
     );
     synth_cmd(&SynthArgs {
@@ -404,18 +598,72 @@ fn demo_cmd(a: &DemoArgs) -> anyhow::Result<()> {
         format: "jpg".into(),
     })?;
     let manifest = data.join("manifest.csv");
-    println!("\n== 2/3 index --check {}", manifest.display());
+    println!("\n== 2/4 index --check {}", manifest.display());
     check_manifest(&manifest, false)?;
     let clustered = data.join("manifest_geo.csv");
-    println!("\n== 3/3 cluster k={k} -> {}", clustered.display());
+    println!("\n== 3/4 cluster k={k} -> {}", clustered.display());
     cluster_cmd(&ClusterArgs {
         manifest,
         k,
         seed: a.seed,
-        out: clustered,
+        out: clustered.clone(),
         centroids: None,
         unweighted: false,
-    })
+    })?;
+
+    let run = a.out.join("pretrain-moco-tp-geo");
+    if run.exists() {
+        // The demo owns this folder; a rerun starts it afresh.
+        std::fs::remove_dir_all(&run)
+            .with_context(|| format!("{}: cannot clear the previous demo run", run.display()))?;
+    }
+    let config = crate::train::PretrainConfig {
+        manifest: clustered,
+        method: crate::train::Method::MocoTpGeo,
+        arch: crate::model::Arch::Resnet18,
+        width,
+        small_input: true,
+        image_size: 32,
+        epochs,
+        batch_size: 32,
+        lr: 0.24,
+        // Well below the ~1,000 training images, so the queue never holds a
+        // query's own key from the previous epoch as a negative.
+        moco_k: 256,
+        moco_m: 0.99,
+        moco_t: 0.2,
+        bn_groups: 2,
+        crop_min_scale: 0.8,
+        seed: a.seed,
+        device: "cpu".into(),
+        checkpoint_every: epochs,
+        ..Default::default()
+    };
+    println!(
+        "\n== 4/4 pretrain moco-tp-geo: ResNet-18 (width {width}, small-input stem), 32 px, {epochs} epochs, batch 32, queue 256, T 0.2 -> {}",
+        run.display()
+    );
+    let options = crate::train::RunOptions {
+        resume: false,
+        stop_after: None,
+        quiet: false,
+    };
+    let outcome = crate::train::pretrain(&config, &run, &options)?;
+    let log = crate::train::metrics::read_epochs(&run)?;
+    if let (Some(first), Some(last)) = (log.first(), log.last()) {
+        println!(
+            "InfoNCE {:.3} -> {:.3}, geo loss {:.3} -> {:.3}, geo accuracy {:.3} -> {:.3} (epoch 1 -> {}); checkpoint {}",
+            first.moco_loss,
+            last.moco_loss,
+            first.geo_loss.unwrap_or(f64::NAN),
+            last.geo_loss.unwrap_or(f64::NAN),
+            first.geo_acc.unwrap_or(f64::NAN),
+            last.geo_acc.unwrap_or(f64::NAN),
+            last.epoch,
+            outcome.last_checkpoint.map_or("none".into(), |p| p.display().to_string())
+        );
+    }
+    Ok(())
 }
 
 fn info_cmd() -> anyhow::Result<()> {

@@ -1,9 +1,11 @@
 //! Geo-tagged image collections: manifests, importers, the location index,
 //! bounded decoding, summaries and the built-in synthetic dataset.
 
+pub mod augment;
 pub mod decode;
 pub mod fmow;
 pub mod import_csv;
+pub mod loader;
 pub mod location_index;
 pub mod manifest;
 pub mod summary;

@@ -1,6 +1,11 @@
-//! Models on libtorch (through `tch`): where they run and, as the
-//! pretraining work lands, the ResNet backbones, heads and MoCo.
+//! Models on libtorch (through `tch`): devices, the ResNet backbones with
+//! torchvision's names, the MoCo heads, and MoCo itself.
 
 pub mod device;
+pub mod heads;
+pub mod moco;
+pub mod resnet;
 
 pub use device::{parse_device, DeviceSpec};
+pub use moco::{Moco, MocoConfig};
+pub use resnet::{Arch, ResNet, ResNetConfig};

@@ -15,6 +15,8 @@
 //!   scattered by ~30 km, so clusters and continents behave as in fMoW.
 //! - **biome** of the city (tropical, arid, temperate, continental, boreal,
 //!   mediterranean): soil, vegetation and water palettes.
+//! - **region** (continent): roofing materials, as building styles differ
+//!   by region in real imagery.
 //!
 //! How a place LOOKS at a moment (changes between views; nuisances):
 //! - **season** from the date and hemisphere: vegetation greenness follows
@@ -226,7 +228,7 @@ fn render_place(
         years(place.times[0]),
         years(*place.times.last().expect("at least one view")),
     );
-    let layout = scene::layout(place.land_use, span, &mut rng);
+    let layout = scene::layout(place.land_use, &place.city.region, span, &mut rng);
     let rel_dir = PathBuf::from("images")
         .join(place.land_use.name())
         .join(&place.id);

@@ -101,24 +101,47 @@ impl Frame {
     }
 }
 
-const ROOF_COLOURS: [Rgb; 7] = [
-    [0.62, 0.27, 0.20], // terracotta
-    [0.55, 0.55, 0.56], // grey metal
-    [0.30, 0.30, 0.33], // dark shingle
-    [0.78, 0.78, 0.75], // light concrete
-    [0.35, 0.42, 0.55], // blue metal
-    [0.50, 0.36, 0.26], // brown
-    [0.85, 0.85, 0.86], // white
-];
+const TERRACOTTA: Rgb = [0.62, 0.27, 0.20];
+const GREY_METAL: Rgb = [0.55, 0.55, 0.56];
+const DARK_SHINGLE: Rgb = [0.30, 0.30, 0.33];
+const LIGHT_CONCRETE: Rgb = [0.78, 0.78, 0.75];
+const BLUE_METAL: Rgb = [0.35, 0.42, 0.55];
+const BROWN: Rgb = [0.50, 0.36, 0.26];
+const WHITE: Rgb = [0.85, 0.85, 0.86];
+const RUSTED_METAL: Rgb = [0.55, 0.38, 0.28];
+
+/// Roofing materials common in a region, most common first: building
+/// styles are among the strongest regional cues in real imagery (clay
+/// tiles around the Mediterranean and in Latin America, corrugated metal in
+/// much of Africa and South Asia, flat light concrete in the Middle East,
+/// asphalt shingles in North America, blue and grey metal in East Asia).
+fn roof_palette(region: &str) -> &'static [Rgb] {
+    match region {
+        "europe" => &[TERRACOTTA, DARK_SHINGLE, GREY_METAL],
+        "africa" => &[RUSTED_METAL, GREY_METAL, TERRACOTTA],
+        "middle_east" => &[LIGHT_CONCRETE, WHITE, BROWN],
+        "asia" => &[BLUE_METAL, GREY_METAL, RUSTED_METAL],
+        "north_america" => &[DARK_SHINGLE, BROWN, LIGHT_CONCRETE],
+        "south_america" => &[TERRACOTTA, BROWN, GREY_METAL],
+        _ => &[WHITE, GREY_METAL, TERRACOTTA],
+    }
+}
 
 /// Builds the layout of a place of the given land use. `time_span` (years
 /// since 1970, first and last view) places construction events.
-pub fn layout<R: Rng>(land_use: LandUse, time_span: (f64, f64), rng: &mut R) -> Layout {
+pub fn layout<R: Rng>(
+    land_use: LandUse,
+    region: &str,
+    time_span: (f64, f64),
+    rng: &mut R,
+) -> Layout {
+    let palette = roof_palette(region);
     let f = Frame::new(rng.gen_range(0.0..PI));
     let mut l = Layout {
         elements: Vec::new(),
+        // Mostly the region's main material, sometimes its others.
         roofs: (0..3)
-            .map(|_| ROOF_COLOURS[rng.gen_range(0..ROOF_COLOURS.len())])
+            .map(|_| palette[[0, 0, 0, 1, 2][rng.gen_range(0..5)]])
             .collect(),
         crops: Vec::new(),
         parking: Vec::new(),

@@ -1,0 +1,398 @@
+//! From a manifest to batches of (query, key) image pairs, off the training
+//! thread: a producer thread prepares batch after batch (each batch's
+//! samples decoded and augmented in parallel on the rayon pool) into a
+//! bounded queue, so decoding overlaps the model step.
+//!
+//! Pairs: for `moco`/`moco-geo` the key is a second augmentation of the
+//! query image; for the temporal variants the key image is a uniformly drawn
+//! OTHER view of the same location (the same image when the location has only
+//! one). The epoch iterates over images (as the paper's code does, so places
+//! with many views come up more often), or over locations with
+//! `SampleBy::Location` (one random view per place per epoch).
+//!
+//! Determinism: the epoch order comes from (seed, epoch) and each sample's
+//! randomness from (seed, epoch, position), so batches are identical whatever
+//! the thread count, and a run resumed at a batch boundary sees exactly the
+//! batches an uninterrupted run would.
+
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use tch::Tensor;
+
+use super::augment::{augment_into, AugConfig};
+use super::decode::{decode_file, DecodeLimits};
+use super::location_index::LocationIndex;
+use super::manifest::Manifest;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PairMode {
+    /// Two augmentations of one image (MoCo-v2).
+    SameImage,
+    /// Query and key from two different views of a place (temporal positives).
+    Temporal,
+}
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum SampleBy {
+    Image,
+    Location,
+}
+
+#[derive(Debug, Clone)]
+pub struct LoaderConfig {
+    pub batch: usize,
+    pub aug: AugConfig,
+    pub pairs: PairMode,
+    pub sample_by: SampleBy,
+    pub seed: u64,
+    /// Batches prepared ahead of the training step.
+    pub prefetch: usize,
+    pub decode: DecodeLimits,
+    /// Attach `geo_cluster` labels (every row must have one).
+    pub geo_labels: bool,
+}
+
+/// One batch, ready for the model.
+pub struct PairBatch {
+    /// [B, 3, S, S] normalised query images.
+    pub query: Tensor,
+    /// [B, 3, S, S] normalised key images.
+    pub key: Tensor,
+    /// [B] geo cluster of each query, when asked for.
+    pub geo: Option<Tensor>,
+    pub rows: Vec<usize>,
+    pub key_rows: Vec<usize>,
+}
+
+/// The key image for anchor `row`.
+pub fn key_row<R: Rng>(index: &LocationIndex, row: usize, mode: PairMode, rng: &mut R) -> usize {
+    match mode {
+        PairMode::SameImage => row,
+        PairMode::Temporal => match index.other_view_count(row) {
+            0 => row,
+            n => index.other_view(row, rng.gen_range(0..n)),
+        },
+    }
+}
+
+/// SplitMix64 of the seed with the epoch and position, so that each
+/// sample's stream is independent and reproducible.
+fn sample_seed(seed: u64, epoch: u64, position: u64) -> u64 {
+    let mut z = seed
+        ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ position.wrapping_mul(0xD1B5_4A32_D192_ED03);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+pub struct PairLoader {
+    manifest: Arc<Manifest>,
+    index: Arc<LocationIndex>,
+    config: LoaderConfig,
+}
+
+impl PairLoader {
+    pub fn new(manifest: Manifest, config: LoaderConfig) -> anyhow::Result<Self> {
+        anyhow::ensure!(config.batch > 0, "batch size must be positive");
+        if config.geo_labels {
+            if let Some(r) = manifest.records.iter().find(|r| r.geo_cluster.is_none()) {
+                anyhow::bail!(
+                    "{}: row with path {} has no geo_cluster; run `geossl cluster` on the manifest first",
+                    manifest.source.display(),
+                    r.path
+                );
+            }
+        }
+        let index = LocationIndex::build(&manifest);
+        let loader = Self {
+            manifest: Arc::new(manifest),
+            index: Arc::new(index),
+            config,
+        };
+        anyhow::ensure!(
+            loader.batches_per_epoch() > 0,
+            "{} anchors per epoch are fewer than one batch of {} (drop_last)",
+            loader.anchors_per_epoch(),
+            loader.config.batch
+        );
+        Ok(loader)
+    }
+
+    pub fn index(&self) -> &LocationIndex {
+        &self.index
+    }
+
+    pub fn anchors_per_epoch(&self) -> usize {
+        match self.config.sample_by {
+            SampleBy::Image => self.manifest.records.len(),
+            SampleBy::Location => self.index.len(),
+        }
+    }
+
+    /// Full batches per epoch (the last partial batch is dropped).
+    pub fn batches_per_epoch(&self) -> usize {
+        self.anchors_per_epoch() / self.config.batch
+    }
+
+    /// The anchor rows of `epoch`, shuffled.
+    pub fn epoch_order(&self, epoch: u64) -> Vec<usize> {
+        let mut rng = ChaCha8Rng::seed_from_u64(sample_seed(self.config.seed, epoch, u64::MAX));
+        let mut order: Vec<usize> = match self.config.sample_by {
+            SampleBy::Image => (0..self.manifest.records.len()).collect(),
+            SampleBy::Location => self
+                .index
+                .locations
+                .iter()
+                .map(|l| l.views[rng.gen_range(0..l.views.len())])
+                .collect(),
+        };
+        order.shuffle(&mut rng);
+        order
+    }
+
+    /// Batches of `epoch` from batch `first` on, prepared in the background.
+    pub fn epoch(&self, epoch: u64, first: usize) -> BatchIter {
+        let (tx, rx) = sync_channel(self.config.prefetch.max(1));
+        let order = self.epoch_order(epoch);
+        let (manifest, index, config) = (
+            self.manifest.clone(),
+            self.index.clone(),
+            self.config.clone(),
+        );
+        let batches = self.batches_per_epoch();
+        let handle = std::thread::spawn(move || {
+            for b in first..batches {
+                let anchors = &order[b * config.batch..(b + 1) * config.batch];
+                let batch =
+                    make_batch(&manifest, &index, &config, epoch, b * config.batch, anchors);
+                let failed = batch.is_err();
+                if tx.send(batch).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        BatchIter {
+            rx,
+            handle: Some(handle),
+        }
+    }
+}
+
+fn make_batch(
+    manifest: &Manifest,
+    index: &LocationIndex,
+    config: &LoaderConfig,
+    epoch: u64,
+    first_position: usize,
+    anchors: &[usize],
+) -> anyhow::Result<PairBatch> {
+    let s = config.aug.size as usize;
+    let plane = 3 * s * s;
+    let n = anchors.len();
+    let mut query = vec![0.0f32; n * plane];
+    let mut key = vec![0.0f32; n * plane];
+    let key_rows: Vec<usize> = query
+        .par_chunks_mut(plane)
+        .zip(key.par_chunks_mut(plane))
+        .zip(anchors.par_iter().enumerate())
+        .map(|((q, k), (i, &row))| -> anyhow::Result<usize> {
+            let mut rng = ChaCha8Rng::seed_from_u64(sample_seed(
+                config.seed,
+                epoch,
+                (first_position + i) as u64,
+            ));
+            let krow = key_row(index, row, config.pairs, &mut rng);
+            let load = |r: usize| {
+                let rec = &manifest.records[r];
+                decode_file(&manifest.resolve(rec), rec.crop, &config.decode)
+            };
+            let qimg = load(row)?;
+            augment_into(&qimg, &config.aug, &mut rng, q);
+            if krow == row {
+                augment_into(&qimg, &config.aug, &mut rng, k);
+            } else {
+                augment_into(&load(krow)?, &config.aug, &mut rng, k);
+            }
+            Ok(krow)
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let dims = [n as i64, 3, s as i64, s as i64];
+    let geo = config.geo_labels.then(|| {
+        let labels: Vec<i64> = anchors
+            .iter()
+            .map(|&r| manifest.records[r].geo_cluster.unwrap_or(0) as i64)
+            .collect();
+        Tensor::from_slice(&labels)
+    });
+    Ok(PairBatch {
+        query: Tensor::from_slice(&query).view(dims),
+        key: Tensor::from_slice(&key).view(dims),
+        geo,
+        rows: anchors.to_vec(),
+        key_rows,
+    })
+}
+
+/// Batches as they become ready; dropping it stops the producer.
+pub struct BatchIter {
+    rx: Receiver<anyhow::Result<PairBatch>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Iterator for BatchIter {
+    type Item = anyhow::Result<PairBatch>;
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.rx.recv() {
+            Ok(b) => Some(b),
+            Err(_) => {
+                if let Some(h) = self.handle.take() {
+                    let _ = h.join();
+                }
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::synth::{self, SynthConfig};
+
+    fn world(dir: &std::path::Path) -> Manifest {
+        synth::generate(
+            dir,
+            &SynthConfig {
+                locations: 30,
+                max_views: 4,
+                size: 16,
+                seed: 2,
+                jpeg_quality: 0,
+            },
+        )
+        .unwrap()
+    }
+
+    fn config(pairs: PairMode, batch: usize) -> LoaderConfig {
+        LoaderConfig {
+            batch,
+            aug: AugConfig::aug_plus(12),
+            pairs,
+            sample_by: SampleBy::Image,
+            seed: 5,
+            prefetch: 2,
+            decode: DecodeLimits::default(),
+            geo_labels: false,
+        }
+    }
+
+    #[test]
+    fn the_methods_build_the_right_pairs() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = world(dir.path());
+        let index = LocationIndex::build(&m);
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        for row in 0..m.records.len() {
+            assert_eq!(key_row(&index, row, PairMode::SameImage, &mut rng), row);
+            let k = key_row(&index, row, PairMode::Temporal, &mut rng);
+            assert_eq!(
+                index.location_of(k),
+                index.location_of(row),
+                "TP keys come from the same location"
+            );
+            if index.other_view_count(row) > 0 {
+                assert_ne!(k, row, "a different image whenever one exists");
+            } else {
+                assert_eq!(k, row);
+            }
+        }
+        // Uniform over the other views.
+        let row = (0..m.records.len())
+            .find(|&r| index.other_view_count(r) == 3)
+            .expect("a place with 4 views");
+        let mut counts = std::collections::HashMap::new();
+        for _ in 0..3000 {
+            *counts
+                .entry(key_row(&index, row, PairMode::Temporal, &mut rng))
+                .or_insert(0) += 1;
+        }
+        assert_eq!(counts.len(), 3);
+        assert!(
+            counts.values().all(|&c| (800..1200).contains(&c)),
+            "{counts:?}"
+        );
+    }
+
+    #[test]
+    fn batches_are_deterministic_and_resumable() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = world(dir.path());
+        let n = m.records.len();
+        let loader = PairLoader::new(m, config(PairMode::Temporal, 8)).unwrap();
+        assert_eq!(loader.batches_per_epoch(), n / 8);
+        let all: Vec<PairBatch> = loader.epoch(1, 0).map(|b| b.unwrap()).collect();
+        assert_eq!(all.len(), n / 8);
+        assert_eq!(all[0].query.size(), vec![8, 3, 12, 12]);
+        let again: Vec<PairBatch> = loader.epoch(1, 1).map(|b| b.unwrap()).collect();
+        assert_eq!(again.len(), all.len() - 1);
+        assert!(again[0].query.equal(&all[1].query) && again[0].key.equal(&all[1].key));
+        assert_eq!(again[0].key_rows, all[1].key_rows);
+        let other_epoch = loader.epoch(2, 0).next().unwrap().unwrap();
+        assert_ne!(other_epoch.rows, all[0].rows);
+        // Every anchor appears at most once per epoch.
+        let mut rows: Vec<usize> = all.iter().flat_map(|b| b.rows.clone()).collect();
+        rows.sort();
+        rows.dedup();
+        assert_eq!(rows.len(), (n / 8) * 8);
+    }
+
+    #[test]
+    fn geo_labels_required_and_sample_by_location() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = world(dir.path());
+        let mut cfg = config(PairMode::SameImage, 4);
+        cfg.geo_labels = true;
+        let err = PairLoader::new(m.clone(), cfg.clone())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("has no geo_cluster; run `geossl cluster`"),
+            "{err}"
+        );
+        let mut m2 = m.clone();
+        m2.records
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, r)| r.geo_cluster = Some((i % 3) as u32));
+        let loader = PairLoader::new(m2, cfg).unwrap();
+        let b = loader.epoch(0, 0).next().unwrap().unwrap();
+        let labels: Vec<i64> = b.geo.unwrap().try_into().unwrap();
+        assert_eq!(
+            labels,
+            b.rows.iter().map(|&r| (r % 3) as i64).collect::<Vec<_>>()
+        );
+
+        let mut cfg = config(PairMode::Temporal, 4);
+        cfg.sample_by = SampleBy::Location;
+        let loader = PairLoader::new(m, cfg).unwrap();
+        assert_eq!(loader.anchors_per_epoch(), 30);
+        let order = loader.epoch_order(0);
+        let locs: std::collections::HashSet<_> = order
+            .iter()
+            .map(|&r| loader.index().location_of(r))
+            .collect();
+        assert_eq!(locs.len(), 30, "one view per location");
+    }
+}

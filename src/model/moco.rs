@@ -1,0 +1,433 @@
+//! MoCo-v2 with the geo-location head: encoders, queue, momentum update,
+//! loss. Mirrors the reference builder (`moco/builder.py`), plus the geo
+//! head of the geography-aware variant.
+//!
+//! Shuffle-BN on one device: the reference runs the key encoder on a batch
+//! shuffled across GPUs, so the keys' BatchNorm statistics come from other
+//! samples than the queries' and the network cannot "cheat" by matching
+//! batch statistics. With one device we split the batch into `bn_groups`
+//! groups and run each group through the encoder on its own (per-group BN
+//! statistics, as each GPU of a 4-GPU run has); the queries are grouped in
+//! batch order, the keys after a random permutation that is undone
+//! afterwards. This is the SplitBatchNorm emulation of the MoCo authors'
+//! single-GPU demo, applied to both encoders as DDP does.
+
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use tch::nn::{self, Module, ModuleT};
+use tch::{Device, Kind, Tensor};
+
+use super::heads::{GeoHead, ProjectionHead};
+use super::resnet::{ResNet, ResNetConfig};
+
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct MocoConfig {
+    /// Output dimension of the projection (128).
+    pub dim: i64,
+    /// Number of negative keys kept (65536).
+    pub queue_size: i64,
+    /// Key encoder momentum m (0.999).
+    pub momentum: f64,
+    /// Softmax temperature T (0.02 as published).
+    pub temperature: f64,
+    /// Groups for shuffle-BN emulation (1 disables it).
+    pub bn_groups: i64,
+    /// Number of geo clusters; `None` without the geo task.
+    pub geo_classes: Option<i64>,
+    /// Weights of the contrastive and the geo loss.
+    pub alpha: f64,
+    pub beta: f64,
+}
+
+/// Backbone + projection head, named as torchvision's resnet with `fc`
+/// replaced by the MLP.
+#[derive(Debug)]
+pub struct Encoder {
+    pub backbone: ResNet,
+    pub head: ProjectionHead,
+}
+
+impl Encoder {
+    pub fn new(p: &nn::Path, resnet: ResNetConfig, dim: i64) -> Self {
+        let backbone = ResNet::new(p, resnet);
+        let head = ProjectionHead::new(&(p / "fc"), resnet.feature_dim(), dim);
+        Self { backbone, head }
+    }
+
+    /// Projection before L2 normalisation, [N, dim].
+    pub fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.head.forward(&self.backbone.forward_t(xs, train))
+    }
+
+    /// Runs the batch in `groups` contiguous groups (per-group BN statistics).
+    fn forward_grouped(&self, xs: &Tensor, groups: i64, train: bool) -> Tensor {
+        if groups <= 1 {
+            return self.forward_t(xs, train);
+        }
+        let parts: Vec<Tensor> = xs
+            .chunk(groups, 0)
+            .iter()
+            .map(|g| self.forward_t(g, train))
+            .collect();
+        Tensor::cat(&parts, 0)
+    }
+}
+
+/// Losses and accuracies of one step.
+pub struct StepOutput {
+    /// alpha * L_moco + beta * L_geo, with its graph.
+    pub loss: Tensor,
+    pub moco_loss: Tensor,
+    pub geo_loss: Option<Tensor>,
+    /// Fraction of queries whose positive key wins among all logits.
+    pub moco_accuracy: f64,
+    pub geo_accuracy: Option<f64>,
+}
+
+pub struct Moco {
+    pub config: MocoConfig,
+    pub resnet: ResNetConfig,
+    /// Trainable: `encoder_q.*` and `geo_head.*`.
+    pub vs_q: nn::VarStore,
+    /// Momentum copy: `encoder_k.*` (no gradients).
+    pub vs_k: nn::VarStore,
+    pub encoder_q: Encoder,
+    encoder_k: Encoder,
+    geo_head: Option<GeoHead>,
+    /// [dim, queue_size] normalised keys, the oldest at `queue_ptr`.
+    pub queue: Tensor,
+    pub queue_ptr: i64,
+    /// (key parameter, query parameter) pairs for the momentum update;
+    /// trainable parameters only, BN running statistics stay the key
+    /// encoder's own (as in the reference).
+    momentum_pairs: Vec<(Tensor, Tensor)>,
+}
+
+impl Moco {
+    pub fn new(device: Device, resnet: ResNetConfig, config: MocoConfig) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            config.queue_size > 0 && config.dim > 0,
+            "queue size and dim must be positive"
+        );
+        let vs_q = nn::VarStore::new(device);
+        let encoder_q = Encoder::new(&(vs_q.root() / "encoder_q"), resnet, config.dim);
+        let geo_head = config
+            .geo_classes
+            .map(|k| GeoHead::new(&(vs_q.root() / "geo_head"), config.dim, k));
+        let mut vs_k = nn::VarStore::new(device);
+        let encoder_k = Encoder::new(&(vs_k.root() / "encoder_k"), resnet, config.dim);
+        let q_vars = vs_q.variables();
+        let k_vars = vs_k.variables();
+        let mut momentum_pairs = Vec::new();
+        tch::no_grad(|| -> anyhow::Result<()> {
+            for (name, k) in &k_vars {
+                let q_name = format!("encoder_q{}", &name["encoder_k".len()..]);
+                let q = q_vars.get(&q_name).ok_or_else(|| {
+                    anyhow::anyhow!("key encoder variable {name} has no query twin")
+                })?;
+                k.shallow_clone().f_copy_(q)?;
+                if q.requires_grad() {
+                    momentum_pairs.push((k.shallow_clone(), q.shallow_clone()));
+                }
+            }
+            Ok(())
+        })?;
+        vs_k.freeze();
+        momentum_pairs.sort_by_key(|(k, _)| k.numel());
+        let queue = Tensor::randn([config.dim, config.queue_size], (Kind::Float, device));
+        let queue = normalize(&queue, 0);
+        Ok(Self {
+            config,
+            resnet,
+            vs_q,
+            vs_k,
+            encoder_q,
+            encoder_k,
+            geo_head,
+            queue,
+            queue_ptr: 0,
+            momentum_pairs,
+        })
+    }
+
+    /// theta_k <- m theta_k + (1 - m) theta_q, for every trainable parameter.
+    pub fn momentum_update(&self) {
+        let w = 1.0 - self.config.momentum;
+        tch::no_grad(|| {
+            for (k, q) in &self.momentum_pairs {
+                let _ = k.shallow_clone().lerp_(q, w);
+            }
+        });
+    }
+
+    /// Effective number of BN groups for a batch: at most `bn_groups`, with
+    /// at least 2 samples per group and equal group sizes.
+    pub fn groups_for(&self, batch: i64) -> i64 {
+        let mut g = self.config.bn_groups.clamp(1, (batch / 2).max(1));
+        while batch % g != 0 {
+            g -= 1;
+        }
+        g
+    }
+
+    /// One training forward: query and key images [N, 3, H, W], geo labels
+    /// [N] (for the geo variants), a seed for the shuffle permutation.
+    /// Updates the key encoder (before computing keys) and the queue.
+    pub fn step(
+        &mut self,
+        im_q: &Tensor,
+        im_k: &Tensor,
+        geo_labels: Option<&Tensor>,
+        shuffle_seed: u64,
+    ) -> anyhow::Result<StepOutput> {
+        let n = im_q.size()[0];
+        anyhow::ensure!(
+            self.config.queue_size % n == 0,
+            "queue size {} is not a multiple of the batch size {n}",
+            self.config.queue_size
+        );
+        let groups = self.groups_for(n);
+        let q_raw = self.encoder_q.forward_grouped(im_q, groups, true);
+        let q = normalize(&q_raw, 1);
+        let k = tch::no_grad(|| {
+            self.momentum_update();
+            let (perm, inverse) = shuffle_permutation(n, shuffle_seed, im_k.device());
+            let shuffled = im_k.index_select(0, &perm);
+            let k = normalize(&self.encoder_k.forward_grouped(&shuffled, groups, true), 1);
+            k.index_select(0, &inverse)
+        });
+        // A copy, as the reference's `queue.clone().detach()`: the enqueue below
+        // must not modify what the backward pass of `q @ queue` reads.
+        let (moco_loss, logits) = info_nce(&q, &k, &self.queue.copy(), self.config.temperature);
+        let moco_accuracy = top1(&logits, &Tensor::zeros([n], (Kind::Int64, logits.device())));
+        let (geo_loss, geo_accuracy) = match &self.geo_head {
+            Some(head) => {
+                let labels =
+                    geo_labels.ok_or_else(|| anyhow::anyhow!("the geo head needs geo labels"))?;
+                let geo_logits = head.forward(&q_raw);
+                let l = geo_logits.f_cross_entropy_loss::<Tensor>(
+                    labels,
+                    None,
+                    tch::Reduction::Mean,
+                    -100,
+                    0.0,
+                )?;
+                (Some(l), Some(top1(&geo_logits, labels)))
+            }
+            None => (None, None),
+        };
+        let loss = match &geo_loss {
+            Some(l) => &moco_loss * self.config.alpha + l * self.config.beta,
+            None => &moco_loss * self.config.alpha,
+        };
+        self.enqueue(&k);
+        Ok(StepOutput {
+            loss,
+            moco_loss,
+            geo_loss,
+            moco_accuracy,
+            geo_accuracy,
+        })
+    }
+
+    /// Replaces the oldest keys with `keys` [N, dim].
+    pub fn enqueue(&mut self, keys: &Tensor) {
+        let n = keys.size()[0];
+        tch::no_grad(|| {
+            self.queue
+                .narrow(1, self.queue_ptr, n)
+                .copy_(&keys.transpose(0, 1));
+        });
+        self.queue_ptr = (self.queue_ptr + n) % self.config.queue_size;
+    }
+
+    /// The geo head's logits for a query projection (before normalisation).
+    pub fn geo_logits(&self, q_raw: &Tensor) -> Option<Tensor> {
+        self.geo_head.as_ref().map(|h| h.forward(q_raw))
+    }
+}
+
+/// L2 normalisation along `dim` (as `F.normalize`, eps 1e-12).
+pub fn normalize(x: &Tensor, dim: i64) -> Tensor {
+    let norm = x.norm_scalaropt_dim(2, [dim], true).clamp_min(1e-12);
+    x / norm
+}
+
+/// InfoNCE: logits = [q.k, q.queue] / T, cross-entropy with the positive at
+/// index 0. Returns the loss and the logits [N, 1 + K].
+pub fn info_nce(q: &Tensor, k: &Tensor, queue: &Tensor, temperature: f64) -> (Tensor, Tensor) {
+    let l_pos = (q * k).sum_dim_intlist([1i64].as_slice(), true, Kind::Float);
+    let l_neg = q.matmul(queue);
+    let logits = Tensor::cat(&[l_pos, l_neg], 1) / temperature;
+    let target = Tensor::zeros([logits.size()[0]], (Kind::Int64, logits.device()));
+    (logits.cross_entropy_for_logits(&target), logits)
+}
+
+fn top1(logits: &Tensor, target: &Tensor) -> f64 {
+    tch::no_grad(|| {
+        logits
+            .argmax(1, false)
+            .eq_tensor(target)
+            .to_kind(Kind::Float)
+            .mean(Kind::Float)
+            .double_value(&[])
+    })
+}
+
+/// A random permutation of 0..n from `seed`, and its inverse, as index tensors.
+pub fn shuffle_permutation(n: i64, seed: u64, device: Device) -> (Tensor, Tensor) {
+    let mut perm: Vec<i64> = (0..n).collect();
+    perm.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+    let mut inverse = vec![0i64; n as usize];
+    for (i, &p) in perm.iter().enumerate() {
+        inverse[p as usize] = i as i64;
+    }
+    (
+        Tensor::from_slice(&perm).to_device(device),
+        Tensor::from_slice(&inverse).to_device(device),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::resnet::Arch;
+
+    fn tiny(geo: Option<i64>, queue: i64) -> Moco {
+        tch::manual_seed(0);
+        let resnet = ResNetConfig {
+            arch: Arch::Resnet18,
+            width: 4,
+            small_input: true,
+        };
+        let config = MocoConfig {
+            dim: 8,
+            queue_size: queue,
+            momentum: 0.9,
+            temperature: 0.2,
+            bn_groups: 2,
+            geo_classes: geo,
+            alpha: 1.0,
+            beta: 1.0,
+        };
+        Moco::new(Device::Cpu, resnet, config).unwrap()
+    }
+
+    #[test]
+    fn info_nce_matches_hand_computation() {
+        // q = [1, 0], k = [0.6, 0.8], queue columns [1, 0] and [0, 1], T = 0.5:
+        // logits = [0.6, 1, 0] / 0.5 = [1.2, 2, 0];
+        // loss = -1.2 + ln(e^1.2 + e^2 + e^0).
+        let q = Tensor::from_slice(&[1.0f32, 0.0]).view([1, 2]);
+        let k = Tensor::from_slice(&[0.6f32, 0.8]).view([1, 2]);
+        let queue = Tensor::from_slice(&[1.0f32, 0.0, 0.0, 1.0]).view([2, 2]);
+        let (loss, logits) = info_nce(&q, &k, &queue, 0.5);
+        let expect = -1.2f64 + (1.2f64.exp() + 2f64.exp() + 1.0).ln();
+        assert!((loss.double_value(&[]) - expect).abs() < 1e-6);
+        let l: Vec<f32> = logits.flatten(0, -1).try_into().unwrap();
+        assert!((l[0] - 1.2).abs() < 1e-6 && (l[1] - 2.0).abs() < 1e-6 && l[2].abs() < 1e-6);
+    }
+
+    #[test]
+    fn key_encoder_starts_as_copy_and_follows_by_momentum() {
+        let m = tiny(None, 16);
+        let q = m.vs_q.variables();
+        let k = m.vs_k.variables();
+        let name = "layer1.0.conv1.weight";
+        let (qw, kw) = (
+            &q[&format!("encoder_q.{name}")],
+            &k[&format!("encoder_k.{name}")],
+        );
+        assert!(qw.equal(kw));
+        assert!(!kw.requires_grad());
+        // Move the query weights, update, check the formula.
+        tch::no_grad(|| {
+            let _ = qw.shallow_clone().fill_(1.0);
+        });
+        let before = kw.copy();
+        m.momentum_update();
+        let expect = &before * 0.9 + 0.1;
+        assert!(kw.allclose(&expect, 1e-6, 1e-7, false));
+        // Buffers are not averaged.
+        let rm = "layer1.0.bn1.running_mean";
+        let _ = q[&format!("encoder_q.{rm}")].shallow_clone().fill_(5.0);
+        m.momentum_update();
+        assert_eq!(
+            k[&format!("encoder_k.{rm}")]
+                .abs()
+                .sum(Kind::Float)
+                .double_value(&[]),
+            0.0
+        );
+    }
+
+    #[test]
+    fn queue_enqueue_wraps() {
+        let mut m = tiny(None, 6);
+        let keys = |v: f64| Tensor::full([2, 8], v, (Kind::Float, Device::Cpu));
+        m.enqueue(&keys(1.0));
+        m.enqueue(&keys(2.0));
+        m.enqueue(&keys(3.0));
+        assert_eq!(m.queue_ptr, 0);
+        m.enqueue(&keys(4.0));
+        assert_eq!(m.queue_ptr, 2);
+        let first_row: Vec<f32> = m.queue.get(0).try_into().unwrap();
+        assert_eq!(first_row, vec![4.0, 4.0, 2.0, 2.0, 3.0, 3.0]);
+    }
+
+    #[test]
+    fn permutation_round_trips() {
+        for seed in 0..20 {
+            let x = Tensor::arange(10, (Kind::Int64, Device::Cpu));
+            let (perm, inverse) = shuffle_permutation(10, seed, Device::Cpu);
+            let back = x.index_select(0, &perm).index_select(0, &inverse);
+            assert!(back.equal(&x));
+            if seed == 1 {
+                assert!(!x.index_select(0, &perm).equal(&x), "a real shuffle");
+            }
+        }
+    }
+
+    #[test]
+    fn geo_head_reads_the_unnormalised_projection() {
+        let m = tiny(Some(5), 16);
+        let x = Tensor::randn([4, 3, 16, 16], (Kind::Float, Device::Cpu));
+        let q_raw = m.encoder_q.forward_t(&x, false);
+        let scaled = &q_raw * 3.0;
+        let a = m.geo_logits(&q_raw).unwrap();
+        let b = m.geo_logits(&scaled).unwrap();
+        // Normalisation would make these equal; on the raw projection the
+        // logits (minus bias) scale with it, as ReLU is positively homogeneous.
+        let bias = &m.vs_q.variables()["geo_head.1.bias"];
+        assert!((&b - bias).allclose(&((&a - bias) * 3.0), 1e-4, 1e-5, false));
+        assert!(!a.allclose(&b, 1e-3, 1e-3, false));
+    }
+
+    #[test]
+    fn step_computes_both_losses_and_checks_queue_multiple() {
+        let mut m = tiny(Some(3), 8);
+        let x = Tensor::randn([4, 3, 16, 16], (Kind::Float, Device::Cpu));
+        let labels = Tensor::from_slice(&[0i64, 1, 2, 0]);
+        let out = m.step(&x, &x, Some(&labels), 7).unwrap();
+        let total = out.loss.double_value(&[]);
+        let parts = out.moco_loss.double_value(&[]) + out.geo_loss.unwrap().double_value(&[]);
+        assert!((total - parts).abs() < 1e-5);
+        assert_eq!(m.queue_ptr, 4);
+        let err = m
+            .step(
+                &x.narrow(0, 0, 3),
+                &x.narrow(0, 0, 3),
+                Some(&labels.narrow(0, 0, 3)),
+                1,
+            )
+            .err()
+            .unwrap();
+        assert_eq!(
+            err.to_string(),
+            "queue size 8 is not a multiple of the batch size 3"
+        );
+        assert_eq!(m.groups_for(32), 2);
+        assert_eq!(m.groups_for(2), 1);
+    }
+}

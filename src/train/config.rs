@@ -1,0 +1,245 @@
+//! The pretraining configuration: every hyperparameter, with the paper's
+//! defaults. It is read from a TOML file (`--config run.toml`, any subset of
+//! keys), overridden by command-line flags, and saved resolved as
+//! `RUN_DIR/config.toml`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use crate::data::augment::AugConfig;
+use crate::data::loader::SampleBy;
+use crate::model::{Arch, MocoConfig, ResNetConfig};
+
+use super::schedule::LrSchedule;
+
+/// The four variants of the paper.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// MoCo-v2: two augmentations of one image.
+    Moco,
+    /// MoCo-v2 + temporal positives.
+    MocoTp,
+    /// MoCo-v2 + geo-location head.
+    MocoGeo,
+    /// MoCo-v2 + temporal positives + geo-location head.
+    MocoTpGeo,
+}
+
+impl Method {
+    pub fn temporal(self) -> bool {
+        matches!(self, Method::MocoTp | Method::MocoTpGeo)
+    }
+    pub fn geo(self) -> bool {
+        matches!(self, Method::MocoGeo | Method::MocoTpGeo)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PretrainConfig {
+    pub manifest: PathBuf,
+    pub method: Method,
+    /// Rows used for pretraining: this split, or every row when "all".
+    pub split: String,
+    pub arch: Arch,
+    pub width: i64,
+    pub small_input: bool,
+    pub epochs: usize,
+    pub batch_size: usize,
+    /// Learning rate for batch 256; the run uses lr x batch / 256.
+    pub lr: f64,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    pub cos: bool,
+    pub cos_per_step: bool,
+    pub schedule: Vec<usize>,
+    pub warmup_epochs: usize,
+    pub moco_dim: i64,
+    pub moco_k: i64,
+    pub moco_m: f64,
+    pub moco_t: f64,
+    pub bn_groups: i64,
+    pub alpha: f64,
+    pub beta: f64,
+    pub image_size: u32,
+    /// Resize + CenterCrop side before the random crop; 0 means 2 x image_size.
+    pub pre_size: u32,
+    pub crop_min_scale: f64,
+    pub sample_by: SampleBy,
+    pub seed: u64,
+    pub device: String,
+    /// libtorch intra-op threads; 0 keeps libtorch's default.
+    pub threads: usize,
+    pub prefetch: usize,
+    pub checkpoint_every: usize,
+}
+
+impl Default for PretrainConfig {
+    fn default() -> Self {
+        Self {
+            manifest: PathBuf::new(),
+            method: Method::MocoTpGeo,
+            split: "train".into(),
+            arch: Arch::Resnet50,
+            width: 64,
+            small_input: false,
+            epochs: 200,
+            batch_size: 256,
+            lr: 0.03,
+            momentum: 0.9,
+            weight_decay: 1e-4,
+            cos: true,
+            cos_per_step: false,
+            schedule: vec![120, 160],
+            warmup_epochs: 0,
+            moco_dim: 128,
+            moco_k: 65536,
+            moco_m: 0.999,
+            moco_t: 0.02,
+            bn_groups: 4,
+            alpha: 1.0,
+            beta: 1.0,
+            image_size: 224,
+            pre_size: 0,
+            crop_min_scale: 0.2,
+            sample_by: SampleBy::Image,
+            seed: 0,
+            device: "auto".into(),
+            threads: 0,
+            prefetch: 4,
+            checkpoint_every: 10,
+        }
+    }
+}
+
+impl PretrainConfig {
+    pub fn from_toml_file(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("{}: cannot read", path.display()))?;
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    }
+
+    pub fn to_toml(&self) -> anyhow::Result<String> {
+        Ok(toml::to_string_pretty(self)?)
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.epochs > 0, "epochs must be at least 1");
+        anyhow::ensure!(self.batch_size > 0, "batch-size must be at least 1");
+        anyhow::ensure!(
+            self.moco_k > 0 && self.moco_k % self.batch_size as i64 == 0,
+            "moco-k (queue size) {} must be a positive multiple of batch-size {}",
+            self.moco_k,
+            self.batch_size
+        );
+        anyhow::ensure!(
+            (0.0..1.0).contains(&self.moco_m),
+            "moco-m must be in [0, 1)"
+        );
+        anyhow::ensure!(self.moco_t > 0.0, "moco-t must be positive");
+        anyhow::ensure!(
+            self.crop_min_scale > 0.0 && self.crop_min_scale <= 1.0,
+            "crop-min-scale must be in (0, 1]"
+        );
+        anyhow::ensure!(
+            self.width > 0 && self.image_size >= 8,
+            "width must be positive and image-size at least 8"
+        );
+        anyhow::ensure!(
+            self.checkpoint_every > 0,
+            "checkpoint-every must be at least 1"
+        );
+        Ok(())
+    }
+
+    pub fn resnet(&self) -> ResNetConfig {
+        ResNetConfig {
+            arch: self.arch,
+            width: self.width,
+            small_input: self.small_input,
+        }
+    }
+
+    pub fn moco(&self, geo_classes: Option<i64>) -> MocoConfig {
+        MocoConfig {
+            dim: self.moco_dim,
+            queue_size: self.moco_k,
+            momentum: self.moco_m,
+            temperature: self.moco_t,
+            bn_groups: self.bn_groups,
+            geo_classes,
+            alpha: self.alpha,
+            beta: self.beta,
+        }
+    }
+
+    pub fn aug(&self) -> AugConfig {
+        let mut a = AugConfig::aug_plus(self.image_size);
+        a.pre_size = Some(if self.pre_size == 0 {
+            self.image_size * 2
+        } else {
+            self.pre_size
+        });
+        a.scale = (self.crop_min_scale, 1.0);
+        a
+    }
+
+    /// The run's learning rate: lr x batch / 256 (linear scaling).
+    pub fn schedule(&self) -> LrSchedule {
+        LrSchedule {
+            base_lr: self.lr * self.batch_size as f64 / 256.0,
+            epochs: self.epochs,
+            cosine: self.cos,
+            per_step: self.cos_per_step,
+            milestones: self.schedule.clone(),
+            warmup_epochs: self.warmup_epochs,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_the_paper_and_round_trip_through_toml() {
+        let c = PretrainConfig::default();
+        assert_eq!(
+            (c.moco_k, c.moco_m, c.moco_t, c.moco_dim),
+            (65536, 0.999, 0.02, 128)
+        );
+        assert_eq!(
+            (c.epochs, c.batch_size, c.lr, c.weight_decay),
+            (200, 256, 0.03, 1e-4)
+        );
+        assert!((c.schedule().base_lr - 0.03).abs() < 1e-12);
+        let text = c.to_toml().unwrap();
+        let back: PretrainConfig = toml::from_str(&text).unwrap();
+        assert_eq!(back, c);
+        let partial: PretrainConfig =
+            toml::from_str("method = \"moco-tp\"\nbatch_size = 128\n").unwrap();
+        assert_eq!(partial.method, Method::MocoTp);
+        assert!((partial.schedule().base_lr - 0.015).abs() < 1e-12);
+        assert!(
+            toml::from_str::<PretrainConfig>("batch_sise = 3").is_err(),
+            "typos are errors"
+        );
+    }
+
+    #[test]
+    fn validation_messages() {
+        let mut c = PretrainConfig {
+            batch_size: 100,
+            ..Default::default()
+        };
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "moco-k (queue size) 65536 must be a positive multiple of batch-size 100"
+        );
+        c.batch_size = 256;
+        assert!(c.validate().is_ok());
+    }
+}

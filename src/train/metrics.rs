@@ -1,0 +1,150 @@
+//! Run metrics: one JSON object per line in `RUN_DIR/metrics.jsonl`
+//! (`"kind": "step"` every step, `"kind": "epoch"` at each epoch's end) and
+//! the epoch rows again in `RUN_DIR/metrics.csv` for spreadsheets. On resume
+//! both files are cut back to the checkpoint, so a crash never leaves
+//! duplicated or orphaned rows.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StepMetrics {
+    pub kind: String,
+    pub epoch: usize,
+    pub step: u64,
+    pub lr: f64,
+    pub loss: f64,
+    pub moco_loss: f64,
+    pub moco_acc: f64,
+    pub geo_loss: Option<f64>,
+    pub geo_acc: Option<f64>,
+    pub pairs_per_s: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EpochMetrics {
+    pub kind: String,
+    pub epoch: usize,
+    pub step: u64,
+    pub lr: f64,
+    pub loss: f64,
+    pub moco_loss: f64,
+    pub moco_acc: f64,
+    pub geo_loss: Option<f64>,
+    pub geo_acc: Option<f64>,
+    pub pairs_per_s: f64,
+    pub seconds: f64,
+}
+
+pub struct MetricsLog {
+    jsonl: File,
+    csv: File,
+    jsonl_path: PathBuf,
+}
+
+const CSV_HEADER: &str =
+    "epoch,step,lr,loss,moco_loss,moco_acc,geo_loss,geo_acc,pairs_per_s,seconds";
+
+impl MetricsLog {
+    /// Opens the logs of `run_dir`, keeping only what happened up to
+    /// `keep_until_step` (0 for a fresh run).
+    pub fn open(run_dir: &Path, keep_until_step: u64) -> anyhow::Result<Self> {
+        let jsonl_path = run_dir.join("metrics.jsonl");
+        let csv_path = run_dir.join("metrics.csv");
+        let keep_json = |line: &str| {
+            serde_json::from_str::<serde_json::Value>(line)
+                .ok()
+                .and_then(|v| v["step"].as_u64())
+                .is_some_and(|s| s <= keep_until_step)
+        };
+        truncate_lines(&jsonl_path, |l| keep_until_step > 0 && keep_json(l))?;
+        truncate_lines(&csv_path, |l| {
+            keep_until_step > 0
+                && (l == CSV_HEADER
+                    || l.split(',')
+                        .nth(1)
+                        .and_then(|s| s.parse::<u64>().ok())
+                        .is_some_and(|s| s <= keep_until_step))
+        })?;
+        let open = |p: &Path| {
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .with_context(|| format!("{}: cannot open", p.display()))
+        };
+        let mut csv = open(&csv_path)?;
+        if csv.metadata()?.len() == 0 {
+            writeln!(csv, "{CSV_HEADER}")?;
+        }
+        Ok(Self {
+            jsonl: open(&jsonl_path)?,
+            csv,
+            jsonl_path,
+        })
+    }
+
+    pub fn step(&mut self, m: &StepMetrics) -> anyhow::Result<()> {
+        writeln!(self.jsonl, "{}", serde_json::to_string(m)?)
+            .with_context(|| format!("{}: write failed", self.jsonl_path.display()))
+    }
+
+    pub fn epoch(&mut self, m: &EpochMetrics) -> anyhow::Result<()> {
+        writeln!(self.jsonl, "{}", serde_json::to_string(m)?)?;
+        let opt = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
+        writeln!(
+            self.csv,
+            "{},{},{},{},{},{},{},{},{},{}",
+            m.epoch,
+            m.step,
+            m.lr,
+            m.loss,
+            m.moco_loss,
+            m.moco_acc,
+            opt(m.geo_loss),
+            opt(m.geo_acc),
+            m.pairs_per_s,
+            m.seconds
+        )?;
+        self.jsonl.sync_data()?;
+        self.csv.sync_data()?;
+        Ok(())
+    }
+}
+
+/// Rewrites `path` keeping only the lines `keep` accepts (atomically).
+fn truncate_lines(path: &Path, keep: impl Fn(&str) -> bool) -> anyhow::Result<()> {
+    let Ok(f) = File::open(path) else {
+        return Ok(());
+    };
+    let lines: Vec<String> = BufReader::new(f).lines().collect::<Result<_, _>>()?;
+    let kept: Vec<&String> = lines.iter().filter(|l| keep(l)).collect();
+    if kept.len() == lines.len() {
+        return Ok(());
+    }
+    let mut text = kept
+        .iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join("\n");
+    if !text.is_empty() {
+        text.push('\n');
+    }
+    crate::atomic_write::write_string(path, &text)
+}
+
+/// Reads the epoch rows of a run's `metrics.jsonl`.
+pub fn read_epochs(run_dir: &Path) -> anyhow::Result<Vec<EpochMetrics>> {
+    let path = run_dir.join("metrics.jsonl");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("{}: cannot read", path.display()))?;
+    Ok(text
+        .lines()
+        .filter(|l| l.contains("\"kind\":\"epoch\""))
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?)
+}

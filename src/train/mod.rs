@@ -1,0 +1,12 @@
+//! Training: configuration, learning-rate schedule, SGD, checkpoints,
+//! metrics, and the pretraining loop.
+
+pub mod checkpoint;
+pub mod config;
+pub mod metrics;
+pub mod pretrain;
+pub mod schedule;
+pub mod sgd;
+
+pub use config::{Method, PretrainConfig};
+pub use pretrain::{pretrain, RunOptions};

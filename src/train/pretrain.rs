@@ -1,0 +1,260 @@
+//! The pretraining loop: data, MoCo step, SGD, schedule, logs, checkpoints.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context;
+
+use super::checkpoint::{self, TrainState};
+use super::config::PretrainConfig;
+use super::metrics::{EpochMetrics, MetricsLog, StepMetrics};
+use super::sgd::Sgd;
+use crate::data::decode::DecodeLimits;
+use crate::data::loader::{LoaderConfig, PairLoader, PairMode};
+use crate::data::{Manifest, Split};
+use crate::model::{parse_device, Moco};
+use crate::progress;
+
+/// What a finished (or stopped) invocation did.
+#[derive(Debug)]
+pub struct PretrainOutcome {
+    pub epochs_done: usize,
+    pub steps_done: u64,
+    pub last_checkpoint: Option<PathBuf>,
+}
+
+/// Options of one invocation that are not part of the run's config.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub resume: bool,
+    /// Stop after this many epochs in this invocation (a later `--resume` continues).
+    pub stop_after: Option<usize>,
+    pub quiet: bool,
+}
+
+/// Rows used for pretraining.
+fn training_rows(mut manifest: Manifest, split: &str) -> anyhow::Result<Manifest> {
+    if split == "all" {
+        return Ok(manifest);
+    }
+    let wanted: Split = split
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!("--split {split}: {e} (or all)"))?;
+    let total = manifest.records.len();
+    manifest.records.retain(|r| r.split == Some(wanted));
+    anyhow::ensure!(
+        !manifest.records.is_empty(),
+        "{}: none of the {total} rows has split = {split} (use --split all to train on every row)",
+        manifest.source.display()
+    );
+    Ok(manifest)
+}
+
+fn seed_for_step(seed: u64, step: u64) -> u64 {
+    seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ step.wrapping_add(1).wrapping_mul(0xD1B5_4A32_D192_ED03)
+}
+
+pub fn pretrain(
+    config: &PretrainConfig,
+    run_dir: &Path,
+    options: &RunOptions,
+) -> anyhow::Result<PretrainOutcome> {
+    config.validate()?;
+    let manifest = Manifest::read(&config.manifest)?;
+    let geo_classes = if config.method.geo() {
+        let max = manifest
+            .records
+            .iter()
+            .map(|r| r.geo_cluster)
+            .try_fold(0u32, |m, c| c.map(|c| m.max(c)));
+        let Some(max) = max else {
+            anyhow::bail!(
+                "{}: method {:?} needs the geo_cluster column on every row; run `geossl cluster --manifest {} --out ...` first",
+                config.manifest.display(),
+                config.method,
+                config.manifest.display()
+            );
+        };
+        Some(max as i64 + 1)
+    } else {
+        None
+    };
+    let manifest = training_rows(manifest, &config.split)?;
+    if config.threads > 0 {
+        tch::set_num_threads(config.threads as i32);
+    }
+    let device = parse_device(&config.device)
+        .map_err(anyhow::Error::msg)?
+        .resolve()?;
+    tch::manual_seed(config.seed as i64);
+
+    let loader = PairLoader::new(
+        manifest,
+        LoaderConfig {
+            batch: config.batch_size,
+            aug: config.aug(),
+            pairs: if config.method.temporal() {
+                PairMode::Temporal
+            } else {
+                PairMode::SameImage
+            },
+            sample_by: config.sample_by,
+            seed: config.seed,
+            prefetch: config.prefetch,
+            decode: DecodeLimits::default(),
+            geo_labels: config.method.geo(),
+        },
+    )?;
+    let mut moco = Moco::new(device, config.resnet(), config.moco(geo_classes))?;
+    let mut sgd = Sgd::new(moco.vs_q.variables(), config.momentum, config.weight_decay);
+
+    std::fs::create_dir_all(run_dir)
+        .with_context(|| format!("{}: cannot create", run_dir.display()))?;
+    let existing = checkpoint::latest(run_dir)?;
+    let (mut epoch, mut step) = (0usize, 0u64);
+    let mut last_checkpoint = None;
+    match (options.resume, existing) {
+        (true, Some(dir)) => {
+            let state = checkpoint::load(&dir, &mut moco, &mut sgd)?;
+            anyhow::ensure!(
+                state.config.resnet() == config.resnet() && state.geo_classes == geo_classes && state.config.moco_k == config.moco_k,
+                "{}: the checkpoint's model (arch, width, queue, geo classes) differs from this run's config",
+                dir.display()
+            );
+            (epoch, step) = (state.epoch, state.step);
+            tracing::info!("resuming from {} (epoch {epoch}, step {step})", dir.display());
+            last_checkpoint = Some(dir);
+        }
+        (true, None) => anyhow::bail!("{}: no checkpoint to resume from; start without --resume", run_dir.display()),
+        (false, Some(dir)) => anyhow::bail!(
+            "{}: the run folder already has checkpoints ({}); pass --resume to continue it or choose another --out",
+            run_dir.display(),
+            dir.display()
+        ),
+        (false, None) => {}
+    }
+    crate::atomic_write::write_string(&run_dir.join("config.toml"), &config.to_toml()?)?;
+    let mut log = MetricsLog::open(run_dir, step)?;
+    let schedule = config.schedule();
+    let batches = loader.batches_per_epoch();
+    let end = options
+        .stop_after
+        .map_or(config.epochs, |n| (epoch + n).min(config.epochs));
+
+    while epoch < end {
+        let started = Instant::now();
+        let bar = if options.quiet {
+            indicatif::ProgressBar::hidden()
+        } else {
+            progress::bar(
+                batches as u64,
+                &format!("epoch {}/{}", epoch + 1, config.epochs),
+            )
+        };
+        let mut sums = [0.0f64; 5]; // loss, moco_loss, moco_acc, geo_loss, geo_acc
+        let mut lr = 0.0;
+        for (b, batch) in loader.epoch(epoch as u64, 0).enumerate() {
+            let batch = batch?;
+            let step_started = Instant::now();
+            lr = schedule.lr(epoch, b, batches);
+            let q = batch.query.to_device(device);
+            let k = batch.key.to_device(device);
+            let geo = batch.geo.map(|g| g.to_device(device));
+            let out = moco.step(&q, &k, geo.as_ref(), seed_for_step(config.seed, step))?;
+            let loss = out.loss.double_value(&[]);
+            if !loss.is_finite() {
+                anyhow::bail!(
+                    "loss became {loss} at epoch {}, step {}; training stopped. The last good checkpoint is {}",
+                    epoch + 1,
+                    step + 1,
+                    last_checkpoint.as_ref().map_or("none (no checkpoint yet)".to_string(), |p: &PathBuf| p.display().to_string())
+                );
+            }
+            sgd.zero_grad();
+            out.loss.f_backward()?;
+            sgd.step(lr);
+            step += 1;
+            let m = StepMetrics {
+                kind: "step".into(),
+                epoch: epoch + 1,
+                step,
+                lr,
+                loss,
+                moco_loss: out.moco_loss.double_value(&[]),
+                moco_acc: out.moco_accuracy,
+                geo_loss: out.geo_loss.as_ref().map(|l| l.double_value(&[])),
+                geo_acc: out.geo_accuracy,
+                pairs_per_s: config.batch_size as f64 / step_started.elapsed().as_secs_f64(),
+            };
+            for (s, v) in sums.iter_mut().zip([
+                m.loss,
+                m.moco_loss,
+                m.moco_acc,
+                m.geo_loss.unwrap_or(0.0),
+                m.geo_acc.unwrap_or(0.0),
+            ]) {
+                *s += v;
+            }
+            log.step(&m)?;
+            bar.set_message(format!(
+                "epoch {}/{} loss {:.3} lr {:.4}",
+                epoch + 1,
+                config.epochs,
+                m.loss,
+                lr
+            ));
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        epoch += 1;
+        let n = batches as f64;
+        let seconds = started.elapsed().as_secs_f64();
+        let em = EpochMetrics {
+            kind: "epoch".into(),
+            epoch,
+            step,
+            lr,
+            loss: sums[0] / n,
+            moco_loss: sums[1] / n,
+            moco_acc: sums[2] / n,
+            geo_loss: geo_classes.map(|_| sums[3] / n),
+            geo_acc: geo_classes.map(|_| sums[4] / n),
+            pairs_per_s: (batches * config.batch_size) as f64 / seconds,
+            seconds,
+        };
+        log.epoch(&em)?;
+        if !options.quiet {
+            eprintln!(
+                "epoch {epoch}/{}: loss {:.4} (InfoNCE {:.4}, acc {:.3}{}) lr {:.5} {:.1} pairs/s",
+                config.epochs,
+                em.loss,
+                em.moco_loss,
+                em.moco_acc,
+                em.geo_loss.map_or(String::new(), |g| format!(
+                    "; geo {:.4}, acc {:.3}",
+                    g,
+                    em.geo_acc.unwrap_or(0.0)
+                )),
+                lr,
+                em.pairs_per_s
+            );
+        }
+        if epoch % config.checkpoint_every == 0 || epoch == config.epochs || epoch == end {
+            let state = TrainState {
+                epoch,
+                step,
+                queue_ptr: moco.queue_ptr,
+                seed: config.seed,
+                geo_classes,
+                config: config.clone(),
+            };
+            last_checkpoint = Some(checkpoint::save(run_dir, &moco, &sgd, &state)?);
+        }
+    }
+    Ok(PretrainOutcome {
+        epochs_done: epoch,
+        steps_done: step,
+        last_checkpoint,
+    })
+}
