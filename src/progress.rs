@@ -7,7 +7,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 pub fn bar(len: u64, what: &str) -> ProgressBar {
     let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
     bar.set_style(
-        ProgressStyle::with_template("{msg:>24} [{bar:40}] {pos}/{len} {per_sec} ETA {eta}")
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} ETA {eta}")
             .expect("valid template")
             .progress_chars("=> "),
     );

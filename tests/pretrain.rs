@@ -195,14 +195,8 @@ fn resume_reproduces_the_uninterrupted_run() {
     let straight = dir.path().join("straight");
     let resumed = dir.path().join("resumed");
     let base = |out: &Path| {
-        let mut c = geossl();
-        c.arg("pretrain")
-            .arg("--manifest")
-            .arg(&geo)
-            .arg("--out")
-            .arg(out)
-            .args(TINY)
-            .args(["--epochs", "2", "--method", "moco-tp-geo"]);
+        let mut c = tiny_pretrain(&geo, out);
+        c.args(["--epochs", "2", "--method", "moco-tp-geo"]);
         c
     };
     base(&straight)
@@ -243,55 +237,43 @@ fn resume_reproduces_the_uninterrupted_run() {
     );
 }
 
+/// `geossl pretrain` on `manifest` into `out` with the tiny network.
+fn tiny_pretrain(manifest: &Path, out: &Path) -> Command {
+    let mut c = geossl();
+    c.arg("pretrain")
+        .arg("--manifest")
+        .arg(manifest)
+        .arg("--out")
+        .arg(out)
+        .args(TINY);
+    c
+}
+
 #[test]
 fn user_errors_are_clear() {
     let dir = tempfile::tempdir().unwrap();
     let geo = world(dir.path(), 30, 16, 3);
     let plain = dir.path().join("data/manifest.csv");
     let run = dir.path().join("run");
-    geossl()
-        .arg("pretrain")
-        .arg("--manifest")
-        .arg(&plain)
-        .arg("--out")
-        .arg(&run)
-        .args(TINY)
+    tiny_pretrain(&plain, &run)
         .args(["--method", "moco-geo", "--epochs", "1"])
         .assert()
         .failure()
         .stderr(predicate::str::contains(
             "needs the geo_cluster column on every row; run `geossl cluster",
         ));
-    geossl()
-        .arg("pretrain")
-        .arg("--manifest")
-        .arg(&geo)
-        .arg("--out")
-        .arg(&run)
-        .args(TINY)
+    tiny_pretrain(&geo, &run)
         .args(["--moco-k", "30", "--epochs", "1"])
         .assert()
         .failure()
         .stderr(predicate::str::contains(
             "moco-k (queue size) 30 must be a positive multiple of batch-size 8",
         ));
-    geossl()
-        .arg("pretrain")
-        .arg("--manifest")
-        .arg(&geo)
-        .arg("--out")
-        .arg(&run)
-        .args(TINY)
+    tiny_pretrain(&geo, &run)
         .args(["--epochs", "1", "--method", "moco"])
         .assert()
         .success();
-    geossl()
-        .arg("pretrain")
-        .arg("--manifest")
-        .arg(&geo)
-        .arg("--out")
-        .arg(&run)
-        .args(TINY)
+    tiny_pretrain(&geo, &run)
         .args(["--epochs", "1"])
         .assert()
         .failure()
@@ -355,14 +337,8 @@ fn non_finite_loss_stops_and_keeps_the_last_good_checkpoint() {
     let geo = world(dir.path(), 30, 16, 3);
     let run = dir.path().join("run");
     let pretrain = || {
-        let mut c = geossl();
-        c.arg("pretrain")
-            .arg("--manifest")
-            .arg(&geo)
-            .arg("--out")
-            .arg(&run)
-            .args(TINY)
-            .args(["--epochs", "3"]);
+        let mut c = tiny_pretrain(&geo, &run);
+        c.args(["--epochs", "3"]);
         c
     };
     pretrain().args(["--stop-after", "1"]).assert().success();

@@ -243,8 +243,17 @@ pub fn gaussian_blur(img: &mut FloatImage, sigma: f32) {
         .collect();
     let sum: f32 = kernel.iter().sum();
     let kernel: Vec<f32> = kernel.iter().map(|k| k / sum).collect();
-    let (w, h) = (img.width as isize, img.height as isize);
-    let reflect = |i: isize, n: isize| -> usize {
+    let mut tmp = vec![0.0f32; img.data.len()];
+    blur_pass(&img.data, &mut tmp, img.width, img.height, &kernel, true);
+    blur_pass(&tmp, &mut img.data, img.width, img.height, &kernel, false);
+}
+
+/// One 1-D convolution pass along rows (`horizontal`) or columns.
+fn blur_pass(src: &[f32], dst: &mut [f32], w: usize, h: usize, kernel: &[f32], horizontal: bool) {
+    let radius = (kernel.len() / 2) as isize;
+    let n = if horizontal { w } else { h } as isize;
+    // Reflect without repeating the edge (as torchvision's "reflect").
+    let reflect = |i: isize| -> usize {
         let mut i = i;
         if n == 1 {
             return 0;
@@ -254,28 +263,17 @@ pub fn gaussian_blur(img: &mut FloatImage, sigma: f32) {
         }
         i as usize
     };
-    let mut tmp = vec![0.0f32; img.data.len()];
     for y in 0..h {
         for x in 0..w {
+            let along = if horizontal { x } else { y } as isize;
             for c in 0..3 {
                 let mut acc = 0.0;
                 for (ki, k) in kernel.iter().enumerate() {
-                    let sx = reflect(x + ki as isize - radius, w);
-                    acc += k * img.data[(y as usize * w as usize + sx) * 3 + c];
+                    let s = reflect(along + ki as isize - radius);
+                    let (sx, sy) = if horizontal { (s, y) } else { (x, s) };
+                    acc += k * src[(sy * w + sx) * 3 + c];
                 }
-                tmp[(y as usize * w as usize + x as usize) * 3 + c] = acc;
-            }
-        }
-    }
-    for y in 0..h {
-        for x in 0..w {
-            for c in 0..3 {
-                let mut acc = 0.0;
-                for (ki, k) in kernel.iter().enumerate() {
-                    let sy = reflect(y + ki as isize - radius, h);
-                    acc += k * tmp[(sy * w as usize + x as usize) * 3 + c];
-                }
-                img.data[(y as usize * w as usize + x as usize) * 3 + c] = acc;
+                dst[(y * w + x) * 3 + c] = acc;
             }
         }
     }

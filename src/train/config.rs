@@ -230,6 +230,24 @@ mod tests {
     }
 
     #[test]
+    fn the_four_methods() {
+        let m = [
+            Method::Moco,
+            Method::MocoTp,
+            Method::MocoGeo,
+            Method::MocoTpGeo,
+        ];
+        assert_eq!(m.map(Method::temporal), [false, true, false, true]);
+        assert_eq!(m.map(Method::geo), [false, false, true, true]);
+        use clap::ValueEnum;
+        let names: Vec<String> = m
+            .iter()
+            .map(|x| x.to_possible_value().unwrap().get_name().to_string())
+            .collect();
+        assert_eq!(names, ["moco", "moco-tp", "moco-geo", "moco-tp-geo"]);
+    }
+
+    #[test]
     fn validation_messages() {
         let mut c = PretrainConfig {
             batch_size: 100,

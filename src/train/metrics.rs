@@ -11,8 +11,10 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
+/// One row of the log: a step (`kind = "step"`) or an epoch's means
+/// (`kind = "epoch"`, with its duration).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct StepMetrics {
+pub struct MetricsRow {
     pub kind: String,
     pub epoch: usize,
     pub step: u64,
@@ -23,21 +25,8 @@ pub struct StepMetrics {
     pub geo_loss: Option<f64>,
     pub geo_acc: Option<f64>,
     pub pairs_per_s: f64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct EpochMetrics {
-    pub kind: String,
-    pub epoch: usize,
-    pub step: u64,
-    pub lr: f64,
-    pub loss: f64,
-    pub moco_loss: f64,
-    pub moco_acc: f64,
-    pub geo_loss: Option<f64>,
-    pub geo_acc: Option<f64>,
-    pub pairs_per_s: f64,
-    pub seconds: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<f64>,
 }
 
 pub struct MetricsLog {
@@ -88,12 +77,12 @@ impl MetricsLog {
         })
     }
 
-    pub fn step(&mut self, m: &StepMetrics) -> anyhow::Result<()> {
+    pub fn step(&mut self, m: &MetricsRow) -> anyhow::Result<()> {
         writeln!(self.jsonl, "{}", serde_json::to_string(m)?)
             .with_context(|| format!("{}: write failed", self.jsonl_path.display()))
     }
 
-    pub fn epoch(&mut self, m: &EpochMetrics) -> anyhow::Result<()> {
+    pub fn epoch(&mut self, m: &MetricsRow) -> anyhow::Result<()> {
         writeln!(self.jsonl, "{}", serde_json::to_string(m)?)?;
         let opt = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
         writeln!(
@@ -108,7 +97,7 @@ impl MetricsLog {
             opt(m.geo_loss),
             opt(m.geo_acc),
             m.pairs_per_s,
-            m.seconds
+            m.seconds.unwrap_or_default()
         )?;
         self.jsonl.sync_data()?;
         self.csv.sync_data()?;
@@ -138,7 +127,7 @@ fn truncate_lines(path: &Path, keep: impl Fn(&str) -> bool) -> anyhow::Result<()
 }
 
 /// Reads the epoch rows of a run's `metrics.jsonl`.
-pub fn read_epochs(run_dir: &Path) -> anyhow::Result<Vec<EpochMetrics>> {
+pub fn read_epochs(run_dir: &Path) -> anyhow::Result<Vec<MetricsRow>> {
     let path = run_dir.join("metrics.jsonl");
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("{}: cannot read", path.display()))?;

@@ -7,7 +7,7 @@ use anyhow::Context;
 
 use super::checkpoint::{self, TrainState};
 use super::config::PretrainConfig;
-use super::metrics::{EpochMetrics, MetricsLog, StepMetrics};
+use super::metrics::{MetricsLog, MetricsRow};
 use super::sgd::Sgd;
 use crate::data::decode::DecodeLimits;
 use crate::data::loader::{LoaderConfig, PairLoader, PairMode};
@@ -175,7 +175,7 @@ pub fn pretrain(
             out.loss.f_backward()?;
             sgd.step(lr);
             step += 1;
-            let m = StepMetrics {
+            let m = MetricsRow {
                 kind: "step".into(),
                 epoch: epoch + 1,
                 step,
@@ -186,6 +186,7 @@ pub fn pretrain(
                 geo_loss: out.geo_loss.as_ref().map(|l| l.double_value(&[])),
                 geo_acc: out.geo_accuracy,
                 pairs_per_s: config.batch_size as f64 / step_started.elapsed().as_secs_f64(),
+                seconds: None,
             };
             for (s, v) in sums.iter_mut().zip([
                 m.loss,
@@ -197,12 +198,15 @@ pub fn pretrain(
                 *s += v;
             }
             log.step(&m)?;
+            let epoch_pairs_per_s =
+                ((b + 1) * config.batch_size) as f64 / started.elapsed().as_secs_f64();
             bar.set_message(format!(
-                "epoch {}/{} loss {:.3} lr {:.4}",
+                "epoch {}/{} loss {:.3} lr {:.4} {:.0} pairs/s",
                 epoch + 1,
                 config.epochs,
                 m.loss,
-                lr
+                lr,
+                epoch_pairs_per_s
             ));
             bar.inc(1);
         }
@@ -210,7 +214,7 @@ pub fn pretrain(
         epoch += 1;
         let n = batches as f64;
         let seconds = started.elapsed().as_secs_f64();
-        let em = EpochMetrics {
+        let em = MetricsRow {
             kind: "epoch".into(),
             epoch,
             step,
@@ -221,7 +225,7 @@ pub fn pretrain(
             geo_loss: geo_classes.map(|_| sums[3] / n),
             geo_acc: geo_classes.map(|_| sums[4] / n),
             pairs_per_s: (batches * config.batch_size) as f64 / seconds,
-            seconds,
+            seconds: Some(seconds),
         };
         log.epoch(&em)?;
         if !options.quiet {
