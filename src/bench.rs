@@ -1,7 +1,6 @@
 //! Benchmarks (`geossl bench ...`): inputs that look like the real thing,
 //! timed end to end. Never run as tests.
 
-use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
 
@@ -38,26 +37,8 @@ pub fn geo_points(n: usize, seed: u64) -> Vec<UnitVector> {
 
 /// Writes points as a float64 `.npy` array of shape (n, 3).
 pub fn write_npy(path: &Path, points: &[UnitVector]) -> anyhow::Result<()> {
-    crate::atomic_write::write_atomically(path, |w| {
-        let mut header = format!(
-            "{{'descr': '<f8', 'fortran_order': False, 'shape': ({}, 3), }}",
-            points.len()
-        );
-        // Magic (6) + version (2) + length (2) + header + '\n' is a multiple of 64.
-        while (10 + header.len() + 1) % 64 != 0 {
-            header.push(' ');
-        }
-        header.push('\n');
-        w.write_all(b"\x93NUMPY\x01\x00")?;
-        w.write_all(&(header.len() as u16).to_le_bytes())?;
-        w.write_all(header.as_bytes())?;
-        for p in points {
-            for v in p {
-                w.write_all(&v.to_le_bytes())?;
-            }
-        }
-        Ok(())
-    })
+    let flat: Vec<f64> = points.iter().flatten().copied().collect();
+    crate::interop::npy::write(path, &[points.len(), 3], &flat)
 }
 
 pub struct KMeansTiming {

@@ -7,6 +7,9 @@
 //!   summaries, the synthetic dataset;
 //! - [`model`]: devices, ResNet backbones, heads, MoCo;
 //! - [`train`]: configuration, schedule, SGD, checkpoints, metrics, pretraining;
+//! - [`eval`]: linear probe, fine-tuning, kNN, per-location classification,
+//!   embeddings, and the four-variant demo;
+//! - [`interop`]: exchange with the Python world (`.npy`, torchvision weights);
 //! - [`bench`]: benchmark inputs and timings (`geossl bench`);
 //! - [`cli`]: the `geossl` command line, a thin layer over the above.
 //!
@@ -16,7 +19,9 @@ pub mod atomic_write;
 pub mod bench;
 pub mod cli;
 pub mod data;
+pub mod eval;
 pub mod geo;
+pub mod interop;
 pub mod model;
 pub mod progress;
 pub mod train;

@@ -2,63 +2,12 @@
 //! exact resume, and the errors a user meets first.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use assert_cmd::Command;
 use predicates::prelude::*;
 
-fn geossl() -> Command {
-    Command::cargo_bin("geossl").expect("binary built")
-}
-
-/// A small built-in world with geo clusters; returns the clustered manifest.
-fn world(dir: &Path, locations: usize, size: usize, k: usize) -> PathBuf {
-    let data = dir.join("data");
-    geossl()
-        .args(["synth", "--out"])
-        .arg(&data)
-        .args([
-            "--locations",
-            &locations.to_string(),
-            "--max-views",
-            "6",
-            "--size",
-            &size.to_string(),
-            "--seed",
-            "1",
-        ])
-        .assert()
-        .success();
-    let geo = data.join("geo.csv");
-    geossl()
-        .args(["cluster", "--manifest"])
-        .arg(data.join("manifest.csv"))
-        .args(["--k", &k.to_string(), "--out"])
-        .arg(&geo)
-        .assert()
-        .success();
-    geo
-}
-
-/// Flags for a tiny, fast network.
-const TINY: [&str; 16] = [
-    "--arch",
-    "resnet18",
-    "--width",
-    "4",
-    "--small-input",
-    "true",
-    "--image-size",
-    "16",
-    "--batch-size",
-    "8",
-    "--moco-k",
-    "32",
-    "--threads",
-    "1",
-    "--checkpoint-every",
-    "1",
-];
+mod common;
+use common::{geossl, tiny_pretrain, world};
 
 fn step_losses(run: &Path) -> Vec<(u64, String, String, String)> {
     std::fs::read_to_string(run.join("metrics.jsonl"))
@@ -235,18 +184,6 @@ fn resume_reproduces_the_uninterrupted_run() {
         3,
         "header + one row per epoch, no duplicates:\n{csv}"
     );
-}
-
-/// `geossl pretrain` on `manifest` into `out` with the tiny network.
-fn tiny_pretrain(manifest: &Path, out: &Path) -> Command {
-    let mut c = geossl();
-    c.arg("pretrain")
-        .arg("--manifest")
-        .arg(manifest)
-        .arg("--out")
-        .arg(out)
-        .args(TINY);
-    c
 }
 
 #[test]

@@ -35,10 +35,18 @@ pub enum Command {
     Cluster(ClusterArgs),
     /// Pretrain an encoder: MoCo-v2, +TP (temporal positives), +Geo (geo-location head), +TP+Geo.
     Pretrain(Box<PretrainArgs>),
+    /// Linear probe of a frozen encoder (the paper's protocol); prints and writes a report.
+    Probe(ProbeArgs),
+    /// Train a whole classifier: fine-tune an encoder, or train from scratch (baselines).
+    Finetune(FinetuneArgs),
+    /// Weighted kNN classification on the encoder's normalised features.
+    Knn(KnnArgs),
+    /// Write the encoder's pooled feature of every row to .npy, with the rows as CSV beside it.
+    Embed(EmbedArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
-    /// The whole pipeline on the built-in dataset: synth, index --check, cluster, pretrain.
+    /// The method on the built-in dataset: synth, cluster, pretrain the four variants, evaluate them beside the baselines.
     Demo(DemoArgs),
     /// Show the libtorch build, threads and visible CUDA devices.
     Info,
@@ -248,6 +256,21 @@ pub struct PretrainArgs {
     /// Checkpoint every N epochs (and at the end). [default: 10]
     #[arg(long)]
     pub checkpoint_every: Option<usize>,
+    /// kNN top-1 of the query encoder on the manifest's labels every N epochs, into the metrics; 0: never. [default: 0]
+    #[arg(long, value_name = "N")]
+    pub knn_every: Option<usize>,
+    /// Neighbours of --knn-every. [default: 20]
+    #[arg(long)]
+    pub knn_k: Option<usize>,
+    /// Temperature of --knn-every. [default: 0.07]
+    #[arg(long)]
+    pub knn_t: Option<f64>,
+    /// Split whose features form the kNN bank. [default: train]
+    #[arg(long)]
+    pub knn_train_split: Option<String>,
+    /// Split the kNN classifies. [default: val]
+    #[arg(long)]
+    pub knn_test_split: Option<String>,
 }
 
 impl PretrainArgs {
@@ -294,7 +317,12 @@ impl PretrainArgs {
             device,
             threads,
             prefetch,
-            checkpoint_every
+            checkpoint_every,
+            knn_every,
+            knn_k,
+            knn_t,
+            knn_train_split,
+            knn_test_split
         );
         anyhow::ensure!(
             !c.manifest.as_os_str().is_empty(),
@@ -302,6 +330,146 @@ impl PretrainArgs {
         );
         Ok(c)
     }
+}
+
+/// What is evaluated, on which data.
+#[derive(Args, Debug)]
+pub struct EvalData {
+    /// A pretraining run folder (its latest checkpoint), a checkpoint folder, or a classifier folder from `finetune`.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Manifest with a label column (or geo_cluster, with --target geo-cluster) and splits.
+    #[arg(long)]
+    pub manifest: PathBuf,
+    /// Rows the classifier learns from (train, val, test or all).
+    #[arg(long, default_value = "train")]
+    pub train_split: String,
+    /// Rows it is tested on.
+    #[arg(long, default_value = "val")]
+    pub test_split: String,
+    /// Column holding the classes.
+    #[arg(long, value_enum, default_value = "label")]
+    pub target: crate::eval::Target,
+    /// Input side [default: the size the encoder was trained at].
+    #[arg(long)]
+    pub image_size: Option<u32>,
+    #[arg(long, default_value_t = 256)]
+    pub batch_size: usize,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+impl EvalData {
+    fn device(&self) -> anyhow::Result<tch::Device> {
+        crate::model::parse_device(&self.device)
+            .map_err(anyhow::Error::msg)?
+            .resolve()
+    }
+
+    fn task(&self, classes: Option<Vec<String>>) -> anyhow::Result<crate::eval::Task> {
+        crate::eval::Task::load(
+            &self.manifest,
+            self.target,
+            &self.train_split,
+            &self.test_split,
+            classes,
+        )
+    }
+
+    /// `--out`, or `<name>.json` in the checkpoint folder.
+    fn report_path(&self, out: &Option<PathBuf>, name: &str) -> PathBuf {
+        out.clone()
+            .unwrap_or_else(|| self.checkpoint.join(format!("{name}.json")))
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct ProbeArgs {
+    #[command(flatten)]
+    pub data: EvalData,
+    /// Learning rate (the paper: 1; the MoCo code: 30).
+    #[arg(long, default_value_t = 1.0)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 100)]
+    pub epochs: usize,
+    /// Epochs at which lr is multiplied by 0.1.
+    #[arg(long, value_delimiter = ',', default_value = "60,80")]
+    pub schedule: Vec<usize>,
+    /// Extract the features once (centre crop) and train on them every epoch: much faster; exact for square images.
+    #[arg(long)]
+    pub cache_features: bool,
+    /// Standardise each feature with the training set's mean and std first (MAE's BN without affine).
+    #[arg(long)]
+    pub standardize: bool,
+    /// Report JSON [default: probe.json in the checkpoint folder].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct FinetuneArgs {
+    #[command(flatten)]
+    pub data: EvalData,
+    /// Start from a random initialisation (supervised or geo-location-learning baseline) with --checkpoint's architecture.
+    #[arg(long)]
+    pub from_scratch: bool,
+    #[arg(long, default_value_t = 0.001)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 100)]
+    pub epochs: usize,
+    /// Epochs at which lr is multiplied by 0.1 (unless --cos).
+    #[arg(long, value_delimiter = ',', default_value = "60,80")]
+    pub schedule: Vec<usize>,
+    /// Cosine learning-rate decay instead of steps.
+    #[arg(long)]
+    pub cos: bool,
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f64,
+    /// Training view.
+    #[arg(long, value_enum, default_value = "random-crop")]
+    pub view: crate::eval::finetune::TrainView,
+    /// Output classifier folder: classifier.safetensors (torchvision names), classifier.json, report.json.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct KnnArgs {
+    #[command(flatten)]
+    pub data: EvalData,
+    /// Neighbours that vote.
+    #[arg(long, default_value_t = 20)]
+    pub k: usize,
+    /// Temperature of the vote weights exp(similarity / t).
+    #[arg(long, default_value_t = 0.07)]
+    pub t: f64,
+    /// Report JSON [default: knn.json in the checkpoint folder].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct EmbedArgs {
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    #[arg(long)]
+    pub manifest: PathBuf,
+    /// Output .npy (float32, rows x features); the rows go to the .csv beside it.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Only the rows of this split (train, val, test) [default: every row].
+    #[arg(long)]
+    pub split: Option<String>,
+    /// Input side [default: the size the encoder was trained at].
+    #[arg(long)]
+    pub image_size: Option<u32>,
+    #[arg(long, default_value_t = 256)]
+    pub batch_size: usize,
+    #[arg(long, default_value = "auto")]
+    pub device: String,
 }
 
 #[derive(Subcommand, Debug)]
@@ -328,7 +496,7 @@ pub struct DemoArgs {
     /// Where the dataset and outputs go.
     #[arg(long, default_value = "runs/demo")]
     pub out: PathBuf,
-    /// A smaller dataset that finishes in seconds.
+    /// A smaller budget that finishes in a few minutes on 2 CPU cores.
     #[arg(long)]
     pub quick: bool,
     #[arg(long, default_value_t = 0)]
@@ -361,6 +529,10 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Index(a) => index_cmd(a),
         Command::Cluster(a) => cluster_cmd(&a),
         Command::Pretrain(a) => pretrain_cmd(&a),
+        Command::Probe(a) => probe_cmd(&a),
+        Command::Finetune(a) => finetune_cmd(&a),
+        Command::Knn(a) => knn_cmd(&a),
+        Command::Embed(a) => embed_cmd(&a),
         Command::Bench(b) => bench_cmd(b),
         Command::Demo(a) => demo_cmd(&a),
         Command::Info => info_cmd(),
@@ -577,92 +749,113 @@ fn bench_cmd(b: BenchCommand) -> anyhow::Result<()> {
 }
 
 fn demo_cmd(a: &DemoArgs) -> anyhow::Result<()> {
-    // Small budgets that show learning on 2 CPU cores; the paper's settings
-    // (ResNet-50, 224 px, 200 epochs) are `geossl pretrain`'s defaults.
-    let (locations, k, epochs, width) = if a.quick {
-        (400, 20, 12, 8)
-    } else {
-        (2000, 100, 40, 16)
-    };
-    let data = a.out.join("data");
-    println!(
-        "== 1/4 synth: {locations} places of the built-in world -> {}",
-        data.display()
-    );
-    synth_cmd(&SynthArgs {
-        out: data.clone(),
-        locations,
-        max_views: 8,
-        size: 64,
-        seed: a.seed,
-        format: "jpg".into(),
-    })?;
-    let manifest = data.join("manifest.csv");
-    println!("\n== 2/4 index --check {}", manifest.display());
-    check_manifest(&manifest, false)?;
-    let clustered = data.join("manifest_geo.csv");
-    println!("\n== 3/4 cluster k={k} -> {}", clustered.display());
-    cluster_cmd(&ClusterArgs {
-        manifest,
-        k,
-        seed: a.seed,
-        out: clustered.clone(),
-        centroids: None,
-        unweighted: false,
-    })?;
+    crate::eval::demo::run(&a.out, a.quick, a.seed).map(|_| ())
+}
 
-    let run = a.out.join("pretrain-moco-tp-geo");
-    if run.exists() {
-        // The demo owns this folder; a rerun starts it afresh.
-        std::fs::remove_dir_all(&run)
-            .with_context(|| format!("{}: cannot clear the previous demo run", run.display()))?;
-    }
-    let config = crate::train::PretrainConfig {
-        manifest: clustered,
-        method: crate::train::Method::MocoTpGeo,
-        arch: crate::model::Arch::Resnet18,
-        width,
-        small_input: true,
-        image_size: 32,
-        epochs,
-        batch_size: 32,
-        lr: 0.24,
-        // Well below the ~1,000 training images, so the queue never holds a
-        // query's own key from the previous epoch as a negative.
-        moco_k: 256,
-        moco_m: 0.99,
-        moco_t: 0.2,
-        bn_groups: 2,
-        crop_min_scale: 0.8,
-        seed: a.seed,
-        device: "cpu".into(),
-        checkpoint_every: epochs,
+fn probe_cmd(a: &ProbeArgs) -> anyhow::Result<()> {
+    let encoder = crate::eval::Encoder::load(&a.data.checkpoint, a.data.device()?)?;
+    let task = a.data.task(None)?;
+    let config = crate::eval::probe::ProbeConfig {
+        lr: a.lr,
+        epochs: a.epochs,
+        milestones: a.schedule.clone(),
+        batch_size: a.data.batch_size,
+        image_size: a.data.image_size,
+        cache_features: a.cache_features,
+        standardize: a.standardize,
+        seed: a.data.seed,
         ..Default::default()
     };
+    let outcome = crate::eval::probe::linear_probe(&encoder, &task, &config, false)?;
+    let path = a.data.report_path(&a.out, "probe");
+    outcome.report.write_json(&path)?;
     println!(
-        "\n== 4/4 pretrain moco-tp-geo: ResNet-18 (width {width}, small-input stem), 32 px, {epochs} epochs, batch 32, queue 256, T 0.2 -> {}",
-        run.display()
+        "{}
+wrote {}",
+        outcome.report,
+        path.display()
     );
-    let options = crate::train::RunOptions {
-        resume: false,
-        stop_after: None,
-        quiet: false,
-    };
-    let outcome = crate::train::pretrain(&config, &run, &options)?;
-    let log = crate::train::metrics::read_epochs(&run)?;
-    if let (Some(first), Some(last)) = (log.first(), log.last()) {
-        println!(
-            "InfoNCE {:.3} -> {:.3}, geo loss {:.3} -> {:.3}, geo accuracy {:.3} -> {:.3} (epoch 1 -> {}); checkpoint {}",
-            first.moco_loss,
-            last.moco_loss,
-            first.geo_loss.unwrap_or(f64::NAN),
-            last.geo_loss.unwrap_or(f64::NAN),
-            first.geo_acc.unwrap_or(f64::NAN),
-            last.geo_acc.unwrap_or(f64::NAN),
-            last.epoch,
-            outcome.last_checkpoint.map_or("none".into(), |p| p.display().to_string())
-        );
+    Ok(())
+}
+
+fn finetune_cmd(a: &FinetuneArgs) -> anyhow::Result<()> {
+    let device = a.data.device()?;
+    let mut encoder = crate::eval::Encoder::load(&a.data.checkpoint, device)?;
+    if a.from_scratch {
+        encoder = crate::eval::Encoder::random(encoder.backbone.config, encoder.image_size, device);
     }
+    let task = a.data.task(None)?;
+    let config = crate::eval::finetune::FinetuneConfig {
+        lr: a.lr,
+        epochs: a.epochs,
+        cosine: a.cos,
+        milestones: a.schedule.clone(),
+        batch_size: a.data.batch_size,
+        weight_decay: a.weight_decay,
+        view: a.view,
+        image_size: a.data.image_size,
+        seed: a.data.seed,
+        ..Default::default()
+    };
+    let report =
+        crate::eval::finetune::train_classifier(&mut encoder, &task, &config, &a.out, false)?;
+    println!(
+        "{report}
+wrote {}",
+        a.out.display()
+    );
+    Ok(())
+}
+
+fn knn_cmd(a: &KnnArgs) -> anyhow::Result<()> {
+    let encoder = crate::eval::Encoder::load(&a.data.checkpoint, a.data.device()?)?;
+    let task = a.data.task(None)?;
+    let config = crate::eval::knn::KnnConfig {
+        k: a.k,
+        temperature: a.t,
+    };
+    let size = a.data.image_size.unwrap_or(encoder.image_size);
+    let mut report = crate::eval::knn::knn_eval(
+        &encoder.backbone,
+        encoder.vs.device(),
+        &task,
+        size,
+        a.data.batch_size,
+        &config,
+        false,
+    )?;
+    report.encoder = encoder.source.clone();
+    let path = a.data.report_path(&a.out, "knn");
+    report.write_json(&path)?;
+    println!(
+        "{report}
+wrote {}",
+        path.display()
+    );
+    Ok(())
+}
+
+fn embed_cmd(a: &EmbedArgs) -> anyhow::Result<()> {
+    let device = crate::model::parse_device(&a.device)
+        .map_err(anyhow::Error::msg)?
+        .resolve()?;
+    let encoder = crate::eval::Encoder::load(&a.checkpoint, device)?;
+    let manifest = Manifest::read(&a.manifest)?;
+    let rows = a
+        .split
+        .as_deref()
+        .map(|s| crate::eval::task::split_rows(&manifest, s))
+        .transpose()?;
+    let size = a.image_size.unwrap_or(encoder.image_size);
+    let done =
+        crate::eval::embed::embed(&encoder, &manifest, rows, size, a.batch_size, &a.out, false)?;
+    println!(
+        "wrote {} x {} features to {} and their rows to {}",
+        done.rows,
+        done.dim,
+        done.npy.display(),
+        done.csv.display()
+    );
     Ok(())
 }
 

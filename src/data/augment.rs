@@ -128,9 +128,9 @@ pub fn random_resized_crop_params<R: Rng>(
     ((height - h) / 2, (width - w) / 2, h, w)
 }
 
-/// Resize so the shorter side is `side` (torchvision Resize(int)), then
-/// take the central `side` x `side` square.
-pub fn resize_center_crop(img: &RgbImage, side: u32) -> RgbImage {
+/// torchvision Resize(int): the shorter side becomes `side`, the aspect
+/// ratio is kept.
+pub fn resize_shorter_side(img: &RgbImage, side: u32) -> RgbImage {
     let (w, h) = img.dimensions();
     let (nw, nh) = if w <= h {
         (
@@ -143,14 +143,75 @@ pub fn resize_center_crop(img: &RgbImage, side: u32) -> RgbImage {
             side,
         )
     };
-    let resized = if (nw, nh) == (w, h) {
+    if (nw, nh) == (w, h) {
         img.clone()
     } else {
         image::imageops::resize(img, nw, nh, FilterType::Triangle)
-    };
+    }
+}
+
+/// Resize so the shorter side is `side` (torchvision Resize(int)), then
+/// take the central `side` x `side` square.
+pub fn resize_center_crop(img: &RgbImage, side: u32) -> RgbImage {
+    let resized = resize_shorter_side(img, side);
+    let (nw, nh) = resized.dimensions();
     let left = (nw.saturating_sub(side)) / 2;
     let top = (nh.saturating_sub(side)) / 2;
     image::imageops::crop_imm(&resized, left, top, side.min(nw), side.min(nh)).to_image()
+}
+
+/// Resize(side) + RandomCrop(side): a uniformly placed square of the resized
+/// image (torchvision's RandomCrop.get_params).
+pub fn resize_random_crop<R: Rng>(img: &RgbImage, side: u32, rng: &mut R) -> RgbImage {
+    let resized = resize_shorter_side(img, side);
+    let (nw, nh) = resized.dimensions();
+    let left = rng.gen_range(0..=nw.saturating_sub(side));
+    let top = rng.gen_range(0..=nh.saturating_sub(side));
+    image::imageops::crop_imm(&resized, left, top, side.min(nw), side.min(nh)).to_image()
+}
+
+/// How one image becomes one normalised view outside pretraining.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ViewTransform {
+    /// Resize(size) + CenterCrop(size): the evaluation view of the protocol.
+    CenterCrop { size: u32 },
+    /// Resize(size) + RandomCrop(size): the probe's and fine-tuning's
+    /// training view.
+    RandomCrop { size: u32 },
+    /// A full augmentation pipeline (e.g. supervised training from scratch).
+    Augment(AugConfig),
+}
+
+impl ViewTransform {
+    pub fn size(&self) -> u32 {
+        match self {
+            ViewTransform::CenterCrop { size } | ViewTransform::RandomCrop { size } => *size,
+            ViewTransform::Augment(a) => a.size,
+        }
+    }
+
+    /// Whether two applications to one image can differ.
+    pub fn is_random(&self) -> bool {
+        !matches!(self, ViewTransform::CenterCrop { .. })
+    }
+
+    /// Writes the normalised CHW view of `img` into `out` (3 * size * size).
+    pub fn apply_into<R: Rng>(&self, img: &RgbImage, rng: &mut R, out: &mut [f32]) {
+        let view = match self {
+            ViewTransform::CenterCrop { size } => resize_center_crop(img, *size),
+            ViewTransform::RandomCrop { size } => resize_random_crop(img, *size, rng),
+            ViewTransform::Augment(a) => return augment_into(img, a, rng, out),
+        };
+        // A non-square image smaller than the crop leaves a short side; the
+        // final resize makes every view exactly size x size.
+        let size = self.size();
+        let view = if view.dimensions() == (size, size) {
+            view
+        } else {
+            image::imageops::resize(&view, size, size, FilterType::Triangle)
+        };
+        normalize_into(&FloatImage::from_rgb8(&view), out);
+    }
 }
 
 pub fn adjust_brightness(img: &mut FloatImage, factor: f32) {

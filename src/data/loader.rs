@@ -25,7 +25,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use tch::Tensor;
 
-use super::augment::{augment_into, AugConfig};
+use super::augment::{augment_into, AugConfig, ViewTransform};
 use super::decode::{decode_file, DecodeLimits};
 use super::location_index::LocationIndex;
 use super::manifest::Manifest;
@@ -162,30 +162,41 @@ impl PairLoader {
     }
 
     /// Batches of `epoch` from batch `first` on, prepared in the background.
-    pub fn epoch(&self, epoch: u64, first: usize) -> BatchIter {
-        let (tx, rx) = sync_channel(self.config.prefetch.max(1));
+    pub fn epoch(&self, epoch: u64, first: usize) -> BatchIter<PairBatch> {
         let order = self.epoch_order(epoch);
         let (manifest, index, config) = (
             self.manifest.clone(),
             self.index.clone(),
             self.config.clone(),
         );
-        let batches = self.batches_per_epoch();
-        let handle = std::thread::spawn(move || {
-            for b in first..batches {
-                let anchors = &order[b * config.batch..(b + 1) * config.batch];
-                let batch =
-                    make_batch(&manifest, &index, &config, epoch, b * config.batch, anchors);
-                let failed = batch.is_err();
-                if tx.send(batch).is_err() || failed {
-                    return;
-                }
+        prefetch(first..self.batches_per_epoch(), config.prefetch, move |b| {
+            let anchors = &order[b * config.batch..(b + 1) * config.batch];
+            make_batch(&manifest, &index, &config, epoch, b * config.batch, anchors)
+        })
+    }
+}
+
+/// Runs `make` for each batch number of `batches` on a producer thread,
+/// keeping up to `depth` finished batches ahead of the consumer. The first
+/// error ends the stream (after it is delivered).
+pub fn prefetch<T, F>(batches: std::ops::Range<usize>, depth: usize, make: F) -> BatchIter<T>
+where
+    T: Send + 'static,
+    F: Fn(usize) -> anyhow::Result<T> + Send + 'static,
+{
+    let (tx, rx) = sync_channel(depth.max(1));
+    let handle = std::thread::spawn(move || {
+        for b in batches {
+            let batch = make(b);
+            let failed = batch.is_err();
+            if tx.send(batch).is_err() || failed {
+                return;
             }
-        });
-        BatchIter {
-            rx,
-            handle: Some(handle),
         }
+    });
+    BatchIter {
+        rx,
+        handle: Some(handle),
     }
 }
 
@@ -244,14 +255,125 @@ fn make_batch(
     })
 }
 
+/// Single-view batches of chosen rows, for evaluation, probes and
+/// fine-tuning: each image through a [`ViewTransform`], in row order or
+/// shuffled per epoch, with the same determinism as [`PairLoader`].
+#[derive(Clone)]
+pub struct ImageLoader {
+    manifest: Arc<Manifest>,
+    rows: Arc<Vec<usize>>,
+    pub batch: usize,
+    pub transform: ViewTransform,
+    /// Shuffle the rows every epoch (training) or keep their order.
+    pub shuffle: bool,
+    /// Drop the last partial batch (training) or keep it (evaluation).
+    pub drop_last: bool,
+    pub seed: u64,
+    pub prefetch: usize,
+    pub decode: DecodeLimits,
+}
+
+/// One single-view batch.
+pub struct ImageBatch {
+    /// [B, 3, S, S] normalised images.
+    pub images: Tensor,
+    /// Manifest rows of the images.
+    pub rows: Vec<usize>,
+}
+
+impl ImageLoader {
+    /// An evaluation loader: `rows` in order, every row once.
+    pub fn new(
+        manifest: Arc<Manifest>,
+        rows: Vec<usize>,
+        transform: ViewTransform,
+        batch: usize,
+    ) -> Self {
+        Self {
+            manifest,
+            rows: Arc::new(rows),
+            batch: batch.max(1),
+            transform,
+            shuffle: false,
+            drop_last: false,
+            seed: 0,
+            prefetch: 4,
+            decode: DecodeLimits::default(),
+        }
+    }
+
+    /// A training loader: shuffled every epoch, last partial batch dropped.
+    pub fn for_training(mut self, seed: u64) -> Self {
+        self.shuffle = true;
+        self.drop_last = true;
+        self.seed = seed;
+        self
+    }
+
+    pub fn rows(&self) -> &[usize] {
+        &self.rows
+    }
+
+    pub fn batches_per_epoch(&self) -> usize {
+        if self.drop_last {
+            self.rows.len() / self.batch
+        } else {
+            self.rows.len().div_ceil(self.batch)
+        }
+    }
+
+    /// The batches of `epoch`, prepared in the background.
+    pub fn epoch(&self, epoch: u64) -> BatchIter<ImageBatch> {
+        let mut order: Vec<usize> = self.rows.to_vec();
+        if self.shuffle {
+            order.shuffle(&mut ChaCha8Rng::seed_from_u64(sample_seed(
+                self.seed,
+                epoch,
+                u64::MAX,
+            )));
+        }
+        let this = self.clone();
+        prefetch(0..self.batches_per_epoch(), self.prefetch, move |b| {
+            let start = b * this.batch;
+            let rows = &order[start..(start + this.batch).min(order.len())];
+            let s = this.transform.size() as usize;
+            let plane = 3 * s * s;
+            let mut images = vec![0.0f32; rows.len() * plane];
+            images
+                .par_chunks_mut(plane)
+                .zip(rows.par_iter().enumerate())
+                .try_for_each(|(out, (i, &row))| -> anyhow::Result<()> {
+                    let mut rng = ChaCha8Rng::seed_from_u64(sample_seed(
+                        this.seed,
+                        epoch,
+                        (start + i) as u64,
+                    ));
+                    let rec = &this.manifest.records[row];
+                    let img = decode_file(&this.manifest.resolve(rec), rec.crop, &this.decode)?;
+                    this.transform.apply_into(&img, &mut rng, out);
+                    Ok(())
+                })?;
+            Ok(ImageBatch {
+                images: Tensor::from_slice(&images).view([
+                    rows.len() as i64,
+                    3,
+                    s as i64,
+                    s as i64,
+                ]),
+                rows: rows.to_vec(),
+            })
+        })
+    }
+}
+
 /// Batches as they become ready; dropping it stops the producer.
-pub struct BatchIter {
-    rx: Receiver<anyhow::Result<PairBatch>>,
+pub struct BatchIter<T> {
+    rx: Receiver<anyhow::Result<T>>,
     handle: Option<JoinHandle<()>>,
 }
 
-impl Iterator for BatchIter {
-    type Item = anyhow::Result<PairBatch>;
+impl<T> Iterator for BatchIter<T> {
+    type Item = anyhow::Result<T>;
     fn next(&mut self) -> Option<Self::Item> {
         match self.rx.recv() {
             Ok(b) => Some(b),
@@ -394,5 +516,38 @@ mod tests {
             .map(|&r| loader.index().location_of(r))
             .collect();
         assert_eq!(locs.len(), 30, "one view per location");
+    }
+
+    #[test]
+    fn image_loader_covers_rows_in_order_or_shuffled() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Arc::new(world(dir.path()));
+        let rows: Vec<usize> = (0..m.records.len()).step_by(2).collect();
+        let eval = ImageLoader::new(
+            m.clone(),
+            rows.clone(),
+            ViewTransform::CenterCrop { size: 12 },
+            8,
+        );
+        let batches: Vec<ImageBatch> = eval.epoch(0).map(|b| b.unwrap()).collect();
+        assert_eq!(batches.len(), rows.len().div_ceil(8));
+        let seen: Vec<usize> = batches.iter().flat_map(|b| b.rows.clone()).collect();
+        assert_eq!(seen, rows, "evaluation keeps every row, in order");
+        assert_eq!(batches[0].images.size(), vec![8, 3, 12, 12]);
+        let again: Vec<ImageBatch> = eval.epoch(3).map(|b| b.unwrap()).collect();
+        assert!(
+            again[0].images.equal(&batches[0].images),
+            "center crops are fixed"
+        );
+
+        let train = eval.clone().for_training(1);
+        assert_eq!(train.batches_per_epoch(), rows.len() / 8);
+        let e0: Vec<usize> = train.epoch(0).flat_map(|b| b.unwrap().rows).collect();
+        let e1: Vec<usize> = train.epoch(1).flat_map(|b| b.unwrap().rows).collect();
+        assert_ne!(e0, e1, "a new order every epoch");
+        let mut sorted = e0.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), e0.len(), "no row twice in an epoch");
     }
 }

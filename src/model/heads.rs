@@ -72,3 +72,21 @@ impl Module for GeoHead {
         xs.relu().apply(&self.linear)
     }
 }
+
+/// The classifier of the evaluation protocol: Linear(features, classes)
+/// with weights N(0, 0.01) and bias 0 (the MoCo linear-probe code).
+pub fn probe_linear(p: nn::Path, features: i64, classes: i64) -> nn::Linear {
+    nn::linear(
+        p,
+        features,
+        classes,
+        nn::LinearConfig {
+            ws_init: nn::Init::Randn {
+                mean: 0.0,
+                stdev: 0.01,
+            },
+            bs_init: Some(nn::Init::Const(0.0)),
+            bias: true,
+        },
+    )
+}

@@ -12,7 +12,6 @@
 //! No RNG state needs saving: the data order and augmentations derive from
 //! (seed, epoch, position) and the shuffle-BN permutations from (seed, step).
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -22,6 +21,7 @@ use tch::{Device, Tensor};
 use super::config::PretrainConfig;
 use super::sgd::Sgd;
 use crate::atomic_write::write_string;
+use crate::model::weights::{copy_named, read_safetensors};
 use crate::model::Moco;
 
 const OPTIMIZER_PREFIX: &str = "optimizer.momentum_buffer.";
@@ -109,38 +109,31 @@ pub fn save(run_dir: &Path, moco: &Moco, sgd: &Sgd, state: &TrainState) -> anyho
     Ok(final_dir)
 }
 
-/// Loads a checkpoint into `moco` and `sgd` (built with the same config).
-pub fn load(dir: &Path, moco: &mut Moco, sgd: &mut Sgd) -> anyhow::Result<TrainState> {
+/// The `state.json` of checkpoint folder `dir`.
+pub fn read_state(dir: &Path) -> anyhow::Result<TrainState> {
     let state_path = dir.join("state.json");
-    let state: TrainState = serde_json::from_str(
+    serde_json::from_str(
         &std::fs::read_to_string(&state_path)
             .with_context(|| format!("{}: cannot read", state_path.display()))?,
     )
-    .with_context(|| format!("{}: invalid checkpoint state", state_path.display()))?;
+    .with_context(|| format!("{}: invalid checkpoint state", state_path.display()))
+}
+
+/// Loads a checkpoint into `moco` and `sgd` (built with the same config).
+pub fn load(dir: &Path, moco: &mut Moco, sgd: &mut Sgd) -> anyhow::Result<TrainState> {
+    let state = read_state(dir)?;
     let tensors_path = dir.join("model.safetensors");
-    let tensors: HashMap<String, Tensor> = Tensor::read_safetensors(&tensors_path)
-        .with_context(|| format!("{}: cannot read checkpoint tensors", tensors_path.display()))?
-        .into_iter()
-        .collect();
+    let tensors = read_safetensors(&tensors_path)?;
     let file = tensors_path.display().to_string();
     let take = |name: &str| {
         tensors
             .get(name)
             .ok_or_else(|| anyhow::anyhow!("{file}: missing tensor {name}"))
     };
+    for vs in [&moco.vs_q, &moco.vs_k] {
+        copy_named(vs, &tensors, "", &tensors_path)?;
+    }
     tch::no_grad(|| -> anyhow::Result<()> {
-        for vs in [&moco.vs_q, &moco.vs_k] {
-            for (name, var) in vs.variables() {
-                let src = take(&name)?;
-                anyhow::ensure!(
-                    src.size() == var.size(),
-                    "{file}: {name} has shape {:?}, the model {:?}",
-                    src.size(),
-                    var.size()
-                );
-                var.shallow_clone().f_copy_(src)?;
-            }
-        }
         let queue = take("queue")?;
         anyhow::ensure!(
             queue.size() == moco.queue.size(),

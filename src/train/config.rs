@@ -35,6 +35,15 @@ impl Method {
     pub fn geo(self) -> bool {
         matches!(self, Method::MocoGeo | Method::MocoTpGeo)
     }
+    /// The name on the command line (`moco-tp-geo`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Moco => "moco",
+            Method::MocoTp => "moco-tp",
+            Method::MocoGeo => "moco-geo",
+            Method::MocoTpGeo => "moco-tp-geo",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -75,6 +84,14 @@ pub struct PretrainConfig {
     pub threads: usize,
     pub prefetch: usize,
     pub checkpoint_every: usize,
+    /// Weighted-kNN top-1 of the query encoder every N epochs (0: never),
+    /// on the manifest's labels: bank `knn_train_split`, tested on
+    /// `knn_test_split`; logged to the metrics.
+    pub knn_every: usize,
+    pub knn_k: usize,
+    pub knn_t: f64,
+    pub knn_train_split: String,
+    pub knn_test_split: String,
 }
 
 impl Default for PretrainConfig {
@@ -111,6 +128,11 @@ impl Default for PretrainConfig {
             threads: 0,
             prefetch: 4,
             checkpoint_every: 10,
+            knn_every: 0,
+            knn_k: 20,
+            knn_t: 0.07,
+            knn_train_split: "train".into(),
+            knn_test_split: "val".into(),
         }
     }
 }
@@ -245,6 +267,10 @@ mod tests {
             .map(|x| x.to_possible_value().unwrap().get_name().to_string())
             .collect();
         assert_eq!(names, ["moco", "moco-tp", "moco-geo", "moco-tp-geo"]);
+        assert_eq!(
+            m.map(Method::name),
+            ["moco", "moco-tp", "moco-geo", "moco-tp-geo"]
+        );
     }
 
     #[test]

@@ -27,6 +27,9 @@ pub struct MetricsRow {
     pub pairs_per_s: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seconds: Option<f64>,
+    /// kNN top-1 of the query encoder (epoch rows, with `--knn-every`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub knn_top1: Option<f64>,
 }
 
 pub struct MetricsLog {
@@ -36,7 +39,7 @@ pub struct MetricsLog {
 }
 
 const CSV_HEADER: &str =
-    "epoch,step,lr,loss,moco_loss,moco_acc,geo_loss,geo_acc,pairs_per_s,seconds";
+    "epoch,step,lr,loss,moco_loss,moco_acc,geo_loss,geo_acc,pairs_per_s,seconds,knn_top1";
 
 impl MetricsLog {
     /// Opens the logs of `run_dir`, keeping only what happened up to
@@ -87,7 +90,7 @@ impl MetricsLog {
         let opt = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
         writeln!(
             self.csv,
-            "{},{},{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{},{},{}",
             m.epoch,
             m.step,
             m.lr,
@@ -97,7 +100,8 @@ impl MetricsLog {
             opt(m.geo_loss),
             opt(m.geo_acc),
             m.pairs_per_s,
-            m.seconds.unwrap_or_default()
+            m.seconds.unwrap_or_default(),
+            opt(m.knn_top1)
         )?;
         self.jsonl.sync_data()?;
         self.csv.sync_data()?;

@@ -12,6 +12,8 @@ use super::sgd::Sgd;
 use crate::data::decode::DecodeLimits;
 use crate::data::loader::{LoaderConfig, PairLoader, PairMode};
 use crate::data::{Manifest, Split};
+use crate::eval::knn::{knn_eval, KnnConfig};
+use crate::eval::{Target, Task};
 use crate::model::{parse_device, Moco};
 use crate::progress;
 
@@ -77,6 +79,22 @@ pub fn pretrain(
             );
         };
         Some(max as i64 + 1)
+    } else {
+        None
+    };
+    // The kNN monitor sees every row of its two splits, whatever the
+    // pretraining split.
+    let knn_task = if config.knn_every > 0 {
+        Some(
+            Task::new(
+                std::sync::Arc::new(manifest.clone()),
+                Target::Label,
+                &config.knn_train_split,
+                &config.knn_test_split,
+                None,
+            )
+            .context("--knn-every needs labels on the kNN splits")?,
+        )
     } else {
         None
     };
@@ -187,6 +205,7 @@ pub fn pretrain(
                 geo_acc: out.geo_accuracy,
                 pairs_per_s: config.batch_size as f64 / step_started.elapsed().as_secs_f64(),
                 seconds: None,
+                knn_top1: None,
             };
             for (s, v) in sums.iter_mut().zip([
                 m.loss,
@@ -226,6 +245,18 @@ pub fn pretrain(
             geo_acc: geo_classes.map(|_| sums[4] / n),
             pairs_per_s: (batches * config.batch_size) as f64 / seconds,
             seconds: Some(seconds),
+            knn_top1: match &knn_task {
+                Some(task) if epoch % config.knn_every == 0 || epoch == end => {
+                    let knn = KnnConfig {
+                        k: config.knn_k,
+                        temperature: config.knn_t,
+                    };
+                    let backbone = &moco.encoder_q.backbone;
+                    let size = config.image_size;
+                    Some(knn_eval(backbone, device, task, size, 256, &knn, true)?.top1)
+                }
+                _ => None,
+            },
         };
         log.epoch(&em)?;
         if !options.quiet {
@@ -243,6 +274,9 @@ pub fn pretrain(
                 lr,
                 em.pairs_per_s
             );
+            if let Some(k) = em.knn_top1 {
+                eprintln!("epoch {epoch}: kNN top-1 {:.2}%", 100.0 * k);
+            }
         }
         if epoch % config.checkpoint_every == 0 || epoch == config.epochs || epoch == end {
             let state = TrainState {

@@ -1,0 +1,407 @@
+//! `geossl demo`: the method working, end to end, on the built-in world.
+//! Generates the dataset, clusters its locations, pretrains the four
+//! variants with the same budget and seed, and evaluates each (linear
+//! probe, per-location probe, kNN) beside the paper's baselines: a randomly
+//! initialised encoder, geo-location learning (the encoder trained only to
+//! classify the geo clusters) and supervised training on the labels, both
+//! with the same number of epochs over the same images.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use tch::Device;
+
+use super::encoder::Encoder;
+use super::finetune::{train_classifier, FinetuneConfig, TrainView};
+use super::knn::{knn_eval, KnnConfig};
+use super::probe::{linear_probe, ProbeConfig};
+use super::report::ClassificationReport;
+use super::task::{Target, Task};
+use crate::data::summary::Summary;
+use crate::data::synth::{self, SynthConfig};
+use crate::data::Manifest;
+use crate::geo::locations::assign_geo_clusters;
+use crate::train::{Method, PretrainConfig, RunOptions};
+
+/// The demo's budget.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DemoBudget {
+    pub locations: usize,
+    pub geo_clusters: usize,
+    pub epochs: usize,
+    pub width: i64,
+    pub image_size: u32,
+    pub batch_size: usize,
+}
+
+impl DemoBudget {
+    pub fn new(quick: bool) -> Self {
+        if quick {
+            Self {
+                locations: 400,
+                geo_clusters: 20,
+                epochs: 12,
+                width: 8,
+                image_size: 32,
+                batch_size: 32,
+            }
+        } else {
+            Self {
+                locations: 1000,
+                geo_clusters: 50,
+                epochs: 30,
+                width: 8,
+                image_size: 32,
+                batch_size: 32,
+            }
+        }
+    }
+}
+
+/// One line of the demo table.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DemoRow {
+    pub method: String,
+    pub probe_top1: f64,
+    pub probe_macro_f1: f64,
+    pub probe_per_location_top1: f64,
+    pub knn_top1: f64,
+    /// Training wall time (pretraining or classifier training), seconds.
+    pub train_seconds: f64,
+    /// Whether the probe columns come from the network's own classifier
+    /// (the supervised baseline) rather than a linear probe.
+    pub end_to_end: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DemoResult {
+    pub seed: u64,
+    pub budget: DemoBudget,
+    pub rows: Vec<DemoRow>,
+    pub total_seconds: f64,
+}
+
+/// The pretraining settings of the demo: the paper's method at a size that
+/// learns on 2 CPU cores (ResNet-18 of `width` with the small-input stem).
+pub fn pretrain_config(
+    budget: &DemoBudget,
+    manifest: &Path,
+    method: Method,
+    seed: u64,
+) -> PretrainConfig {
+    PretrainConfig {
+        manifest: manifest.to_path_buf(),
+        method,
+        arch: crate::model::Arch::Resnet18,
+        width: budget.width,
+        small_input: true,
+        image_size: budget.image_size,
+        epochs: budget.epochs,
+        batch_size: budget.batch_size,
+        lr: 0.24,
+        // Well below the training images, so the queue never holds a
+        // query's own key from the previous epoch as a negative.
+        moco_k: 256,
+        moco_m: 0.99,
+        moco_t: 0.2,
+        bn_groups: 2,
+        crop_min_scale: 0.8,
+        seed,
+        device: "cpu".into(),
+        checkpoint_every: budget.epochs,
+        ..Default::default()
+    }
+}
+
+fn fresh_dir(dir: &Path) -> anyhow::Result<()> {
+    if dir.exists() {
+        // The demo owns its folders; a rerun starts them afresh.
+        std::fs::remove_dir_all(dir)
+            .with_context(|| format!("{}: cannot clear the previous demo run", dir.display()))?;
+    }
+    Ok(())
+}
+
+fn probe_config(seed: u64) -> ProbeConfig {
+    ProbeConfig {
+        // The synthetic images are square, so Resize + RandomCrop is the
+        // centre crop: caching the features is the protocol, exactly.
+        cache_features: true,
+        // One learning rate for encoders whose features differ in scale by
+        // orders of magnitude (a random initialisation's in particular).
+        standardize: true,
+        seed,
+        ..Default::default()
+    }
+}
+
+/// Linear probe and kNN of one encoder.
+fn evaluate_encoder(
+    name: &str,
+    encoder: &Encoder,
+    task: &Task,
+    seed: u64,
+    train_seconds: f64,
+    out: &Path,
+) -> anyhow::Result<DemoRow> {
+    let probe = linear_probe(encoder, task, &probe_config(seed), true)?;
+    let knn = knn_of(encoder, task)?;
+    probe.report.write_json(&out.join("probe.json"))?;
+    knn.write_json(&out.join("knn.json"))?;
+    Ok(row(name, &probe.report, &knn, train_seconds, false))
+}
+
+fn knn_of(encoder: &Encoder, task: &Task) -> anyhow::Result<ClassificationReport> {
+    let mut knn = knn_eval(
+        &encoder.backbone,
+        encoder.vs.device(),
+        task,
+        encoder.image_size,
+        256,
+        &KnnConfig::default(),
+        true,
+    )?;
+    knn.encoder = encoder.source.clone();
+    Ok(knn)
+}
+
+fn row(
+    name: &str,
+    probe: &ClassificationReport,
+    knn: &ClassificationReport,
+    train_seconds: f64,
+    end_to_end: bool,
+) -> DemoRow {
+    DemoRow {
+        method: name.to_string(),
+        probe_top1: probe.top1,
+        probe_macro_f1: probe.macro_f1,
+        probe_per_location_top1: probe.per_location.top1,
+        knn_top1: knn.top1,
+        train_seconds,
+        end_to_end,
+    }
+}
+
+/// Runs the whole demo under `out` and returns its table.
+pub fn run(out: &Path, quick: bool, seed: u64) -> anyhow::Result<DemoResult> {
+    let started = Instant::now();
+    let budget = DemoBudget::new(quick);
+    let data = out.join("data");
+    println!(
+        "== 1/5 synth: {} places of the built-in world -> {}",
+        budget.locations,
+        data.display()
+    );
+    let t = Instant::now();
+    let m = synth::generate(
+        &data,
+        &SynthConfig {
+            locations: budget.locations,
+            max_views: 8,
+            size: 64,
+            seed,
+            jpeg_quality: 90,
+        },
+    )?;
+    println!(
+        "wrote {} images in {:.1} s",
+        m.records.len(),
+        t.elapsed().as_secs_f64()
+    );
+    let manifest = data.join("manifest.csv");
+    println!("\n== 2/5 index --check {}", manifest.display());
+    let m = Manifest::read(&manifest)?;
+    let summary = Summary::of(&m, true);
+    println!("{summary}");
+    anyhow::ensure!(
+        summary.missing_files == 0,
+        "{}: files are missing",
+        manifest.display()
+    );
+    let clustered = data.join("manifest_geo.csv");
+    println!(
+        "\n== 3/5 cluster k={} -> {}",
+        budget.geo_clusters,
+        clustered.display()
+    );
+    let mut m = m;
+    let g = assign_geo_clusters(&mut m, budget.geo_clusters, seed, true)?;
+    m.write(&clustered)?;
+    println!("{} locations in {} clusters", g.locations, g.k);
+
+    let task = Task::new(
+        Arc::new(Manifest::read(&clustered)?),
+        Target::Label,
+        "train",
+        "val",
+        None,
+    )?;
+    let mut rows = Vec::new();
+    let methods = [
+        Method::Moco,
+        Method::MocoTp,
+        Method::MocoGeo,
+        Method::MocoTpGeo,
+    ];
+    for (i, method) in methods.iter().enumerate() {
+        let config = pretrain_config(&budget, &clustered, *method, seed);
+        let name = method.name();
+        let run_dir = out.join(format!("pretrain-{name}"));
+        fresh_dir(&run_dir)?;
+        println!(
+            "\n== 4/5 pretrain {name} ({}/4): ResNet-18 (width {}, small-input stem), {} px, {} epochs, batch {}, queue {}, T {} -> {}",
+            i + 1,
+            budget.width,
+            budget.image_size,
+            budget.epochs,
+            budget.batch_size,
+            config.moco_k,
+            config.moco_t,
+            run_dir.display()
+        );
+        let t = Instant::now();
+        crate::train::pretrain(&config, &run_dir, &RunOptions::default())?;
+        let seconds = t.elapsed().as_secs_f64();
+        let encoder = Encoder::load(&run_dir, Device::Cpu)?;
+        rows.push(evaluate_encoder(
+            name, &encoder, &task, seed, seconds, &run_dir,
+        )?);
+        print_row(rows.last().expect("just pushed"));
+    }
+
+    println!("\n== 5/5 baselines: random init, geo-location learning, supervised");
+    let base = pretrain_config(&budget, &clustered, Method::Moco, seed);
+    let random_dir = out.join("random-init");
+    fresh_dir(&random_dir)?;
+    std::fs::create_dir_all(&random_dir)?;
+    tch::manual_seed(seed as i64);
+    let random = Encoder::random(base.resnet(), budget.image_size, Device::Cpu);
+    rows.push(evaluate_encoder(
+        "random init",
+        &random,
+        &task,
+        seed,
+        0.0,
+        &random_dir,
+    )?);
+    print_row(rows.last().expect("just pushed"));
+
+    // The baselines train with the pretraining's budget, optimiser and crops.
+    let scratch = FinetuneConfig {
+        lr: base.schedule().base_lr,
+        epochs: budget.epochs,
+        cosine: true,
+        batch_size: budget.batch_size,
+        weight_decay: base.weight_decay,
+        view: TrainView::ResizedCropFlip,
+        crop_min_scale: base.crop_min_scale,
+        seed,
+        ..Default::default()
+    };
+    let geo_task = Task::new(
+        task.manifest.clone(),
+        Target::GeoCluster,
+        "train",
+        "val",
+        None,
+    )?;
+    let geo_dir = out.join("geo-location-learning");
+    fresh_dir(&geo_dir)?;
+    let t = Instant::now();
+    tch::manual_seed(seed as i64);
+    let mut geo = Encoder::random(base.resnet(), budget.image_size, Device::Cpu);
+    train_classifier(&mut geo, &geo_task, &scratch, &geo_dir, true)?;
+    let seconds = t.elapsed().as_secs_f64();
+    geo.source = format!("{} (classifier on geo_cluster)", geo_dir.display());
+    rows.push(evaluate_encoder(
+        "geo-location learning",
+        &geo,
+        &task,
+        seed,
+        seconds,
+        &geo_dir,
+    )?);
+    print_row(rows.last().expect("just pushed"));
+
+    let sup_dir = out.join("supervised");
+    fresh_dir(&sup_dir)?;
+    let t = Instant::now();
+    tch::manual_seed(seed as i64);
+    let mut sup = Encoder::random(base.resnet(), budget.image_size, Device::Cpu);
+    let report = train_classifier(&mut sup, &task, &scratch, &sup_dir, true)?;
+    let seconds = t.elapsed().as_secs_f64();
+    let knn = knn_of(&sup, &task)?;
+    knn.write_json(&sup_dir.join("knn.json"))?;
+    rows.push(row("supervised", &report, &knn, seconds, true));
+    print_row(rows.last().expect("just pushed"));
+
+    let result = DemoResult {
+        seed,
+        budget,
+        rows,
+        total_seconds: started.elapsed().as_secs_f64(),
+    };
+    crate::atomic_write::write_string(
+        &out.join("demo.json"),
+        &serde_json::to_string_pretty(&result)?,
+    )?;
+    let table = markdown_table(&result);
+    crate::atomic_write::write_string(&out.join("demo.md"), &table)?;
+    println!(
+        "\n{} test images of split {} ({} locations), {} classes; trained on split {} ({} images)\n",
+        task.test.rows.len(),
+        task.test_split,
+        task.per_location_count(),
+        task.classes.len(),
+        task.train_split,
+        task.train.rows.len()
+    );
+    println!("{table}");
+    println!(
+        "total {:.0} s; tables in {} and {}",
+        result.total_seconds,
+        out.join("demo.md").display(),
+        out.join("demo.json").display()
+    );
+    Ok(result)
+}
+
+fn print_row(r: &DemoRow) {
+    println!(
+        "{}: probe top-1 {:.1}%, macro F1 {:.3}, per-location top-1 {:.1}%, kNN top-1 {:.1}% ({:.0} s)",
+        r.method,
+        100.0 * r.probe_top1,
+        r.probe_macro_f1,
+        100.0 * r.probe_per_location_top1,
+        100.0 * r.knn_top1,
+        r.train_seconds
+    );
+}
+
+/// The demo table in Markdown.
+pub fn markdown_table(result: &DemoResult) -> String {
+    let mut s = String::from(
+        "| method | probe top-1 | macro F1 | per-location top-1 | kNN top-1 | train time |\n|---|---|---|---|---|---|\n",
+    );
+    for r in &result.rows {
+        s.push_str(&format!(
+            "| {}{} | {:.1}% | {:.3} | {:.1}% | {:.1}% | {:.0} s |\n",
+            r.method,
+            if r.end_to_end {
+                " (own classifier)"
+            } else {
+                ""
+            },
+            100.0 * r.probe_top1,
+            r.probe_macro_f1,
+            100.0 * r.probe_per_location_top1,
+            100.0 * r.knn_top1,
+            r.train_seconds
+        ));
+    }
+    s
+}

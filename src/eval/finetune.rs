@@ -1,0 +1,257 @@
+//! Training a whole classifier (backbone + `fc`): fine-tuning a pretrained
+//! encoder (the paper's protocol: as the linear probe, every weight trained,
+//! lr 0.001, BN in train mode), and the paper's baselines trained from a
+//! random initialisation: supervised learning on the labels, and
+//! geo-location learning (the encoder trained only to classify the geo
+//! clusters).
+//!
+//! The result is a classifier folder: `classifier.safetensors` with
+//! torchvision's names (`conv1.weight`, ..., `fc.weight`, `fc.bias`),
+//! `classifier.json`, and `report.json` on the test split. `probe`, `knn`
+//! and `embed` accept the folder as `--checkpoint`.
+
+use std::path::Path;
+use std::time::Instant;
+
+use tch::nn::{self, ModuleT};
+use tch::Tensor;
+
+use super::encoder::{ClassifierInfo, Encoder, CLASSIFIER_JSON, CLASSIFIER_WEIGHTS};
+use super::probe::probabilities;
+use super::report::{evaluate, ClassificationReport};
+use super::task::Task;
+use crate::data::augment::{AugConfig, ViewTransform};
+use crate::data::loader::ImageLoader;
+use crate::model::heads::probe_linear;
+use crate::progress;
+use crate::train::schedule::LrSchedule;
+use crate::train::sgd::Sgd;
+
+/// The training view.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum TrainView {
+    /// Resize + RandomCrop (the evaluation protocol).
+    RandomCrop,
+    /// RandomResizedCrop(scale 0.2-1) + horizontal flip, the usual view for
+    /// training from scratch.
+    ResizedCropFlip,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FinetuneConfig {
+    pub lr: f64,
+    pub epochs: usize,
+    /// Cosine decay; otherwise x0.1 at the milestones.
+    pub cosine: bool,
+    pub milestones: Vec<usize>,
+    pub batch_size: usize,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    pub view: TrainView,
+    /// Smallest crop area fraction of `ResizedCropFlip`.
+    pub crop_min_scale: f64,
+    /// Input side; `None`: the encoder's.
+    pub image_size: Option<u32>,
+    pub seed: u64,
+}
+
+impl Default for FinetuneConfig {
+    fn default() -> Self {
+        Self {
+            lr: 0.001,
+            epochs: 100,
+            cosine: false,
+            milestones: vec![60, 80],
+            batch_size: 256,
+            momentum: 0.9,
+            weight_decay: 0.0,
+            view: TrainView::RandomCrop,
+            crop_min_scale: 0.2,
+            image_size: None,
+            seed: 0,
+        }
+    }
+}
+
+struct Classifier<'a> {
+    encoder: &'a Encoder,
+    fc: nn::Linear,
+}
+
+impl Classifier<'_> {
+    fn logits(&self, images: &Tensor, train: bool) -> Tensor {
+        self.encoder
+            .backbone
+            .forward_t(&images.to_device(self.encoder.vs.device()), train)
+            .apply(&self.fc)
+    }
+}
+
+/// Trains `encoder` (modified in place) with a new `fc` on `task`, writes
+/// the classifier folder `out`, and returns the test report.
+pub fn train_classifier(
+    encoder: &mut Encoder,
+    task: &Task,
+    config: &FinetuneConfig,
+    out: &Path,
+    quiet: bool,
+) -> anyhow::Result<ClassificationReport> {
+    anyhow::ensure!(config.epochs > 0, "epochs must be at least 1");
+    let size = config.image_size.unwrap_or(encoder.image_size);
+    let batch = config.batch_size.max(1);
+    let fc = probe_linear(
+        encoder.vs.root() / "fc",
+        encoder.feature_dim(),
+        task.classes.len() as i64,
+    );
+    let model = Classifier { encoder, fc };
+    let view = match config.view {
+        TrainView::RandomCrop => ViewTransform::RandomCrop { size },
+        TrainView::ResizedCropFlip => {
+            let mut a = AugConfig::aug_plus(size);
+            a.pre_size = None;
+            a.scale = (config.crop_min_scale, 1.0);
+            a.jitter_p = 0.0;
+            a.grayscale_p = 0.0;
+            a.blur_p = 0.0;
+            ViewTransform::Augment(a)
+        }
+    };
+    let mut train = ImageLoader::new(task.manifest.clone(), task.train.rows.clone(), view, batch)
+        .for_training(config.seed);
+    if train.batches_per_epoch() == 0 {
+        // Fewer images than one batch: train on them all.
+        train.drop_last = false;
+    }
+    let label_of: std::collections::HashMap<usize, i64> = task
+        .train
+        .rows
+        .iter()
+        .copied()
+        .zip(task.train.labels.iter().copied())
+        .collect();
+    let mut sgd = Sgd::new(
+        model.encoder.vs.variables(),
+        config.momentum,
+        config.weight_decay,
+    );
+    let schedule = LrSchedule {
+        base_lr: config.lr,
+        epochs: config.epochs,
+        cosine: config.cosine,
+        per_step: false,
+        milestones: config.milestones.clone(),
+        warmup_epochs: 0,
+    };
+    let device = model.encoder.vs.device();
+    for epoch in 0..config.epochs {
+        let started = Instant::now();
+        let lr = schedule.lr(epoch, 0, 1);
+        let bar = if quiet {
+            indicatif::ProgressBar::hidden()
+        } else {
+            progress::bar(
+                train.batches_per_epoch() as u64,
+                &format!("epoch {}/{}", epoch + 1, config.epochs),
+            )
+        };
+        let (mut loss_sum, mut hits, mut seen) = (0.0, 0i64, 0usize);
+        for b in train.epoch(epoch as u64) {
+            let b = b?;
+            let labels: Vec<i64> = b.rows.iter().map(|r| label_of[r]).collect();
+            let targets = Tensor::from_slice(&labels).to_device(device);
+            let logits = model.logits(&b.images, true);
+            let loss = logits.cross_entropy_for_logits(&targets);
+            let value = loss.double_value(&[]);
+            anyhow::ensure!(
+                value.is_finite(),
+                "loss became {value} at epoch {}; stopped",
+                epoch + 1
+            );
+            sgd.zero_grad();
+            loss.f_backward()?;
+            sgd.step(lr);
+            loss_sum += value * labels.len() as f64;
+            hits += tch::no_grad(|| {
+                logits
+                    .argmax(1, false)
+                    .eq_tensor(&targets)
+                    .sum(tch::Kind::Int64)
+            })
+            .int64_value(&[]);
+            seen += labels.len();
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        if !quiet {
+            eprintln!(
+                "epoch {}/{}: loss {:.4}, train accuracy {:.3}, lr {lr:.5}, {:.1} images/s",
+                epoch + 1,
+                config.epochs,
+                loss_sum / seen.max(1) as f64,
+                hits as f64 / seen.max(1) as f64,
+                seen as f64 / started.elapsed().as_secs_f64()
+            );
+        }
+    }
+
+    let test = ImageLoader::new(
+        task.manifest.clone(),
+        task.test.rows.clone(),
+        ViewTransform::CenterCrop { size },
+        batch,
+    );
+    let mut probs = Vec::with_capacity(task.test.rows.len() * task.classes.len());
+    for b in test.epoch(0) {
+        let b = b?;
+        probs.extend(tch::no_grad(|| {
+            probabilities(&model.logits(&b.images, false))
+        })?);
+    }
+    let mut report = evaluate(
+        &probs,
+        &task.test.labels,
+        &task.test_locations,
+        &task.classes.names,
+    );
+    report.protocol = format!(
+        "classifier trained end to end (BN train mode) on {} of split {} ({} images): {} epochs, lr {} ({}), batch {batch}, train view {}, test view Resize({size}) + CenterCrop({size})",
+        task.classes.target.name(),
+        task.train_split,
+        task.train.rows.len(),
+        config.epochs,
+        config.lr,
+        if config.cosine { "cosine".to_string() } else { format!("x0.1 at {:?}", config.milestones) },
+        match config.view {
+            TrainView::RandomCrop => format!("Resize({size}) + RandomCrop({size})"),
+            TrainView::ResizedCropFlip => format!("RandomResizedCrop({size}, scale {}-1) + flip", config.crop_min_scale),
+        }
+    );
+    report.encoder = model.encoder.source.clone();
+    report.test_split = task.test_split.clone();
+
+    let info = ClassifierInfo {
+        resnet: model.encoder.backbone.config,
+        image_size: size,
+        classes: task.classes.names.clone(),
+        target: task.classes.target.name().to_string(),
+        init: model.encoder.source.clone(),
+        epochs: config.epochs,
+    };
+    std::fs::create_dir_all(out)
+        .map_err(|e| anyhow::anyhow!("{}: cannot create: {e}", out.display()))?;
+    let mut named: Vec<(String, Tensor)> = model.encoder.vs.variables().into_iter().collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    let weights = out.join(CLASSIFIER_WEIGHTS);
+    Tensor::write_safetensors(&named, &weights)
+        .map_err(|e| anyhow::anyhow!("{}: cannot write: {e}", weights.display()))?;
+    crate::atomic_write::write_string(
+        &out.join(CLASSIFIER_JSON),
+        &serde_json::to_string_pretty(&info)?,
+    )?;
+    report.write_json(&out.join("report.json"))?;
+    Ok(report)
+}

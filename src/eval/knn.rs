@@ -1,0 +1,151 @@
+//! Weighted k-nearest-neighbour classification on L2-normalised features
+//! (Wu et al. 2018, the usual self-supervised monitor): each test feature's
+//! k most cosine-similar training features vote for their class with weight
+//! exp(similarity / t); the class scores, normalised to sum 1, serve as the
+//! probabilities of the report (and of per-location aggregation).
+
+use tch::{Device, Kind, Tensor};
+
+use super::features::{extract, to_vec};
+use super::report::{evaluate, ClassificationReport};
+use super::task::Task;
+use crate::data::augment::ViewTransform;
+use crate::data::loader::ImageLoader;
+use crate::model::moco::normalize;
+use crate::model::ResNet;
+
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct KnnConfig {
+    /// Neighbours that vote (20).
+    pub k: usize,
+    /// Temperature of the vote weights (0.07).
+    pub temperature: f64,
+}
+
+impl Default for KnnConfig {
+    fn default() -> Self {
+        Self {
+            k: 20,
+            temperature: 0.07,
+        }
+    }
+}
+
+/// Class probabilities [M, classes] of `test` [M, D] from the labelled bank
+/// `train` [N, D] with `train_labels` [N] (int64).
+pub fn knn_probabilities(
+    train: &Tensor,
+    train_labels: &Tensor,
+    test: &Tensor,
+    classes: i64,
+    config: &KnnConfig,
+) -> anyhow::Result<Tensor> {
+    let n = train.size()[0];
+    anyhow::ensure!(n > 0, "kNN needs at least one training feature");
+    anyhow::ensure!(config.temperature > 0.0, "kNN temperature must be positive");
+    let k = (config.k.max(1) as i64).min(n);
+    let bank = normalize(train, 1).transpose(0, 1);
+    let labels = train_labels.to_device(train.device()).to_kind(Kind::Int64);
+    let parts: Vec<Tensor> = tch::no_grad(|| {
+        normalize(test, 1)
+            .split(1024, 0)
+            .iter()
+            .map(|chunk| {
+                let similarity = chunk.mm(&bank);
+                let (values, indices) = similarity.topk(k, 1, true, true);
+                let weights = (values / config.temperature).exp();
+                let votes = labels
+                    .index_select(0, &indices.flatten(0, -1))
+                    .view_as(&indices);
+                let scores =
+                    Tensor::zeros([chunk.size()[0], classes], (Kind::Float, chunk.device()))
+                        .scatter_add(1, &votes, &weights);
+                &scores / scores.sum_dim_intlist([1i64].as_slice(), true, Kind::Float)
+            })
+            .collect()
+    });
+    Ok(Tensor::cat(&parts, 0))
+}
+
+/// kNN top-1 etc. of `backbone` on `task`: the train split is the bank,
+/// the test split is classified. Both through Resize + CenterCrop at
+/// `image_size`. The report's `encoder` is left for the caller to name.
+pub fn knn_eval(
+    backbone: &ResNet,
+    device: Device,
+    task: &Task,
+    image_size: u32,
+    batch: usize,
+    config: &KnnConfig,
+    quiet: bool,
+) -> anyhow::Result<ClassificationReport> {
+    let view = ViewTransform::CenterCrop { size: image_size };
+    let features = |rows: &[usize], what: &str| {
+        let loader = ImageLoader::new(task.manifest.clone(), rows.to_vec(), view, batch);
+        extract(backbone, device, &loader, 0, what, quiet)
+    };
+    let bank = features(&task.train.rows, "kNN bank features")?;
+    let test = features(&task.test.rows, "kNN test features")?;
+    let probs = knn_probabilities(
+        &bank,
+        &Tensor::from_slice(&task.train.labels),
+        &test,
+        task.classes.len() as i64,
+        config,
+    )?;
+    let mut report = evaluate(
+        &to_vec(&probs)?,
+        &task.test.labels,
+        &task.test_locations,
+        &task.classes.names,
+    );
+    report.protocol = format!(
+        "weighted kNN (k {}, t {}) on L2-normalised {}-d features, bank = split {} ({} images), Resize({image_size}) + CenterCrop({image_size})",
+        config.k,
+        config.temperature,
+        bank.size()[1],
+        task.train_split,
+        task.train.rows.len()
+    );
+    report.test_split = task.test_split.clone();
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn knn_on_a_tiny_labelled_set() {
+        // Two classes on two rays, a third far away.
+        let train = Tensor::from_slice(&[
+            1.0f32, 0.1, 0.0, //
+            2.0, 0.0, 0.1, //
+            0.0, 1.0, 0.1, //
+            0.1, 3.0, 0.0, //
+            0.0, 0.0, 1.0,
+        ])
+        .view([5, 3]);
+        let labels = Tensor::from_slice(&[0i64, 0, 1, 1, 2]);
+        let test =
+            Tensor::from_slice(&[5.0f32, 0.2, 0.0, 0.1, 0.5, 0.0, 0.0, 0.1, 0.2]).view([3, 3]);
+        let cfg = KnnConfig {
+            k: 2,
+            temperature: 0.07,
+        };
+        let p = knn_probabilities(&train, &labels, &test, 3, &cfg).unwrap();
+        let predicted: Vec<i64> = p.argmax(1, false).try_into().unwrap();
+        assert_eq!(predicted, vec![0, 1, 2]);
+        let sums: Vec<f32> = p
+            .sum_dim_intlist([1i64].as_slice(), false, Kind::Float)
+            .try_into()
+            .unwrap();
+        assert!(sums.iter().all(|s| (s - 1.0).abs() < 1e-5), "{sums:?}");
+        // With k = 1 the vote is the nearest neighbour's class alone.
+        let one = knn_probabilities(&train, &labels, &test, 3, &KnnConfig { k: 1, ..cfg }).unwrap();
+        let v: Vec<f32> = one.get(0).try_into().unwrap();
+        assert_eq!(v, vec![1.0, 0.0, 0.0]);
+        // k larger than the bank uses the whole bank.
+        assert!(knn_probabilities(&train, &labels, &test, 3, &KnnConfig { k: 50, ..cfg }).is_ok());
+    }
+}

@@ -1,0 +1,268 @@
+//! What a classifier learns and is tested on: the target column (`label`,
+//! or `geo_cluster` for the geo-location-learning baseline), the class
+//! list, the labelled rows of the train and test splits, and where each
+//! test image was taken (for per-location classification).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::data::{ImageRecord, LocationIndex, Manifest, Split};
+
+/// The column classes come from.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    /// The manifest's `label` column (land use, category...).
+    Label,
+    /// The `geo_cluster` column written by `geossl cluster`.
+    GeoCluster,
+}
+
+impl Target {
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Label => "label",
+            Target::GeoCluster => "geo_cluster",
+        }
+    }
+
+    fn value(self, r: &ImageRecord) -> Option<String> {
+        match self {
+            Target::Label => r.label.clone(),
+            Target::GeoCluster => r.geo_cluster.map(|c| c.to_string()),
+        }
+    }
+}
+
+/// Rows of a split with their class indices.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabelledRows {
+    pub rows: Vec<usize>,
+    /// Class index of each row, into [`Classes::names`].
+    pub labels: Vec<i64>,
+}
+
+/// The class list: every value of the target column in the rows used,
+/// sorted (numerically when every value is an integer).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Classes {
+    pub target: Target,
+    pub names: Vec<String>,
+}
+
+/// The rows of `split` ("all" for every row).
+pub fn split_rows(manifest: &Manifest, split: &str) -> anyhow::Result<Vec<usize>> {
+    if split == "all" {
+        return Ok((0..manifest.records.len()).collect());
+    }
+    let wanted: Split = split
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!("split {split}: {e} (or all)"))?;
+    let rows: Vec<usize> = (0..manifest.records.len())
+        .filter(|&i| manifest.records[i].split == Some(wanted))
+        .collect();
+    anyhow::ensure!(
+        !rows.is_empty(),
+        "{}: no row has split = {split}",
+        manifest.source.display()
+    );
+    Ok(rows)
+}
+
+impl Classes {
+    /// The classes of `target` over the rows of all `splits`, or the names
+    /// given (a trained classifier's, so indices keep their meaning).
+    pub fn of(
+        manifest: &Manifest,
+        target: Target,
+        splits: &[&[usize]],
+        given: Option<Vec<String>>,
+    ) -> anyhow::Result<Self> {
+        let mut names = match given {
+            Some(names) => names,
+            None => {
+                let mut names: Vec<String> = Vec::new();
+                for &rows in splits {
+                    for &i in rows {
+                        let r = &manifest.records[i];
+                        let v = target.value(r).ok_or_else(|| {
+                            anyhow::anyhow!(
+                                "{}:{}:{}: empty, but a classifier needs a class for every row it uses (path {})",
+                                manifest.source.display(),
+                                i + 2,
+                                target.name(),
+                                r.path
+                            )
+                        })?;
+                        names.push(v);
+                    }
+                }
+                names
+            }
+        };
+        if names.iter().all(|n| n.parse::<i64>().is_ok()) {
+            names.sort_by_key(|n| n.parse::<i64>().unwrap_or(0));
+        } else {
+            names.sort();
+        }
+        names.dedup();
+        anyhow::ensure!(
+            names.len() >= 2,
+            "{}: a classifier needs at least 2 classes in column {}, found {:?}",
+            manifest.source.display(),
+            target.name(),
+            names
+        );
+        Ok(Self { target, names })
+    }
+
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    /// `rows` with their class indices; a value outside the class list is an
+    /// error naming the row.
+    pub fn label(&self, manifest: &Manifest, rows: &[usize]) -> anyhow::Result<LabelledRows> {
+        let labels = rows
+            .iter()
+            .map(|&i| {
+                let r = &manifest.records[i];
+                let v = self.target.value(r).unwrap_or_default();
+                self.names
+                    .iter()
+                    .position(|n| *n == v)
+                    .map(|p| p as i64)
+                    .ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "{}:{}:{}: {v:?} is not one of the classes {:?} (path {})",
+                            manifest.source.display(),
+                            i + 2,
+                            self.target.name(),
+                            self.names,
+                            r.path
+                        )
+                    })
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(LabelledRows {
+            rows: rows.to_vec(),
+            labels,
+        })
+    }
+}
+
+/// A classification task on a manifest: train rows, test rows, classes.
+pub struct Task {
+    pub manifest: Arc<Manifest>,
+    pub classes: Classes,
+    pub train: LabelledRows,
+    pub test: LabelledRows,
+    pub train_split: String,
+    pub test_split: String,
+    /// Location of each test row (index into the location index).
+    pub test_locations: Vec<usize>,
+}
+
+impl Task {
+    /// Reads `manifest` and labels the rows of both splits by `target`;
+    /// `classes` fixes the class list (a trained classifier's), else it is
+    /// every value found in the two splits.
+    pub fn load(
+        manifest: &Path,
+        target: Target,
+        train_split: &str,
+        test_split: &str,
+        classes: Option<Vec<String>>,
+    ) -> anyhow::Result<Self> {
+        Self::new(
+            Arc::new(Manifest::read(manifest)?),
+            target,
+            train_split,
+            test_split,
+            classes,
+        )
+    }
+
+    pub fn new(
+        manifest: Arc<Manifest>,
+        target: Target,
+        train_split: &str,
+        test_split: &str,
+        classes: Option<Vec<String>>,
+    ) -> anyhow::Result<Self> {
+        let train_rows = split_rows(&manifest, train_split)?;
+        let test_rows = split_rows(&manifest, test_split)?;
+        let classes = Classes::of(&manifest, target, &[&train_rows, &test_rows], classes)?;
+        let train = classes.label(&manifest, &train_rows)?;
+        let test = classes.label(&manifest, &test_rows)?;
+        let index = LocationIndex::build(&manifest);
+        let test_locations = test.rows.iter().map(|&r| index.location_of(r)).collect();
+        Ok(Self {
+            manifest,
+            classes,
+            train,
+            test,
+            train_split: train_split.to_string(),
+            test_split: test_split.to_string(),
+            test_locations,
+        })
+    }
+
+    /// Distinct locations among the test images.
+    pub fn per_location_count(&self) -> usize {
+        let mut l = self.test_locations.clone();
+        l.sort_unstable();
+        l.dedup();
+        l.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest() -> Manifest {
+        let csv = "path,label,split,geo_cluster\na.png,farm,train,10\nb.png,lake,train,2\nc.png,farm,val,2\nd.png,airport,val,1\ne.png,,test,3\n";
+        let mut m = Manifest::parse(csv.as_bytes(), "m.csv", Path::new(".")).unwrap();
+        m.source = "m.csv".into();
+        m
+    }
+
+    #[test]
+    fn classes_and_labels() {
+        let m = manifest();
+        let train = split_rows(&m, "train").unwrap();
+        let val = split_rows(&m, "val").unwrap();
+        assert_eq!((train.clone(), val.clone()), (vec![0, 1], vec![2, 3]));
+        let c = Classes::of(&m, Target::Label, &[&train, &val], None).unwrap();
+        assert_eq!(c.names, ["airport", "farm", "lake"]);
+        assert_eq!(c.label(&m, &val).unwrap().labels, vec![1, 0]);
+        let g = Classes::of(&m, Target::GeoCluster, &[&train, &val], None).unwrap();
+        assert_eq!(g.names, ["1", "2", "10"], "integers sort numerically");
+        let test = split_rows(&m, "test").unwrap();
+        let err = Classes::of(&m, Target::Label, &[&test], None).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "m.csv:6:label: empty, but a classifier needs a class for every row it uses (path e.png)"
+        );
+        let only_farm = Classes::of(
+            &m,
+            Target::Label,
+            &[],
+            Some(vec!["farm".into(), "x".into()]),
+        )
+        .unwrap();
+        let err = only_farm.label(&m, &[1]).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "m.csv:3:label: \"lake\" is not one of the classes [\"farm\", \"x\"] (path b.png)"
+        );
+        assert!(split_rows(&m, "bogus").is_err());
+    }
+}
