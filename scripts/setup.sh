@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one place that installs what geossl needs beyond the stock Rust toolchain
 # and python3: a project-local virtualenv (.venv/) holding the PyPI wheel
-# torch==2.11.0, whose libtorch `tch` links against (LIBTORCH_USE_PYTORCH=1).
+# torch==2.11.0, whose libtorch `tch` links against (LIBTORCH_USE_PYTORCH=1),
+# and torchvision + safetensors, which the interop tests load exports with.
 #
 # Idempotent: a second run checks a stamp file and returns in well under a
 # second. Source it (`. scripts/setup.sh`) to get the build environment
@@ -13,7 +14,7 @@
 GEOSSL_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 GEOSSL_VENV="${GEOSSL_VENV:-$GEOSSL_ROOT/.venv}"
 # Changing this list re-runs the install in existing virtualenvs.
-GEOSSL_PY_REQUIREMENTS="torch==2.11.0 numpy"
+GEOSSL_PY_REQUIREMENTS="torch==2.11.0 torchvision==0.26.0 safetensors==0.8.0 numpy"
 
 if [ ! -f "$GEOSSL_VENV/.geossl-setup-done" ] ||
     [ "$(cat "$GEOSSL_VENV/.geossl-setup-done")" != "$GEOSSL_PY_REQUIREMENTS" ]; then

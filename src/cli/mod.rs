@@ -43,6 +43,8 @@ pub enum Command {
     Knn(KnnArgs),
     /// Write the encoder's pooled feature of every row to .npy, with the rows as CSV beside it.
     Embed(EmbedArgs),
+    /// Write an encoder as safetensors with torchvision's names (loads into torchvision.models.resnet*).
+    Export(ExportArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -452,6 +454,19 @@ pub struct KnnArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// A pretraining run folder (its latest checkpoint), a checkpoint folder, or a classifier folder.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Output .safetensors file.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// What to export from a pretraining checkpoint.
+    #[arg(long, value_enum, default_value = "backbone")]
+    pub part: crate::interop::export::Part,
+}
+
+#[derive(Args, Debug)]
 pub struct EmbedArgs {
     #[arg(long)]
     pub checkpoint: PathBuf,
@@ -533,6 +548,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Finetune(a) => finetune_cmd(&a),
         Command::Knn(a) => knn_cmd(&a),
         Command::Embed(a) => embed_cmd(&a),
+        Command::Export(a) => export_cmd(&a),
         Command::Bench(b) => bench_cmd(b),
         Command::Demo(a) => demo_cmd(&a),
         Command::Info => info_cmd(),
@@ -831,6 +847,22 @@ fn knn_cmd(a: &KnnArgs) -> anyhow::Result<()> {
         "{report}
 wrote {}",
         path.display()
+    );
+    Ok(())
+}
+
+fn export_cmd(a: &ExportArgs) -> anyhow::Result<()> {
+    let done = crate::interop::export::export(&a.checkpoint, &a.out, a.part)?;
+    println!(
+        "wrote {} tensors to {} ({})",
+        done.tensors,
+        a.out.display(),
+        done.metadata
+            .iter()
+            .filter(|(k, _)| ["part", "method", "arch", "epochs"].contains(&k.as_str()))
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     Ok(())
 }

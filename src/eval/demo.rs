@@ -52,7 +52,7 @@ impl DemoBudget {
             Self {
                 locations: 1000,
                 geo_clusters: 50,
-                epochs: 30,
+                epochs: 20,
                 width: 8,
                 image_size: 32,
                 batch_size: 32,

@@ -1,4 +1,5 @@
-//! Exchange with the Python world: NumPy arrays for features and points
-//! (weights in torchvision's layout follow in this module).
+//! Exchange with the Python world: NumPy arrays for features and points,
+//! and weights in torchvision's layout.
 
+pub mod export;
 pub mod npy;

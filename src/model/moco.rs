@@ -161,14 +161,9 @@ impl Moco {
         });
     }
 
-    /// Effective number of BN groups for a batch: at most `bn_groups`, with
-    /// at least 2 samples per group and equal group sizes.
+    /// Effective number of BN groups for a batch (see [`bn_groups_for`]).
     pub fn groups_for(&self, batch: i64) -> i64 {
-        let mut g = self.config.bn_groups.clamp(1, (batch / 2).max(1));
-        while batch % g != 0 {
-            g -= 1;
-        }
-        g
+        bn_groups_for(self.config.bn_groups, batch)
     }
 
     /// One training forward: query and key images [N, 3, H, W], geo labels
@@ -246,6 +241,16 @@ impl Moco {
     pub fn geo_logits(&self, q_raw: &Tensor) -> Option<Tensor> {
         self.geo_head.as_ref().map(|h| h.forward(q_raw))
     }
+}
+
+/// Effective number of BN groups for a batch: at most `bn_groups`, with at
+/// least 2 samples per group and equal group sizes.
+pub fn bn_groups_for(bn_groups: i64, batch: i64) -> i64 {
+    let mut g = bn_groups.clamp(1, (batch / 2).max(1));
+    while batch % g != 0 {
+        g -= 1;
+    }
+    g
 }
 
 /// L2 normalisation along `dim` (as `F.normalize`, eps 1e-12).
