@@ -179,3 +179,134 @@ fn the_readme_snippet_loads_an_exported_run_into_torchvision() {
         assert!(names.iter().any(|x| x == n), "{n} missing");
     }
 }
+
+fn run_python(script: &str, args: &[&Path]) {
+    let out = Process::new(python())
+        .arg(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/python")
+                .join(script),
+        )
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{script}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn official_checkpoints_import_with_the_same_features_and_hostile_ones_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    run_python("official_checkpoint.py", &[d]);
+    let run = d.join("imported");
+    geossl()
+        .args(["import", "--pth"])
+        .arg(d.join("moco.pth.tar"))
+        .arg("--out")
+        .arg(&run)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            "resnet50, epoch 200, geo head: 100 classes",
+        ));
+    let encoder = Encoder::load(&run, Device::Cpu).unwrap();
+    let (shape, x) = npy::read::<f32>(&d.join("x.npy")).unwrap();
+    let dims: Vec<i64> = shape.iter().map(|&s| s as i64).collect();
+    let ours = tch::no_grad(|| {
+        encoder
+            .backbone
+            .forward_t(&Tensor::from_slice(&x).view(dims.as_slice()), false)
+    });
+    let (_, theirs) = npy::read::<f32>(&d.join("features.npy")).unwrap();
+    let theirs = Tensor::from_slice(&theirs).view_as(&ours);
+    let err =
+        (&ours - &theirs).abs().max().double_value(&[]) / theirs.abs().max().double_value(&[]);
+    println!("imported ResNet-50 features vs torchvision: max relative error {err:.3e}");
+    assert!(err <= 1e-4, "{err}");
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(run.join("checkpoints/epoch-0200/state.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(state["queue_ptr"], 256);
+    assert_eq!(state["geo_classes"], 100);
+
+    geossl()
+        .args(["import", "--pth"])
+        .arg(d.join("evil.pth.tar"))
+        .arg("--out")
+        .arg(d.join("evil"))
+        .assert()
+        .failure()
+        .stderr(
+            predicate::str::contains("refused global posix.system")
+                .or(predicate::str::contains("refused global os.system")),
+        );
+    assert!(!d.join("pwned").exists(), "no code ran");
+    geossl()
+        .args(["import", "--pth"])
+        .arg(d.join("truncated.pth.tar"))
+        .arg("--out")
+        .arg(d.join("t"))
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("truncated.pth.tar"))
+        .stderr(predicate::str::contains("panicked").not());
+    geossl()
+        .args(["import", "--pth"])
+        .arg(d.join("x.npy"))
+        .arg("--out")
+        .arg(d.join("n"))
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("not a torch.save zip archive"));
+}
+
+#[test]
+fn infonce_and_geo_loss_match_the_reference_code() {
+    use geossl::model::heads::GeoHead;
+    use geossl::model::moco::{info_nce, normalize};
+    use tch::nn::{self, Module};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    tch::manual_seed(7);
+    let (n, dim, queue_size, classes, t) = (16, 128, 512, 10, 0.02);
+    let opts = (Kind::Float, Device::Cpu);
+    let q_raw = Tensor::randn([n, dim], opts);
+    let k = normalize(&Tensor::randn([n, dim], opts), 1);
+    let queue = normalize(&Tensor::randn([dim, queue_size], opts), 0);
+    let labels = Tensor::randint(classes, [n], (Kind::Int64, Device::Cpu));
+    let vs = nn::VarStore::new(Device::Cpu);
+    let head = GeoHead::new(&(vs.root() / "geo_head"), dim, classes);
+    let (moco, _) = info_nce(&normalize(&q_raw, 1), &k, &queue, t);
+    let geo = head.forward(&q_raw).cross_entropy_for_logits(&labels);
+    let vars = vs.variables();
+    for (name, tensor) in [
+        ("q_raw.npy", q_raw),
+        ("k.npy", k),
+        ("queue.npy", queue),
+        ("labels.npy", labels.to_kind(Kind::Float)),
+        ("geo_w.npy", vars["geo_head.1.weight"].detach()),
+        ("geo_b.npy", vars["geo_head.1.bias"].detach()),
+        (
+            "geossl.npy",
+            Tensor::stack(&[moco.detach(), geo.detach()], 0),
+        ),
+    ] {
+        save(&d.join(name), &tensor);
+    }
+    let out = Process::new(python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/loss_reference.py"))
+        .arg(d)
+        .arg(t.to_string())
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    println!("{text}");
+    assert!(out.status.success(), "{text}");
+}

@@ -45,6 +45,8 @@ pub enum Command {
     Embed(EmbedArgs),
     /// Write an encoder as safetensors with torchvision's names (loads into torchvision.models.resnet*).
     Export(ExportArgs),
+    /// Import a PyTorch MoCo/GASSL checkpoint (torch.save zip) as a geossl run; no pickle code is executed.
+    Import(ImportArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -467,6 +469,16 @@ pub struct ExportArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct ImportArgs {
+    /// The checkpoint, e.g. moco_v2_200ep.pth.tar.
+    #[arg(long)]
+    pub pth: PathBuf,
+    /// New run folder that receives checkpoints/epoch-NNNN and config.toml.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Args, Debug)]
 pub struct EmbedArgs {
     #[arg(long)]
     pub checkpoint: PathBuf,
@@ -549,6 +561,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Knn(a) => knn_cmd(&a),
         Command::Embed(a) => embed_cmd(&a),
         Command::Export(a) => export_cmd(&a),
+        Command::Import(a) => import_cmd(&a),
         Command::Bench(b) => bench_cmd(b),
         Command::Demo(a) => demo_cmd(&a),
         Command::Info => info_cmd(),
@@ -865,6 +878,40 @@ fn export_cmd(a: &ExportArgs) -> anyhow::Result<()> {
             .join(", ")
     );
     Ok(())
+}
+
+fn import_cmd(a: &ImportArgs) -> anyhow::Result<()> {
+    let done = crate::interop::import::import_moco(&a.pth, &a.out)?;
+    println!(
+        "imported {} tensors ({}, epoch {}, geo head: {}) into {}{}",
+        done.tensors,
+        done.arch.name(),
+        done.epoch,
+        done.geo_classes
+            .map_or("none".to_string(), |k| format!("{k} classes")),
+        done.checkpoint.display(),
+        ignored_note(&done.ignored)
+    );
+    Ok(())
+}
+
+/// BN step counters are expected to be dropped; anything else is named.
+fn ignored_note(ignored: &[String]) -> String {
+    let (counters, other): (Vec<&String>, Vec<&String>) = ignored
+        .iter()
+        .partition(|n| n.ends_with("num_batches_tracked"));
+    let mut note = String::new();
+    if !counters.is_empty() {
+        note.push_str(&format!(
+            "; dropped {} BN num_batches_tracked counters",
+            counters.len()
+        ));
+    }
+    if !other.is_empty() {
+        let names: Vec<&str> = other.iter().map(|s| s.as_str()).collect();
+        note.push_str(&format!("; ignored {}", names.join(", ")));
+    }
+    note
 }
 
 fn embed_cmd(a: &EmbedArgs) -> anyhow::Result<()> {

@@ -18,7 +18,7 @@ use tch::Tensor;
 
 use super::encoder::{ClassifierInfo, Encoder, CLASSIFIER_JSON, CLASSIFIER_WEIGHTS};
 use super::probe::probabilities;
-use super::report::{evaluate, ClassificationReport};
+use super::report::ClassificationReport;
 use super::task::Task;
 use crate::data::augment::{AugConfig, ViewTransform};
 use crate::data::loader::ImageLoader;
@@ -211,13 +211,7 @@ pub fn train_classifier(
             probabilities(&model.logits(&b.images, false))
         })?);
     }
-    let mut report = evaluate(
-        &probs,
-        &task.test.labels,
-        &task.test_locations,
-        &task.classes.names,
-    );
-    report.protocol = format!(
+    let protocol = format!(
         "classifier trained end to end (BN train mode) on {} of split {} ({} images): {} epochs, lr {} ({}), batch {batch}, train view {}, test view Resize({size}) + CenterCrop({size})",
         task.classes.target.name(),
         task.train_split,
@@ -230,8 +224,7 @@ pub fn train_classifier(
             TrainView::ResizedCropFlip => format!("RandomResizedCrop({size}, scale {}-1) + flip", config.crop_min_scale),
         }
     );
-    report.encoder = model.encoder.source.clone();
-    report.test_split = task.test_split.clone();
+    let report = task.report(&probs, protocol, &model.encoder.source);
 
     let info = ClassifierInfo {
         resnet: model.encoder.backbone.config,

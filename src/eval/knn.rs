@@ -7,7 +7,7 @@
 use tch::{Device, Kind, Tensor};
 
 use super::features::{extract, to_vec};
-use super::report::{evaluate, ClassificationReport};
+use super::report::ClassificationReport;
 use super::task::Task;
 use crate::data::augment::ViewTransform;
 use crate::data::loader::ImageLoader;
@@ -93,13 +93,7 @@ pub fn knn_eval(
         task.classes.len() as i64,
         config,
     )?;
-    let mut report = evaluate(
-        &to_vec(&probs)?,
-        &task.test.labels,
-        &task.test_locations,
-        &task.classes.names,
-    );
-    report.protocol = format!(
+    let protocol = format!(
         "weighted kNN (k {}, t {}) on L2-normalised {}-d features, bank = split {} ({} images), Resize({image_size}) + CenterCrop({image_size})",
         config.k,
         config.temperature,
@@ -107,8 +101,7 @@ pub fn knn_eval(
         task.train_split,
         task.train.rows.len()
     );
-    report.test_split = task.test_split.clone();
-    Ok(report)
+    Ok(task.report(&to_vec(&probs)?, protocol, ""))
 }
 
 #[cfg(test)]

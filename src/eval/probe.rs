@@ -19,7 +19,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::encoder::Encoder;
 use super::features::{extract, to_vec};
-use super::report::{evaluate, ClassificationReport};
+use super::report::ClassificationReport;
 use super::task::Task;
 use crate::data::augment::ViewTransform;
 use crate::data::loader::ImageLoader;
@@ -215,13 +215,7 @@ pub fn linear_probe(
         None => test,
     };
     let probs = tch::no_grad(|| probabilities(&linear.forward(&test.to_device(device))))?;
-    let mut report = evaluate(
-        &probs,
-        &task.test.labels,
-        &task.test_locations,
-        &task.classes.names,
-    );
-    report.protocol = format!(
+    let protocol = format!(
         "linear probe, frozen backbone (BN eval), {}-d features, {} epochs, lr {} x0.1 at {:?}, batch {batch}, train view Resize({size}) + {}, test view Resize({size}) + CenterCrop({size}){}; trained on split {} ({} images)",
         encoder.feature_dim(),
         config.epochs,
@@ -236,8 +230,7 @@ pub fn linear_probe(
         task.train_split,
         task.train.rows.len()
     );
-    report.encoder = encoder.source.clone();
-    report.test_split = task.test_split.clone();
+    let report = task.report(&probs, protocol, &encoder.source);
     let mut weights: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
     if let Some((mean, std)) = moments {
         weights.push(("feature_mean".into(), mean));
@@ -253,6 +246,7 @@ pub fn linear_probe(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::eval::report::evaluate;
 
     #[test]
     fn separable_features_are_learned_perfectly() {

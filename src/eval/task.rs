@@ -6,6 +6,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use super::report::{evaluate, ClassificationReport};
 use crate::data::{ImageRecord, LocationIndex, Manifest, Split};
 
 /// The column classes come from.
@@ -212,6 +213,21 @@ impl Task {
             test_split: test_split.to_string(),
             test_locations,
         })
+    }
+
+    /// The report of the test split from its class probabilities `probs`
+    /// (test images x classes, row-major).
+    pub fn report(&self, probs: &[f32], protocol: String, encoder: &str) -> ClassificationReport {
+        let mut report = evaluate(
+            probs,
+            &self.test.labels,
+            &self.test_locations,
+            &self.classes.names,
+        );
+        report.protocol = protocol;
+        report.encoder = encoder.to_string();
+        report.test_split = self.test_split.clone();
+        report
     }
 
     /// Distinct locations among the test images.

@@ -1,5 +1,9 @@
 //! Exchange with the Python world: NumPy arrays for features and points,
-//! and weights in torchvision's layout.
+//! weights in torchvision's layout, and published PyTorch checkpoints read
+//! without running any of their code.
 
 pub mod export;
+pub mod import;
 pub mod npy;
+pub mod pickle;
+pub mod torch_load;

@@ -1,0 +1,140 @@
+//! Importing published PyTorch checkpoints: the official MoCo / GASSL layout
+//! (`torch.save` of a dict with `epoch`, `arch`, `state_dict` holding
+//! `module.encoder_q.*`, `module.encoder_k.*`, `module.queue`,
+//! `module.queue_ptr`, optionally a geo head, and `optimizer`) becomes a
+//! geossl run folder with one checkpoint, so `probe`, `knn`, `embed`,
+//! `export` and `pretrain --resume` work on it.
+//!
+//! The optimizer state is not carried over: PyTorch keys it by parameter
+//! position, not name; a resumed run starts with fresh momentum buffers.
+//! BN `num_batches_tracked` counters have no counterpart in geossl and are
+//! dropped.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use tch::{Device, Tensor};
+
+use super::pickle::Value;
+use super::torch_load::TorchFile;
+use crate::model::weights::copy_named;
+use crate::model::{Arch, Moco};
+use crate::train::checkpoint::{self, TrainState};
+use crate::train::sgd::Sgd;
+use crate::train::{Method, PretrainConfig};
+
+#[derive(Debug)]
+pub struct Imported {
+    pub checkpoint: PathBuf,
+    pub arch: Arch,
+    pub epoch: usize,
+    pub geo_classes: Option<i64>,
+    pub tensors: usize,
+    /// Tensors of the file that have no place in geossl's model.
+    pub ignored: Vec<String>,
+}
+
+fn arch_named(name: &str) -> Option<Arch> {
+    [Arch::Resnet18, Arch::Resnet34, Arch::Resnet50]
+        .into_iter()
+        .find(|a| a.name() == name)
+}
+
+/// Imports `pth` into the run folder `out` (created; must not hold checkpoints).
+pub fn import_moco(pth: &Path, out: &Path) -> anyhow::Result<Imported> {
+    let file = TorchFile::read(pth)?;
+    let src = pth.display();
+    let root = &file.root;
+    let state_dict = root.get("state_dict").unwrap_or(root);
+    let mut tensors: HashMap<String, Tensor> = file
+        .tensors_of(state_dict, "state_dict")?
+        .into_iter()
+        .map(|(n, t)| (n.strip_prefix("module.").unwrap_or(&n).to_string(), t))
+        .collect();
+    anyhow::ensure!(
+        tensors.keys().any(|n| n.starts_with("encoder_q.")),
+        "{src}: no encoder_q.* tensors: not a MoCo checkpoint"
+    );
+    let arch_name = root.get("arch").and_then(Value::as_str).unwrap_or("");
+    let arch = arch_named(arch_name).ok_or_else(|| {
+        anyhow::anyhow!("{src}: arch {arch_name:?} is not one of resnet18, resnet34, resnet50")
+    })?;
+    let epoch = match root.get("epoch") {
+        Some(Value::Int(e)) if *e >= 0 => *e as usize,
+        _ => 0,
+    };
+    let shape = |name: &str| tensors.get(name).map(Tensor::size);
+    let conv1 = shape("encoder_q.conv1.weight")
+        .ok_or_else(|| anyhow::anyhow!("{src}: missing encoder_q.conv1.weight"))?;
+    let fc_out = shape("encoder_q.fc.2.weight").ok_or_else(|| {
+        anyhow::anyhow!("{src}: missing encoder_q.fc.2.weight (the MoCo-v2 MLP head)")
+    })?;
+    let queue_size = shape("queue").map_or(65536, |s| s[1]);
+    let geo_classes = shape("geo_head.1.weight").map(|s| s[0]);
+    let config = PretrainConfig {
+        method: if geo_classes.is_some() {
+            Method::MocoGeo
+        } else {
+            Method::Moco
+        },
+        arch,
+        width: conv1[0],
+        small_input: conv1[2] == 3,
+        epochs: epoch.max(1),
+        batch_size: if queue_size % 256 == 0 {
+            256
+        } else {
+            queue_size as usize
+        },
+        moco_dim: fc_out[0],
+        moco_k: queue_size,
+        ..Default::default()
+    };
+    let mut moco = Moco::new(Device::Cpu, config.resnet(), config.moco(geo_classes))?;
+    for vs in [&moco.vs_q, &moco.vs_k] {
+        copy_named(vs, &tensors, "", pth)?;
+    }
+    let mut used: Vec<String> = moco
+        .vs_q
+        .variables()
+        .into_keys()
+        .chain(moco.vs_k.variables().into_keys())
+        .collect();
+    if let Some(queue) = tensors.get("queue") {
+        tch::no_grad(|| moco.queue.f_copy_(queue))?;
+        used.push("queue".into());
+    }
+    if let Some(ptr) = tensors.get("queue_ptr") {
+        moco.queue_ptr = ptr.int64_value(&[0]).rem_euclid(queue_size);
+        used.push("queue_ptr".into());
+    }
+    for name in &used {
+        tensors.remove(name);
+    }
+    let mut ignored: Vec<String> = tensors.into_keys().collect();
+    ignored.sort();
+    anyhow::ensure!(
+        checkpoint::latest(out)?.is_none(),
+        "{}: already holds checkpoints; import into a new folder",
+        out.display()
+    );
+    let sgd = Sgd::new(moco.vs_q.variables(), config.momentum, config.weight_decay);
+    let state = TrainState {
+        epoch,
+        step: 0,
+        queue_ptr: moco.queue_ptr,
+        seed: 0,
+        geo_classes,
+        config: config.clone(),
+    };
+    let checkpoint = checkpoint::save(out, &moco, &sgd, &state)?;
+    crate::atomic_write::write_string(&out.join("config.toml"), &config.to_toml()?)?;
+    Ok(Imported {
+        checkpoint,
+        arch,
+        epoch,
+        geo_classes,
+        tensors: used.len(),
+        ignored,
+    })
+}

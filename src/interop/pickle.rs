@@ -1,0 +1,487 @@
+//! A restricted pickle reader for PyTorch checkpoints. It interprets the
+//! opcodes of protocols 2-5 that `torch.save` emits into plain values, and
+//! knows only the few globals a checkpoint needs: `collections.OrderedDict`,
+//! `torch._utils._rebuild_tensor_v2`, `torch._utils._rebuild_parameter`
+//! and the typed storage classes. Any other global (`os.system`,
+//! `builtins.eval`, ...) is refused with an error naming it; nothing is ever
+//! called or imported, so a hostile file can at worst be rejected.
+//! Limits on nesting and memo size keep malformed input from exhausting
+//! memory.
+
+use std::collections::HashMap;
+
+/// A storage referenced by a tensor (`persistent_id` of torch.save).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StorageRef {
+    /// Element type name, e.g. `FloatStorage`.
+    pub kind: String,
+    /// File name under `data/` in the archive.
+    pub key: String,
+    pub numel: usize,
+}
+
+/// A tensor as described in the pickle: a view of a storage.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorRef {
+    pub storage: StorageRef,
+    pub offset: usize,
+    pub size: Vec<usize>,
+    pub stride: Vec<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    None,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    Bytes(Vec<u8>),
+    List(Vec<Value>),
+    Tuple(Vec<Value>),
+    /// dict and OrderedDict, in insertion order.
+    Dict(Vec<(Value, Value)>),
+    Tensor(TensorRef),
+    Storage(StorageRef),
+    /// An allowed global, not yet applied.
+    Global(&'static str),
+    Mark,
+}
+
+impl Value {
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The value of `key` in a dict with string keys.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        match self {
+            Value::Dict(items) => items
+                .iter()
+                .find(|(k, _)| k.as_str() == Some(key))
+                .map(|(_, v)| v),
+            _ => None,
+        }
+    }
+}
+
+const ALLOWED_GLOBALS: [&str; 4] = [
+    "collections.OrderedDict",
+    "torch._utils._rebuild_tensor_v2",
+    "torch._utils._rebuild_parameter",
+    "torch.storage",
+];
+
+const STORAGE_TYPES: [&str; 9] = [
+    "FloatStorage",
+    "DoubleStorage",
+    "HalfStorage",
+    "BFloat16Storage",
+    "LongStorage",
+    "IntStorage",
+    "ShortStorage",
+    "ByteStorage",
+    "BoolStorage",
+];
+
+fn allowed_global(module: &str, name: &str) -> Result<&'static str, String> {
+    if module == "torch" {
+        if let Some(t) = STORAGE_TYPES.iter().find(|t| **t == name) {
+            return Ok(t);
+        }
+    }
+    let full = format!("{module}.{name}");
+    ALLOWED_GLOBALS
+        .iter()
+        .find(|g| **g == full && full != "torch.storage")
+        .copied()
+        .ok_or_else(|| {
+            format!("refused global {full}: only the tensors, storages and dicts of a state dict are read, no code is run")
+        })
+}
+
+const MAX_DEPTH_ITEMS: usize = 1 << 24;
+
+struct Reader<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.data.len())
+            .ok_or_else(|| format!("truncated at byte {} (wanted {n} more)", self.pos))?;
+        let s = &self.data[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+    fn u8(&mut self) -> Result<u8, String> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<usize, String> {
+        Ok(u16::from_le_bytes(self.take(2)?.try_into().expect("2")) as usize)
+    }
+    fn u32(&mut self) -> Result<usize, String> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4")) as usize)
+    }
+    fn u64(&mut self) -> Result<usize, String> {
+        usize::try_from(u64::from_le_bytes(self.take(8)?.try_into().expect("8")))
+            .map_err(|_| "length does not fit".to_string())
+    }
+    fn line(&mut self) -> Result<String, String> {
+        let rest = &self.data[self.pos..];
+        let n = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or("unterminated text line")?;
+        let s = String::from_utf8(rest[..n].to_vec()).map_err(|_| "non-UTF-8 text line")?;
+        self.pos += n + 1;
+        Ok(s)
+    }
+    fn utf8(&mut self, n: usize) -> Result<String, String> {
+        String::from_utf8(self.take(n)?.to_vec()).map_err(|_| "non-UTF-8 string".to_string())
+    }
+}
+
+fn usize_of(v: &Value, what: &str) -> Result<usize, String> {
+    match v {
+        Value::Int(i) if *i >= 0 => Ok(*i as usize),
+        other => Err(format!(
+            "{what}: expected a non-negative integer, found {other:?}"
+        )),
+    }
+}
+
+fn usizes(v: &Value, what: &str) -> Result<Vec<usize>, String> {
+    match v {
+        Value::Tuple(items) | Value::List(items) => {
+            items.iter().map(|i| usize_of(i, what)).collect()
+        }
+        other => Err(format!("{what}: expected a tuple, found {other:?}")),
+    }
+}
+
+/// Applies an allowed callable (REDUCE).
+fn call(f: &str, args: Vec<Value>) -> Result<Value, String> {
+    match f {
+        "collections.OrderedDict" => Ok(Value::Dict(Vec::new())),
+        "torch._utils._rebuild_tensor_v2" => {
+            let [storage, offset, size, stride, ..] = args.as_slice() else {
+                return Err("_rebuild_tensor_v2: too few arguments".into());
+            };
+            let Value::Storage(storage) = storage else {
+                return Err(format!(
+                    "_rebuild_tensor_v2: expected a storage, found {storage:?}"
+                ));
+            };
+            let t = TensorRef {
+                storage: storage.clone(),
+                offset: usize_of(offset, "storage offset")?,
+                size: usizes(size, "size")?,
+                stride: usizes(stride, "stride")?,
+            };
+            if t.size.len() != t.stride.len() {
+                return Err("tensor size and stride differ in length".into());
+            }
+            Ok(Value::Tensor(t))
+        }
+        "torch._utils._rebuild_parameter" => match args.into_iter().next() {
+            Some(t @ Value::Tensor(_)) => Ok(t),
+            other => Err(format!(
+                "_rebuild_parameter: expected a tensor, found {other:?}"
+            )),
+        },
+        other => Err(format!("{other} cannot be called")),
+    }
+}
+
+/// Interprets `data` (a whole pickle) and returns the value it builds.
+pub fn load(data: &[u8]) -> Result<Value, String> {
+    let mut r = Reader { data, pos: 0 };
+    let mut stack: Vec<Value> = Vec::new();
+    let mut memo: HashMap<usize, Value> = HashMap::new();
+    let pop = |stack: &mut Vec<Value>| stack.pop().ok_or_else(|| "stack underflow".to_string());
+    let pop_mark = |stack: &mut Vec<Value>| -> Result<Vec<Value>, String> {
+        let at = stack
+            .iter()
+            .rposition(|v| *v == Value::Mark)
+            .ok_or("no mark on the stack")?;
+        let items = stack.split_off(at + 1);
+        stack.pop();
+        Ok(items)
+    };
+    loop {
+        if stack.len() > MAX_DEPTH_ITEMS || memo.len() > MAX_DEPTH_ITEMS {
+            return Err("too many objects".into());
+        }
+        let at = r.pos;
+        let op = r.u8()?;
+        match op {
+            0x80 => {
+                let proto = r.u8()?;
+                if !(2..=5).contains(&proto) {
+                    return Err(format!("pickle protocol {proto} is not supported"));
+                }
+            }
+            0x95 => {
+                r.take(8)?; // FRAME: length only
+            }
+            b'.' => return pop(&mut stack),
+            b'(' => stack.push(Value::Mark),
+            b'}' => stack.push(Value::Dict(Vec::new())),
+            b']' => stack.push(Value::List(Vec::new())),
+            b')' => stack.push(Value::Tuple(Vec::new())),
+            b'N' => stack.push(Value::None),
+            0x88 => stack.push(Value::Bool(true)),
+            0x89 => stack.push(Value::Bool(false)),
+            b'J' => stack.push(Value::Int(
+                i32::from_le_bytes(r.take(4)?.try_into().expect("4")) as i64,
+            )),
+            b'K' => stack.push(Value::Int(r.u8()? as i64)),
+            b'M' => stack.push(Value::Int(r.u16()? as i64)),
+            0x8a => {
+                let n = r.u8()? as usize;
+                let bytes = r.take(n)?;
+                if n > 8 {
+                    return Err(format!("integer of {n} bytes at byte {at}"));
+                }
+                let mut v: i64 = 0;
+                for (i, b) in bytes.iter().enumerate() {
+                    v |= (*b as i64) << (8 * i);
+                }
+                if n > 0 && n < 8 && bytes[n - 1] & 0x80 != 0 {
+                    v -= 1i64 << (8 * n);
+                }
+                stack.push(Value::Int(v));
+            }
+            b'G' => stack.push(Value::Float(f64::from_be_bytes(
+                r.take(8)?.try_into().expect("8"),
+            ))),
+            b'X' => {
+                let n = r.u32()?;
+                stack.push(Value::Str(r.utf8(n)?));
+            }
+            0x8c => {
+                let n = r.u8()? as usize;
+                stack.push(Value::Str(r.utf8(n)?));
+            }
+            0x8d => {
+                let n = r.u64()?;
+                stack.push(Value::Str(r.utf8(n)?));
+            }
+            b'U' => {
+                let n = r.u8()? as usize;
+                stack.push(Value::Bytes(r.take(n)?.to_vec()));
+            }
+            b'T' | b'B' => {
+                let n = r.u32()?;
+                stack.push(Value::Bytes(r.take(n)?.to_vec()));
+            }
+            b'C' => {
+                let n = r.u8()? as usize;
+                stack.push(Value::Bytes(r.take(n)?.to_vec()));
+            }
+            b'q' => {
+                let i = r.u8()? as usize;
+                memo.insert(i, stack.last().ok_or("memo of empty stack")?.clone());
+            }
+            b'r' => {
+                let i = r.u32()?;
+                memo.insert(i, stack.last().ok_or("memo of empty stack")?.clone());
+            }
+            0x94 => {
+                let i = memo.len();
+                memo.insert(i, stack.last().ok_or("memo of empty stack")?.clone());
+            }
+            b'h' => {
+                let i = r.u8()? as usize;
+                stack.push(memo.get(&i).ok_or(format!("memo {i} unset"))?.clone());
+            }
+            b'j' => {
+                let i = r.u32()?;
+                stack.push(memo.get(&i).ok_or(format!("memo {i} unset"))?.clone());
+            }
+            b't' => {
+                let items = pop_mark(&mut stack)?;
+                stack.push(Value::Tuple(items));
+            }
+            0x85..=0x87 => {
+                let n = (op - 0x84) as usize;
+                if stack.len() < n {
+                    return Err("stack underflow".into());
+                }
+                let items = stack.split_off(stack.len() - n);
+                stack.push(Value::Tuple(items));
+            }
+            b'l' => {
+                let items = pop_mark(&mut stack)?;
+                stack.push(Value::List(items));
+            }
+            b'd' => {
+                let items = pop_mark(&mut stack)?;
+                stack.push(Value::Dict(pairs(items)?));
+            }
+            b'a' => {
+                let v = pop(&mut stack)?;
+                match stack.last_mut() {
+                    Some(Value::List(l)) => l.push(v),
+                    _ => return Err(format!("APPEND to a non-list at byte {at}")),
+                }
+            }
+            b'e' => {
+                let items = pop_mark(&mut stack)?;
+                match stack.last_mut() {
+                    Some(Value::List(l)) => l.extend(items),
+                    _ => return Err(format!("APPENDS to a non-list at byte {at}")),
+                }
+            }
+            b's' => {
+                let v = pop(&mut stack)?;
+                let k = pop(&mut stack)?;
+                match stack.last_mut() {
+                    Some(Value::Dict(d)) => d.push((k, v)),
+                    _ => return Err(format!("SETITEM on a non-dict at byte {at}")),
+                }
+            }
+            b'u' => {
+                let items = pop_mark(&mut stack)?;
+                let new = pairs(items)?;
+                match stack.last_mut() {
+                    Some(Value::Dict(d)) => d.extend(new),
+                    _ => return Err(format!("SETITEMS on a non-dict at byte {at}")),
+                }
+            }
+            b'c' => {
+                let module = r.line()?;
+                let name = r.line()?;
+                stack.push(Value::Global(allowed_global(&module, &name)?));
+            }
+            0x93 => {
+                let name = pop(&mut stack)?;
+                let module = pop(&mut stack)?;
+                match (module, name) {
+                    (Value::Str(m), Value::Str(n)) => {
+                        stack.push(Value::Global(allowed_global(&m, &n)?))
+                    }
+                    _ => return Err(format!("STACK_GLOBAL without names at byte {at}")),
+                }
+            }
+            b'R' => {
+                let args = pop(&mut stack)?;
+                let f = pop(&mut stack)?;
+                let (Value::Global(f), Value::Tuple(args)) = (f, args) else {
+                    return Err(format!("REDUCE of a non-callable at byte {at}"));
+                };
+                stack.push(call(f, args)?);
+            }
+            b'Q' => {
+                let pid = pop(&mut stack)?;
+                stack.push(persistent_storage(pid)?);
+            }
+            b'b' => {
+                // BUILD: set state on the object below. The only state a
+                // checkpoint carries is an OrderedDict's `_metadata`, which
+                // is not needed; anything else is refused.
+                let _state = pop(&mut stack)?;
+                match stack.last() {
+                    Some(Value::Dict(_)) | Some(Value::Tensor(_)) => {}
+                    other => return Err(format!("BUILD on {other:?} at byte {at}")),
+                }
+            }
+            other => {
+                return Err(format!(
+                    "unsupported pickle opcode 0x{other:02x} at byte {at}"
+                ))
+            }
+        }
+    }
+}
+
+fn pairs(items: Vec<Value>) -> Result<Vec<(Value, Value)>, String> {
+    if items.len() % 2 != 0 {
+        return Err("odd number of dict items".into());
+    }
+    let mut it = items.into_iter();
+    let mut out = Vec::new();
+    while let (Some(k), Some(v)) = (it.next(), it.next()) {
+        out.push((k, v));
+    }
+    Ok(out)
+}
+
+/// torch.save's persistent id: ('storage', <StorageType>, key, location, numel).
+fn persistent_storage(pid: Value) -> Result<Value, String> {
+    let Value::Tuple(items) = pid else {
+        return Err(format!("persistent id is not a tuple: {pid:?}"));
+    };
+    match items.as_slice() {
+        [Value::Str(tag), Value::Global(kind), Value::Str(key), _location, numel]
+            if tag == "storage" && STORAGE_TYPES.contains(kind) =>
+        {
+            if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(format!("storage key {key:?} is not a plain name"));
+            }
+            Ok(Value::Storage(StorageRef {
+                kind: kind.to_string(),
+                key: key.clone(),
+                numel: usize_of(numel, "storage size")?,
+            }))
+        }
+        other => Err(format!("unsupported persistent id {other:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_code_execution() {
+        // pickle.dumps of a class whose __reduce__ returns (os.system, ("ls",)), protocol 2.
+        let hostile = b"\x80\x02cposix\nsystem\nq\x00X\x02\x00\x00\x00lsq\x01\x85q\x02Rq\x03.";
+        let err = load(hostile).unwrap_err();
+        assert!(err.contains("refused global posix.system"), "{err}");
+        let hostile = b"\x80\x04\x95\x1d\x00\x00\x00\x00\x00\x00\x00\x8c\x02os\x94\x8c\x06system\x94\x93\x94\x8c\x02ls\x94\x85\x94R\x94.";
+        let err = load(hostile).unwrap_err();
+        assert!(err.contains("refused global os.system"), "{err}");
+        let err = load(b"\x80\x02cbuiltins\neval\n.").unwrap_err();
+        assert!(err.contains("builtins.eval"), "{err}");
+    }
+
+    #[test]
+    fn reads_plain_values_and_reports_malformed_input() {
+        // pickle.dumps({'epoch': 3, 'arch': 'resnet50', 'lr': 0.5, 'x': [1, -2, True]}, 2)
+        let data = b"\x80\x02}q\x00(X\x05\x00\x00\x00epochq\x01K\x03X\x04\x00\x00\x00archq\x02X\x08\x00\x00\x00resnet50q\x03X\x02\x00\x00\x00lrq\x04G?\xe0\x00\x00\x00\x00\x00\x00X\x01\x00\x00\x00xq\x05]q\x06(K\x01J\xfe\xff\xff\xff\x88eu.";
+        let v = load(data).unwrap();
+        assert_eq!(v.get("epoch"), Some(&Value::Int(3)));
+        assert_eq!(v.get("arch").and_then(Value::as_str), Some("resnet50"));
+        assert_eq!(v.get("lr"), Some(&Value::Float(0.5)));
+        assert_eq!(
+            v.get("x"),
+            Some(&Value::List(vec![
+                Value::Int(1),
+                Value::Int(-2),
+                Value::Bool(true)
+            ]))
+        );
+        for n in 0..data.len() - 1 {
+            assert!(
+                load(&data[..n]).is_err(),
+                "a prefix of {n} bytes must fail cleanly"
+            );
+        }
+        assert!(load(b"\x80\x02\xff")
+            .unwrap_err()
+            .contains("unsupported pickle opcode 0xff"));
+        assert!(load(b"\x80\x02h\x07.")
+            .unwrap_err()
+            .contains("memo 7 unset"));
+        assert!(load(b"\x80\x02a").unwrap_err().contains("underflow"));
+    }
+}
