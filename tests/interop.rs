@@ -148,6 +148,11 @@ fn the_readme_snippet_loads_an_exported_run_into_torchvision() {
     assert_eq!(meta["arch"], "resnet50");
     assert_eq!(meta["method"], "moco-tp-geo");
     assert_eq!(meta["geo_classes"], "3");
+    let clusters: serde_json::Value = serde_json::from_str(&meta["geo_clusters"]).unwrap();
+    assert_eq!(
+        clusters["k"], 3,
+        "the centroids of `geossl cluster` travel along"
+    );
     let status = Process::new(python())
         .arg("-c")
         .arg(readme_snippet())

@@ -699,15 +699,10 @@ fn cluster_cmd(a: &ClusterArgs) -> anyhow::Result<()> {
     let g = assign_geo_clusters(&mut m, a.k, a.seed, !a.unweighted)?;
     m.rebase(&parent_dir(&a.out))?;
     m.write(&a.out)?;
-    let centroids = a.centroids.clone().unwrap_or_else(|| {
-        let stem = a
-            .out
-            .file_stem()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned();
-        parent_dir(&a.out).join(format!("{stem}.clusters.json"))
-    });
+    let centroids = a
+        .centroids
+        .clone()
+        .unwrap_or_else(|| crate::geo::locations::centroids_path(&a.out));
     crate::atomic_write::write_string(&centroids, &serde_json::to_string_pretty(&g)?)?;
     let sizes: Vec<usize> = g.clusters.iter().map(|c| c.locations).collect();
     println!(

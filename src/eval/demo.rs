@@ -231,6 +231,10 @@ pub fn run(out: &Path, quick: bool, seed: u64) -> anyhow::Result<DemoResult> {
     let mut m = m;
     let g = assign_geo_clusters(&mut m, budget.geo_clusters, seed, true)?;
     m.write(&clustered)?;
+    crate::atomic_write::write_string(
+        &crate::geo::locations::centroids_path(&clustered),
+        &serde_json::to_string_pretty(&g)?,
+    )?;
     println!("{} locations in {} clusters", g.locations, g.k);
 
     let task = Task::new(

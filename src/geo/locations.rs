@@ -37,6 +37,15 @@ pub struct GeoClustering {
     pub clusters: Vec<ClusterSummary>,
 }
 
+/// Where `geossl cluster` puts the centroids of manifest `path`:
+/// `<stem>.clusters.json` beside it.
+pub fn centroids_path(path: &std::path::Path) -> std::path::PathBuf {
+    path.with_file_name(format!(
+        "{}.clusters.json",
+        path.file_stem().unwrap_or_default().to_string_lossy()
+    ))
+}
+
 /// Clusters the manifest's locations and writes `geo_cluster` into every row.
 pub fn assign_geo_clusters(
     manifest: &mut Manifest,

@@ -197,6 +197,13 @@ pub fn export(checkpoint_path: &Path, out: &Path, part: Part) -> anyhow::Result<
             state.geo_classes.map_or("none".into(), |k| k.to_string()),
         );
         meta.insert("manifest".into(), c.manifest.display().to_string());
+        // `geossl cluster` writes the centroids beside the manifest.
+        let clusters = crate::geo::locations::centroids_path(&c.manifest);
+        if state.geo_classes.is_some() {
+            if let Ok(text) = std::fs::read_to_string(&clusters) {
+                meta.insert("geo_clusters".into(), text);
+            }
+        }
         meta.insert("checkpoint".into(), dir.display().to_string());
         normalisation_metadata(&mut meta, c.image_size);
     }
