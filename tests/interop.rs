@@ -72,21 +72,13 @@ fn torchvision_computes_what_geossl_computes() {
         save(&files[0], &x);
         save(&files[1], &eval);
         save(&files[2], &train);
-        let out = Process::new(python())
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/torchvision_parity.py"))
-            .arg(arch.name())
-            .arg(small.to_string())
-            .arg(&weights)
-            .args(&files)
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        println!("{text}");
-        assert!(out.status.success(), "{arch:?}: {text}");
+        let mut args = vec![
+            arch.name().into(),
+            small.to_string().into(),
+            weights.clone(),
+        ];
+        args.extend(files);
+        run_python("torchvision_parity.py", args);
     }
 }
 
@@ -185,7 +177,9 @@ fn the_readme_snippet_loads_an_exported_run_into_torchvision() {
     }
 }
 
-fn run_python(script: &str, args: &[&Path]) {
+/// Runs `tests/python/<script>` with `args` in the project's virtualenv,
+/// prints what it printed, and asserts that it succeeded.
+fn run_python<S: AsRef<std::ffi::OsStr>>(script: &str, args: impl IntoIterator<Item = S>) {
     let out = Process::new(python())
         .arg(
             Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -195,19 +189,17 @@ fn run_python(script: &str, args: &[&Path]) {
         .args(args)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{script}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    println!("{text}");
+    assert!(out.status.success(), "{script}: {text}");
 }
 
 #[test]
 fn official_checkpoints_import_with_the_same_features_and_hostile_ones_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    run_python("official_checkpoint.py", &[d]);
+    run_python("official_checkpoint.py", [d]);
     let run = d.join("imported");
     geossl()
         .args(["import", "--pth"])
@@ -304,14 +296,5 @@ fn infonce_and_geo_loss_match_the_reference_code() {
     ] {
         save(&d.join(name), &tensor);
     }
-    let out = Process::new(python())
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/loss_reference.py"))
-        .arg(d)
-        .arg(t.to_string())
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    println!("{text}");
-    assert!(out.status.success(), "{text}");
+    run_python("loss_reference.py", [d.to_path_buf(), t.to_string().into()]);
 }
