@@ -254,6 +254,12 @@ pub struct PretrainArgs {
     /// libtorch CPU threads; 0 keeps libtorch's default. [default: 0]
     #[arg(long)]
     pub threads: Option<usize>,
+    /// bf16 autocast of the forward passes. [default: false]
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub amp: Option<bool>,
+    /// Channels-last (NHWC) layout for the convolutions. [default: false]
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub channels_last: Option<bool>,
     /// Batches prepared ahead by the loader. [default: 4]
     #[arg(long)]
     pub prefetch: Option<usize>,
@@ -320,6 +326,8 @@ impl PretrainArgs {
             seed,
             device,
             threads,
+            amp,
+            channels_last,
             prefetch,
             checkpoint_every,
             knn_every,
@@ -515,6 +523,65 @@ pub enum BenchCommand {
         /// Also write the points as float64 .npy, e.g. for bench/kmeans_sklearn.py.
         #[arg(long)]
         dump_points: Option<PathBuf>,
+    },
+    /// One full pretraining step (MoCo-v2 + TP + Geo) on random inputs, as
+    /// ../shared/bench/torch_reference.py times PyTorch's.
+    Step {
+        #[arg(long, value_enum, default_value = "resnet50")]
+        arch: crate::model::Arch,
+        #[arg(long, default_value_t = 32)]
+        batch: i64,
+        #[arg(long, default_value_t = 64)]
+        size: i64,
+        /// cpu, cuda or cuda:N.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// bf16 autocast.
+        #[arg(long)]
+        amp: bool,
+        #[arg(long)]
+        channels_last: bool,
+        #[arg(long, default_value_t = 4096)]
+        queue: i64,
+        #[arg(long, default_value_t = 128)]
+        dim: i64,
+        #[arg(long, default_value_t = 100)]
+        geo_classes: i64,
+        #[arg(long, default_value_t = 0.02)]
+        temperature: f64,
+        /// Shuffle-BN groups (1: none, as the reference).
+        #[arg(long, default_value_t = 1)]
+        bn_groups: i64,
+        /// Timed steps (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
+        /// Untimed steps first.
+        #[arg(long, default_value_t = 2)]
+        warmup: usize,
+        /// libtorch intra-op threads (0: libtorch's default).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+    },
+    /// The input pipeline: decode + two aug+ views + collation of every image
+    /// of a manifest, as ../shared/bench/torch_data_reference.py.
+    Data {
+        #[arg(long)]
+        manifest: PathBuf,
+        #[arg(long, default_value_t = 224)]
+        size: u32,
+        /// Resize + CenterCrop side before the random crop.
+        #[arg(long, default_value_t = 448)]
+        pre: u32,
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        /// Worker threads (0: one per core).
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Use the first N images only (0: all).
+        #[arg(long, default_value_t = 0)]
+        limit: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
     },
 }
 
@@ -747,14 +814,14 @@ fn bench_cmd(b: BenchCommand) -> anyhow::Result<()> {
             repeat,
             dump_points,
         } => {
-            let pts = crate::bench::geo_points(points, seed);
+            let pts = crate::bench::kmeans::geo_points(points, seed);
             if let Some(p) = dump_points {
-                crate::bench::write_npy(&p, &pts)?;
+                crate::bench::kmeans::write_npy(&p, &pts)?;
                 println!("wrote {} points to {}", pts.len(), p.display());
             }
             let mut runs = Vec::new();
             for _ in 0..repeat.max(1) {
-                runs.push(crate::bench::time_kmeans(&pts, k, seed)?);
+                runs.push(crate::bench::kmeans::time_kmeans(&pts, k, seed)?);
             }
             runs.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
             let median = &runs[runs.len() / 2];
@@ -766,6 +833,92 @@ fn bench_cmd(b: BenchCommand) -> anyhow::Result<()> {
                 runs[0].seconds,
                 median.iterations,
                 median.inertia
+            );
+            Ok(())
+        }
+        BenchCommand::Step {
+            arch,
+            batch,
+            size,
+            device,
+            amp,
+            channels_last,
+            queue,
+            dim,
+            geo_classes,
+            temperature,
+            bn_groups,
+            steps,
+            warmup,
+            threads,
+        } => {
+            if threads > 0 {
+                tch::set_num_threads(threads as i32);
+            }
+            let dev = crate::model::parse_device(&device)
+                .map_err(anyhow::Error::msg)?
+                .resolve()?;
+            let config = crate::bench::step::StepBenchConfig {
+                arch,
+                batch,
+                size,
+                device: dev,
+                amp,
+                channels_last,
+                queue,
+                dim,
+                geo_classes,
+                temperature,
+                bn_groups,
+                warmup,
+                steps: steps.max(1),
+                seed: 0,
+            };
+            let t = crate::bench::step::run(&config)?;
+            println!(
+                "BENCH step arch={} batch={batch} size={size} queue={queue} device={device} amp={} channels_last={} threads={} loss={:.4} median_ms={:.1} min_ms={:.1} pairs_per_s={:.1} peak_rss_mib={:.0}",
+                arch.name(),
+                u8::from(amp),
+                u8::from(channels_last),
+                tch::get_num_threads(),
+                t.last_loss,
+                t.median_ms,
+                t.min_ms,
+                batch as f64 * 1e3 / t.median_ms,
+                t.peak_rss_mib.unwrap_or(f64::NAN)
+            );
+            Ok(())
+        }
+        BenchCommand::Data {
+            manifest,
+            size,
+            pre,
+            batch,
+            threads,
+            limit,
+            seed,
+        } => {
+            if threads > 0 {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build_global()
+                    .map_err(|e| anyhow::anyhow!("--threads {threads}: {e}"))?;
+            }
+            let config = crate::bench::data::DataBenchConfig {
+                size,
+                pre,
+                batch,
+                limit,
+                seed,
+            };
+            let t = crate::bench::data::run(&manifest, &config)?;
+            println!(
+                "BENCH data threads={} size={size} pre={pre} batch={batch} images={} seconds={:.2} pairs_per_s={:.1} pairs_per_s_per_thread={:.1}",
+                rayon::current_num_threads(),
+                t.pairs,
+                t.seconds,
+                t.pairs_per_s,
+                t.pairs_per_s / rayon::current_num_threads() as f64
             );
             Ok(())
         }
@@ -935,6 +1088,12 @@ fn embed_cmd(a: &EmbedArgs) -> anyhow::Result<()> {
 
 fn info_cmd() -> anyhow::Result<()> {
     println!("geossl {}", env!("CARGO_PKG_VERSION"));
+    let cuda_library = match crate::model::torch_ext::load_cuda() {
+        Ok(Some(lib)) => lib.display().to_string(),
+        Ok(None) => "none (a CPU-only libtorch)".to_string(),
+        Err(e) => format!("failed to load: {e}"),
+    };
+    println!("libtorch CUDA lib  {cuda_library}");
     println!("libtorch threads   {}", tch::get_num_threads());
     println!("CUDA devices       {}", tch::Cuda::device_count());
     println!("cuDNN available    {}", tch::Cuda::cudnn_is_available());

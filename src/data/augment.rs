@@ -15,7 +15,8 @@
 //! where the reference's PIL filter approximates one with box passes; sigma's
 //! range scales with the crop size (see [`AugConfig::aug_plus`]).
 
-use image::imageops::FilterType;
+use fast_image_resize::images::{Image, ImageRef};
+use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::RgbImage;
 use rand::Rng;
 
@@ -128,46 +129,89 @@ pub fn random_resized_crop_params<R: Rng>(
     ((height - h) / 2, (width - w) / 2, h, w)
 }
 
+/// Resamples the box (`left`, `top`, `width`, `height`, in pixels, may be
+/// fractional) of `img` to `out_w` x `out_h` with PIL's antialiased
+/// bilinear filter (what torchvision's Resize and RandomResizedCrop use on
+/// PIL images), by `fast_image_resize` (SIMD, 8-bit, no intermediate copy
+/// of the box).
+pub fn resize_box(img: &RgbImage, bbox: (f64, f64, f64, f64), out_w: u32, out_h: u32) -> RgbImage {
+    let (w, h) = img.dimensions();
+    let (left, top, bw, bh) = bbox;
+    if (left, top, bw, bh) == (0.0, 0.0, w as f64, h as f64) && (out_w, out_h) == (w, h) {
+        return img.clone();
+    }
+    let src = ImageRef::new(w, h, img.as_raw(), PixelType::U8x3).expect("an RGB8 buffer of w x h");
+    let mut dst = Image::new(out_w.max(1), out_h.max(1), PixelType::U8x3);
+    let options = ResizeOptions::new()
+        .resize_alg(ResizeAlg::Convolution(FilterType::Bilinear))
+        .crop(left, top, bw, bh);
+    Resizer::new()
+        .resize(&src, &mut dst, &options)
+        .expect("same pixel type and a crop box inside the image");
+    RgbImage::from_raw(dst.width(), dst.height(), dst.into_vec()).expect("an RGB8 buffer")
+}
+
+/// torchvision Resize(int): the size whose shorter side is `side`, the
+/// aspect ratio kept (the longer side rounded down, as torchvision does).
+pub fn shorter_side_size(w: u32, h: u32, side: u32) -> (u32, u32) {
+    if w <= h {
+        (
+            side,
+            ((h as u64 * side as u64) / w.max(1) as u64).max(1) as u32,
+        )
+    } else {
+        (
+            ((w as u64 * side as u64) / h.max(1) as u64).max(1) as u32,
+            side,
+        )
+    }
+}
+
 /// torchvision Resize(int): the shorter side becomes `side`, the aspect
 /// ratio is kept.
 pub fn resize_shorter_side(img: &RgbImage, side: u32) -> RgbImage {
     let (w, h) = img.dimensions();
-    let (nw, nh) = if w <= h {
-        (
-            side,
-            ((h as f64) * side as f64 / w as f64).round().max(1.0) as u32,
-        )
-    } else {
-        (
-            ((w as f64) * side as f64 / h as f64).round().max(1.0) as u32,
-            side,
-        )
-    };
-    if (nw, nh) == (w, h) {
-        img.clone()
-    } else {
-        image::imageops::resize(img, nw, nh, FilterType::Triangle)
-    }
+    let (nw, nh) = shorter_side_size(w, h, side);
+    resize_box(img, (0.0, 0.0, w as f64, h as f64), nw, nh)
+}
+
+/// The box of the original image that Resize(side) followed by a crop of
+/// (`left`, `top`, `cw`, `ch`) in the resized image shows: resizing that box
+/// directly is the same resampling without the full-size intermediate.
+fn box_in_original(img: &RgbImage, side: u32, crop: (u32, u32, u32, u32)) -> (f64, f64, f64, f64) {
+    let (w, h) = img.dimensions();
+    let (nw, nh) = shorter_side_size(w, h, side);
+    let (sx, sy) = (w as f64 / nw as f64, h as f64 / nh as f64);
+    let (left, top, cw, ch) = crop;
+    (
+        left as f64 * sx,
+        top as f64 * sy,
+        cw as f64 * sx,
+        ch as f64 * sy,
+    )
 }
 
 /// Resize so the shorter side is `side` (torchvision Resize(int)), then
-/// take the central `side` x `side` square.
+/// take the central `side` x `side` square (torchvision's CenterCrop
+/// offsets: rounded half-differences).
 pub fn resize_center_crop(img: &RgbImage, side: u32) -> RgbImage {
-    let resized = resize_shorter_side(img, side);
-    let (nw, nh) = resized.dimensions();
-    let left = (nw.saturating_sub(side)) / 2;
-    let top = (nh.saturating_sub(side)) / 2;
-    image::imageops::crop_imm(&resized, left, top, side.min(nw), side.min(nh)).to_image()
+    let (w, h) = img.dimensions();
+    let (nw, nh) = shorter_side_size(w, h, side);
+    let (cw, ch) = (side.min(nw), side.min(nh));
+    let left = ((nw - cw) as f64 / 2.0).round() as u32;
+    let top = ((nh - ch) as f64 / 2.0).round() as u32;
+    resize_box(img, box_in_original(img, side, (left, top, cw, ch)), cw, ch)
 }
 
 /// Resize(side) + RandomCrop(side): a uniformly placed square of the resized
 /// image (torchvision's RandomCrop.get_params).
 pub fn resize_random_crop<R: Rng>(img: &RgbImage, side: u32, rng: &mut R) -> RgbImage {
-    let resized = resize_shorter_side(img, side);
-    let (nw, nh) = resized.dimensions();
-    let left = rng.gen_range(0..=nw.saturating_sub(side));
-    let top = rng.gen_range(0..=nh.saturating_sub(side));
-    image::imageops::crop_imm(&resized, left, top, side.min(nw), side.min(nh)).to_image()
+    let (w, h) = img.dimensions();
+    let (nw, nh) = shorter_side_size(w, h, side);
+    let (cw, ch) = (side.min(nw), side.min(nh));
+    let top = rng.gen_range(0..=nh - ch);
+    let left = rng.gen_range(0..=nw - cw);
+    resize_box(img, box_in_original(img, side, (left, top, cw, ch)), cw, ch)
 }
 
 /// How one image becomes one normalised view outside pretraining.
@@ -208,7 +252,8 @@ impl ViewTransform {
         let view = if view.dimensions() == (size, size) {
             view
         } else {
-            image::imageops::resize(&view, size, size, FilterType::Triangle)
+            let (w, h) = view.dimensions();
+            resize_box(&view, (0.0, 0.0, w as f64, h as f64), size, size)
         };
         normalize_into(&FloatImage::from_rgb8(&view), out);
     }
@@ -243,10 +288,22 @@ pub fn adjust_saturation(img: &mut FloatImage, factor: f32) {
 pub fn adjust_hue(img: &mut FloatImage, shift: f32) {
     for p in img.pixels() {
         let (h, s, v) = rgb_to_hsv(p[0], p[1], p[2]);
-        let (r, g, b) = hsv_to_rgb((h + shift).rem_euclid(1.0), s, v);
+        let (r, g, b) = hsv_to_rgb(wrap_unit(h + shift), s, v);
         p[0] = r;
         p[1] = g;
         p[2] = b;
+    }
+}
+
+/// `x` mod 1 for x in [-1, 2), the range hue arithmetic stays in; a
+/// compare and an add instead of `rem_euclid` (a libm fmodf call per pixel).
+fn wrap_unit(x: f32) -> f32 {
+    if x < 0.0 {
+        x + 1.0
+    } else if x >= 1.0 {
+        x - 1.0
+    } else {
+        x
     }
 }
 
@@ -269,12 +326,13 @@ fn rgb_to_hsv(r: f32, g: f32, b: f32) -> (f32, f32, f32) {
     } else {
         4.0 + gc - rc
     };
-    ((h / 6.0).rem_euclid(1.0), s, maxc)
+    (wrap_unit(h / 6.0), s, maxc)
 }
 
 /// torchvision's _hsv2rgb.
 fn hsv_to_rgb(h: f32, s: f32, v: f32) -> (f32, f32, f32) {
-    let i = (h * 6.0).floor();
+    // h >= 0, so truncation is floor (and no libm call).
+    let i = (h * 6.0) as i32 as f32;
     let f = h * 6.0 - i;
     let p = (v * (1.0 - s)).clamp(0.0, 1.0);
     let q = (v * (1.0 - s * f)).clamp(0.0, 1.0);
@@ -298,43 +356,65 @@ pub fn to_grayscale(img: &mut FloatImage) {
 
 /// Separable Gaussian blur, reflect padding.
 pub fn gaussian_blur(img: &mut FloatImage, sigma: f32) {
-    let radius = (3.0 * sigma).ceil().max(1.0) as isize;
-    let kernel: Vec<f32> = (-radius..=radius)
+    let radius = (3.0 * sigma).ceil().max(1.0) as usize;
+    let kernel: Vec<f32> = (-(radius as isize)..=radius as isize)
         .map(|x| (-(x * x) as f32 / (2.0 * sigma * sigma)).exp())
         .collect();
     let sum: f32 = kernel.iter().sum();
     let kernel: Vec<f32> = kernel.iter().map(|k| k / sum).collect();
     let mut tmp = vec![0.0f32; img.data.len()];
-    blur_pass(&img.data, &mut tmp, img.width, img.height, &kernel, true);
-    blur_pass(&tmp, &mut img.data, img.width, img.height, &kernel, false);
+    blur_rows(&img.data, &mut tmp, img.width, &kernel);
+    blur_columns(&tmp, &mut img.data, img.width, img.height, &kernel);
 }
 
-/// One 1-D convolution pass along rows (`horizontal`) or columns.
-fn blur_pass(src: &[f32], dst: &mut [f32], w: usize, h: usize, kernel: &[f32], horizontal: bool) {
-    let radius = (kernel.len() / 2) as isize;
-    let n = if horizontal { w } else { h } as isize;
-    // Reflect without repeating the edge (as torchvision's "reflect").
-    let reflect = |i: isize| -> usize {
-        let mut i = i;
-        if n == 1 {
-            return 0;
+/// Index `i` (may be outside 0..n) reflected into 0..n without repeating
+/// the edge (torchvision's "reflect" padding).
+fn reflect(i: isize, n: usize) -> usize {
+    let n = n as isize;
+    if n == 1 {
+        return 0;
+    }
+    let mut i = i;
+    while i < 0 || i >= n {
+        i = if i < 0 { -i } else { 2 * (n - 1) - i };
+    }
+    i as usize
+}
+
+/// Horizontal pass: each row is copied once into a reflect-padded buffer,
+/// then every output value is a dot product over a contiguous window.
+fn blur_rows(src: &[f32], dst: &mut [f32], w: usize, kernel: &[f32]) {
+    let radius = kernel.len() / 2;
+    let mut padded = vec![0.0f32; (w + 2 * radius) * 3];
+    for (row, out) in src.chunks_exact(w * 3).zip(dst.chunks_exact_mut(w * 3)) {
+        for (p, px) in padded.chunks_exact_mut(3).enumerate() {
+            let x = reflect(p as isize - radius as isize, w);
+            px.copy_from_slice(&row[x * 3..x * 3 + 3]);
         }
-        while i < 0 || i >= n {
-            i = if i < 0 { -i } else { 2 * (n - 1) - i };
+        for (x, o) in out.chunks_exact_mut(3).enumerate() {
+            let window = &padded[x * 3..(x + kernel.len()) * 3];
+            let mut acc = [0.0f32; 3];
+            for (k, px) in kernel.iter().zip(window.chunks_exact(3)) {
+                acc[0] += k * px[0];
+                acc[1] += k * px[1];
+                acc[2] += k * px[2];
+            }
+            o.copy_from_slice(&acc);
         }
-        i as usize
-    };
-    for y in 0..h {
-        for x in 0..w {
-            let along = if horizontal { x } else { y } as isize;
-            for c in 0..3 {
-                let mut acc = 0.0;
-                for (ki, k) in kernel.iter().enumerate() {
-                    let s = reflect(along + ki as isize - radius);
-                    let (sx, sy) = if horizontal { (s, y) } else { (x, s) };
-                    acc += k * src[(sy * w + sx) * 3 + c];
-                }
-                dst[(y * w + x) * 3 + c] = acc;
+    }
+}
+
+/// Vertical pass: each output row is a weighted sum of whole input rows
+/// (contiguous, so the inner loop vectorises).
+fn blur_columns(src: &[f32], dst: &mut [f32], w: usize, h: usize, kernel: &[f32]) {
+    let radius = kernel.len() / 2;
+    let stride = w * 3;
+    for (y, out) in dst.chunks_exact_mut(stride).enumerate() {
+        out.fill(0.0);
+        for (ki, k) in kernel.iter().enumerate() {
+            let sy = reflect(y as isize + ki as isize - radius as isize, h);
+            for (o, v) in out.iter_mut().zip(&src[sy * stride..(sy + 1) * stride]) {
+                *o += k * v;
             }
         }
     }
@@ -364,8 +444,8 @@ pub fn augment_into<R: Rng>(img: &RgbImage, config: &AugConfig, rng: &mut R, out
     };
     let (top, left, h, w) =
         random_resized_crop_params(src.width(), src.height(), config.scale, config.ratio, rng);
-    let crop = image::imageops::crop_imm(src, left, top, w, h).to_image();
-    let resized = image::imageops::resize(&crop, config.size, config.size, FilterType::Triangle);
+    let bbox = (left as f64, top as f64, w as f64, h as f64);
+    let resized = resize_box(src, bbox, config.size, config.size);
     let mut f = FloatImage::from_rgb8(&resized);
     if rng.gen_bool(config.jitter_p) {
         let b = rng.gen_range(1.0 - config.brightness..=1.0 + config.brightness);

@@ -60,6 +60,28 @@ pub struct LoaderConfig {
     pub decode: DecodeLimits,
     /// Attach `geo_cluster` labels (every row must have one).
     pub geo_labels: bool,
+    /// Build batches in pinned host memory, for asynchronous copies to a GPU.
+    pub pin_memory: bool,
+}
+
+/// A new [n, 3, size, size] f32 batch tensor that the augmentation writes
+/// into directly (no copy from a Vec), in pinned memory when asked.
+pub fn image_batch_tensor(n: usize, size: u32, pinned: bool) -> anyhow::Result<Tensor> {
+    let dims = [n as i64, 3, size as i64, size as i64];
+    Ok(if pinned {
+        crate::model::torch_ext::empty_pinned(&dims)?
+    } else {
+        Tensor::empty(dims, (tch::Kind::Float, tch::Device::Cpu))
+    })
+}
+
+/// The f32 values of a contiguous CPU tensor made by [`image_batch_tensor`].
+fn f32_values(t: &mut Tensor) -> &mut [f32] {
+    assert!(t.kind() == tch::Kind::Float && t.device() == tch::Device::Cpu && t.is_contiguous());
+    let n = t.numel();
+    // SAFETY: a contiguous f32 CPU tensor of `n` elements that `t` owns and
+    // that nothing else references while the slice lives (borrowed from t).
+    unsafe { std::slice::from_raw_parts_mut(t.data_ptr() as *mut f32, n) }
 }
 
 /// One batch, ready for the model.
@@ -211,11 +233,11 @@ fn make_batch(
     let s = config.aug.size as usize;
     let plane = 3 * s * s;
     let n = anchors.len();
-    let mut query = vec![0.0f32; n * plane];
-    let mut key = vec![0.0f32; n * plane];
-    let key_rows: Vec<usize> = query
+    let mut query = image_batch_tensor(n, config.aug.size, config.pin_memory)?;
+    let mut key = image_batch_tensor(n, config.aug.size, config.pin_memory)?;
+    let key_rows: Vec<usize> = f32_values(&mut query)
         .par_chunks_mut(plane)
-        .zip(key.par_chunks_mut(plane))
+        .zip(f32_values(&mut key).par_chunks_mut(plane))
         .zip(anchors.par_iter().enumerate())
         .map(|((q, k), (i, &row))| -> anyhow::Result<usize> {
             let mut rng = ChaCha8Rng::seed_from_u64(sample_seed(
@@ -238,7 +260,6 @@ fn make_batch(
             Ok(krow)
         })
         .collect::<anyhow::Result<_>>()?;
-    let dims = [n as i64, 3, s as i64, s as i64];
     let geo = config.geo_labels.then(|| {
         let labels: Vec<i64> = anchors
             .iter()
@@ -247,8 +268,8 @@ fn make_batch(
         Tensor::from_slice(&labels)
     });
     Ok(PairBatch {
-        query: Tensor::from_slice(&query).view(dims),
-        key: Tensor::from_slice(&key).view(dims),
+        query,
+        key,
         geo,
         rows: anchors.to_vec(),
         key_rows,
@@ -271,6 +292,8 @@ pub struct ImageLoader {
     pub seed: u64,
     pub prefetch: usize,
     pub decode: DecodeLimits,
+    /// Build batches in pinned host memory (for a GPU).
+    pub pin_memory: bool,
 }
 
 /// One single-view batch.
@@ -299,6 +322,7 @@ impl ImageLoader {
             seed: 0,
             prefetch: 4,
             decode: DecodeLimits::default(),
+            pin_memory: false,
         }
     }
 
@@ -338,8 +362,8 @@ impl ImageLoader {
             let rows = &order[start..(start + this.batch).min(order.len())];
             let s = this.transform.size() as usize;
             let plane = 3 * s * s;
-            let mut images = vec![0.0f32; rows.len() * plane];
-            images
+            let mut images = image_batch_tensor(rows.len(), s as u32, this.pin_memory)?;
+            f32_values(&mut images)
                 .par_chunks_mut(plane)
                 .zip(rows.par_iter().enumerate())
                 .try_for_each(|(out, (i, &row))| -> anyhow::Result<()> {
@@ -354,12 +378,7 @@ impl ImageLoader {
                     Ok(())
                 })?;
             Ok(ImageBatch {
-                images: Tensor::from_slice(&images).view([
-                    rows.len() as i64,
-                    3,
-                    s as i64,
-                    s as i64,
-                ]),
+                images,
                 rows: rows.to_vec(),
             })
         })
@@ -416,6 +435,7 @@ mod tests {
             prefetch: 2,
             decode: DecodeLimits::default(),
             geo_labels: false,
+            pin_memory: false,
         }
     }
 

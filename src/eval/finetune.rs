@@ -171,9 +171,7 @@ pub fn train_classifier(
                 "loss became {value} at epoch {}; stopped",
                 epoch + 1
             );
-            sgd.zero_grad();
-            loss.f_backward()?;
-            sgd.step(lr);
+            sgd.backward_step(&loss, lr)?;
             loss_sum += value * labels.len() as f64;
             hits += tch::no_grad(|| {
                 logits

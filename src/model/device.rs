@@ -30,14 +30,40 @@ pub fn parse_device(s: &str) -> Result<DeviceSpec, String> {
 impl DeviceSpec {
     /// Resolves to a device libtorch can use; asking for CUDA where there is
     /// none is an error rather than a silent fallback.
+    /// CUDA is loaded deliberately first (see [`super::torch_ext`]); a
+    /// failure to load it is an error when CUDA was asked for by name. On
+    /// a GPU, cuDNN's autotuner is switched on (fixed input sizes).
     pub fn resolve(self) -> anyhow::Result<Device> {
+        let loaded = super::torch_ext::load_cuda();
+        if let (DeviceSpec::Cuda(_), Err(e)) = (self, &loaded) {
+            anyhow::bail!(
+                "--device cuda asked for, but libtorch's CUDA library does not load: {e}"
+            );
+        }
         let cuda_devices = tch::Cuda::device_count() as usize;
+        let device = self.pick(cuda_devices, &loaded)?;
+        if device.is_cuda() {
+            tch::Cuda::cudnn_set_benchmark(true);
+        }
+        Ok(device)
+    }
+
+    fn pick(
+        self,
+        cuda_devices: usize,
+        loaded: &Result<Option<std::path::PathBuf>, String>,
+    ) -> anyhow::Result<Device> {
+        let why = match loaded {
+            Ok(Some(lib)) => format!("{} is loaded", lib.display()),
+            Ok(None) => "this libtorch has no CUDA library (a CPU-only build)".to_string(),
+            Err(e) => e.clone(),
+        };
         match self {
             DeviceSpec::Auto if cuda_devices > 0 => Ok(Device::Cuda(0)),
             DeviceSpec::Auto | DeviceSpec::Cpu => Ok(Device::Cpu),
             DeviceSpec::Cuda(n) if n < cuda_devices => Ok(Device::Cuda(n)),
             DeviceSpec::Cuda(n) => anyhow::bail!(
-                "--device cuda:{n} asked for, but libtorch sees {cuda_devices} CUDA device(s) in this process"
+                "--device cuda:{n} asked for, but libtorch sees {cuda_devices} CUDA device(s) in this process ({why})"
             ),
         }
     }

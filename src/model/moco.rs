@@ -20,6 +20,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::heads::{GeoHead, ProjectionHead};
 use super::resnet::{ResNet, ResNetConfig};
+use super::torch_ext;
 
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct MocoConfig {
@@ -80,9 +81,10 @@ pub struct StepOutput {
     pub loss: Tensor,
     pub moco_loss: Tensor,
     pub geo_loss: Option<Tensor>,
-    /// Fraction of queries whose positive key wins among all logits.
-    pub moco_accuracy: f64,
-    pub geo_accuracy: Option<f64>,
+    /// Fraction of queries whose positive key wins among all logits (a
+    /// scalar tensor, read back with the losses in one transfer).
+    pub moco_accuracy: Tensor,
+    pub geo_accuracy: Option<Tensor>,
 }
 
 pub struct Moco {
@@ -98,10 +100,18 @@ pub struct Moco {
     /// [dim, queue_size] normalised keys, the oldest at `queue_ptr`.
     pub queue: Tensor,
     pub queue_ptr: i64,
-    /// (key parameter, query parameter) pairs for the momentum update;
+    /// Key and query parameters, pairwise, for the momentum update;
     /// trainable parameters only, BN running statistics stay the key
     /// encoder's own (as in the reference).
-    momentum_pairs: Vec<(Tensor, Tensor)>,
+    momentum_k: Vec<Tensor>,
+    momentum_q: Vec<Tensor>,
+    /// Both encoders' BatchNorm running statistics, and a same-shaped copy
+    /// of them from before the last step (see [`Moco::save_bn_stats`]).
+    bn_stats: Vec<Tensor>,
+    bn_stats_saved: Vec<Tensor>,
+    /// This step's keys, enqueued once the backward pass (which reads the
+    /// queue through `q @ queue`) is done: see [`Moco::enqueue_pending_keys`].
+    pending_keys: Option<Tensor>,
 }
 
 impl Moco {
@@ -134,7 +144,13 @@ impl Moco {
             Ok(())
         })?;
         vs_k.freeze();
-        momentum_pairs.sort_by_key(|(k, _)| k.numel());
+        let (momentum_k, momentum_q) = momentum_pairs.into_iter().unzip();
+        let bn_stats: Vec<Tensor> = [&vs_q, &vs_k]
+            .iter()
+            .flat_map(|vs| vs.variables().into_values())
+            .filter(|t| !t.requires_grad() && t.kind() == Kind::Float)
+            .collect();
+        let bn_stats_saved = bn_stats.iter().map(Tensor::zeros_like).collect();
         let queue = Tensor::randn([config.dim, config.queue_size], (Kind::Float, device));
         let queue = normalize(&queue, 0);
         Ok(Self {
@@ -147,18 +163,28 @@ impl Moco {
             geo_head,
             queue,
             queue_ptr: 0,
-            momentum_pairs,
+            momentum_k,
+            momentum_q,
+            pending_keys: None,
+            bn_stats,
+            bn_stats_saved,
         })
     }
 
     /// theta_k <- m theta_k + (1 - m) theta_q, for every trainable parameter.
-    pub fn momentum_update(&self) {
+    /// One multi-tensor lerp over all parameters.
+    pub fn momentum_update(&self) -> anyhow::Result<()> {
         let w = 1.0 - self.config.momentum;
-        tch::no_grad(|| {
-            for (k, q) in &self.momentum_pairs {
-                let _ = k.shallow_clone().lerp_(q, w);
-            }
-        });
+        tch::no_grad(|| torch_ext::foreach_lerp(&self.momentum_k, &self.momentum_q, w))?;
+        Ok(())
+    }
+
+    /// Both encoders' convolution weights (and the geo head's, had it any)
+    /// to channels-last, so the convolutions run NHWC (inputs must follow).
+    pub fn to_channels_last(&mut self) -> anyhow::Result<()> {
+        torch_ext::vars_to_channels_last(&self.vs_q)?;
+        torch_ext::vars_to_channels_last(&self.vs_k)?;
+        Ok(())
     }
 
     /// Effective number of BN groups for a batch (see [`bn_groups_for`]).
@@ -168,7 +194,8 @@ impl Moco {
 
     /// One training forward: query and key images [N, 3, H, W], geo labels
     /// [N] (for the geo variants), a seed for the shuffle permutation.
-    /// Updates the key encoder (before computing keys) and the queue.
+    /// Updates the key encoder (before computing keys); the keys join the
+    /// queue at [`Moco::enqueue_pending_keys`], after the backward pass.
     pub fn step(
         &mut self,
         im_q: &Tensor,
@@ -182,19 +209,20 @@ impl Moco {
             "queue size {} is not a multiple of the batch size {n}",
             self.config.queue_size
         );
+        self.enqueue_pending_keys();
         let groups = self.groups_for(n);
         let q_raw = self.encoder_q.forward_grouped(im_q, groups, true);
         let q = normalize(&q_raw, 1);
+        self.momentum_update()?;
         let k = tch::no_grad(|| {
-            self.momentum_update();
             let (perm, inverse) = shuffle_permutation(n, shuffle_seed, im_k.device());
             let shuffled = im_k.index_select(0, &perm);
             let k = normalize(&self.encoder_k.forward_grouped(&shuffled, groups, true), 1);
             k.index_select(0, &inverse)
         });
-        // A copy, as the reference's `queue.clone().detach()`: the enqueue below
-        // must not modify what the backward pass of `q @ queue` reads.
-        let (moco_loss, logits) = info_nce(&q, &k, &self.queue.copy(), self.config.temperature);
+        // The queue as it is, no copy (the reference clones it, 32 MB at the
+        // paper's K = 65536): the keys are enqueued after the backward pass.
+        let (moco_loss, logits) = info_nce(&q, &k, &self.queue, self.config.temperature);
         let moco_accuracy = top1(&logits, &Tensor::zeros([n], (Kind::Int64, logits.device())));
         let (geo_loss, geo_accuracy) = match &self.geo_head {
             Some(head) => {
@@ -216,7 +244,7 @@ impl Moco {
             Some(l) => &moco_loss * self.config.alpha + l * self.config.beta,
             None => &moco_loss * self.config.alpha,
         };
-        self.enqueue(&k);
+        self.pending_keys = Some(k);
         Ok(StepOutput {
             loss,
             moco_loss,
@@ -226,13 +254,41 @@ impl Moco {
         })
     }
 
+    /// Keeps a copy of the BatchNorm running statistics (one multi-tensor
+    /// copy), so that a step whose batch turns out bad (a NaN loss) can be
+    /// undone completely: the forward pass updates them before anyone knows.
+    pub fn save_bn_stats(&mut self) -> anyhow::Result<()> {
+        tch::no_grad(|| torch_ext::foreach_copy(&self.bn_stats_saved, &self.bn_stats))?;
+        Ok(())
+    }
+
+    /// Puts back the statistics of [`Moco::save_bn_stats`].
+    pub fn restore_bn_stats(&mut self) -> anyhow::Result<()> {
+        tch::no_grad(|| torch_ext::foreach_copy(&self.bn_stats, &self.bn_stats_saved))?;
+        Ok(())
+    }
+
+    /// Puts the last step's keys into the queue. Call after its backward
+    /// pass: the enqueue writes the queue in place, and autograd refuses a
+    /// backward through `q @ queue` once the queue has changed.
+    pub fn enqueue_pending_keys(&mut self) {
+        if let Some(k) = self.pending_keys.take() {
+            self.enqueue(&k);
+        }
+    }
+
+    /// Forgets the last step's keys (the step was not applied).
+    pub fn discard_pending_keys(&mut self) {
+        self.pending_keys = None;
+    }
+
     /// Replaces the oldest keys with `keys` [N, dim].
     pub fn enqueue(&mut self, keys: &Tensor) {
         let n = keys.size()[0];
         tch::no_grad(|| {
             self.queue
                 .narrow(1, self.queue_ptr, n)
-                .copy_(&keys.transpose(0, 1));
+                .copy_(&keys.transpose(0, 1).to_kind(self.queue.kind()));
         });
         self.queue_ptr = (self.queue_ptr + n) % self.config.queue_size;
     }
@@ -269,14 +325,14 @@ pub fn info_nce(q: &Tensor, k: &Tensor, queue: &Tensor, temperature: f64) -> (Te
     (logits.cross_entropy_for_logits(&target), logits)
 }
 
-fn top1(logits: &Tensor, target: &Tensor) -> f64 {
+/// Top-1 accuracy as a scalar tensor (no device sync).
+fn top1(logits: &Tensor, target: &Tensor) -> Tensor {
     tch::no_grad(|| {
         logits
             .argmax(1, false)
             .eq_tensor(target)
             .to_kind(Kind::Float)
             .mean(Kind::Float)
-            .double_value(&[])
     })
 }
 
@@ -351,13 +407,13 @@ mod tests {
             let _ = qw.shallow_clone().fill_(1.0);
         });
         let before = kw.copy();
-        m.momentum_update();
+        m.momentum_update().unwrap();
         let expect = &before * 0.9 + 0.1;
         assert!(kw.allclose(&expect, 1e-6, 1e-7, false));
         // Buffers are not averaged.
         let rm = "layer1.0.bn1.running_mean";
         let _ = q[&format!("encoder_q.{rm}")].shallow_clone().fill_(5.0);
-        m.momentum_update();
+        m.momentum_update().unwrap();
         assert_eq!(
             k[&format!("encoder_k.{rm}")]
                 .abs()
@@ -418,6 +474,9 @@ mod tests {
         let total = out.loss.double_value(&[]);
         let parts = out.moco_loss.double_value(&[]) + out.geo_loss.unwrap().double_value(&[]);
         assert!((total - parts).abs() < 1e-5);
+        assert_eq!(m.queue_ptr, 0, "keys wait for the backward pass");
+        out.loss.backward();
+        m.enqueue_pending_keys();
         assert_eq!(m.queue_ptr, 4);
         let err = m
             .step(

@@ -5,6 +5,7 @@ pub mod device;
 pub mod heads;
 pub mod moco;
 pub mod resnet;
+pub mod torch_ext;
 pub mod weights;
 
 pub use device::{parse_device, DeviceSpec};

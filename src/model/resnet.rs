@@ -135,20 +135,24 @@ impl Block {
         Self { convs, downsample }
     }
 
+    /// In-place ReLU and residual add, as torchvision's blocks: BatchNorm's
+    /// backward does not read its output, so overwriting it is safe and
+    /// saves one activation-sized buffer per op.
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         let mut ys = xs.shallow_clone();
         let last = self.convs.len() - 1;
         for (i, (c, b)) in self.convs.iter().enumerate() {
             ys = ys.apply(c).apply_t(b, train);
             if i < last {
-                ys = ys.relu();
+                let _ = ys.relu_();
             }
         }
-        let identity = match &self.downsample {
-            Some(d) => xs.apply(&d.conv).apply_t(&d.bn, train),
-            None => xs.shallow_clone(),
-        };
-        (ys + identity).relu()
+        match &self.downsample {
+            Some(d) => ys += xs.apply(&d.conv).apply_t(&d.bn, train),
+            None => ys += xs,
+        }
+        let _ = ys.relu_();
+        ys
     }
 }
 
@@ -203,7 +207,8 @@ impl ResNet {
 
 impl ModuleT for ResNet {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        let mut ys = xs.apply(&self.conv1).apply_t(&self.bn1, train).relu();
+        let mut ys = xs.apply(&self.conv1).apply_t(&self.bn1, train);
+        let _ = ys.relu_();
         if !self.config.small_input {
             ys = ys.max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
         }

@@ -82,6 +82,10 @@ pub struct PretrainConfig {
     pub device: String,
     /// libtorch intra-op threads; 0 keeps libtorch's default.
     pub threads: usize,
+    /// bf16 autocast of the forward passes (PyTorch's torch.autocast).
+    pub amp: bool,
+    /// Channels-last (NHWC) weights and inputs for the convolutions.
+    pub channels_last: bool,
     pub prefetch: usize,
     pub checkpoint_every: usize,
     /// Weighted-kNN top-1 of the query encoder every N epochs (0: never),
@@ -126,6 +130,8 @@ impl Default for PretrainConfig {
             seed: 0,
             device: "auto".into(),
             threads: 0,
+            amp: false,
+            channels_last: false,
             prefetch: 4,
             checkpoint_every: 10,
             knn_every: 0,

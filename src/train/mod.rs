@@ -1,5 +1,5 @@
 //! Training: configuration, learning-rate schedule, SGD, checkpoints,
-//! metrics, and the pretraining loop.
+//! metrics, one training step, and the pretraining loop.
 
 pub mod checkpoint;
 pub mod config;
@@ -7,6 +7,7 @@ pub mod metrics;
 pub mod pretrain;
 pub mod schedule;
 pub mod sgd;
+pub mod step;
 
 pub use config::{Method, PretrainConfig};
 pub use pretrain::{pretrain, RunOptions};

@@ -9,13 +9,15 @@ use super::checkpoint::{self, TrainState};
 use super::config::PretrainConfig;
 use super::metrics::{MetricsLog, MetricsRow};
 use super::sgd::Sgd;
+use super::step::{train_step, DeviceBatch, NonFiniteLoss, StepSettings};
 use crate::data::decode::DecodeLimits;
 use crate::data::loader::{LoaderConfig, PairLoader, PairMode};
 use crate::data::{Manifest, Split};
 use crate::eval::knn::{knn_eval, KnnConfig};
 use crate::eval::{Target, Task};
-use crate::model::{parse_device, Moco};
+use crate::model::{parse_device, torch_ext, Moco};
 use crate::progress;
+use tch::{Device, Tensor};
 
 /// What a finished (or stopped) invocation did.
 #[derive(Debug)]
@@ -50,6 +52,17 @@ fn training_rows(mut manifest: Manifest, split: &str) -> anyhow::Result<Manifest
         manifest.source.display()
     );
     Ok(manifest)
+}
+
+/// A batch tensor on `device` in the model's layout. From pinned memory the
+/// copy to a GPU is asynchronous (ordered on the stream before the step).
+pub fn to_model_input(t: &Tensor, device: Device, channels_last: bool) -> anyhow::Result<Tensor> {
+    let on_device = t.to_device_(device, t.kind(), true, false);
+    Ok(if channels_last {
+        torch_ext::contiguous(&on_device, true)?
+    } else {
+        on_device
+    })
 }
 
 fn seed_for_step(seed: u64, step: u64) -> u64 {
@@ -122,9 +135,13 @@ pub fn pretrain(
             prefetch: config.prefetch,
             decode: DecodeLimits::default(),
             geo_labels: config.method.geo(),
+            pin_memory: device.is_cuda(),
         },
     )?;
     let mut moco = Moco::new(device, config.resnet(), config.moco(geo_classes))?;
+    if config.channels_last {
+        moco.to_channels_last()?;
+    }
     let mut sgd = Sgd::new(moco.vs_q.variables(), config.momentum, config.weight_decay);
 
     std::fs::create_dir_all(run_dir)
@@ -176,32 +193,45 @@ pub fn pretrain(
             let batch = batch?;
             let step_started = Instant::now();
             lr = schedule.lr(epoch, b, batches);
-            let q = batch.query.to_device(device);
-            let k = batch.key.to_device(device);
-            let geo = batch.geo.map(|g| g.to_device(device));
-            let out = moco.step(&q, &k, geo.as_ref(), seed_for_step(config.seed, step))?;
-            let loss = out.loss.double_value(&[]);
-            if !loss.is_finite() {
-                anyhow::bail!(
-                    "loss became {loss} at epoch {}, step {}; training stopped. The last good checkpoint is {}",
+            let q = to_model_input(&batch.query, device, config.channels_last)?;
+            let k = to_model_input(&batch.key, device, config.channels_last)?;
+            let geo = batch
+                .geo
+                .map(|g| g.to_device_(device, g.kind(), true, false));
+            let shuffle_seed = seed_for_step(config.seed, step);
+            let device_batch = DeviceBatch {
+                query: &q,
+                key: &k,
+                geo: geo.as_ref(),
+            };
+            let settings = StepSettings {
+                lr,
+                shuffle_seed,
+                amp: config.amp,
+            };
+            let out = match train_step(&mut moco, &mut sgd, &device_batch, settings) {
+                Err(e) if e.is::<NonFiniteLoss>() => anyhow::bail!(
+                    "{e} at epoch {}, step {}; training stopped. The last good checkpoint is {}",
                     epoch + 1,
                     step + 1,
-                    last_checkpoint.as_ref().map_or("none (no checkpoint yet)".to_string(), |p: &PathBuf| p.display().to_string())
-                );
-            }
-            sgd.zero_grad();
-            out.loss.f_backward()?;
-            sgd.step(lr);
+                    last_checkpoint
+                        .as_ref()
+                        .map_or("none (no checkpoint yet)".to_string(), |p: &PathBuf| p
+                            .display()
+                            .to_string())
+                ),
+                r => r?,
+            };
             step += 1;
             let m = MetricsRow {
                 kind: "step".into(),
                 epoch: epoch + 1,
                 step,
                 lr,
-                loss,
-                moco_loss: out.moco_loss.double_value(&[]),
+                loss: out.loss,
+                moco_loss: out.moco_loss,
                 moco_acc: out.moco_accuracy,
-                geo_loss: out.geo_loss.as_ref().map(|l| l.double_value(&[])),
+                geo_loss: out.geo_loss,
                 geo_acc: out.geo_accuracy,
                 pairs_per_s: config.batch_size as f64 / step_started.elapsed().as_secs_f64(),
                 seconds: None,

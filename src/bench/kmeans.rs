@@ -1,5 +1,4 @@
-//! Benchmarks (`geossl bench ...`): inputs that look like the real thing,
-//! timed end to end. Never run as tests.
+//! `geossl bench kmeans`: geo-tag-like points and one timed k-means fit.
 
 use std::path::Path;
 use std::time::Instant;

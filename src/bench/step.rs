@@ -1,0 +1,109 @@
+//! `geossl bench step`: geossl's whole pretraining step (momentum update,
+//! shuffled key pass, InfoNCE + geo loss, backward, SGD), set up exactly as
+//! `../shared/bench/torch_reference.py` sets up PyTorch's: torchvision
+//! ResNet with the MLP head, queue 4096, dim 128, T 0.02, 100 geo classes,
+//! SGD (lr 0.03, momentum 0.9, wd 1e-4), random inputs already on the
+//! device, one BN group (the reference has no shuffle-BN emulation).
+
+use std::time::Instant;
+
+use tch::{Device, Kind, Tensor};
+
+use crate::model::resnet::{Arch, ResNetConfig};
+use crate::model::{Moco, MocoConfig};
+use crate::train::pretrain::to_model_input;
+use crate::train::sgd::Sgd;
+use crate::train::step::{train_step, DeviceBatch, StepSettings};
+
+#[derive(Debug, Clone)]
+pub struct StepBenchConfig {
+    pub arch: Arch,
+    pub batch: i64,
+    pub size: i64,
+    pub device: Device,
+    pub amp: bool,
+    pub channels_last: bool,
+    pub queue: i64,
+    pub dim: i64,
+    pub geo_classes: i64,
+    pub temperature: f64,
+    pub bn_groups: i64,
+    pub warmup: usize,
+    pub steps: usize,
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct StepTiming {
+    pub median_ms: f64,
+    pub min_ms: f64,
+    pub last_loss: f64,
+    pub peak_rss_mib: Option<f64>,
+}
+
+pub fn run(c: &StepBenchConfig) -> anyhow::Result<StepTiming> {
+    tch::manual_seed(c.seed as i64);
+    let resnet = ResNetConfig {
+        arch: c.arch,
+        width: 64,
+        small_input: false,
+    };
+    let config = MocoConfig {
+        dim: c.dim,
+        queue_size: c.queue,
+        momentum: 0.999,
+        temperature: c.temperature,
+        bn_groups: c.bn_groups,
+        geo_classes: Some(c.geo_classes),
+        alpha: 1.0,
+        beta: 1.0,
+    };
+    let mut moco = Moco::new(c.device, resnet, config)?;
+    if c.channels_last {
+        moco.to_channels_last()?;
+    }
+    let mut sgd = Sgd::new(moco.vs_q.variables(), 0.9, 1e-4);
+    let dims = [c.batch, 3, c.size, c.size];
+    let query = to_model_input(
+        &Tensor::randn(dims, (Kind::Float, Device::Cpu)),
+        c.device,
+        c.channels_last,
+    )?;
+    let key = to_model_input(
+        &Tensor::randn(dims, (Kind::Float, Device::Cpu)),
+        c.device,
+        c.channels_last,
+    )?;
+    let geo = Tensor::randint(c.geo_classes, [c.batch], (Kind::Int64, c.device));
+    let batch = DeviceBatch {
+        query: &query,
+        key: &key,
+        geo: Some(&geo),
+    };
+    let mut times = Vec::with_capacity(c.steps);
+    let mut last_loss = f64::NAN;
+    for step in 0..c.warmup + c.steps {
+        if let Device::Cuda(i) = c.device {
+            tch::Cuda::synchronize(i as i64);
+        }
+        let started = Instant::now();
+        let settings = StepSettings {
+            lr: 0.03,
+            shuffle_seed: c.seed.wrapping_add(step as u64),
+            amp: c.amp,
+        };
+        // Ends with the scalars on the host: the step's one sync, as the
+        // reference's loss.item().
+        last_loss = train_step(&mut moco, &mut sgd, &batch, settings)?.loss;
+        if step >= c.warmup {
+            times.push(started.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    let (median_ms, min_ms) = super::median_min(&times);
+    Ok(StepTiming {
+        median_ms,
+        min_ms,
+        last_loss,
+        peak_rss_mib: super::peak_rss_mib(),
+    })
+}
