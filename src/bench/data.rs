@@ -51,6 +51,7 @@ pub fn run(manifest: &Path, c: &DataBenchConfig) -> anyhow::Result<DataTiming> {
             decode: DecodeLimits::default(),
             geo_labels: false,
             pin_memory: false,
+            on_bad_image: crate::data::loader::BadImagePolicy::Fail,
         },
     )?;
     let started = Instant::now();

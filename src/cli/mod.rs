@@ -260,6 +260,12 @@ pub struct PretrainArgs {
     /// Channels-last (NHWC) layout for the convolutions. [default: false]
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub channels_last: Option<bool>,
+    /// Unreadable images: replace them by other samples and list them in RUN/bad_images.csv (skip), or stop (fail). [default: skip]
+    #[arg(long, value_enum)]
+    pub on_bad_image: Option<crate::data::loader::BadImagePolicy>,
+    /// With skip: stop once more than this fraction of the manifest's images is unreadable. [default: 0.01]
+    #[arg(long)]
+    pub max_bad_fraction: Option<f64>,
     /// Batches prepared ahead by the loader. [default: 4]
     #[arg(long)]
     pub prefetch: Option<usize>,
@@ -329,6 +335,8 @@ impl PretrainArgs {
             amp,
             channels_last,
             prefetch,
+            on_bad_image,
+            max_bad_fraction,
             checkpoint_every,
             knn_every,
             knn_k,

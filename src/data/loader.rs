@@ -62,7 +62,43 @@ pub struct LoaderConfig {
     pub geo_labels: bool,
     /// Build batches in pinned host memory, for asynchronous copies to a GPU.
     pub pin_memory: bool,
+    /// What an unreadable image does to a batch.
+    pub on_bad_image: BadImagePolicy,
 }
+
+/// What to do with an image that cannot be decoded (missing, empty,
+/// truncated, not an image, a decompression bomb, ...).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum BadImagePolicy {
+    /// Replace the sample by another one (drawn from the sample's own seed,
+    /// so runs stay reproducible) and report the image.
+    #[default]
+    Skip,
+    /// Stop with the decoder's error.
+    Fail,
+}
+
+/// An image that could not be used, with the decoder's message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BadImage {
+    pub row: usize,
+    pub error: String,
+}
+
+/// Replacement draws per sample before a batch gives up (an archive whose
+/// images are nearly all broken stops instead of spinning).
+const REPLACEMENT_TRIES: usize = 16;
 
 /// A new [n, 3, size, size] f32 batch tensor that the augmentation writes
 /// into directly (no copy from a Vec), in pinned memory when asked.
@@ -94,6 +130,8 @@ pub struct PairBatch {
     pub geo: Option<Tensor>,
     pub rows: Vec<usize>,
     pub key_rows: Vec<usize>,
+    /// Images that were replaced under [`BadImagePolicy::Skip`].
+    pub bad: Vec<BadImage>,
 }
 
 /// The key image for anchor `row`.
@@ -235,33 +273,62 @@ fn make_batch(
     let n = anchors.len();
     let mut query = image_batch_tensor(n, config.aug.size, config.pin_memory)?;
     let mut key = image_batch_tensor(n, config.aug.size, config.pin_memory)?;
-    let key_rows: Vec<usize> = f32_values(&mut query)
+    let samples: Vec<(usize, usize, Vec<BadImage>)> = f32_values(&mut query)
         .par_chunks_mut(plane)
         .zip(f32_values(&mut key).par_chunks_mut(plane))
         .zip(anchors.par_iter().enumerate())
-        .map(|((q, k), (i, &row))| -> anyhow::Result<usize> {
+        .map(|((q, k), (i, &row))| {
             let mut rng = ChaCha8Rng::seed_from_u64(sample_seed(
                 config.seed,
                 epoch,
                 (first_position + i) as u64,
             ));
-            let krow = key_row(index, row, config.pairs, &mut rng);
             let load = |r: usize| {
                 let rec = &manifest.records[r];
                 decode_file(&manifest.resolve(rec), rec.crop, &config.decode)
             };
-            let qimg = load(row)?;
-            augment_into(&qimg, &config.aug, &mut rng, q);
-            if krow == row {
-                augment_into(&qimg, &config.aug, &mut rng, k);
-            } else {
-                augment_into(&load(krow)?, &config.aug, &mut rng, k);
+            let mut bad = Vec::new();
+            let mut anchor = row;
+            for _ in 0..REPLACEMENT_TRIES {
+                let krow = key_row(index, anchor, config.pairs, &mut rng);
+                // The failing row with its error.
+                let images = load(anchor).map_err(|e| (anchor, e)).and_then(|qimg| {
+                    let kimg = match krow == anchor {
+                        true => None,
+                        false => Some(load(krow).map_err(|e| (krow, e))?),
+                    };
+                    Ok((qimg, kimg))
+                });
+                match images {
+                    Ok((qimg, kimg)) => {
+                        augment_into(&qimg, &config.aug, &mut rng, q);
+                        augment_into(kimg.as_ref().unwrap_or(&qimg), &config.aug, &mut rng, k);
+                        return Ok((anchor, krow, bad));
+                    }
+                    Err((_, e)) if config.on_bad_image == BadImagePolicy::Fail => {
+                        return Err(e.into())
+                    }
+                    Err((failed, e)) => {
+                        bad.push(BadImage {
+                            row: failed,
+                            error: e.to_string(),
+                        });
+                        anchor = rng.gen_range(0..manifest.records.len());
+                    }
+                }
             }
-            Ok(krow)
+            anyhow::bail!(
+                "{}: {REPLACEMENT_TRIES} images in a row could not be read (last: {}); is the image folder right?",
+                manifest.source.display(),
+                bad.last().map_or("", |b| b.error.as_str())
+            )
         })
         .collect::<anyhow::Result<_>>()?;
+    let rows: Vec<usize> = samples.iter().map(|s| s.0).collect();
+    let key_rows: Vec<usize> = samples.iter().map(|s| s.1).collect();
+    let bad: Vec<BadImage> = samples.into_iter().flat_map(|s| s.2).collect();
     let geo = config.geo_labels.then(|| {
-        let labels: Vec<i64> = anchors
+        let labels: Vec<i64> = rows
             .iter()
             .map(|&r| manifest.records[r].geo_cluster.unwrap_or(0) as i64)
             .collect();
@@ -271,8 +338,9 @@ fn make_batch(
         query,
         key,
         geo,
-        rows: anchors.to_vec(),
+        rows,
         key_rows,
+        bad,
     })
 }
 
@@ -436,6 +504,7 @@ mod tests {
             decode: DecodeLimits::default(),
             geo_labels: false,
             pin_memory: false,
+            on_bad_image: BadImagePolicy::Skip,
         }
     }
 

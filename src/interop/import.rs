@@ -126,6 +126,9 @@ pub fn import_moco(pth: &Path, out: &Path) -> anyhow::Result<Imported> {
         seed: 0,
         geo_classes,
         config: config.clone(),
+        batch_in_epoch: 0,
+        epoch_sums: [0.0; 5],
+        model_sha256: None,
     };
     let checkpoint = checkpoint::save(out, &moco, &sgd, &state)?;
     crate::atomic_write::write_string(&out.join("config.toml"), &config.to_toml()?)?;

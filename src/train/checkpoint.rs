@@ -9,6 +9,13 @@
 //! last) names the newest complete one. A crash at any moment leaves the
 //! previous checkpoint intact and named by `latest`.
 //!
+//! `state.json` carries the SHA-256 of `model.safetensors`; a checkpoint
+//! whose file does not match (truncated, bit-flipped, half-copied) is
+//! refused by [`load`], and `--resume` then falls back to the newest older
+//! checkpoint that loads ([`candidates`]). A run stopped by SIGINT/SIGTERM
+//! is checkpointed mid-epoch (`epoch-NNNN-batch-BBBBBB`), with the epoch's
+//! partial sums, so that resuming it is exact.
+//!
 //! No RNG state needs saving: the data order and augmentations derive from
 //! (seed, epoch, position) and the shuffle-BN permutations from (seed, step).
 
@@ -36,6 +43,68 @@ pub struct TrainState {
     pub seed: u64,
     pub geo_classes: Option<i64>,
     pub config: PretrainConfig,
+    /// Batches of the next epoch already done (a mid-epoch checkpoint).
+    #[serde(default)]
+    pub batch_in_epoch: usize,
+    /// Running sums of that epoch's step metrics (loss, InfoNCE, accuracy,
+    /// geo loss, geo accuracy), for its epoch row.
+    #[serde(default)]
+    pub epoch_sums: [f64; 5],
+    /// SHA-256 of `model.safetensors`, hex; set by [`save`].
+    #[serde(default)]
+    pub model_sha256: Option<String>,
+}
+
+/// The folder name of a checkpoint: sorts by training progress.
+pub fn checkpoint_name(state: &TrainState) -> String {
+    if state.batch_in_epoch == 0 {
+        format!("epoch-{:04}", state.epoch)
+    } else {
+        format!("epoch-{:04}-batch-{:06}", state.epoch, state.batch_in_epoch)
+    }
+}
+
+/// Hex SHA-256 of a file, streamed.
+pub fn sha256_file(path: &Path) -> anyhow::Result<String> {
+    use sha2::Digest;
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    let mut hasher = sha2::Sha256::new();
+    std::io::copy(&mut file, &mut hasher)
+        .with_context(|| format!("{}: cannot read", path.display()))?;
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// Checkpoints to try on `--resume`, newest first: the one `latest` names,
+/// then every other complete checkpoint folder by decreasing progress.
+pub fn candidates(run_dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let dir = checkpoints_dir(run_dir);
+    let mut names: Vec<String> = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().is_dir())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.starts_with("epoch-"))
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e).with_context(|| format!("{}: cannot list", dir.display())),
+    };
+    names.sort_unstable_by(|a, b| b.cmp(a));
+    let mut out: Vec<PathBuf> = Vec::new();
+    if let Ok(Some(l)) = latest(run_dir) {
+        out.push(l);
+    }
+    for n in names {
+        let p = dir.join(n);
+        if !out.contains(&p) {
+            out.push(p);
+        }
+    }
+    Ok(out)
 }
 
 pub fn checkpoints_dir(run_dir: &Path) -> PathBuf {
@@ -71,7 +140,7 @@ fn fsync(path: &Path) -> anyhow::Result<()> {
 pub fn save(run_dir: &Path, moco: &Moco, sgd: &Sgd, state: &TrainState) -> anyhow::Result<PathBuf> {
     let dir = checkpoints_dir(run_dir);
     std::fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create", dir.display()))?;
-    let name = format!("epoch-{:04}", state.epoch);
+    let name = checkpoint_name(state);
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp)?;
@@ -95,8 +164,10 @@ pub fn save(run_dir: &Path, moco: &Moco, sgd: &Sgd, state: &TrainState) -> anyho
     Tensor::write_safetensors(&named, &tensors_path)
         .with_context(|| format!("{}: cannot write", tensors_path.display()))?;
     fsync(&tensors_path)?;
+    let mut state = state.clone();
+    state.model_sha256 = Some(sha256_file(&tensors_path)?);
     let state_path = tmp.join("state.json");
-    std::fs::write(&state_path, serde_json::to_string_pretty(state)?)?;
+    std::fs::write(&state_path, serde_json::to_string_pretty(&state)?)?;
     fsync(&state_path)?;
     let final_dir = dir.join(&name);
     if final_dir.exists() {
@@ -123,6 +194,14 @@ pub fn read_state(dir: &Path) -> anyhow::Result<TrainState> {
 pub fn load(dir: &Path, moco: &mut Moco, sgd: &mut Sgd) -> anyhow::Result<TrainState> {
     let state = read_state(dir)?;
     let tensors_path = dir.join("model.safetensors");
+    if let Some(expected) = &state.model_sha256 {
+        let actual = sha256_file(&tensors_path)?;
+        anyhow::ensure!(
+            &actual == expected,
+            "{}: damaged (SHA-256 {actual}, state.json expects {expected})",
+            tensors_path.display()
+        );
+    }
     let tensors = read_safetensors(&tensors_path)?;
     let file = tensors_path.display().to_string();
     let take = |name: &str| {

@@ -9,7 +9,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use crate::data::augment::AugConfig;
-use crate::data::loader::SampleBy;
+use crate::data::loader::{BadImagePolicy, SampleBy};
 use crate::model::{Arch, MocoConfig, ResNetConfig};
 
 use super::schedule::LrSchedule;
@@ -87,6 +87,10 @@ pub struct PretrainConfig {
     /// Channels-last (NHWC) weights and inputs for the convolutions.
     pub channels_last: bool,
     pub prefetch: usize,
+    /// Unreadable images: replace and report (skip) or stop (fail).
+    pub on_bad_image: BadImagePolicy,
+    /// With skip: stop once more than this fraction of the images is bad.
+    pub max_bad_fraction: f64,
     pub checkpoint_every: usize,
     /// Weighted-kNN top-1 of the query encoder every N epochs (0: never),
     /// on the manifest's labels: bank `knn_train_split`, tested on
@@ -133,6 +137,8 @@ impl Default for PretrainConfig {
             amp: false,
             channels_last: false,
             prefetch: 4,
+            on_bad_image: BadImagePolicy::Skip,
+            max_bad_fraction: 0.01,
             checkpoint_every: 10,
             knn_every: 0,
             knn_k: 20,
@@ -175,6 +181,10 @@ impl PretrainConfig {
         anyhow::ensure!(
             self.width > 0 && self.image_size >= 8,
             "width must be positive and image-size at least 8"
+        );
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&self.max_bad_fraction),
+            "max-bad-fraction must be in [0, 1]"
         );
         anyhow::ensure!(
             self.checkpoint_every > 0,

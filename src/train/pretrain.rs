@@ -25,6 +25,8 @@ pub struct PretrainOutcome {
     pub epochs_done: usize,
     pub steps_done: u64,
     pub last_checkpoint: Option<PathBuf>,
+    /// The signal that stopped the run early, after a checkpoint.
+    pub interrupted_by: Option<&'static str>,
 }
 
 /// Options of one invocation that are not part of the run's config.
@@ -112,6 +114,7 @@ pub fn pretrain(
         None
     };
     let manifest = training_rows(manifest, &config.split)?;
+    let mut bad_images = BadImageLog::open(run_dir, &manifest, config.max_bad_fraction)?;
     if config.threads > 0 {
         tch::set_num_threads(config.threads as i32);
     }
@@ -136,6 +139,7 @@ pub fn pretrain(
             decode: DecodeLimits::default(),
             geo_labels: config.method.geo(),
             pin_memory: device.is_cuda(),
+            on_bad_image: config.on_bad_image,
         },
     )?;
     let mut moco = Moco::new(device, config.resnet(), config.moco(geo_classes))?;
@@ -146,18 +150,20 @@ pub fn pretrain(
 
     std::fs::create_dir_all(run_dir)
         .with_context(|| format!("{}: cannot create", run_dir.display()))?;
-    let existing = checkpoint::latest(run_dir)?;
+    let existing = checkpoint::candidates(run_dir)?;
     let (mut epoch, mut step) = (0usize, 0u64);
+    let (mut first_batch, mut resumed_sums) = (0usize, [0.0f64; 5]);
     let mut last_checkpoint = None;
-    match (options.resume, existing) {
-        (true, Some(dir)) => {
-            let state = checkpoint::load(&dir, &mut moco, &mut sgd)?;
+    match (options.resume, existing.first()) {
+        (true, Some(_)) => {
+            let Resumed { dir, state } = resume_from(&existing, &mut moco, &mut sgd)?;
             anyhow::ensure!(
                 state.config.resnet() == config.resnet() && state.geo_classes == geo_classes && state.config.moco_k == config.moco_k,
                 "{}: the checkpoint's model (arch, width, queue, geo classes) differs from this run's config",
                 dir.display()
             );
             (epoch, step) = (state.epoch, state.step);
+            (first_batch, resumed_sums) = (state.batch_in_epoch, state.epoch_sums);
             tracing::info!("resuming from {} (epoch {epoch}, step {step})", dir.display());
             last_checkpoint = Some(dir);
         }
@@ -169,6 +175,7 @@ pub fn pretrain(
         ),
         (false, None) => {}
     }
+    let stop = StopSignal::register()?;
     crate::atomic_write::write_string(&run_dir.join("config.toml"), &config.to_toml()?)?;
     let mut log = MetricsLog::open(run_dir, step)?;
     let schedule = config.schedule();
@@ -187,10 +194,40 @@ pub fn pretrain(
                 &format!("epoch {}/{}", epoch + 1, config.epochs),
             )
         };
-        let mut sums = [0.0f64; 5]; // loss, moco_loss, moco_acc, geo_loss, geo_acc
+        // loss, moco_loss, moco_acc, geo_loss, geo_acc
+        let mut sums = std::mem::take(&mut resumed_sums);
         let mut lr = 0.0;
-        for (b, batch) in loader.epoch(epoch as u64, 0).enumerate() {
+        let first = std::mem::take(&mut first_batch);
+        bar.set_position(first as u64);
+        for (b, batch) in (first..).zip(loader.epoch(epoch as u64, first)) {
+            if let Some(signal) = stop.received() {
+                let state = TrainState {
+                    epoch,
+                    step,
+                    queue_ptr: moco.queue_ptr,
+                    seed: config.seed,
+                    geo_classes,
+                    config: config.clone(),
+                    batch_in_epoch: b,
+                    epoch_sums: sums,
+                    model_sha256: None,
+                };
+                let dir = checkpoint::save(run_dir, &moco, &sgd, &state)?;
+                bar.finish_and_clear();
+                eprintln!(
+                    "{signal}: stopped at epoch {}, batch {b}/{batches} (step {step}); checkpoint {}; continue with --resume",
+                    epoch + 1,
+                    dir.display()
+                );
+                return Ok(PretrainOutcome {
+                    epochs_done: epoch,
+                    steps_done: step,
+                    last_checkpoint: Some(dir),
+                    interrupted_by: Some(signal),
+                });
+            }
             let batch = batch?;
+            bad_images.record(&batch.bad)?;
             let step_started = Instant::now();
             lr = schedule.lr(epoch, b, batches);
             let q = to_model_input(&batch.query, device, config.channels_last)?;
@@ -316,13 +353,185 @@ pub fn pretrain(
                 seed: config.seed,
                 geo_classes,
                 config: config.clone(),
+                batch_in_epoch: 0,
+                epoch_sums: [0.0; 5],
+                model_sha256: None,
             };
             last_checkpoint = Some(checkpoint::save(run_dir, &moco, &sgd, &state)?);
         }
     }
+    bad_images.summarise();
     Ok(PretrainOutcome {
         epochs_done: epoch,
         steps_done: step,
         last_checkpoint,
+        interrupted_by: None,
     })
+}
+
+/// The unreadable images a run met: `RUN_DIR/bad_images.csv` (path, error;
+/// each image once, across resumes), a count, and the stop once there are
+/// too many.
+struct BadImageLog {
+    path: PathBuf,
+    manifest_source: PathBuf,
+    /// Manifest paths of the images listed so far.
+    seen: std::collections::BTreeSet<String>,
+    paths: Vec<String>,
+    total: usize,
+    max_fraction: f64,
+    new_this_run: usize,
+}
+
+impl BadImageLog {
+    fn open(
+        run_dir: &Path,
+        manifest: &crate::data::Manifest,
+        max_fraction: f64,
+    ) -> anyhow::Result<Self> {
+        let path = run_dir.join("bad_images.csv");
+        let mut seen = std::collections::BTreeSet::new();
+        if let Ok(mut r) = csv::Reader::from_path(&path) {
+            for rec in r.records().flatten() {
+                if let Some(p) = rec.get(0) {
+                    seen.insert(p.to_string());
+                }
+            }
+        }
+        Ok(Self {
+            path,
+            manifest_source: manifest.source.clone(),
+            seen,
+            paths: manifest.records.iter().map(|r| r.path.clone()).collect(),
+            total: manifest.records.len(),
+            max_fraction,
+            new_this_run: 0,
+        })
+    }
+
+    fn record(&mut self, bad: &[crate::data::loader::BadImage]) -> anyhow::Result<()> {
+        for b in bad {
+            let p = &self.paths[b.row];
+            if !self.seen.insert(p.clone()) {
+                continue;
+            }
+            self.new_this_run += 1;
+            let fresh = !self.path.exists();
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)
+                .with_context(|| format!("{}: cannot open", self.path.display()))?;
+            let mut w = csv::Writer::from_writer(file);
+            if fresh {
+                w.write_record(["path", "error"])?;
+            }
+            w.write_record([p.as_str(), b.error.as_str()])?;
+            w.flush()?;
+            tracing::warn!("skipped unreadable image: {}", b.error);
+        }
+        let limit = self.max_fraction * self.total as f64;
+        anyhow::ensure!(
+            (self.seen.len() as f64) <= limit,
+            "{} of the {} images of {} could not be read ({:.2}%, more than --max-bad-fraction {}); they are listed in {}",
+            self.seen.len(),
+            self.total,
+            self.manifest_source.display(),
+            100.0 * self.seen.len() as f64 / self.total as f64,
+            self.max_fraction,
+            self.path.display()
+        );
+        Ok(())
+    }
+
+    fn summarise(&self) {
+        if !self.seen.is_empty() {
+            eprintln!(
+                "skipped {} unreadable image(s) ({} new in this invocation), each replaced by another sample; listed in {}",
+                self.seen.len(),
+                self.new_this_run,
+                self.path.display()
+            );
+        }
+    }
+}
+
+struct Resumed {
+    dir: PathBuf,
+    state: TrainState,
+}
+
+/// Loads the newest checkpoint of `candidates` that is intact, reporting
+/// each damaged one it passes over.
+fn resume_from(candidates: &[PathBuf], moco: &mut Moco, sgd: &mut Sgd) -> anyhow::Result<Resumed> {
+    let mut damaged = Vec::new();
+    for dir in candidates {
+        match checkpoint::load(dir, moco, sgd) {
+            Ok(state) => {
+                if !damaged.is_empty() {
+                    eprintln!(
+                        "warning: resuming from {}, the newest intact checkpoint; skipped: {}",
+                        dir.display(),
+                        damaged.join("; ")
+                    );
+                }
+                return Ok(Resumed {
+                    dir: dir.clone(),
+                    state,
+                });
+            }
+            Err(e) => {
+                eprintln!(
+                    "warning: checkpoint {} cannot be used: {e:#}",
+                    dir.display()
+                );
+                damaged.push(format!("{} ({e:#})", dir.display()));
+            }
+        }
+    }
+    anyhow::bail!(
+        "no intact checkpoint to resume from: {}",
+        damaged.join("; ")
+    )
+}
+
+/// SIGINT/SIGTERM while pretraining: noted, and acted on between steps
+/// (checkpoint, clean exit). Unregistered when dropped, so the signals'
+/// usual meaning returns once the loop is over.
+struct StopSignal {
+    received: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    ids: Vec<signal_hook::SigId>,
+}
+
+impl StopSignal {
+    fn register() -> anyhow::Result<Self> {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        let received = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut ids = Vec::new();
+        for sig in [SIGINT, SIGTERM] {
+            ids.push(signal_hook::flag::register_usize(
+                sig,
+                received.clone(),
+                sig as usize,
+            )?);
+        }
+        Ok(Self { received, ids })
+    }
+
+    /// The name of the signal received, if any.
+    fn received(&self) -> Option<&'static str> {
+        match self.received.load(std::sync::atomic::Ordering::SeqCst) as i32 {
+            0 => None,
+            signal_hook::consts::SIGINT => Some("SIGINT"),
+            _ => Some("SIGTERM"),
+        }
+    }
+}
+
+impl Drop for StopSignal {
+    fn drop(&mut self) {
+        for id in self.ids.drain(..) {
+            signal_hook::low_level::unregister(id);
+        }
+    }
 }
