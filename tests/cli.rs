@@ -288,6 +288,93 @@ fn fmow_import_on_a_fake_tree() {
         .stdout(predicate::str::contains("1 metadata files skipped"));
 }
 
+/// `index fmow`'s error paths, each with its message naming the file.
+#[test]
+fn fmow_import_errors_name_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("fmow.csv");
+    let import = |root: &Path| {
+        let assert = geossl()
+            .args(["index", "fmow"])
+            .arg(root)
+            .arg("--out")
+            .arg(&out)
+            .assert()
+            .failure();
+        String::from_utf8_lossy(&assert.get_output().stderr).into_owned()
+    };
+    // No such folder.
+    let missing = dir.path().join("nowhere");
+    let err = import(&missing);
+    assert!(
+        err.contains(&format!("{}: cannot open fMoW root", missing.display())),
+        "{err}"
+    );
+    // A folder without metadata.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(empty.join("train")).unwrap();
+    let err = import(&empty);
+    assert!(
+        err.contains(&format!(
+            "{}: no *_rgb.json files found (is this an fMoW root with train/val/test folders?)",
+            empty.display()
+        )),
+        "{err}"
+    );
+    // Metadata whose only box is unusable (a tiny box): nothing to import.
+    let root = dir.path().join("fmow-rgb");
+    let tiny = r#"{"category": "airport", "box": [10, 10, 1, 1], "ID": 1}"#;
+    fmow_view(
+        &root,
+        "train",
+        "airport",
+        0,
+        0,
+        &fmow_json("2015-03-02T10:11:12Z", 2.3, 48.8, tiny),
+    );
+    let err = import(&root);
+    assert!(
+        err.contains(&format!(
+            "{}: no usable bounding boxes in 1 metadata files",
+            root.display()
+        )),
+        "{err}"
+    );
+    // A JSON without its image, and a box with a non-finite value.
+    let good = r#"{"category": "airport", "box": [100, 50, 150, 100], "ID": 11}"#;
+    fmow_view(
+        &root,
+        "train",
+        "airport",
+        0,
+        1,
+        &fmow_json("2015-03-02T10:11:12Z", 2.3, 48.8, good),
+    );
+    let lonely = root.join("train/airport/airport_0/airport_0_1_rgb.jpg");
+    std::fs::remove_file(&lonely).unwrap();
+    let err = import(&root);
+    assert!(
+        err.contains("airport_0_1_rgb.json: no image airport_0_1_rgb.jpg (or .tif/.png) beside it"),
+        "{err}"
+    );
+    let nan_box = r#"{"category": "airport", "box": [1e999, 50, 150, 100], "ID": 11}"#;
+    fmow_view(
+        &root,
+        "train",
+        "airport",
+        0,
+        1,
+        &fmow_json("2015-03-02T10:11:12Z", 2.3, 48.8, nan_box),
+    );
+    // serde_json refuses an infinite number, so a non-finite box never
+    // gets past the JSON reader.
+    let err = import(&root);
+    assert!(
+        err.contains("airport_0_1_rgb.json: invalid metadata JSON: number out of range"),
+        "{err}"
+    );
+}
+
 #[test]
 fn geoimagenet_csv_import() {
     let dir = tempfile::tempdir().unwrap();

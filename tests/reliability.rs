@@ -175,6 +175,17 @@ fn interrupted_runs_end_exactly_like_an_uninterrupted_one() {
     assert_eq!(history(&straight), history(&run));
 }
 
+/// The stderr of a finished `geossl` run that must succeed (or fail).
+fn stderr_of(mut cmd: assert_cmd::Command, succeed: bool) -> String {
+    let assert = cmd.assert();
+    let assert = if succeed {
+        assert.success()
+    } else {
+        assert.failure()
+    };
+    String::from_utf8_lossy(&assert.get_output().stderr).into_owned()
+}
+
 fn flip_a_byte(path: &PathBuf) {
     let mut bytes = std::fs::read(path).unwrap();
     let mid = bytes.len() / 2;
@@ -193,13 +204,9 @@ fn a_damaged_newest_checkpoint_is_reported_and_the_previous_one_used() {
         .success();
     let checkpoints = run.join("checkpoints");
     flip_a_byte(&checkpoints.join("epoch-0002").join("model.safetensors"));
-    let out = tiny_pretrain(&geo, &run)
-        .args(["--epochs", "3", "--resume"])
-        .assert()
-        .success()
-        .get_output()
-        .clone();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let mut cmd = tiny_pretrain(&geo, &run);
+    cmd.args(["--epochs", "3", "--resume"]);
+    let stderr = stderr_of(cmd, true);
     assert!(
         stderr.contains("epoch-0002/model.safetensors: damaged (SHA-256"),
         "{stderr}"
@@ -219,13 +226,9 @@ fn a_damaged_newest_checkpoint_is_reported_and_the_previous_one_used() {
             .set_len(len / 3)
             .unwrap();
     }
-    let out = tiny_pretrain(&geo, &run)
-        .args(["--epochs", "4", "--resume"])
-        .assert()
-        .failure()
-        .get_output()
-        .clone();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let mut cmd = tiny_pretrain(&geo, &run);
+    cmd.args(["--epochs", "4", "--resume"]);
+    let stderr = stderr_of(cmd, false);
     assert!(
         stderr.contains("no intact checkpoint to resume from"),
         "{stderr}"
@@ -264,13 +267,9 @@ fn unreadable_images_are_skipped_listed_and_bounded() {
     let broken = break_four_training_images(&geo);
 
     let run = dir.path().join("skip");
-    let out = tiny_pretrain(&geo, &run)
-        .args(["--epochs", "3", "--max-bad-fraction", "0.2"])
-        .assert()
-        .success()
-        .get_output()
-        .clone();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let mut cmd = tiny_pretrain(&geo, &run);
+    cmd.args(["--epochs", "3", "--max-bad-fraction", "0.2"]);
+    let stderr = stderr_of(cmd, true);
     assert!(stderr.contains("skipped 4 unreadable image(s)"), "{stderr}");
     let mut listed = csv::Reader::from_path(run.join("bad_images.csv")).unwrap();
     let mut rows: Vec<(String, String)> = listed
@@ -296,25 +295,17 @@ fn unreadable_images_are_skipped_listed_and_bounded() {
         assert!(errors.contains(what), "{what} missing in\n{errors}");
     }
 
-    let out = tiny_pretrain(&geo, &dir.path().join("fail"))
-        .args(["--epochs", "1", "--on-bad-image", "fail"])
-        .assert()
-        .failure()
-        .get_output()
-        .clone();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let mut cmd = tiny_pretrain(&geo, &dir.path().join("fail"));
+    cmd.args(["--epochs", "1", "--on-bad-image", "fail"]);
+    let stderr = stderr_of(cmd, false);
     assert!(
         broken.iter().any(|p| stderr.contains(p.as_str())),
         "{stderr}"
     );
 
-    let out = tiny_pretrain(&geo, &dir.path().join("bounded"))
-        .args(["--epochs", "3", "--max-bad-fraction", "0.02"])
-        .assert()
-        .failure()
-        .get_output()
-        .clone();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let mut cmd = tiny_pretrain(&geo, &dir.path().join("bounded"));
+    cmd.args(["--epochs", "3", "--max-bad-fraction", "0.02"]);
+    let stderr = stderr_of(cmd, false);
     assert!(
         stderr.contains("could not be read")
             && stderr.contains("more than --max-bad-fraction 0.02"),

@@ -15,21 +15,44 @@ use crate::train::pretrain::to_model_input;
 use crate::train::sgd::Sgd;
 use crate::train::step::{train_step, DeviceBatch, StepSettings};
 
-#[derive(Debug, Clone)]
+/// The settings of `geossl bench step` (the reference's flags and defaults).
+#[derive(Debug, Clone, clap::Args)]
 pub struct StepBenchConfig {
+    #[arg(long, value_enum, default_value = "resnet50")]
     pub arch: Arch,
+    #[arg(long, default_value_t = 32)]
     pub batch: i64,
+    #[arg(long, default_value_t = 64)]
     pub size: i64,
-    pub device: Device,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// bf16 autocast.
+    #[arg(long)]
     pub amp: bool,
+    #[arg(long)]
     pub channels_last: bool,
+    #[arg(long, default_value_t = 4096)]
     pub queue: i64,
+    #[arg(long, default_value_t = 128)]
     pub dim: i64,
+    #[arg(long, default_value_t = 100)]
     pub geo_classes: i64,
+    #[arg(long, default_value_t = 0.02)]
     pub temperature: f64,
+    /// Shuffle-BN groups (1: none, as the reference).
+    #[arg(long, default_value_t = 1)]
     pub bn_groups: i64,
+    /// Untimed steps first.
+    #[arg(long, default_value_t = 2)]
     pub warmup: usize,
+    /// Timed steps (the median is reported).
+    #[arg(long, default_value_t = 5)]
     pub steps: usize,
+    /// libtorch intra-op threads (0: libtorch's default).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    #[arg(long, default_value_t = 0)]
     pub seed: u64,
 }
 
@@ -42,6 +65,12 @@ pub struct StepTiming {
 }
 
 pub fn run(c: &StepBenchConfig) -> anyhow::Result<StepTiming> {
+    if c.threads > 0 {
+        tch::set_num_threads(c.threads as i32);
+    }
+    let device = crate::model::parse_device(&c.device)
+        .map_err(anyhow::Error::msg)?
+        .resolve()?;
     tch::manual_seed(c.seed as i64);
     let resnet = ResNetConfig {
         arch: c.arch,
@@ -58,7 +87,7 @@ pub fn run(c: &StepBenchConfig) -> anyhow::Result<StepTiming> {
         alpha: 1.0,
         beta: 1.0,
     };
-    let mut moco = Moco::new(c.device, resnet, config)?;
+    let mut moco = Moco::new(device, resnet, config)?;
     if c.channels_last {
         moco.to_channels_last()?;
     }
@@ -66,24 +95,25 @@ pub fn run(c: &StepBenchConfig) -> anyhow::Result<StepTiming> {
     let dims = [c.batch, 3, c.size, c.size];
     let query = to_model_input(
         &Tensor::randn(dims, (Kind::Float, Device::Cpu)),
-        c.device,
+        device,
         c.channels_last,
     )?;
     let key = to_model_input(
         &Tensor::randn(dims, (Kind::Float, Device::Cpu)),
-        c.device,
+        device,
         c.channels_last,
     )?;
-    let geo = Tensor::randint(c.geo_classes, [c.batch], (Kind::Int64, c.device));
+    let geo = Tensor::randint(c.geo_classes, [c.batch], (Kind::Int64, device));
     let batch = DeviceBatch {
         query: &query,
         key: &key,
         geo: Some(&geo),
     };
-    let mut times = Vec::with_capacity(c.steps);
+    let steps = c.steps.max(1);
+    let mut times = Vec::with_capacity(steps);
     let mut last_loss = f64::NAN;
-    for step in 0..c.warmup + c.steps {
-        if let Device::Cuda(i) = c.device {
+    for step in 0..c.warmup + steps {
+        if let Device::Cuda(i) = device {
             tch::Cuda::synchronize(i as i64);
         }
         let started = Instant::now();

@@ -534,42 +534,7 @@ pub enum BenchCommand {
     },
     /// One full pretraining step (MoCo-v2 + TP + Geo) on random inputs, as
     /// ../shared/bench/torch_reference.py times PyTorch's.
-    Step {
-        #[arg(long, value_enum, default_value = "resnet50")]
-        arch: crate::model::Arch,
-        #[arg(long, default_value_t = 32)]
-        batch: i64,
-        #[arg(long, default_value_t = 64)]
-        size: i64,
-        /// cpu, cuda or cuda:N.
-        #[arg(long, default_value = "cpu")]
-        device: String,
-        /// bf16 autocast.
-        #[arg(long)]
-        amp: bool,
-        #[arg(long)]
-        channels_last: bool,
-        #[arg(long, default_value_t = 4096)]
-        queue: i64,
-        #[arg(long, default_value_t = 128)]
-        dim: i64,
-        #[arg(long, default_value_t = 100)]
-        geo_classes: i64,
-        #[arg(long, default_value_t = 0.02)]
-        temperature: f64,
-        /// Shuffle-BN groups (1: none, as the reference).
-        #[arg(long, default_value_t = 1)]
-        bn_groups: i64,
-        /// Timed steps (the median is reported).
-        #[arg(long, default_value_t = 5)]
-        steps: usize,
-        /// Untimed steps first.
-        #[arg(long, default_value_t = 2)]
-        warmup: usize,
-        /// libtorch intra-op threads (0: libtorch's default).
-        #[arg(long, default_value_t = 0)]
-        threads: usize,
-    },
+    Step(crate::bench::step::StepBenchConfig),
     /// The input pipeline: decode + two aug+ views + collation of every image
     /// of a manifest, as ../shared/bench/torch_data_reference.py.
     Data {
@@ -844,55 +809,23 @@ fn bench_cmd(b: BenchCommand) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        BenchCommand::Step {
-            arch,
-            batch,
-            size,
-            device,
-            amp,
-            channels_last,
-            queue,
-            dim,
-            geo_classes,
-            temperature,
-            bn_groups,
-            steps,
-            warmup,
-            threads,
-        } => {
-            if threads > 0 {
-                tch::set_num_threads(threads as i32);
-            }
-            let dev = crate::model::parse_device(&device)
-                .map_err(anyhow::Error::msg)?
-                .resolve()?;
-            let config = crate::bench::step::StepBenchConfig {
-                arch,
-                batch,
-                size,
-                device: dev,
-                amp,
-                channels_last,
-                queue,
-                dim,
-                geo_classes,
-                temperature,
-                bn_groups,
-                warmup,
-                steps: steps.max(1),
-                seed: 0,
-            };
+        BenchCommand::Step(config) => {
             let t = crate::bench::step::run(&config)?;
+            let c = &config;
             println!(
-                "BENCH step arch={} batch={batch} size={size} queue={queue} device={device} amp={} channels_last={} threads={} loss={:.4} median_ms={:.1} min_ms={:.1} pairs_per_s={:.1} peak_rss_mib={:.0}",
-                arch.name(),
-                u8::from(amp),
-                u8::from(channels_last),
+                "BENCH step arch={} batch={} size={} queue={} device={} amp={} channels_last={} threads={} loss={:.4} median_ms={:.1} min_ms={:.1} pairs_per_s={:.1} peak_rss_mib={:.0}",
+                c.arch.name(),
+                c.batch,
+                c.size,
+                c.queue,
+                c.device,
+                u8::from(c.amp),
+                u8::from(c.channels_last),
                 tch::get_num_threads(),
                 t.last_loss,
                 t.median_ms,
                 t.min_ms,
-                batch as f64 * 1e3 / t.median_ms,
+                c.batch as f64 * 1e3 / t.median_ms,
                 t.peak_rss_mib.unwrap_or(f64::NAN)
             );
             Ok(())

@@ -254,6 +254,17 @@ mod tests {
     }
 
     #[test]
+    fn cmyk_jpeg_becomes_rgb8() {
+        // An 8 x 8 pure red CMYK JPEG as Pillow writes it (Adobe marker,
+        // inverted CMYK); Pillow reads it back as (255, 0, 0).
+        let bytes = include_bytes!("testdata/red_cmyk.jpg");
+        let out = decode_bytes(bytes, "red_cmyk.jpg", None, &limits()).unwrap();
+        assert_eq!(out.dimensions(), (8, 8));
+        let p = out.get_pixel(3, 3);
+        assert!(p[0] >= 245 && p[1] <= 10 && p[2] <= 10, "{p:?}");
+    }
+
+    #[test]
     fn gray_alpha_and_16bit_become_rgb8() {
         let gray = DynamicImage::ImageLuma8(image::GrayImage::from_fn(4, 4, |x, _| {
             image::Luma([x as u8 * 60])

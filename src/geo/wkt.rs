@@ -77,16 +77,10 @@ fn abbreviate(s: &str) -> String {
     }
 }
 
-/// Brings `lon` within 180 degrees of `reference`.
+/// Brings `lon` within 180 degrees of `reference` (in constant time: a
+/// loop of 360-degree steps hung on a fuzzed 1e100-degree longitude).
 fn unwrap_lon(lon: f64, reference: f64) -> f64 {
-    let mut l = lon;
-    while l - reference > 180.0 {
-        l -= 360.0;
-    }
-    while reference - l > 180.0 {
-        l += 360.0;
-    }
-    l
+    reference + (lon - reference + 180.0).rem_euclid(360.0) - 180.0
 }
 
 /// Signed area and centroid of a closed or open ring (shoelace formula).
@@ -177,7 +171,16 @@ fn parse_ring(s: &str) -> Result<Vec<(f64, f64)>, WktError> {
                 .filter(|v| v.is_finite())
                 .ok_or_else(|| WktError::BadCoordinate(format!("'{t}' is not a number")))
         };
-        out.push((parse(x)?, parse(y)?));
+        let (lon, lat) = (parse(x)?, parse(y)?);
+        // Footprints that cross the antimeridian may run a little past 180
+        // degrees (e.g. 180.005); anything beyond a full turn is an error.
+        if !(-360.0..=360.0).contains(&lon) || !(-90.0..=90.0).contains(&lat) {
+            return Err(WktError::BadCoordinate(format!(
+                "'{}' is outside lon [-360, 360], lat [-90, 90]",
+                abbreviate(vertex.trim())
+            )));
+        }
+        out.push((lon, lat));
     }
     if out.is_empty() {
         return Err(WktError::Malformed("no vertices".into()));
@@ -188,6 +191,31 @@ fn parse_ring(s: &str) -> Result<Vec<(f64, f64)>, WktError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn out_of_range_coordinates_are_errors_not_hangs() {
+        // Found by `cargo fuzz run fmow_metadata`: a huge longitude made the
+        // antimeridian unwrapping loop for ever.
+        let wkt = format!(
+            "MULTIPOLYGON (((179.9 1, -179.9 0,9{}9. 2, 179.9 2, 179 0 1)))",
+            "2".repeat(100)
+        );
+        let err = centroid(&wkt).unwrap_err().to_string();
+        assert!(
+            err.contains("is outside lon [-360, 360], lat [-90, 90]"),
+            "{err}"
+        );
+        assert!(centroid("POINT (10 91)").is_err());
+        // A footprint across the antimeridian may pass 180 a little.
+        let c = centroid(
+            "POLYGON ((179.995 -17, 180.005 -17, 180.005 -16.99, 179.995 -16.99, 179.995 -17))",
+        )
+        .unwrap();
+        assert!((c.lon.abs() - 180.0).abs() < 1e-6, "{c:?}");
+        assert_eq!(unwrap_lon(-179.0, 179.0), 181.0);
+        assert_eq!(unwrap_lon(179.0, -179.0), -181.0);
+        assert_eq!(unwrap_lon(10.0, 20.0), 10.0);
+    }
 
     #[test]
     fn square_polygon_centroid() {

@@ -119,17 +119,7 @@ pub fn import_moco(pth: &Path, out: &Path) -> anyhow::Result<Imported> {
         out.display()
     );
     let sgd = Sgd::new(moco.vs_q.variables(), config.momentum, config.weight_decay);
-    let state = TrainState {
-        epoch,
-        step: 0,
-        queue_ptr: moco.queue_ptr,
-        seed: 0,
-        geo_classes,
-        config: config.clone(),
-        batch_in_epoch: 0,
-        epoch_sums: [0.0; 5],
-        model_sha256: None,
-    };
+    let state = TrainState::at(&config, geo_classes, epoch, 0, moco.queue_ptr);
     let checkpoint = checkpoint::save(out, &moco, &sgd, &state)?;
     crate::atomic_write::write_string(&out.join("config.toml"), &config.to_toml()?)?;
     Ok(Imported {

@@ -350,29 +350,35 @@ pub fn shuffle_permutation(n: i64, seed: u64, device: Device) -> (Tensor, Tensor
     )
 }
 
+/// A ResNet-18 of width 4 on 16 px inputs with a dim-8 projection, for
+/// unit tests here and in `train`.
+#[cfg(test)]
+pub(crate) fn tiny_for_tests(geo: Option<i64>, queue: i64) -> Moco {
+    tch::manual_seed(0);
+    let resnet = ResNetConfig {
+        arch: super::resnet::Arch::Resnet18,
+        width: 4,
+        small_input: true,
+    };
+    let config = MocoConfig {
+        dim: 8,
+        queue_size: queue,
+        momentum: 0.9,
+        temperature: 0.2,
+        bn_groups: 2,
+        geo_classes: geo,
+        alpha: 1.0,
+        beta: 1.0,
+    };
+    Moco::new(Device::Cpu, resnet, config).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::resnet::Arch;
 
     fn tiny(geo: Option<i64>, queue: i64) -> Moco {
-        tch::manual_seed(0);
-        let resnet = ResNetConfig {
-            arch: Arch::Resnet18,
-            width: 4,
-            small_input: true,
-        };
-        let config = MocoConfig {
-            dim: 8,
-            queue_size: queue,
-            momentum: 0.9,
-            temperature: 0.2,
-            bn_groups: 2,
-            geo_classes: geo,
-            alpha: 1.0,
-            beta: 1.0,
-        };
-        Moco::new(Device::Cpu, resnet, config).unwrap()
+        tiny_for_tests(geo, queue)
     }
 
     #[test]

@@ -55,6 +55,30 @@ pub struct TrainState {
     pub model_sha256: Option<String>,
 }
 
+impl TrainState {
+    /// The state after `epoch` whole epochs and `step` steps (no mid-epoch
+    /// position; set `batch_in_epoch` and `epoch_sums` for one).
+    pub fn at(
+        config: &PretrainConfig,
+        geo_classes: Option<i64>,
+        epoch: usize,
+        step: u64,
+        queue_ptr: i64,
+    ) -> Self {
+        Self {
+            epoch,
+            step,
+            queue_ptr,
+            seed: config.seed,
+            geo_classes,
+            config: config.clone(),
+            batch_in_epoch: 0,
+            epoch_sums: [0.0; 5],
+            model_sha256: None,
+        }
+    }
+}
+
 /// The folder name of a checkpoint: sorts by training progress.
 pub fn checkpoint_name(state: &TrainState) -> String {
     if state.batch_in_epoch == 0 {

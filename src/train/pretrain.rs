@@ -202,15 +202,9 @@ pub fn pretrain(
         for (b, batch) in (first..).zip(loader.epoch(epoch as u64, first)) {
             if let Some(signal) = stop.received() {
                 let state = TrainState {
-                    epoch,
-                    step,
-                    queue_ptr: moco.queue_ptr,
-                    seed: config.seed,
-                    geo_classes,
-                    config: config.clone(),
                     batch_in_epoch: b,
                     epoch_sums: sums,
-                    model_sha256: None,
+                    ..TrainState::at(config, geo_classes, epoch, step, moco.queue_ptr)
                 };
                 let dir = checkpoint::save(run_dir, &moco, &sgd, &state)?;
                 bar.finish_and_clear();
@@ -346,17 +340,7 @@ pub fn pretrain(
             }
         }
         if epoch % config.checkpoint_every == 0 || epoch == config.epochs || epoch == end {
-            let state = TrainState {
-                epoch,
-                step,
-                queue_ptr: moco.queue_ptr,
-                seed: config.seed,
-                geo_classes,
-                config: config.clone(),
-                batch_in_epoch: 0,
-                epoch_sums: [0.0; 5],
-                model_sha256: None,
-            };
+            let state = TrainState::at(config, geo_classes, epoch, step, moco.queue_ptr);
             last_checkpoint = Some(checkpoint::save(run_dir, &moco, &sgd, &state)?);
         }
     }

@@ -90,27 +90,9 @@ pub fn train_step(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::resnet::{Arch, ResNetConfig};
-    use crate::model::MocoConfig;
 
     fn tiny() -> (Moco, Sgd) {
-        tch::manual_seed(0);
-        let resnet = ResNetConfig {
-            arch: Arch::Resnet18,
-            width: 4,
-            small_input: true,
-        };
-        let config = MocoConfig {
-            dim: 8,
-            queue_size: 16,
-            momentum: 0.99,
-            temperature: 0.2,
-            bn_groups: 2,
-            geo_classes: Some(3),
-            alpha: 1.0,
-            beta: 1.0,
-        };
-        let moco = Moco::new(Device::Cpu, resnet, config).unwrap();
+        let moco = crate::model::moco::tiny_for_tests(Some(3), 16);
         let sgd = Sgd::new(moco.vs_q.variables(), 0.9, 1e-4);
         (moco, sgd)
     }
