@@ -4,7 +4,7 @@
 //! views (Resize + CenterCrop to `pre`, then RandomResizedCrop to `size`,
 //! ...), collated into batches, on `threads` worker threads.
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::time::Instant;
 
 use crate::data::augment::AugConfig;
@@ -12,13 +12,25 @@ use crate::data::decode::DecodeLimits;
 use crate::data::loader::{LoaderConfig, PairLoader, PairMode, SampleBy};
 use crate::data::Manifest;
 
-#[derive(Debug, Clone)]
+/// The settings of `geossl bench data` (the reference's flags and defaults).
+#[derive(Debug, Clone, clap::Args)]
 pub struct DataBenchConfig {
+    #[arg(long)]
+    pub manifest: PathBuf,
+    #[arg(long, default_value_t = 224)]
     pub size: u32,
+    /// Resize + CenterCrop side before the random crop.
+    #[arg(long, default_value_t = 448)]
     pub pre: u32,
+    #[arg(long, default_value_t = 32)]
     pub batch: usize,
-    /// Use the first N rows only (0: all).
+    /// Worker threads (0: one per core).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Use the first N images only (0: all).
+    #[arg(long, default_value_t = 0)]
     pub limit: usize,
+    #[arg(long, default_value_t = 0)]
     pub seed: u64,
 }
 
@@ -31,9 +43,15 @@ pub struct DataTiming {
 
 /// One pass over the manifest's images (an epoch of same-image pairs, the
 /// last partial batch dropped), timed from the first request to the last
-/// batch; the loader's threads are rayon's global pool.
-pub fn run(manifest: &Path, c: &DataBenchConfig) -> anyhow::Result<DataTiming> {
-    let mut manifest = Manifest::read(manifest)?;
+/// batch; the loader's threads are rayon's global pool, sized here.
+pub fn run(c: &DataBenchConfig) -> anyhow::Result<DataTiming> {
+    if c.threads > 0 {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(c.threads)
+            .build_global()
+            .map_err(|e| anyhow::anyhow!("--threads {}: {e}", c.threads))?;
+    }
+    let mut manifest = Manifest::read(&c.manifest)?;
     if c.limit > 0 {
         manifest.records.truncate(c.limit);
     }

@@ -537,25 +537,7 @@ pub enum BenchCommand {
     Step(crate::bench::step::StepBenchConfig),
     /// The input pipeline: decode + two aug+ views + collation of every image
     /// of a manifest, as ../shared/bench/torch_data_reference.py.
-    Data {
-        #[arg(long)]
-        manifest: PathBuf,
-        #[arg(long, default_value_t = 224)]
-        size: u32,
-        /// Resize + CenterCrop side before the random crop.
-        #[arg(long, default_value_t = 448)]
-        pre: u32,
-        #[arg(long, default_value_t = 32)]
-        batch: usize,
-        /// Worker threads (0: one per core).
-        #[arg(long, default_value_t = 1)]
-        threads: usize,
-        /// Use the first N images only (0: all).
-        #[arg(long, default_value_t = 0)]
-        limit: usize,
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-    },
+    Data(crate::bench::data::DataBenchConfig),
 }
 
 #[derive(Args, Debug)]
@@ -830,32 +812,15 @@ fn bench_cmd(b: BenchCommand) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        BenchCommand::Data {
-            manifest,
-            size,
-            pre,
-            batch,
-            threads,
-            limit,
-            seed,
-        } => {
-            if threads > 0 {
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads)
-                    .build_global()
-                    .map_err(|e| anyhow::anyhow!("--threads {threads}: {e}"))?;
-            }
-            let config = crate::bench::data::DataBenchConfig {
-                size,
-                pre,
-                batch,
-                limit,
-                seed,
-            };
-            let t = crate::bench::data::run(&manifest, &config)?;
+        BenchCommand::Data(config) => {
+            let t = crate::bench::data::run(&config)?;
+            let c = &config;
             println!(
-                "BENCH data threads={} size={size} pre={pre} batch={batch} images={} seconds={:.2} pairs_per_s={:.1} pairs_per_s_per_thread={:.1}",
+                "BENCH data threads={} size={} pre={} batch={} images={} seconds={:.2} pairs_per_s={:.1} pairs_per_s_per_thread={:.1}",
                 rayon::current_num_threads(),
+                c.size,
+                c.pre,
+                c.batch,
                 t.pairs,
                 t.seconds,
                 t.pairs_per_s,

@@ -89,10 +89,11 @@ pub enum BadImagePolicy {
     Fail,
 }
 
-/// An image that could not be used, with the decoder's message.
+/// An image that could not be used: its manifest path and the decoder's
+/// message.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BadImage {
-    pub row: usize,
+    pub path: String,
     pub error: String,
 }
 
@@ -310,7 +311,7 @@ fn make_batch(
                     }
                     Err((failed, e)) => {
                         bad.push(BadImage {
-                            row: failed,
+                            path: manifest.records[failed].path.clone(),
                             error: e.to_string(),
                         });
                         anchor = rng.gen_range(0..manifest.records.len());

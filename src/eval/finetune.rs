@@ -171,7 +171,7 @@ pub fn train_classifier(
                 "loss became {value} at epoch {}; stopped",
                 epoch + 1
             );
-            sgd.backward_step(&loss, lr)?;
+            sgd.backward_step(&loss, lr, None)?;
             loss_sum += value * labels.len() as f64;
             hits += tch::no_grad(|| {
                 logits

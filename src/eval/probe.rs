@@ -114,7 +114,7 @@ pub fn train_linear(
             let idx = Tensor::from_slice(chunk).to_device(device);
             let logits = linear.forward(&features.index_select(0, &idx));
             let loss = logits.cross_entropy_for_logits(&targets.index_select(0, &idx));
-            sgd.backward_step(&loss, lr)?;
+            sgd.backward_step(&loss, lr, None)?;
         }
     }
     Ok((vs, linear))

@@ -30,42 +30,45 @@ pub fn parse_device(s: &str) -> Result<DeviceSpec, String> {
 impl DeviceSpec {
     /// Resolves to a device libtorch can use; asking for CUDA where there is
     /// none is an error rather than a silent fallback.
-    /// CUDA is loaded deliberately first (see [`super::torch_ext`]); a
-    /// failure to load it is an error when CUDA was asked for by name. On
-    /// a GPU, cuDNN's autotuner is switched on (fixed input sizes).
+    /// `auto` and `cuda` load CUDA deliberately first (see
+    /// [`super::torch_ext`]); `cpu` never touches it. A failure to load it
+    /// is an error when CUDA was asked for by name. On a GPU, cuDNN's
+    /// autotuner is switched on (fixed input sizes).
     pub fn resolve(self) -> anyhow::Result<Device> {
-        let loaded = super::torch_ext::load_cuda();
-        if let (DeviceSpec::Cuda(_), Err(e)) = (self, &loaded) {
-            anyhow::bail!(
-                "--device cuda asked for, but libtorch's CUDA library does not load: {e}"
-            );
-        }
-        let cuda_devices = tch::Cuda::device_count() as usize;
-        let device = self.pick(cuda_devices, &loaded)?;
+        let device = match self {
+            DeviceSpec::Cpu => return Ok(Device::Cpu),
+            // Without a loadable CUDA library `auto` is simply the CPU.
+            DeviceSpec::Auto => {
+                let _ = super::torch_ext::load_cuda();
+                if tch::Cuda::device_count() > 0 {
+                    Device::Cuda(0)
+                } else {
+                    Device::Cpu
+                }
+            }
+            DeviceSpec::Cuda(n) => {
+                let lib = super::torch_ext::load_cuda().map_err(|e| {
+                    anyhow::anyhow!(
+                        "--device cuda asked for, but libtorch's CUDA library does not load: {e}"
+                    )
+                })?;
+                let cuda_devices = tch::Cuda::device_count() as usize;
+                if n >= cuda_devices {
+                    let why = match lib {
+                        Some(lib) => format!("{} is loaded", lib.display()),
+                        None => "this libtorch has no CUDA library (a CPU-only build)".to_string(),
+                    };
+                    anyhow::bail!(
+                        "--device cuda:{n} asked for, but libtorch sees {cuda_devices} CUDA device(s) in this process ({why})"
+                    );
+                }
+                Device::Cuda(n)
+            }
+        };
         if device.is_cuda() {
             tch::Cuda::cudnn_set_benchmark(true);
         }
         Ok(device)
-    }
-
-    fn pick(
-        self,
-        cuda_devices: usize,
-        loaded: &Result<Option<std::path::PathBuf>, String>,
-    ) -> anyhow::Result<Device> {
-        let why = match loaded {
-            Ok(Some(lib)) => format!("{} is loaded", lib.display()),
-            Ok(None) => "this libtorch has no CUDA library (a CPU-only build)".to_string(),
-            Err(e) => e.clone(),
-        };
-        match self {
-            DeviceSpec::Auto if cuda_devices > 0 => Ok(Device::Cuda(0)),
-            DeviceSpec::Auto | DeviceSpec::Cpu => Ok(Device::Cpu),
-            DeviceSpec::Cuda(n) if n < cuda_devices => Ok(Device::Cuda(n)),
-            DeviceSpec::Cuda(n) => anyhow::bail!(
-                "--device cuda:{n} asked for, but libtorch sees {cuda_devices} CUDA device(s) in this process ({why})"
-            ),
-        }
     }
 }
 

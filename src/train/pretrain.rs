@@ -361,7 +361,7 @@ struct BadImageLog {
     manifest_source: PathBuf,
     /// Manifest paths of the images listed so far.
     seen: std::collections::BTreeSet<String>,
-    paths: Vec<String>,
+    /// Images in the manifest.
     total: usize,
     max_fraction: f64,
     new_this_run: usize,
@@ -386,7 +386,6 @@ impl BadImageLog {
             path,
             manifest_source: manifest.source.clone(),
             seen,
-            paths: manifest.records.iter().map(|r| r.path.clone()).collect(),
             total: manifest.records.len(),
             max_fraction,
             new_this_run: 0,
@@ -395,8 +394,7 @@ impl BadImageLog {
 
     fn record(&mut self, bad: &[crate::data::loader::BadImage]) -> anyhow::Result<()> {
         for b in bad {
-            let p = &self.paths[b.row];
-            if !self.seen.insert(p.clone()) {
+            if !self.seen.insert(b.path.clone()) {
                 continue;
             }
             self.new_this_run += 1;
@@ -410,7 +408,7 @@ impl BadImageLog {
             if fresh {
                 w.write_record(["path", "error"])?;
             }
-            w.write_record([p.as_str(), b.error.as_str()])?;
+            w.write_record([b.path.as_str(), b.error.as_str()])?;
             w.flush()?;
             tracing::warn!("skipped unreadable image: {}", b.error);
         }

@@ -45,25 +45,21 @@ impl Sgd {
         }
     }
 
-    /// The trained parameters, in the order [`Sgd::step`] expects gradients.
-    pub fn params(&self) -> &[Tensor] {
-        &self.params
-    }
-
-    /// Backward pass of `loss` to every parameter, then one step.
-    pub fn backward_step(&mut self, loss: &Tensor, lr: f64) -> anyhow::Result<()> {
-        let grads = Tensor::f_run_backward(&[loss], &self.params, false, false)?;
-        self.step(lr, &grads, None)
-    }
-
-    /// One update with `grads[i]` the gradient of `params()[i]`; none at all
-    /// when `skip_if` (a scalar on the device) is non-zero.
-    pub fn step(
+    /// Backward pass of `loss` to every parameter, then one step; none at
+    /// all when `skip_if` (a scalar on the device) is non-zero.
+    pub fn backward_step(
         &mut self,
+        loss: &Tensor,
         lr: f64,
-        grads: &[Tensor],
         skip_if: Option<&Tensor>,
     ) -> anyhow::Result<()> {
+        let grads = Tensor::f_run_backward(&[loss], &self.params, false, false)?;
+        self.step(lr, &grads, skip_if)
+    }
+
+    /// One update with `grads[i]` the gradient of the i-th parameter in
+    /// name order.
+    fn step(&mut self, lr: f64, grads: &[Tensor], skip_if: Option<&Tensor>) -> anyhow::Result<()> {
         anyhow::ensure!(
             grads.len() == self.params.len(),
             "{} gradients for {} parameters",
@@ -104,7 +100,6 @@ impl Sgd {
         buffers: impl IntoIterator<Item = (String, Tensor)>,
     ) -> anyhow::Result<()> {
         let mut loaded: Vec<Option<Tensor>> = self.params.iter().map(|_| None).collect();
-        let mut count = 0;
         for (name, t) in buffers {
             let i =
                 self.names.iter().position(|n| *n == name).ok_or_else(|| {
@@ -122,9 +117,8 @@ impl Sgd {
             let buf = p.zeros_like();
             tch::no_grad(|| buf.shallow_clone().f_copy_(&t))?;
             loaded[i] = Some(buf);
-            count += 1;
         }
-        if count == 0 {
+        if loaded.iter().all(Option::is_none) {
             self.buffers = None;
             return Ok(());
         }
@@ -148,7 +142,7 @@ mod tests {
         // loss = sum(p^2) -> grad = 2p.
         for _ in 0..2 {
             let loss = (&p * &p).sum(Kind::Float);
-            sgd.backward_step(&loss, 0.5).unwrap();
+            sgd.backward_step(&loss, 0.5, None).unwrap();
         }
         assert!(
             !p.grad().defined(),

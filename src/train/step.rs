@@ -60,8 +60,7 @@ pub fn train_step(
         moco.step(batch.query, batch.key, batch.geo, settings.shuffle_seed)
     })??;
     let found_inf = tch::no_grad(|| out.loss.isfinite().logical_not().to_kind(Kind::Float));
-    let grads = Tensor::f_run_backward(&[&out.loss], sgd.params(), false, false)?;
-    sgd.step(settings.lr, &grads, Some(&found_inf))?;
+    sgd.backward_step(&out.loss, settings.lr, Some(&found_inf))?;
     let mut scalars = vec![out.loss.detach(), out.moco_loss.detach(), out.moco_accuracy];
     if let (Some(l), Some(a)) = (&out.geo_loss, &out.geo_accuracy) {
         scalars.push(l.detach());
