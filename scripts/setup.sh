@@ -2,7 +2,10 @@
 # The one place that installs what geossl needs beyond the stock Rust toolchain
 # and python3: a project-local virtualenv (.venv/) holding the PyPI wheel
 # torch==2.11.0, whose libtorch `tch` links against (LIBTORCH_USE_PYTORCH=1),
-# and torchvision + safetensors, which the interop tests load exports with.
+# torchvision + safetensors, which the interop tests load exports with, and
+# tensorboard, whose event reader the tests read geossl's logs with. With
+# GEOSSL_SETUP_TESTS=1 (scripts/test.sh sets it) also Debian's chromium, the
+# headless browser the report tests load pages in.
 #
 # Idempotent: a second run checks a stamp file and returns in well under a
 # second. Source it (`. scripts/setup.sh`) to get the build environment
@@ -14,7 +17,9 @@
 GEOSSL_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 GEOSSL_VENV="${GEOSSL_VENV:-$GEOSSL_ROOT/.venv}"
 # Changing this list re-runs the install in existing virtualenvs.
-GEOSSL_PY_REQUIREMENTS="torch==2.11.0 torchvision==0.26.0 safetensors==0.8.0 numpy"
+GEOSSL_PY_REQUIREMENTS="torch==2.11.0 torchvision==0.26.0 safetensors==0.8.0 numpy tensorboard==2.21.0"
+# Debian packages of the test suite only.
+GEOSSL_TEST_DEBIAN_PACKAGES="chromium"
 
 if [ ! -f "$GEOSSL_VENV/.geossl-setup-done" ] ||
     [ "$(cat "$GEOSSL_VENV/.geossl-setup-done")" != "$GEOSSL_PY_REQUIREMENTS" ]; then
@@ -31,6 +36,23 @@ if [ ! -f "$GEOSSL_VENV/.geossl-setup-done" ] ||
     ) || {
         echo "geossl setup: installing into $GEOSSL_VENV failed (see above)" >&2
         # `return` when sourced, `exit` when run.
+        return 1 2>/dev/null || exit 1
+    }
+fi
+
+if [ "${GEOSSL_SETUP_TESTS:-0}" = 1 ] && ! command -v chromium >/dev/null 2>&1; then
+    (
+        set -euo pipefail
+        echo "geossl setup: installing Debian packages $GEOSSL_TEST_DEBIAN_PACKAGES (once)" >&2
+        sudo=""
+        if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+        export DEBIAN_FRONTEND=noninteractive
+        # shellcheck disable=SC2086
+        $sudo apt-get install -y -q $GEOSSL_TEST_DEBIAN_PACKAGES >/dev/null ||
+            { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q $GEOSSL_TEST_DEBIAN_PACKAGES >/dev/null; }
+        command -v chromium >/dev/null
+    ) || {
+        echo "geossl setup: installing $GEOSSL_TEST_DEBIAN_PACKAGES failed (see above)" >&2
         return 1 2>/dev/null || exit 1
     }
 fi

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=scripts/setup.sh
-. scripts/setup.sh
+GEOSSL_SETUP_TESTS=1 . scripts/setup.sh
 cargo fmt --check
 cargo clippy --release --all-targets -- -D warnings
 cargo test --release "$@"

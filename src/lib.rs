@@ -10,6 +10,10 @@
 //! - [`eval`]: linear probe, fine-tuning, kNN, per-location classification,
 //!   embeddings, and the four-variant demo;
 //! - [`interop`]: exchange with the Python world (`.npy`, torchvision weights);
+//! - [`report`]: the HTML run report (charts, world map, sample pairs) and
+//!   run comparisons (`geossl report`);
+//! - [`tensorboard`]: TensorBoard event files of pretraining, probe and
+//!   fine-tuning;
 //! - [`bench`]: benchmark inputs and timings (`geossl bench`);
 //! - [`cli`]: the `geossl` command line, a thin layer over the above.
 //!
@@ -24,4 +28,6 @@ pub mod geo;
 pub mod interop;
 pub mod model;
 pub mod progress;
+pub mod report;
+pub mod tensorboard;
 pub mod train;

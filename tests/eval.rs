@@ -218,7 +218,7 @@ fn the_probe_keeps_the_backbone_and_its_bn_statistics_frozen() {
         cache_features: false,
         ..Default::default()
     };
-    let outcome = linear_probe(&encoder, &task, &config, true).unwrap();
+    let outcome = linear_probe(&encoder, &task, &config, true, None).unwrap();
     assert!(outcome
         .report
         .protocol

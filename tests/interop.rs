@@ -3,7 +3,7 @@
 //! torchvision and compute what geossl computes.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command as Process;
 
 use geossl::eval::Encoder;
@@ -15,13 +15,7 @@ use tch::nn::ModuleT;
 use tch::{Device, Kind, Tensor};
 
 mod common;
-use common::{geossl, world};
-
-fn python() -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    assert!(p.is_file(), "{} missing: run scripts/setup.sh", p.display());
-    p
-}
+use common::{geossl, python, run_python, world};
 
 fn save(path: &Path, t: &Tensor) {
     let v: Vec<f32> = Vec::try_from(t.contiguous().flatten(0, -1)).unwrap();
@@ -179,22 +173,6 @@ fn the_readme_snippet_loads_an_exported_run_into_torchvision() {
 
 /// Runs `tests/python/<script>` with `args` in the project's virtualenv,
 /// prints what it printed, and asserts that it succeeded.
-fn run_python<S: AsRef<std::ffi::OsStr>>(script: &str, args: impl IntoIterator<Item = S>) {
-    let out = Process::new(python())
-        .arg(
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/python")
-                .join(script),
-        )
-        .args(args)
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    println!("{text}");
-    assert!(out.status.success(), "{script}: {text}");
-}
-
 #[test]
 fn official_checkpoints_import_with_the_same_features_and_hostile_ones_are_refused() {
     let dir = tempfile::tempdir().unwrap();

@@ -52,6 +52,7 @@ fn history(run: &Path) -> Vec<serde_json::Value> {
             o.remove("pairs_per_s");
             o.remove("seconds");
             o.remove("time");
+            o.remove("time");
             v
         })
         .collect()

@@ -52,6 +52,8 @@ pub enum Command {
     Bench(BenchCommand),
     /// The method on the built-in dataset: synth, cluster, pretrain the four variants, evaluate them beside the baselines.
     Demo(DemoArgs),
+    /// A run as one self-contained HTML page (curves, evaluation, world map of the geo clusters, sample pairs); several runs: a comparison page.
+    Report(ReportArgs),
     /// Show the libtorch build, threads and visible CUDA devices.
     Info,
 }
@@ -552,6 +554,22 @@ pub struct DemoArgs {
     pub seed: u64,
 }
 
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// A pretraining run folder; with several, a page comparing them.
+    #[arg(required = true)]
+    pub runs: Vec<PathBuf>,
+    /// Output HTML file [default: report.html in the run folder; required for several runs].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Manifest to show instead of the one named in the run's config.toml (e.g. after moving the data).
+    #[arg(long)]
+    pub manifest: Option<PathBuf>,
+    /// Query/key pairs to show (0: none).
+    #[arg(long, default_value_t = 8)]
+    pub pairs: usize,
+}
+
 pub fn main() -> ExitCode {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
@@ -586,6 +604,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Import(a) => import_cmd(&a),
         Command::Bench(b) => bench_cmd(b),
         Command::Demo(a) => demo_cmd(&a),
+        Command::Report(a) => report_cmd(&a),
         Command::Info => info_cmd(),
     }
 }
@@ -835,6 +854,28 @@ fn demo_cmd(a: &DemoArgs) -> anyhow::Result<()> {
     crate::eval::demo::run(&a.out, a.quick, a.seed).map(|_| ())
 }
 
+fn report_cmd(a: &ReportArgs) -> anyhow::Result<()> {
+    let (page, out) = match a.runs.as_slice() {
+        [run] => {
+            let options = crate::report::ReportOptions {
+                manifest: a.manifest.clone(),
+                pairs: a.pairs,
+            };
+            let out = a.out.clone().unwrap_or_else(|| run.join("report.html"));
+            (crate::report::run_report(run, &options)?, out)
+        }
+        runs => {
+            let Some(out) = a.out.clone() else {
+                anyhow::bail!("comparing {} runs needs --out FILE.html", runs.len());
+            };
+            (crate::report::comparison_report(runs, &out, None)?, out)
+        }
+    };
+    crate::report::write(&out, &page)?;
+    println!("wrote {} ({} KB)", out.display(), page.len() / 1024);
+    Ok(())
+}
+
 fn probe_cmd(a: &ProbeArgs) -> anyhow::Result<()> {
     let encoder = crate::eval::Encoder::load(&a.data.checkpoint, a.data.device()?)?;
     let task = a.data.task(None)?;
@@ -849,8 +890,14 @@ fn probe_cmd(a: &ProbeArgs) -> anyhow::Result<()> {
         seed: a.data.seed,
         ..Default::default()
     };
-    let outcome = crate::eval::probe::linear_probe(&encoder, &task, &config, false)?;
     let path = a.data.report_path(&a.out, "probe");
+    // TensorBoard scalars beside the report: RUN_DIR/tb/probe.
+    let tb = path
+        .parent()
+        .unwrap_or(std::path::Path::new("."))
+        .join("tb")
+        .join("probe");
+    let outcome = crate::eval::probe::linear_probe(&encoder, &task, &config, false, Some(&tb))?;
     outcome.report.write_json(&path)?;
     println!(
         "{}

@@ -4,7 +4,9 @@
 //! probe, per-location probe, kNN) beside the paper's baselines: a randomly
 //! initialised encoder, geo-location learning (the encoder trained only to
 //! classify the geo clusters) and supervised training on the labels, both
-//! with the same number of epochs over the same images.
+//! with the same number of epochs over the same images. Each variant gets
+//! an HTML report (`pretrain-*/report.html`) and `report.html` compares
+//! them.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -14,11 +16,11 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use tch::Device;
 
+use super::classification::ClassificationReport;
 use super::encoder::Encoder;
 use super::finetune::{train_classifier, FinetuneConfig, TrainView};
 use super::knn::{knn_eval, KnnConfig};
 use super::probe::{linear_probe, ProbeConfig};
-use super::report::ClassificationReport;
 use super::task::{Target, Task};
 use crate::data::summary::Summary;
 use crate::data::synth::{self, SynthConfig};
@@ -112,6 +114,8 @@ pub fn pretrain_config(
         seed,
         device: "cpu".into(),
         checkpoint_every: budget.epochs,
+        // kNN top-1 on the val split every other epoch, for the curves.
+        knn_every: 2,
         ..Default::default()
     }
 }
@@ -147,7 +151,8 @@ fn evaluate_encoder(
     train_seconds: f64,
     out: &Path,
 ) -> anyhow::Result<DemoRow> {
-    let probe = linear_probe(encoder, task, &probe_config(seed), true)?;
+    let tb = out.join("tb").join("probe");
+    let probe = linear_probe(encoder, task, &probe_config(seed), true, Some(&tb))?;
     let knn = knn_of(encoder, task)?;
     probe.report.write_json(&out.join("probe.json"))?;
     knn.write_json(&out.join("knn.json"))?;
@@ -245,6 +250,7 @@ pub fn run(out: &Path, quick: bool, seed: u64) -> anyhow::Result<DemoResult> {
         None,
     )?;
     let mut rows = Vec::new();
+    let mut run_dirs = Vec::new();
     let methods = [
         Method::Moco,
         Method::MocoTp,
@@ -275,6 +281,13 @@ pub fn run(out: &Path, quick: bool, seed: u64) -> anyhow::Result<DemoResult> {
             name, &encoder, &task, seed, seconds, &run_dir,
         )?);
         print_row(rows.last().expect("just pushed"));
+        let report = run_dir.join("report.html");
+        crate::report::write(
+            &report,
+            &crate::report::run_report(&run_dir, &crate::report::ReportOptions::default())?,
+        )?;
+        println!("report: {}", report.display());
+        run_dirs.push(run_dir);
     }
 
     println!("\n== 5/5 baselines: random init, geo-location learning, supervised");
@@ -355,6 +368,48 @@ pub fn run(out: &Path, quick: bool, seed: u64) -> anyhow::Result<DemoResult> {
     )?;
     let table = markdown_table(&result);
     crate::atomic_write::write_string(&out.join("demo.md"), &table)?;
+    let comparison = out.join("report.html");
+    let results = crate::report::ExtraTable {
+        title: "Results".into(),
+        headers: [
+            "method",
+            "probe top-1",
+            "macro F1",
+            "per-location top-1",
+            "kNN top-1",
+            "train time",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows: result
+            .rows
+            .iter()
+            .map(|r| {
+                vec![
+                    format!("{}{}", r.method, if r.end_to_end { " (own classifier)" } else { "" }),
+                    format!("{:.1}%", 100.0 * r.probe_top1),
+                    format!("{:.3}", r.probe_macro_f1),
+                    format!("{:.1}%", 100.0 * r.probe_per_location_top1),
+                    format!("{:.1}%", 100.0 * r.knn_top1),
+                    format!("{:.0} s", r.train_seconds),
+                ]
+            })
+            .collect(),
+        caption: format!(
+            "Seed {}; {} test images of split {} ({} locations), {} classes; trained on split {} ({} images). Baselines: random init, geo-location learning and supervised training, with the pretraining's epochs and images.",
+            seed,
+            task.test.rows.len(),
+            task.test_split,
+            task.per_location_count(),
+            task.classes.len(),
+            task.train_split,
+            task.train.rows.len()
+        ),
+    };
+    crate::report::write(
+        &comparison,
+        &crate::report::comparison_report(&run_dirs, &comparison, Some(&results))?,
+    )?;
     println!(
         "\n{} test images of split {} ({} locations), {} classes; trained on split {} ({} images)\n",
         task.test.rows.len(),
@@ -366,10 +421,11 @@ pub fn run(out: &Path, quick: bool, seed: u64) -> anyhow::Result<DemoResult> {
     );
     println!("{table}");
     println!(
-        "total {:.0} s; tables in {} and {}",
+        "total {:.0} s; tables in {} and {}; reports: {} and report.html in each pretrain-* folder",
         result.total_seconds,
         out.join("demo.md").display(),
-        out.join("demo.json").display()
+        out.join("demo.json").display(),
+        comparison.display()
     );
     Ok(result)
 }

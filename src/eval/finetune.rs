@@ -7,7 +7,8 @@
 //!
 //! The result is a classifier folder: `classifier.safetensors` with
 //! torchvision's names (`conv1.weight`, ..., `fc.weight`, `fc.bias`),
-//! `classifier.json`, and `report.json` on the test split. `probe`, `knn`
+//! `classifier.json`, `report.json` on the test split, and TensorBoard
+//! scalars (loss, accuracy, lr per epoch) in `tb/finetune/`. `probe`, `knn`
 //! and `embed` accept the folder as `--checkpoint`.
 
 use std::path::Path;
@@ -16,14 +17,15 @@ use std::time::Instant;
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
+use super::classification::ClassificationReport;
 use super::encoder::{ClassifierInfo, Encoder, CLASSIFIER_JSON, CLASSIFIER_WEIGHTS};
 use super::probe::probabilities;
-use super::report::ClassificationReport;
 use super::task::Task;
 use crate::data::augment::{AugConfig, ViewTransform};
 use crate::data::loader::ImageLoader;
 use crate::model::heads::probe_linear;
 use crate::progress;
+use crate::tensorboard::{self, EventWriter};
 use crate::train::schedule::LrSchedule;
 use crate::train::sgd::Sgd;
 
@@ -147,6 +149,7 @@ pub fn train_classifier(
         warmup_epochs: 0,
     };
     let device = model.encoder.vs.device();
+    let mut log = EventWriter::create(&out.join("tb").join("finetune"))?;
     for epoch in 0..config.epochs {
         let started = Instant::now();
         let lr = schedule.lr(epoch, 0, 1);
@@ -184,14 +187,27 @@ pub fn train_classifier(
             bar.inc(1);
         }
         bar.finish_and_clear();
+        let (loss, accuracy, images_per_s) = (
+            loss_sum / seen.max(1) as f64,
+            hits as f64 / seen.max(1) as f64,
+            seen as f64 / started.elapsed().as_secs_f64(),
+        );
+        log.scalars(
+            epoch as i64 + 1,
+            tensorboard::now(),
+            &[
+                ("finetune/train_loss", loss),
+                ("finetune/train_acc", accuracy),
+                ("finetune/lr", lr),
+                ("finetune/images_per_s", images_per_s),
+            ],
+        )?;
+        log.flush()?;
         if !quiet {
             eprintln!(
-                "epoch {}/{}: loss {:.4}, train accuracy {:.3}, lr {lr:.5}, {:.1} images/s",
+                "epoch {}/{}: loss {loss:.4}, train accuracy {accuracy:.3}, lr {lr:.5}, {images_per_s:.1} images/s",
                 epoch + 1,
                 config.epochs,
-                loss_sum / seen.max(1) as f64,
-                hits as f64 / seen.max(1) as f64,
-                seen as f64 / started.elapsed().as_secs_f64()
             );
         }
     }
@@ -223,6 +239,11 @@ pub fn train_classifier(
         }
     );
     let report = task.report(&probs, protocol, &model.encoder.source);
+    log.scalars(
+        config.epochs as i64,
+        tensorboard::now(),
+        &report.tensorboard_scalars("finetune"),
+    )?;
 
     let info = ClassifierInfo {
         resnet: model.encoder.backbone.config,

@@ -6,8 +6,8 @@
 
 use tch::{Device, Kind, Tensor};
 
+use super::classification::ClassificationReport;
 use super::features::{extract, to_vec};
-use super::report::ClassificationReport;
 use super::task::Task;
 use crate::data::augment::ViewTransform;
 use crate::data::loader::ImageLoader;

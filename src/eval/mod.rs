@@ -3,6 +3,7 @@
 //! (temporal) classification, embeddings for other tools, and the demo that
 //! compares the four variants with the paper's baselines.
 
+pub mod classification;
 pub mod demo;
 pub mod embed;
 pub mod encoder;
@@ -10,9 +11,8 @@ pub mod features;
 pub mod finetune;
 pub mod knn;
 pub mod probe;
-pub mod report;
 pub mod task;
 
+pub use classification::ClassificationReport;
 pub use encoder::Encoder;
-pub use report::ClassificationReport;
 pub use task::{Target, Task};

@@ -17,13 +17,14 @@ use rand_chacha::ChaCha8Rng;
 use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
 
+use super::classification::ClassificationReport;
 use super::encoder::Encoder;
 use super::features::{extract, to_vec};
-use super::report::ClassificationReport;
 use super::task::Task;
 use crate::data::augment::ViewTransform;
 use crate::data::loader::ImageLoader;
 use crate::model::heads::probe_linear;
+use crate::tensorboard::{self, EventWriter};
 use crate::train::schedule::LrSchedule;
 use crate::train::sgd::Sgd;
 
@@ -75,7 +76,8 @@ pub struct ProbeOutcome {
 }
 
 /// Trains a linear classifier on `features` [N, D] with `labels` (one
-/// feature matrix per epoch from `features_of_epoch`).
+/// feature matrix per epoch from `features_of_epoch`), logging each epoch's
+/// training loss, accuracy and lr to `log` as `probe/...` scalars.
 pub fn train_linear(
     mut features_of_epoch: impl FnMut(usize) -> anyhow::Result<Tensor>,
     labels: &[i64],
@@ -83,6 +85,7 @@ pub fn train_linear(
     classes: i64,
     config: &ProbeConfig,
     device: Device,
+    mut log: Option<&mut EventWriter>,
 ) -> anyhow::Result<(nn::VarStore, nn::Linear)> {
     let vs = nn::VarStore::new(device);
     let linear = probe_linear(vs.root() / "fc", dim, classes);
@@ -110,11 +113,42 @@ pub fn train_linear(
             config.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
         ));
         let lr = schedule.lr(epoch, 0, 1);
+        // Summed on the device: one host sync per epoch, not per batch.
+        let mut loss_sum = Tensor::zeros([], (Kind::Double, device));
+        let mut hits = Tensor::zeros([], (Kind::Int64, device));
         for chunk in order.chunks(batch) {
             let idx = Tensor::from_slice(chunk).to_device(device);
             let logits = linear.forward(&features.index_select(0, &idx));
-            let loss = logits.cross_entropy_for_logits(&targets.index_select(0, &idx));
+            let batch_targets = targets.index_select(0, &idx);
+            let loss = logits.cross_entropy_for_logits(&batch_targets);
             sgd.backward_step(&loss, lr, None)?;
+            if log.is_some() {
+                tch::no_grad(|| {
+                    loss_sum += loss.to_kind(Kind::Double) * chunk.len() as f64;
+                    hits += logits
+                        .argmax(1, false)
+                        .eq_tensor(&batch_targets)
+                        .sum(Kind::Int64);
+                });
+            }
+        }
+        if let Some(log) = log.as_deref_mut() {
+            log.scalars(
+                epoch as i64 + 1,
+                tensorboard::now(),
+                &[
+                    (
+                        "probe/train_loss",
+                        loss_sum.double_value(&[]) / n.max(1) as f64,
+                    ),
+                    (
+                        "probe/train_acc",
+                        hits.int64_value(&[]) as f64 / n.max(1) as f64,
+                    ),
+                    ("probe/lr", lr),
+                ],
+            )?;
+            log.flush()?;
         }
     }
     Ok((vs, linear))
@@ -136,12 +170,17 @@ pub fn probabilities(logits: &Tensor) -> anyhow::Result<Vec<f32>> {
 }
 
 /// The linear probe of `encoder` on `task`.
+/// The paper's linear probe of `encoder` on `task`. With `tensorboard_dir`,
+/// each epoch's training loss, accuracy and lr and the final test figures
+/// go there as TensorBoard scalars.
 pub fn linear_probe(
     encoder: &Encoder,
     task: &Task,
     config: &ProbeConfig,
     quiet: bool,
+    tensorboard_dir: Option<&std::path::Path>,
 ) -> anyhow::Result<ProbeOutcome> {
+    let mut log = tensorboard_dir.map(EventWriter::create).transpose()?;
     let size = config.image_size.unwrap_or(encoder.image_size);
     let batch = config.batch_size.max(1);
     let loader = |rows: &[usize], view: ViewTransform| {
@@ -198,6 +237,7 @@ pub fn linear_probe(
         task.classes.len() as i64,
         config,
         device,
+        log.as_mut(),
     )?;
     bar.finish_and_clear();
     let test = extract(
@@ -229,6 +269,13 @@ pub fn linear_probe(
         task.train.rows.len()
     );
     let report = task.report(&probs, protocol, &encoder.source);
+    if let Some(log) = log.as_mut() {
+        log.scalars(
+            config.epochs as i64,
+            tensorboard::now(),
+            &report.tensorboard_scalars("probe"),
+        )?;
+    }
     let mut weights: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
     if let Some((mean, std)) = moments {
         weights.push(("feature_mean".into(), mean));
@@ -244,7 +291,7 @@ pub fn linear_probe(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::eval::report::evaluate;
+    use crate::eval::classification::evaluate;
 
     #[test]
     fn separable_features_are_learned_perfectly() {
@@ -271,6 +318,7 @@ mod tests {
             classes,
             &config,
             Device::Cpu,
+            None,
         )
         .unwrap();
         let test_labels: Vec<i64> = (0..n).map(|i| (i + 1) % classes).collect();

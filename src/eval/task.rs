@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::report::{evaluate, ClassificationReport};
+use super::classification::{evaluate, ClassificationReport};
 use crate::data::{ImageRecord, LocationIndex, Manifest, Split};
 
 /// The column classes come from.

@@ -1,8 +1,9 @@
 //! Run metrics: one JSON object per line in `RUN_DIR/metrics.jsonl`
-//! (`"kind": "step"` every step, `"kind": "epoch"` at each epoch's end) and
-//! the epoch rows again in `RUN_DIR/metrics.csv` for spreadsheets. On resume
-//! both files are cut back to the checkpoint, so a crash never leaves
-//! duplicated or orphaned rows.
+//! (`"kind": "step"` every step, `"kind": "epoch"` at each epoch's end), the
+//! epoch rows again in `RUN_DIR/metrics.csv` for spreadsheets, and all of
+//! them as TensorBoard scalars in `RUN_DIR/tb/pretrain/`. On resume the two
+//! text files are cut back to the checkpoint and the event file is rebuilt
+//! from what remains, so a crash never leaves duplicated or orphaned points.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -10,6 +11,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
+
+use crate::tensorboard::EventWriter;
 
 /// One row of the log: a step (`kind = "step"`) or an epoch's means
 /// (`kind = "epoch"`, with its duration).
@@ -30,12 +33,61 @@ pub struct MetricsRow {
     /// kNN top-1 of the query encoder (epoch rows, with `--knn-every`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub knn_top1: Option<f64>,
+    /// When the row was logged, seconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<f64>,
+}
+
+impl MetricsRow {
+    /// The row as TensorBoard scalars and their step: step rows at the
+    /// global step (`step/...`), epoch rows at the epoch (`epoch/...`).
+    pub fn tensorboard_scalars(&self) -> (i64, Vec<(&'static str, f64)>) {
+        let epoch = self.kind == "epoch";
+        let pick = |step_tag: &'static str, epoch_tag: &'static str| {
+            if epoch {
+                epoch_tag
+            } else {
+                step_tag
+            }
+        };
+        let mut values = vec![
+            (pick("step/loss", "epoch/loss"), self.loss),
+            (pick("step/infonce", "epoch/infonce"), self.moco_loss),
+            (pick("step/moco_acc", "epoch/moco_acc"), self.moco_acc),
+            (pick("step/lr", "epoch/lr"), self.lr),
+            (
+                pick("step/pairs_per_s", "epoch/pairs_per_s"),
+                self.pairs_per_s,
+            ),
+        ];
+        if let Some(v) = self.geo_loss {
+            values.push((pick("step/geo_ce", "epoch/geo_ce"), v));
+        }
+        if let Some(v) = self.geo_acc {
+            values.push((pick("step/geo_acc", "epoch/geo_acc"), v));
+        }
+        if let Some(v) = self.knn_top1 {
+            values.push(("epoch/knn_top1", v));
+        }
+        let step = if epoch {
+            self.epoch as i64
+        } else {
+            self.step as i64
+        };
+        (step, values)
+    }
+}
+
+/// Where pretraining writes its TensorBoard events.
+pub fn tensorboard_dir(run_dir: &Path) -> PathBuf {
+    run_dir.join("tb").join("pretrain")
 }
 
 pub struct MetricsLog {
     jsonl: File,
     csv: File,
     jsonl_path: PathBuf,
+    tensorboard: EventWriter,
 }
 
 const CSV_HEADER: &str =
@@ -73,20 +125,35 @@ impl MetricsLog {
         if csv.metadata()?.len() == 0 {
             writeln!(csv, "{CSV_HEADER}")?;
         }
-        Ok(Self {
+        let mut log = Self {
             jsonl: open(&jsonl_path)?,
             csv,
             jsonl_path,
-        })
+            tensorboard: EventWriter::create(&tensorboard_dir(run_dir))?,
+        };
+        for row in read_rows(run_dir)? {
+            log.write_tensorboard(&row)?;
+        }
+        log.tensorboard.flush()?;
+        Ok(log)
+    }
+
+    fn write_tensorboard(&mut self, m: &MetricsRow) -> anyhow::Result<()> {
+        let (step, values) = m.tensorboard_scalars();
+        let time = m.time.unwrap_or_else(crate::tensorboard::now);
+        self.tensorboard.scalars(step, time, &values)
     }
 
     pub fn step(&mut self, m: &MetricsRow) -> anyhow::Result<()> {
         writeln!(self.jsonl, "{}", serde_json::to_string(m)?)
-            .with_context(|| format!("{}: write failed", self.jsonl_path.display()))
+            .with_context(|| format!("{}: write failed", self.jsonl_path.display()))?;
+        self.write_tensorboard(m)
     }
 
     pub fn epoch(&mut self, m: &MetricsRow) -> anyhow::Result<()> {
         writeln!(self.jsonl, "{}", serde_json::to_string(m)?)?;
+        self.write_tensorboard(m)?;
+        self.tensorboard.flush()?;
         let opt = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
         writeln!(
             self.csv,
@@ -130,14 +197,21 @@ fn truncate_lines(path: &Path, keep: impl Fn(&str) -> bool) -> anyhow::Result<()
     crate::atomic_write::write_string(path, &text)
 }
 
-/// Reads the epoch rows of a run's `metrics.jsonl`.
-pub fn read_epochs(run_dir: &Path) -> anyhow::Result<Vec<MetricsRow>> {
+/// Reads every row of a run's `metrics.jsonl` (none when there is no file
+/// yet), naming the line of any that does not parse.
+pub fn read_rows(run_dir: &Path) -> anyhow::Result<Vec<MetricsRow>> {
     let path = run_dir.join("metrics.jsonl");
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("{}: cannot read", path.display()))?;
-    Ok(text
-        .lines()
-        .filter(|l| l.contains("\"kind\":\"epoch\""))
-        .map(serde_json::from_str)
-        .collect::<Result<_, _>>()?)
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("{}: cannot read", path.display())),
+    };
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l)
+                .with_context(|| format!("{}:{}: not a metrics row", path.display(), i + 1))
+        })
+        .collect()
 }

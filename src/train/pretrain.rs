@@ -39,7 +39,7 @@ pub struct RunOptions {
 }
 
 /// Rows used for pretraining.
-fn training_rows(mut manifest: Manifest, split: &str) -> anyhow::Result<Manifest> {
+pub fn training_rows(mut manifest: Manifest, split: &str) -> anyhow::Result<Manifest> {
     if split == "all" {
         return Ok(manifest);
     }
@@ -267,6 +267,7 @@ pub fn pretrain(
                 pairs_per_s: config.batch_size as f64 / step_started.elapsed().as_secs_f64(),
                 seconds: None,
                 knn_top1: None,
+                time: Some(crate::tensorboard::now()),
             };
             for (s, v) in sums.iter_mut().zip([
                 m.loss,
@@ -318,6 +319,7 @@ pub fn pretrain(
                 }
                 _ => None,
             },
+            time: Some(crate::tensorboard::now()),
         };
         log.epoch(&em)?;
         if !options.quiet {

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::process::Command as Process;
 
 use assert_cmd::Command;
 
@@ -69,4 +70,34 @@ pub fn tiny_pretrain(manifest: &Path, out: &Path) -> Command {
         .arg(out)
         .args(TINY);
     c
+}
+
+/// The project's virtualenv python (torch, torchvision, tensorboard).
+pub fn python() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(p.is_file(), "{} missing: run scripts/setup.sh", p.display());
+    p
+}
+
+/// Runs `tests/python/<script>` with `args`; fails the test if it fails,
+/// else returns its standard output.
+pub fn run_python<S: AsRef<std::ffi::OsStr>>(
+    script: &str,
+    args: impl IntoIterator<Item = S>,
+) -> String {
+    let out = Process::new(python())
+        .arg(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/python")
+                .join(script),
+        )
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{script}: {stdout}{stderr}");
+    // Shown with --nocapture (the reference scripts print their figures).
+    println!("{stdout}{stderr}");
+    stdout
 }

@@ -40,6 +40,10 @@ pub struct ClassificationReport {
     pub macro_f1: f64,
     pub per_location: LocationScore,
     pub per_class: Vec<ClassRow>,
+    /// Test images by true class (rows) and predicted class (columns), in
+    /// the order of `per_class` (empty in reports written before it existed).
+    #[serde(default)]
+    pub confusion: Vec<Vec<usize>>,
 }
 
 /// Index of the largest value (the first of equals).
@@ -98,7 +102,9 @@ pub fn evaluate(
     let mut tp = vec![0usize; c];
     let mut actual = vec![0usize; c];
     let mut called = vec![0usize; c];
+    let mut confusion = vec![vec![0usize; c]; c];
     for i in 0..n {
+        confusion[truth[i]][predicted[i]] += 1;
         actual[truth[i]] += 1;
         called[predicted[i]] += 1;
         if predicted[i] == truth[i] {
@@ -144,10 +150,27 @@ pub fn evaluate(
         macro_f1,
         per_location,
         per_class,
+        confusion,
     }
 }
 
 impl ClassificationReport {
+    /// The headline figures as TensorBoard scalars under `prefix`.
+    pub fn tensorboard_scalars(&self, prefix: &str) -> Vec<(String, f64)> {
+        let mut v = vec![
+            (format!("{prefix}/test_top1"), self.top1),
+            (format!("{prefix}/test_macro_f1"), self.macro_f1),
+            (
+                format!("{prefix}/test_per_location_top1"),
+                self.per_location.top1,
+            ),
+        ];
+        if let Some(t5) = self.top5 {
+            v.push((format!("{prefix}/test_top5"), t5));
+        }
+        v
+    }
+
     pub fn write_json(&self, path: &std::path::Path) -> anyhow::Result<()> {
         crate::atomic_write::write_string(path, &serde_json::to_string_pretty(self)?)
     }
@@ -224,6 +247,8 @@ mod tests {
         assert_eq!(r.macro_f1, 0.5);
         assert_eq!(r.per_class[1].accuracy, 1.0 / 3.0);
         assert_eq!(r.per_class[0].images, 1);
+        // True class 0: predicted 0 once; true class 1: 0 twice, 1 once.
+        assert_eq!(r.confusion, vec![vec![1, 0], vec![2, 1]]);
     }
 
     #[test]

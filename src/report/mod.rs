@@ -1,0 +1,827 @@
+//! `geossl report`: a pretraining run as one self-contained HTML page
+//! (inline SVG and images, no script, no network), and several runs side by
+//! side on a comparison page.
+//!
+//! A run report shows the configuration, the training curves (InfoNCE and
+//! geo cross-entropy per step and per epoch, pretext accuracies, lr, kNN
+//! top-1, throughput) from `metrics.jsonl`, the probe and kNN results with
+//! a confusion matrix when `probe.json`/`knn.json` are there, the data
+//! (locations on a world map coloured by geo cluster with the centroids,
+//! views per location, time spans) from the run's manifest, and the first
+//! query/key pairs the run's loader draws: what temporal positives look
+//! like. Charts are drawn by [`plot`] and [`world`], assembled by [`html`].
+
+pub mod html;
+pub mod plot;
+pub mod samples;
+pub mod world;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use crate::data::{LocationIndex, Manifest};
+use crate::eval::ClassificationReport;
+use crate::geo::LatLon;
+use crate::train::metrics::{read_rows, MetricsRow};
+use crate::train::PretrainConfig;
+use html::{escape, figure, note, section, table};
+use plot::{bar_chart, line_chart, Series, PALETTE};
+use world::{Centroid, MapPoint};
+
+/// What `geossl report` may be told beyond the run folder.
+#[derive(Debug, Clone)]
+pub struct ReportOptions {
+    /// The manifest to show instead of the one in `config.toml`.
+    pub manifest: Option<PathBuf>,
+    /// Query/key pairs to show.
+    pub pairs: usize,
+}
+
+impl Default for ReportOptions {
+    fn default() -> Self {
+        Self {
+            manifest: None,
+            pairs: 8,
+        }
+    }
+}
+
+/// What a pretraining run folder holds that the report shows.
+pub struct Run {
+    pub dir: PathBuf,
+    pub name: String,
+    pub config: PretrainConfig,
+    /// `config.toml` as key/value text, for the configuration table.
+    pub config_table: Vec<(String, String)>,
+    pub rows: Vec<MetricsRow>,
+    pub probe: Option<ClassificationReport>,
+    pub knn: Option<ClassificationReport>,
+}
+
+fn read_report(path: &Path) -> anyhow::Result<Option<ClassificationReport>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(Some(serde_json::from_str(&text).with_context(|| {
+            format!("{}: not a geossl classification report", path.display())
+        })?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("{}: cannot read", path.display())),
+    }
+}
+
+impl Run {
+    pub fn load(dir: &Path) -> anyhow::Result<Self> {
+        let config_path = dir.join("config.toml");
+        anyhow::ensure!(
+            config_path.exists(),
+            "{}: not a pretraining run folder (no config.toml)",
+            dir.display()
+        );
+        let config = PretrainConfig::from_toml_file(&config_path)?;
+        let text = std::fs::read_to_string(&config_path)?;
+        let parsed: toml::Table = text
+            .parse()
+            .with_context(|| format!("{}: not TOML", config_path.display()))?;
+        let config_table = parsed
+            .iter()
+            .map(|(k, v)| {
+                let shown = match v {
+                    toml::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                (k.clone(), shown)
+            })
+            .collect();
+        let name = std::fs::canonicalize(dir)
+            .unwrap_or_else(|_| dir.to_path_buf())
+            .file_name()
+            .map_or_else(
+                || dir.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            );
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            name,
+            config,
+            config_table,
+            rows: read_rows(dir)?,
+            probe: read_report(&dir.join("probe.json"))?,
+            knn: read_report(&dir.join("knn.json"))?,
+        })
+    }
+
+    fn epochs(&self) -> impl Iterator<Item = &MetricsRow> {
+        self.rows.iter().filter(|r| r.kind == "epoch")
+    }
+
+    fn steps(&self) -> impl Iterator<Item = &MetricsRow> {
+        self.rows.iter().filter(|r| r.kind == "step")
+    }
+
+    fn last_epoch(&self) -> Option<&MetricsRow> {
+        self.epochs().last()
+    }
+
+    /// One line: method, network, progress.
+    fn headline(&self) -> String {
+        let c = &self.config;
+        format!(
+            "{} · {:?} (width {}) at {} px · {} of {} epochs, {} steps · batch {} · seed {}",
+            c.method.name(),
+            c.arch,
+            c.width,
+            c.image_size,
+            self.last_epoch().map_or(0, |r| r.epoch),
+            c.epochs,
+            self.rows.iter().map(|r| r.step).max().unwrap_or(0),
+            c.batch_size,
+            c.seed
+        )
+    }
+}
+
+fn series(name: &str, color: usize, faint: bool, points: Vec<(f64, f64)>) -> Series {
+    Series {
+        name: name.to_string(),
+        points,
+        color: PALETTE[color % PALETTE.len()],
+        faint,
+    }
+}
+
+fn pct(v: f64) -> String {
+    format!("{:.2}%", 100.0 * v)
+}
+
+/// The training-curve charts of one run.
+fn curves(run: &Run) -> anyhow::Result<String> {
+    if run.rows.is_empty() {
+        return Ok(note(&format!(
+            "{}: no metrics yet (metrics.jsonl is empty or missing).",
+            run.dir.display()
+        )));
+    }
+    let step_points = |f: fn(&MetricsRow) -> Option<f64>| -> Vec<(f64, f64)> {
+        run.steps()
+            .filter_map(|r| Some((r.step as f64, f(r)?)))
+            .collect()
+    };
+    let epoch_points_at_step = |f: fn(&MetricsRow) -> Option<f64>| -> Vec<(f64, f64)> {
+        run.epochs()
+            .filter_map(|r| Some((r.step as f64, f(r)?)))
+            .collect()
+    };
+    let epoch_points = |f: fn(&MetricsRow) -> Option<f64>| -> Vec<(f64, f64)> {
+        run.epochs()
+            .filter_map(|r| Some((r.epoch as f64, f(r)?)))
+            .collect()
+    };
+    let mut out = String::from("<div class=\"grid\">\n");
+    let mut loss = vec![
+        series(
+            "InfoNCE (step)",
+            0,
+            true,
+            step_points(|r| Some(r.moco_loss)),
+        ),
+        series(
+            "InfoNCE (epoch mean)",
+            0,
+            false,
+            epoch_points_at_step(|r| Some(r.moco_loss)),
+        ),
+    ];
+    if run.config.method.geo() {
+        loss.push(series(
+            "geo CE (step)",
+            1,
+            true,
+            step_points(|r| r.geo_loss),
+        ));
+        loss.push(series(
+            "geo CE (epoch mean)",
+            1,
+            false,
+            epoch_points_at_step(|r| r.geo_loss),
+        ));
+    }
+    out += &figure(
+        "loss",
+        "Losses: InfoNCE of the query against its key and the queue, and the geo head's cross-entropy over the geo clusters (faint: every step; bold: epoch means).",
+        &line_chart("Losses", "step", "loss", &loss, None)?,
+    );
+    let mut accuracy = vec![series(
+        "instance discrimination",
+        0,
+        false,
+        epoch_points(|r| Some(r.moco_acc)),
+    )];
+    if run.config.method.geo() {
+        accuracy.push(series("geo cluster", 1, false, epoch_points(|r| r.geo_acc)));
+    }
+    out += &figure(
+        "pretext-accuracy",
+        "Pretext-task accuracy per epoch: how often the key is the most similar of the key and the queue, and how often the geo head names the right cluster.",
+        &line_chart("Pretext accuracy", "epoch", "accuracy", &accuracy, Some((0.0, 1.0)))?,
+    );
+    out += &figure(
+        "lr",
+        "Learning rate at every step.",
+        &line_chart(
+            "Learning rate",
+            "step",
+            "lr",
+            &[series("", 2, false, step_points(|r| Some(r.lr)))],
+            None,
+        )?,
+    );
+    let knn = epoch_points(|r| r.knn_top1);
+    if knn.is_empty() {
+        out += &note("No kNN monitor in this run: pretrain with --knn-every N to follow kNN top-1 over epochs.");
+    } else {
+        out += &figure(
+            "knn",
+            &format!(
+                "kNN top-1 of the query encoder during training ({} neighbours, T {}, train split {}, test split {}).",
+                run.config.knn_k, run.config.knn_t, run.config.knn_train_split, run.config.knn_test_split
+            ),
+            &line_chart("kNN top-1", "epoch", "top-1", &[series("", 3, false, knn)], Some((0.0, 1.0)))?,
+        );
+    }
+    out += &figure(
+        "throughput",
+        "Training throughput per epoch (pairs per second, data loading included).",
+        &line_chart(
+            "Throughput",
+            "epoch",
+            "pairs/s",
+            &[series("", 5, false, epoch_points(|r| Some(r.pairs_per_s)))],
+            None,
+        )?,
+    );
+    Ok(out + "</div>\n")
+}
+
+/// Probe and kNN results: a summary table, per-class figures and the
+/// probe's confusion matrix.
+fn evaluation(run: &Run) -> anyhow::Result<String> {
+    let reports: Vec<(&str, &ClassificationReport)> =
+        [("linear probe", &run.probe), ("kNN", &run.knn)]
+            .into_iter()
+            .filter_map(|(n, r)| Some((n, r.as_ref()?)))
+            .collect();
+    if reports.is_empty() {
+        return Ok(note(&format!(
+            "No evaluation yet: `geossl probe --checkpoint {0}` and `geossl knn --checkpoint {0}` write probe.json and knn.json here.",
+            run.dir.display()
+        )));
+    }
+    let rows: Vec<Vec<String>> = reports
+        .iter()
+        .map(|(name, r)| {
+            vec![
+                name.to_string(),
+                pct(r.top1),
+                r.top5.map_or("-".into(), pct),
+                format!("{:.4}", r.macro_f1),
+                pct(r.per_location.top1),
+                format!(
+                    "{} images, {} locations, split {}",
+                    r.test_images, r.per_location.locations, r.test_split
+                ),
+                r.protocol.clone(),
+            ]
+        })
+        .collect();
+    let mut out = table(
+        &[
+            "evaluation",
+            "top-1",
+            "top-5",
+            "macro F1",
+            "per-location top-1",
+            "test set",
+            "protocol",
+        ],
+        &rows,
+    );
+    let (name, main) = reports[0];
+    let class_rows: Vec<Vec<String>> = main
+        .per_class
+        .iter()
+        .map(|c| {
+            vec![
+                c.class.clone(),
+                c.images.to_string(),
+                pct(c.accuracy),
+                format!("{:.4}", c.f1),
+            ]
+        })
+        .collect();
+    out += &format!("<h3>Per class ({})</h3>\n", escape(name));
+    out += &table(&["class", "test images", "accuracy", "F1"], &class_rows);
+    if main.confusion.is_empty() {
+        out += &note("This report predates confusion matrices; rerun the evaluation to get one.");
+    } else {
+        let classes: Vec<String> = main.per_class.iter().map(|c| c.class.clone()).collect();
+        out += &figure(
+            "confusion",
+            &format!("Confusion matrix of the {name} on the test split: rows are true classes, columns predictions; shading is the share of the row."),
+            &plot::confusion_matrix(&format!("Confusion matrix ({name})"), &classes, &main.confusion)?,
+        );
+    }
+    Ok(out)
+}
+
+/// Each location once: its position (the spherical mean of its views'),
+/// geo cluster, number of views and time span in years (2+ dated views).
+struct LocationFacts {
+    position: Option<LatLon>,
+    cluster: Option<u32>,
+    views: usize,
+    span_years: Option<f64>,
+}
+
+fn location_facts(manifest: &Manifest) -> Vec<LocationFacts> {
+    let index = LocationIndex::build(manifest);
+    index
+        .locations
+        .iter()
+        .map(|loc| {
+            let records = || loc.views.iter().map(|&r| &manifest.records[r]);
+            let dated: Vec<_> = records().filter_map(|r| r.timestamp).collect();
+            LocationFacts {
+                position: LatLon::spherical_mean(records().filter_map(|r| r.position)),
+                cluster: records().find_map(|r| r.geo_cluster),
+                views: loc.views.len(),
+                // Views are sorted by time, dated ones first.
+                span_years: (dated.len() >= 2)
+                    .then(|| dated[0].years_until(dated[dated.len() - 1])),
+            }
+        })
+        .collect()
+}
+
+/// Centroids from `geossl cluster`'s `<manifest>.clusters.json`, or else the
+/// spherical means of each cluster's locations.
+fn centroids(manifest_path: &Path, facts: &[LocationFacts]) -> Vec<Centroid> {
+    let path = crate::geo::locations::centroids_path(manifest_path);
+    if let Some(clusters) = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v["clusters"].as_array().cloned())
+    {
+        let parsed: Option<Vec<Centroid>> = clusters
+            .iter()
+            .map(|c| {
+                Some(Centroid {
+                    id: c["id"].as_u64()? as u32,
+                    lat: c["lat"].as_f64()?,
+                    lon: c["lon"].as_f64()?,
+                })
+            })
+            .collect();
+        if let Some(parsed) = parsed {
+            return parsed;
+        }
+    }
+    let mut members: BTreeMap<u32, Vec<LatLon>> = BTreeMap::new();
+    for f in facts {
+        if let (Some(c), Some(p)) = (f.cluster, f.position) {
+            members.entry(c).or_default().push(p);
+        }
+    }
+    members
+        .into_iter()
+        .filter_map(|(id, points)| {
+            let m = LatLon::spherical_mean(points)?;
+            Some(Centroid {
+                id,
+                lat: m.lat,
+                lon: m.lon,
+            })
+        })
+        .collect()
+}
+
+/// Bars of how many locations have 1, 2, ... views (21+ together).
+fn views_histogram(facts: &[LocationFacts]) -> Vec<(String, f64)> {
+    let top = facts.iter().map(|f| f.views).max().unwrap_or(1).min(21);
+    let mut counts = vec![0.0; top];
+    for f in facts {
+        counts[f.views.min(21) - 1] += 1.0;
+    }
+    counts
+        .into_iter()
+        .enumerate()
+        .map(|(i, n)| {
+            (
+                if i == 20 {
+                    "21+".to_string()
+                } else {
+                    (i + 1).to_string()
+                },
+                n,
+            )
+        })
+        .collect()
+}
+
+/// Bars of time spans in years, in bins of a width that gives at most ~16.
+fn span_histogram(spans: &[f64]) -> Vec<(String, f64)> {
+    let max = spans.iter().copied().fold(0.0f64, f64::max);
+    let width = [0.25, 0.5, 1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .find(|w| max / w < 16.0)
+        .unwrap_or(20.0);
+    let bins = ((max / width).floor() as usize + 1).max(1);
+    let mut counts = vec![0.0; bins];
+    for &s in spans {
+        counts[((s / width).floor() as usize).min(bins - 1)] += 1.0;
+    }
+    counts
+        .into_iter()
+        .enumerate()
+        .map(|(i, n)| {
+            (
+                format!("{}-{}", i as f64 * width, (i + 1) as f64 * width),
+                n,
+            )
+        })
+        .collect()
+}
+
+/// The data section: map, histograms, and the pairs the loader draws.
+fn data_sections(run: &Run, options: &ReportOptions) -> anyhow::Result<String> {
+    let manifest_path = options
+        .manifest
+        .clone()
+        .unwrap_or_else(|| run.config.manifest.clone());
+    let manifest = match Manifest::read(&manifest_path) {
+        Ok(m) => m,
+        Err(e) => {
+            let text = format!(
+                "The run's manifest could not be read ({e}); the map, the data histograms and the sample pairs need it: pass --manifest."
+            );
+            tracing::warn!("{text}");
+            return Ok(section("data", "Data", &note(&text)));
+        }
+    };
+    let facts = location_facts(&manifest);
+    let points: Vec<MapPoint> = facts
+        .iter()
+        .filter_map(|f| {
+            let p = f.position?;
+            Some(MapPoint {
+                lat: p.lat,
+                lon: p.lon,
+                cluster: f.cluster,
+            })
+        })
+        .collect();
+    let centroids = centroids(&manifest_path, &facts);
+    let mut body = format!(
+        "<p>{} images of {} locations from <code>{}</code>{}.</p>\n",
+        manifest.records.len(),
+        facts.len(),
+        escape(&manifest_path.display().to_string()),
+        if centroids.is_empty() {
+            String::new()
+        } else {
+            format!(", {} geo clusters", centroids.len())
+        }
+    );
+    if points.is_empty() {
+        body += &note("No row of the manifest has lat/lon: nothing to put on the map.");
+    } else {
+        body += &figure(
+            "map",
+            &format!(
+                "{} located places coloured by geo cluster; crosses in black rings mark the {} cluster centroids (equirectangular; land: Natural Earth 1:110m).",
+                points.len(),
+                centroids.len()
+            ),
+            &world::world_map("Locations and geo clusters", &points, &centroids)?,
+        );
+    }
+    body += "<div class=\"grid\">\n";
+    body += &figure(
+        "views-per-location",
+        "How many views (images over time) each location has; temporal positives need 2 or more.",
+        &bar_chart(
+            "Views per location",
+            "views",
+            "locations",
+            &views_histogram(&facts),
+            PALETTE[0],
+        )?,
+    );
+    let spans: Vec<f64> = facts.iter().filter_map(|f| f.span_years).collect();
+    if spans.is_empty() {
+        body += &note("No location has two dated views: no time spans to show.");
+    } else {
+        body += &figure(
+            "time-span",
+            &format!("Years between the first and the last view of each of the {} locations with 2+ dated views.", spans.len()),
+            &bar_chart("Time span per location", "years", "locations", &span_histogram(&spans), PALETTE[2])?,
+        );
+    }
+    body += "</div>\n";
+    let mut out = section("data", "Data", &body);
+
+    if options.pairs > 0 {
+        let pairs = samples::augmented_pairs(&run.config, manifest, options.pairs)?;
+        out += &section("pairs", "What the network sees", &pairs_grid(run, &pairs));
+    }
+    Ok(out)
+}
+
+fn pairs_grid(run: &Run, pairs: &[samples::SamplePair]) -> String {
+    let mut s = format!(
+        "<p>The first {} query/key pairs of epoch 1, drawn by this run's own loader and aug+ augmentation (seed {}). {}</p>\n<div class=\"pairs\">\n",
+        pairs.len(),
+        run.config.seed,
+        if run.config.method.temporal() {
+            "With temporal positives the key is another view of the same place, taken at another time."
+        } else {
+            "Without temporal positives both views are cut from the same image."
+        }
+    );
+    for p in pairs {
+        let when = |t: &Option<String>| {
+            t.as_deref()
+                .map_or("undated".to_string(), |t| t.chars().take(10).collect())
+        };
+        s += &format!(
+            "<div class=\"pair\"><img src=\"{}\" alt=\"query\"> <img src=\"{}\" alt=\"key\"><div class=\"caption\">{}<br><span class=\"when\">query {} · key {}</span>{}</div></div>\n",
+            p.query_png,
+            p.key_png,
+            escape(&p.location),
+            escape(&when(&p.query_time)),
+            escape(&when(&p.key_time)),
+            if p.same_image { " (same image)" } else { "" }
+        );
+    }
+    s + "</div>\n"
+}
+
+/// The HTML report of one run.
+pub fn run_report(run_dir: &Path, options: &ReportOptions) -> anyhow::Result<String> {
+    let run = Run::load(run_dir)?;
+    let mut body = section("curves", "Training", &curves(&run)?);
+    body += &section("evaluation", "Evaluation", &evaluation(&run)?);
+    body += &data_sections(&run, options)?;
+    let config_rows: Vec<Vec<String>> = run
+        .config_table
+        .iter()
+        .map(|(k, v)| vec![k.clone(), v.clone()])
+        .collect();
+    body += &section(
+        "config",
+        "Configuration",
+        &format!(
+            "<div class=\"config\">{}</div>",
+            table(&["setting", "value"], &config_rows)
+        ),
+    );
+    Ok(html::page(
+        &format!("geossl run: {}", run.name),
+        &run.headline(),
+        &body,
+    ))
+}
+
+/// A table that a caller adds to a comparison page (the demo's results).
+pub struct ExtraTable {
+    pub title: String,
+    pub headers: Vec<String>,
+    pub rows: Vec<Vec<String>>,
+    pub caption: String,
+}
+
+/// `to` as a link from a page in `from_dir`: relative when below it.
+fn link(from_dir: &Path, to: &Path) -> String {
+    let abs = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let (from, to) = (abs(from_dir), abs(to));
+    match to.strip_prefix(&from) {
+        Ok(rel) => rel.display().to_string(),
+        Err(_) => format!("file://{}", to.display()),
+    }
+}
+
+/// One overlaid per-epoch chart of the comparison page.
+struct EpochCurve {
+    id: &'static str,
+    title: &'static str,
+    caption: &'static str,
+    value: fn(&MetricsRow) -> Option<f64>,
+    range: Option<(f64, f64)>,
+}
+
+const COMPARED_CURVES: [EpochCurve; 5] = [
+    EpochCurve {
+        id: "infonce",
+        title: "InfoNCE per epoch",
+        caption: "InfoNCE (epoch mean).",
+        value: |e| Some(e.moco_loss),
+        range: None,
+    },
+    EpochCurve {
+        id: "geo-ce",
+        title: "Geo CE per epoch",
+        caption: "Geo cross-entropy (epoch mean), runs with the geo head.",
+        value: |e| e.geo_loss,
+        range: None,
+    },
+    EpochCurve {
+        id: "knn",
+        title: "kNN top-1 per epoch",
+        caption: "kNN top-1 of the query encoder during training (runs with --knn-every).",
+        value: |e| e.knn_top1,
+        range: Some((0.0, 1.0)),
+    },
+    EpochCurve {
+        id: "moco-acc",
+        title: "Instance discrimination accuracy",
+        caption:
+            "Pretext accuracy (epoch mean): the key is the most similar of the key and the queue.",
+        value: |e| Some(e.moco_acc),
+        range: Some((0.0, 1.0)),
+    },
+    EpochCurve {
+        id: "lr",
+        title: "Learning rate",
+        caption: "Learning rate at the end of each epoch.",
+        value: |e| Some(e.lr),
+        range: None,
+    },
+];
+
+/// Several runs side by side: results, overlaid epoch curves, and links to
+/// each run's own report (`report.html` in its folder, when written).
+pub fn comparison_report(
+    run_dirs: &[PathBuf],
+    out: &Path,
+    extra: Option<&ExtraTable>,
+) -> anyhow::Result<String> {
+    anyhow::ensure!(!run_dirs.is_empty(), "no runs to compare");
+    let runs = run_dirs
+        .iter()
+        .map(|d| Run::load(d))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let page_dir = out.parent().unwrap_or(Path::new("."));
+    let opt = |v: Option<f64>, f: fn(f64) -> String| v.map_or("-".to_string(), f);
+    let rows: Vec<Vec<String>> = runs
+        .iter()
+        .map(|r| {
+            let last = r.last_epoch();
+            let last_knn = r.epochs().filter_map(|e| e.knn_top1).last();
+            vec![
+                r.name.clone(),
+                r.config.method.name().to_string(),
+                last.map_or(0, |e| e.epoch).to_string(),
+                opt(last.map(|e| e.moco_loss), |v| format!("{v:.4}")),
+                opt(last.and_then(|e| e.geo_loss), |v| format!("{v:.4}")),
+                opt(last_knn, pct),
+                opt(r.probe.as_ref().map(|p| p.top1), pct),
+                opt(r.probe.as_ref().map(|p| p.macro_f1), |v| format!("{v:.4}")),
+                opt(r.probe.as_ref().map(|p| p.per_location.top1), pct),
+                opt(r.knn.as_ref().map(|p| p.top1), pct),
+            ]
+        })
+        .collect();
+    let mut body = String::new();
+    if let Some(extra) = extra {
+        let headers: Vec<&str> = extra.headers.iter().map(String::as_str).collect();
+        body += &section(
+            "results",
+            &extra.title,
+            &format!(
+                "{}<p class=\"subtitle\">{}</p>\n",
+                table(&headers, &extra.rows),
+                escape(&extra.caption)
+            ),
+        );
+    }
+    let mut runs_body = table(
+        &[
+            "run",
+            "method",
+            "epochs",
+            "InfoNCE (last epoch)",
+            "geo CE (last epoch)",
+            "kNN top-1 (monitor)",
+            "probe top-1",
+            "probe macro F1",
+            "per-location top-1",
+            "kNN top-1",
+        ],
+        &rows,
+    );
+    runs_body += "<ul>\n";
+    for r in &runs {
+        let report = r.dir.join("report.html");
+        if report.exists() {
+            runs_body += &format!(
+                "<li><a href=\"{}\">{}</a>: {}</li>\n",
+                escape(&link(page_dir, &report)),
+                escape(&r.name),
+                escape(&r.headline())
+            );
+        } else {
+            runs_body += &format!(
+                "<li>{}: {} (no report.html yet)</li>\n",
+                escape(&r.name),
+                escape(&r.headline())
+            );
+        }
+    }
+    runs_body += "</ul>\n";
+    body += &section("runs", "Runs", &runs_body);
+
+    let overlay = |f: fn(&MetricsRow) -> Option<f64>| -> Vec<Series> {
+        runs.iter()
+            .enumerate()
+            .map(|(i, r)| {
+                series(
+                    &r.name,
+                    i,
+                    false,
+                    r.epochs()
+                        .filter_map(|e| Some((e.epoch as f64, f(e)?)))
+                        .collect(),
+                )
+            })
+            .filter(|s| !s.points.is_empty())
+            .collect()
+    };
+    let mut charts = String::from("<div class=\"grid\">\n");
+    for curve in COMPARED_CURVES {
+        let s = overlay(curve.value);
+        if s.is_empty() {
+            continue;
+        }
+        charts += &figure(
+            curve.id,
+            curve.caption,
+            &line_chart(curve.title, "epoch", "", &s, curve.range)?,
+        );
+    }
+    let probes: Vec<(String, f64)> = runs
+        .iter()
+        .filter_map(|r| Some((r.name.clone(), r.probe.as_ref()?.top1)))
+        .collect();
+    if !probes.is_empty() {
+        charts += &figure(
+            "probe-top1",
+            "Linear-probe top-1 on the test split, per run.",
+            &bar_chart("Linear probe top-1", "run", "top-1", &probes, PALETTE[0])?,
+        );
+    }
+    charts += "</div>\n";
+    body += &section("curves", "Training curves", &charts);
+    Ok(html::page(
+        &format!("geossl: {} runs compared", runs.len()),
+        &runs
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect::<Vec<_>>()
+            .join(" · "),
+        &body,
+    ))
+}
+
+/// Writes `html` to `path` atomically.
+pub fn write(path: &Path, html: &str) -> anyhow::Result<()> {
+    crate::atomic_write::write_string(path, html)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histograms_count_every_location() {
+        let facts: Vec<LocationFacts> = [1usize, 1, 2, 5, 30]
+            .iter()
+            .map(|&views| LocationFacts {
+                position: None,
+                cluster: None,
+                views,
+                span_years: None,
+            })
+            .collect();
+        let bars = views_histogram(&facts);
+        assert_eq!(bars.len(), 21);
+        assert_eq!((bars[0].0.as_str(), bars[0].1), ("1", 2.0));
+        assert_eq!(bars[4].1, 1.0);
+        assert_eq!((bars[20].0.as_str(), bars[20].1), ("21+", 1.0));
+        assert_eq!(bars.iter().map(|b| b.1).sum::<f64>(), 5.0);
+
+        let spans = span_histogram(&[0.1, 0.3, 2.9, 3.0]);
+        assert_eq!(spans[0], ("0-0.25".to_string(), 1.0));
+        assert_eq!(spans.iter().map(|b| b.1).sum::<f64>(), 4.0);
+        assert_eq!(spans.last().unwrap().1, 1.0, "3.0 falls in the last bin");
+    }
+}
