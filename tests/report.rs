@@ -229,6 +229,21 @@ fn reports_load_in_a_headless_browser_without_errors_and_every_chart_has_data() 
         .arg(&compare)
         .assert()
         .success();
+    // Data moved away: the report still comes, saying what is missing.
+    let moved = dir.path().join("moved.html");
+    geossl()
+        .arg("report")
+        .arg(&moco)
+        .args(["--manifest", "nowhere/manifest.csv", "--out"])
+        .arg(&moved)
+        .assert()
+        .success();
+    let page = std::fs::read_to_string(&moved).unwrap();
+    assert!(
+        page.contains("nowhere/manifest.csv") && page.contains("pass --manifest"),
+        "the note names the manifest"
+    );
+    assert!(!page.contains("id=\"map\""), "no map without data");
     // A page with a console error, a script exception and a missing image:
     // the checker must see all three, or its silence below means nothing.
     let broken = dir.path().join("broken.html");

@@ -368,50 +368,8 @@ pub fn run(out: &Path, quick: bool, seed: u64) -> anyhow::Result<DemoResult> {
     )?;
     let table = markdown_table(&result);
     crate::atomic_write::write_string(&out.join("demo.md"), &table)?;
-    let comparison = out.join("report.html");
-    let results = crate::report::ExtraTable {
-        title: "Results".into(),
-        headers: [
-            "method",
-            "probe top-1",
-            "macro F1",
-            "per-location top-1",
-            "kNN top-1",
-            "train time",
-        ]
-        .map(String::from)
-        .to_vec(),
-        rows: result
-            .rows
-            .iter()
-            .map(|r| {
-                vec![
-                    format!("{}{}", r.method, if r.end_to_end { " (own classifier)" } else { "" }),
-                    format!("{:.1}%", 100.0 * r.probe_top1),
-                    format!("{:.3}", r.probe_macro_f1),
-                    format!("{:.1}%", 100.0 * r.probe_per_location_top1),
-                    format!("{:.1}%", 100.0 * r.knn_top1),
-                    format!("{:.0} s", r.train_seconds),
-                ]
-            })
-            .collect(),
-        caption: format!(
-            "Seed {}; {} test images of split {} ({} locations), {} classes; trained on split {} ({} images). Baselines: random init, geo-location learning and supervised training, with the pretraining's epochs and images.",
-            seed,
-            task.test.rows.len(),
-            task.test_split,
-            task.per_location_count(),
-            task.classes.len(),
-            task.train_split,
-            task.train.rows.len()
-        ),
-    };
-    crate::report::write(
-        &comparison,
-        &crate::report::comparison_report(&run_dirs, &comparison, Some(&results))?,
-    )?;
-    println!(
-        "\n{} test images of split {} ({} locations), {} classes; trained on split {} ({} images)\n",
+    let test_set = format!(
+        "{} test images of split {} ({} locations), {} classes; trained on split {} ({} images)",
         task.test.rows.len(),
         task.test_split,
         task.per_location_count(),
@@ -419,6 +377,20 @@ pub fn run(out: &Path, quick: bool, seed: u64) -> anyhow::Result<DemoResult> {
         task.train_split,
         task.train.rows.len()
     );
+    let comparison = out.join("report.html");
+    let results = crate::report::ExtraTable {
+        title: "Results".into(),
+        headers: TABLE_HEADERS.map(String::from).to_vec(),
+        rows: result.rows.iter().map(table_cells).collect(),
+        caption: format!(
+            "Seed {seed}; {test_set}. Baselines: random init, geo-location learning and supervised training, with the pretraining's epochs and images."
+        ),
+    };
+    crate::report::write(
+        &comparison,
+        &crate::report::comparison_report(&run_dirs, &comparison, Some(&results))?,
+    )?;
+    println!("\n{test_set}\n");
     println!("{table}");
     println!(
         "total {:.0} s; tables in {} and {}; reports: {} and report.html in each pretrain-* folder",
@@ -442,26 +414,45 @@ fn print_row(r: &DemoRow) {
     );
 }
 
-/// The demo table in Markdown.
-pub fn markdown_table(result: &DemoResult) -> String {
-    let mut s = String::from(
-        "| method | probe top-1 | macro F1 | per-location top-1 | kNN top-1 | train time |\n|---|---|---|---|---|---|\n",
-    );
-    for r in &result.rows {
-        s.push_str(&format!(
-            "| {}{} | {:.1}% | {:.3} | {:.1}% | {:.1}% | {:.0} s |\n",
+/// The columns of the demo table.
+pub const TABLE_HEADERS: [&str; 6] = [
+    "method",
+    "probe top-1",
+    "macro F1",
+    "per-location top-1",
+    "kNN top-1",
+    "train time",
+];
+
+/// One row of the demo table as text, in the order of [`TABLE_HEADERS`].
+pub fn table_cells(r: &DemoRow) -> Vec<String> {
+    vec![
+        format!(
+            "{}{}",
             r.method,
             if r.end_to_end {
                 " (own classifier)"
             } else {
                 ""
-            },
-            100.0 * r.probe_top1,
-            r.probe_macro_f1,
-            100.0 * r.probe_per_location_top1,
-            100.0 * r.knn_top1,
-            r.train_seconds
-        ));
+            }
+        ),
+        format!("{:.1}%", 100.0 * r.probe_top1),
+        format!("{:.3}", r.probe_macro_f1),
+        format!("{:.1}%", 100.0 * r.probe_per_location_top1),
+        format!("{:.1}%", 100.0 * r.knn_top1),
+        format!("{:.0} s", r.train_seconds),
+    ]
+}
+
+/// The demo table in Markdown.
+pub fn markdown_table(result: &DemoResult) -> String {
+    let mut s = format!(
+        "| {} |\n|{}\n",
+        TABLE_HEADERS.join(" | "),
+        "---|".repeat(TABLE_HEADERS.len())
+    );
+    for r in &result.rows {
+        s.push_str(&format!("| {} |\n", table_cells(r).join(" | ")));
     }
     s
 }

@@ -127,9 +127,9 @@ impl Run {
     fn headline(&self) -> String {
         let c = &self.config;
         format!(
-            "{} · {:?} (width {}) at {} px · {} of {} epochs, {} steps · batch {} · seed {}",
+            "{} · {} (width {}) at {} px · {} of {} epochs, {} steps · batch {} · seed {}",
             c.method.name(),
-            c.arch,
+            c.arch.name(),
             c.width,
             c.image_size,
             self.last_epoch().map_or(0, |r| r.epoch),
@@ -452,6 +452,9 @@ fn span_histogram(spans: &[f64]) -> Vec<(String, f64)> {
         .collect()
 }
 
+/// Locations drawn on the map at most.
+const MAX_MAP_POINTS: usize = 20_000;
+
 /// The data section: map, histograms, and the pairs the loader draws.
 fn data_sections(run: &Run, options: &ReportOptions) -> anyhow::Result<String> {
     let manifest_path = options
@@ -481,6 +484,9 @@ fn data_sections(run: &Run, options: &ReportOptions) -> anyhow::Result<String> {
         })
         .collect();
     let centroids = centroids(&manifest_path, &facts);
+    // A page stays light with fMoW's ~80k places: every n-th is drawn.
+    let stride = points.len().div_ceil(MAX_MAP_POINTS).max(1);
+    let shown: Vec<MapPoint> = points.iter().step_by(stride).copied().collect();
     let mut body = format!(
         "<p>{} images of {} locations from <code>{}</code>{}.</p>\n",
         manifest.records.len(),
@@ -498,11 +504,16 @@ fn data_sections(run: &Run, options: &ReportOptions) -> anyhow::Result<String> {
         body += &figure(
             "map",
             &format!(
-                "{} located places coloured by geo cluster; crosses in black rings mark the {} cluster centroids (equirectangular; land: Natural Earth 1:110m).",
+                "{} located places{} coloured by geo cluster; crosses in black rings mark the {} cluster centroids (equirectangular; land: Natural Earth 1:110m).",
                 points.len(),
+                if stride > 1 {
+                    format!(" (every {stride}th drawn: {})", shown.len())
+                } else {
+                    String::new()
+                },
                 centroids.len()
             ),
-            &world::world_map("Locations and geo clusters", &points, &centroids)?,
+            &world::world_map("Locations and geo clusters", &shown, &centroids)?,
         );
     }
     body += "<div class=\"grid\">\n";
@@ -531,8 +542,15 @@ fn data_sections(run: &Run, options: &ReportOptions) -> anyhow::Result<String> {
     let mut out = section("data", "Data", &body);
 
     if options.pairs > 0 {
-        let pairs = samples::augmented_pairs(&run.config, manifest, options.pairs)?;
-        out += &section("pairs", "What the network sees", &pairs_grid(run, &pairs));
+        let body = match samples::augmented_pairs(&run.config, manifest, options.pairs) {
+            Ok(pairs) => pairs_grid(run, &pairs),
+            Err(e) => {
+                let text = format!("The sample pairs could not be drawn: {e:#}");
+                tracing::warn!("{text}");
+                note(&text)
+            }
+        };
+        out += &section("pairs", "What the network sees", &body);
     }
     Ok(out)
 }

@@ -8,8 +8,7 @@ use image::RgbImage;
 use tch::Tensor;
 
 use crate::data::augment::{IMAGENET_MEAN, IMAGENET_STD};
-use crate::data::decode::DecodeLimits;
-use crate::data::loader::{LoaderConfig, PairLoader, PairMode};
+use crate::data::loader::{LoaderConfig, PairLoader};
 use crate::data::Manifest;
 use crate::train::PretrainConfig;
 
@@ -39,23 +38,15 @@ pub fn augmented_pairs(
         "{}: no images to draw pairs from",
         manifest.source.display()
     );
+    // The run's loader, one batch of the pairs to show; no geo labels
+    // needed to look at them.
     let loader = PairLoader::new(
         manifest.clone(),
         LoaderConfig {
             batch: n,
-            aug: config.aug(),
-            pairs: if config.method.temporal() {
-                PairMode::Temporal
-            } else {
-                PairMode::SameImage
-            },
-            sample_by: config.sample_by,
-            seed: config.seed,
             prefetch: 1,
-            decode: DecodeLimits::default(),
             geo_labels: false,
-            pin_memory: false,
-            on_bad_image: config.on_bad_image,
+            ..config.loader(false)
         },
     )?;
     let batch = loader

@@ -9,7 +9,8 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use crate::data::augment::AugConfig;
-use crate::data::loader::{BadImagePolicy, SampleBy};
+use crate::data::decode::DecodeLimits;
+use crate::data::loader::{BadImagePolicy, LoaderConfig, PairMode, SampleBy};
 use crate::model::{Arch, MocoConfig, ResNetConfig};
 
 use super::schedule::LrSchedule;
@@ -223,6 +224,27 @@ impl PretrainConfig {
         });
         a.scale = (self.crop_min_scale, 1.0);
         a
+    }
+
+    /// The pair loader of the run: its batch, aug+, pairing (temporal
+    /// positives or two crops of one image), sampling, seed and labels.
+    pub fn loader(&self, pin_memory: bool) -> LoaderConfig {
+        LoaderConfig {
+            batch: self.batch_size,
+            aug: self.aug(),
+            pairs: if self.method.temporal() {
+                PairMode::Temporal
+            } else {
+                PairMode::SameImage
+            },
+            sample_by: self.sample_by,
+            seed: self.seed,
+            prefetch: self.prefetch,
+            decode: DecodeLimits::default(),
+            geo_labels: self.method.geo(),
+            pin_memory,
+            on_bad_image: self.on_bad_image,
+        }
     }
 
     /// The run's learning rate: lr x batch / 256 (linear scaling).

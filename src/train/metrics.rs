@@ -8,6 +8,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
@@ -88,7 +89,11 @@ pub struct MetricsLog {
     csv: File,
     jsonl_path: PathBuf,
     tensorboard: EventWriter,
+    tensorboard_flushed: Instant,
 }
+
+/// How often step points reach a running TensorBoard within an epoch.
+const TENSORBOARD_FLUSH_EVERY: Duration = Duration::from_secs(10);
 
 const CSV_HEADER: &str =
     "epoch,step,lr,loss,moco_loss,moco_acc,geo_loss,geo_acc,pairs_per_s,seconds,knn_top1";
@@ -130,6 +135,7 @@ impl MetricsLog {
             csv,
             jsonl_path,
             tensorboard: EventWriter::create(&tensorboard_dir(run_dir))?,
+            tensorboard_flushed: Instant::now(),
         };
         for row in read_rows(run_dir)? {
             log.write_tensorboard(&row)?;
@@ -147,7 +153,12 @@ impl MetricsLog {
     pub fn step(&mut self, m: &MetricsRow) -> anyhow::Result<()> {
         writeln!(self.jsonl, "{}", serde_json::to_string(m)?)
             .with_context(|| format!("{}: write failed", self.jsonl_path.display()))?;
-        self.write_tensorboard(m)
+        self.write_tensorboard(m)?;
+        if self.tensorboard_flushed.elapsed() >= TENSORBOARD_FLUSH_EVERY {
+            self.tensorboard.flush()?;
+            self.tensorboard_flushed = Instant::now();
+        }
+        Ok(())
     }
 
     pub fn epoch(&mut self, m: &MetricsRow) -> anyhow::Result<()> {

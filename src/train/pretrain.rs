@@ -10,8 +10,7 @@ use super::config::PretrainConfig;
 use super::metrics::{MetricsLog, MetricsRow};
 use super::sgd::Sgd;
 use super::step::{train_step, DeviceBatch, NonFiniteLoss, StepSettings};
-use crate::data::decode::DecodeLimits;
-use crate::data::loader::{LoaderConfig, PairLoader, PairMode};
+use crate::data::loader::PairLoader;
 use crate::data::{Manifest, Split};
 use crate::eval::knn::{knn_eval, KnnConfig};
 use crate::eval::{Target, Task};
@@ -123,25 +122,7 @@ pub fn pretrain(
         .resolve()?;
     tch::manual_seed(config.seed as i64);
 
-    let loader = PairLoader::new(
-        manifest,
-        LoaderConfig {
-            batch: config.batch_size,
-            aug: config.aug(),
-            pairs: if config.method.temporal() {
-                PairMode::Temporal
-            } else {
-                PairMode::SameImage
-            },
-            sample_by: config.sample_by,
-            seed: config.seed,
-            prefetch: config.prefetch,
-            decode: DecodeLimits::default(),
-            geo_labels: config.method.geo(),
-            pin_memory: device.is_cuda(),
-            on_bad_image: config.on_bad_image,
-        },
-    )?;
+    let loader = PairLoader::new(manifest, config.loader(device.is_cuda()))?;
     let mut moco = Moco::new(device, config.resnet(), config.moco(geo_classes))?;
     if config.channels_last {
         moco.to_channels_last()?;
