@@ -51,6 +51,13 @@ pub struct SummaryValue {
     pub simple_value: Option<f32>,
 }
 
+/// The TensorBoard folder of `command` (`pretrain`, `probe`, `finetune`)
+/// in `folder`: `folder/tb/<command>`, so that `tensorboard --logdir
+/// folder/tb` shows each as a run.
+pub fn log_dir(folder: &Path, command: &str) -> PathBuf {
+    folder.join("tb").join(command)
+}
+
 /// TFRecord's checksum: CRC-32C, rotated and offset so that checksums of
 /// data that itself holds checksums stay well distributed.
 pub fn masked_crc32c(data: &[u8]) -> u32 {
@@ -176,45 +183,46 @@ impl Drop for EventWriter {
     }
 }
 
-/// Reads back the events of one file, checking every checksum (for tests
-/// and for tools; TensorBoard's own reader is the reference).
-pub fn read_events(path: &Path) -> anyhow::Result<Vec<Event>> {
-    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
-    let mut events = Vec::new();
-    let mut at = 0usize;
-    while at < bytes.len() {
-        let field = |from: usize, len: usize| {
-            bytes
-                .get(from..from + len)
-                .with_context(|| format!("{}: record at byte {at} is truncated", path.display()))
-        };
-        let len_bytes = field(at, 8)?;
-        let crc = u32::from_le_bytes(field(at + 8, 4)?.try_into()?);
-        anyhow::ensure!(
-            crc == masked_crc32c(len_bytes),
-            "{}: record at byte {at}: length checksum mismatch",
-            path.display()
-        );
-        let len = usize::try_from(u64::from_le_bytes(len_bytes.try_into()?))?;
-        let data = field(at + 12, len)?;
-        let crc = u32::from_le_bytes(field(at + 12 + len, 4)?.try_into()?);
-        anyhow::ensure!(
-            crc == masked_crc32c(data),
-            "{}: record at byte {at}: data checksum mismatch",
-            path.display()
-        );
-        events.push(
-            Event::decode(data)
-                .with_context(|| format!("{}: record at byte {at}", path.display()))?,
-        );
-        at += 16 + len;
-    }
-    Ok(events)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Reads back the events of one file, checking every checksum (the
+    /// reference reader is TensorBoard's own, in tests/report.rs).
+    fn read_events(path: &Path) -> anyhow::Result<Vec<Event>> {
+        let bytes =
+            std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+        let mut events = Vec::new();
+        let mut at = 0usize;
+        while at < bytes.len() {
+            let field = |from: usize, len: usize| {
+                bytes.get(from..from + len).with_context(|| {
+                    format!("{}: record at byte {at} is truncated", path.display())
+                })
+            };
+            let len_bytes = field(at, 8)?;
+            let crc = u32::from_le_bytes(field(at + 8, 4)?.try_into()?);
+            anyhow::ensure!(
+                crc == masked_crc32c(len_bytes),
+                "{}: record at byte {at}: length checksum mismatch",
+                path.display()
+            );
+            let len = usize::try_from(u64::from_le_bytes(len_bytes.try_into()?))?;
+            let data = field(at + 12, len)?;
+            let crc = u32::from_le_bytes(field(at + 12 + len, 4)?.try_into()?);
+            anyhow::ensure!(
+                crc == masked_crc32c(data),
+                "{}: record at byte {at}: data checksum mismatch",
+                path.display()
+            );
+            events.push(
+                Event::decode(data)
+                    .with_context(|| format!("{}: record at byte {at}", path.display()))?,
+            );
+            at += 16 + len;
+        }
+        Ok(events)
+    }
 
     #[test]
     fn masked_crc_matches_tensorflow() {

@@ -871,7 +871,7 @@ fn report_cmd(a: &ReportArgs) -> anyhow::Result<()> {
             (crate::report::comparison_report(runs, &out, None)?, out)
         }
     };
-    crate::report::write(&out, &page)?;
+    crate::atomic_write::write_string(&out, &page)?;
     println!("wrote {} ({} KB)", out.display(), page.len() / 1024);
     Ok(())
 }
@@ -892,11 +892,8 @@ fn probe_cmd(a: &ProbeArgs) -> anyhow::Result<()> {
     };
     let path = a.data.report_path(&a.out, "probe");
     // TensorBoard scalars beside the report: RUN_DIR/tb/probe.
-    let tb = path
-        .parent()
-        .unwrap_or(std::path::Path::new("."))
-        .join("tb")
-        .join("probe");
+    let tb =
+        crate::tensorboard::log_dir(path.parent().unwrap_or(std::path::Path::new(".")), "probe");
     let outcome = crate::eval::probe::linear_probe(&encoder, &task, &config, false, Some(&tb))?;
     outcome.report.write_json(&path)?;
     println!(

@@ -17,6 +17,19 @@ pub struct Location {
     pub views: Vec<usize>,
 }
 
+impl Location {
+    /// Years between its first and last dated view, when it has two or more.
+    pub fn time_span_years(&self, manifest: &Manifest) -> Option<f64> {
+        // Views are sorted by time, dated ones first.
+        let mut dated = self
+            .views
+            .iter()
+            .filter_map(|&r| manifest.records[r].timestamp);
+        let first = dated.next()?;
+        Some(first.years_until(dated.next_back()?))
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct LocationIndex {
     pub locations: Vec<Location>,
@@ -131,6 +144,10 @@ mod tests {
         assert_eq!(names, vec!["a0", "a1", "a2", "a3"]);
         assert_eq!(idx.views_of(1), &[1]);
         assert_eq!(idx.other_view_count(1), 0);
+        // A: 2013-01-01 to 2016-01-01, the undated view ignored; B: one view.
+        let span = a.time_span_years(&m).unwrap();
+        assert!((span - 3.0).abs() < 0.01, "{span}");
+        assert_eq!(idx.locations[idx.location_of(1)].time_span_years(&m), None);
         // Other views of a1 (row 2): a0, a2, a3 in time order, never a1 itself.
         let others: Vec<usize> = (0..idx.other_view_count(2))
             .map(|n| idx.other_view(2, n))

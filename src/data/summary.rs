@@ -76,15 +76,7 @@ impl Summary {
             {
                 views_per_location[b].1 += 1;
             }
-            let dated: Vec<_> = loc
-                .views
-                .iter()
-                .filter_map(|&r| records[r].timestamp)
-                .collect();
-            if dated.len() >= 2 {
-                // Views are sorted by time, dated ones first.
-                spans.push(dated[0].years_until(dated[dated.len() - 1]));
-            }
+            spans.extend(loc.time_span_years(manifest));
             let splits: HashSet<_> = loc.views.iter().map(|&r| records[r].split).collect();
             if splits.len() > 1 {
                 several_splits += 1;

@@ -151,7 +151,7 @@ fn evaluate_encoder(
     train_seconds: f64,
     out: &Path,
 ) -> anyhow::Result<DemoRow> {
-    let tb = out.join("tb").join("probe");
+    let tb = crate::tensorboard::log_dir(out, "probe");
     let probe = linear_probe(encoder, task, &probe_config(seed), true, Some(&tb))?;
     let knn = knn_of(encoder, task)?;
     probe.report.write_json(&out.join("probe.json"))?;
@@ -282,7 +282,7 @@ pub fn run(out: &Path, quick: bool, seed: u64) -> anyhow::Result<DemoResult> {
         )?);
         print_row(rows.last().expect("just pushed"));
         let report = run_dir.join("report.html");
-        crate::report::write(
+        crate::atomic_write::write_string(
             &report,
             &crate::report::run_report(&run_dir, &crate::report::ReportOptions::default())?,
         )?;
@@ -386,7 +386,7 @@ pub fn run(out: &Path, quick: bool, seed: u64) -> anyhow::Result<DemoResult> {
             "Seed {seed}; {test_set}. Baselines: random init, geo-location learning and supervised training, with the pretraining's epochs and images."
         ),
     };
-    crate::report::write(
+    crate::atomic_write::write_string(
         &comparison,
         &crate::report::comparison_report(&run_dirs, &comparison, Some(&results))?,
     )?;

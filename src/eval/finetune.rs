@@ -149,7 +149,7 @@ pub fn train_classifier(
         warmup_epochs: 0,
     };
     let device = model.encoder.vs.device();
-    let mut log = EventWriter::create(&out.join("tb").join("finetune"))?;
+    let mut log = EventWriter::create(&tensorboard::log_dir(out, "finetune"))?;
     for epoch in 0..config.epochs {
         let started = Instant::now();
         let lr = schedule.lr(epoch, 0, 1);

@@ -9,13 +9,14 @@
 //! a cluster. `--unweighted` treats every place alike instead (useful when a
 //! few places have very many views).
 
-use serde::Serialize;
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
 
 use super::kmeans::{self, KMeansConfig};
 use super::LatLon;
 use crate::data::{LocationIndex, Manifest};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClusterSummary {
     pub id: u32,
     pub lat: f64,
@@ -24,7 +25,7 @@ pub struct ClusterSummary {
     pub images: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GeoClustering {
     pub k: usize,
     pub seed: u64,
@@ -35,6 +36,16 @@ pub struct GeoClustering {
     /// Weighted sum of squared chord distances (unit sphere) to the centroids.
     pub inertia: f64,
     pub clusters: Vec<ClusterSummary>,
+}
+
+impl GeoClustering {
+    /// Reads a centroids file written by `geossl cluster`.
+    pub fn read(path: &std::path::Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("{}: cannot read", path.display()))?;
+        serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a geossl clusters file", path.display()))
+    }
 }
 
 /// Where `geossl cluster` puts the centroids of manifest `path`:

@@ -350,14 +350,11 @@ fn location_facts(manifest: &Manifest) -> Vec<LocationFacts> {
         .iter()
         .map(|loc| {
             let records = || loc.views.iter().map(|&r| &manifest.records[r]);
-            let dated: Vec<_> = records().filter_map(|r| r.timestamp).collect();
             LocationFacts {
                 position: LatLon::spherical_mean(records().filter_map(|r| r.position)),
                 cluster: records().find_map(|r| r.geo_cluster),
                 views: loc.views.len(),
-                // Views are sorted by time, dated ones first.
-                span_years: (dated.len() >= 2)
-                    .then(|| dated[0].years_until(dated[dated.len() - 1])),
+                span_years: loc.time_span_years(manifest),
             }
         })
         .collect()
@@ -367,24 +364,16 @@ fn location_facts(manifest: &Manifest) -> Vec<LocationFacts> {
 /// spherical means of each cluster's locations.
 fn centroids(manifest_path: &Path, facts: &[LocationFacts]) -> Vec<Centroid> {
     let path = crate::geo::locations::centroids_path(manifest_path);
-    if let Some(clusters) = std::fs::read_to_string(&path)
-        .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .and_then(|v| v["clusters"].as_array().cloned())
-    {
-        let parsed: Option<Vec<Centroid>> = clusters
+    if let Ok(clustering) = crate::geo::locations::GeoClustering::read(&path) {
+        return clustering
+            .clusters
             .iter()
-            .map(|c| {
-                Some(Centroid {
-                    id: c["id"].as_u64()? as u32,
-                    lat: c["lat"].as_f64()?,
-                    lon: c["lon"].as_f64()?,
-                })
+            .map(|c| Centroid {
+                id: c.id,
+                lat: c.lat,
+                lon: c.lon,
             })
             .collect();
-        if let Some(parsed) = parsed {
-            return parsed;
-        }
     }
     let mut members: BTreeMap<u32, Vec<LatLon>> = BTreeMap::new();
     for f in facts {
@@ -808,11 +797,6 @@ pub fn comparison_report(
             .join(" · "),
         &body,
     ))
-}
-
-/// Writes `html` to `path` atomically.
-pub fn write(path: &Path, html: &str) -> anyhow::Result<()> {
-    crate::atomic_write::write_string(path, html)
 }
 
 #[cfg(test)]

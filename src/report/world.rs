@@ -31,25 +31,6 @@ pub fn land() -> &'static [Vec<(f64, f64)>] {
     })
 }
 
-/// Whether (lon, lat) lies on land (even-odd rule over the rings).
-pub fn on_land(lon: f64, lat: f64) -> bool {
-    land()
-        .iter()
-        .filter(|ring| {
-            let mut inside = false;
-            for (a, b) in ring.iter().zip(ring.iter().cycle().skip(1)) {
-                if (a.1 > lat) != (b.1 > lat) && lon < a.0 + (lat - a.1) / (b.1 - a.1) * (b.0 - a.0)
-                {
-                    inside = !inside;
-                }
-            }
-            inside
-        })
-        .count()
-        % 2
-        == 1
-}
-
 /// One location on the map.
 #[derive(Debug, Clone, Copy)]
 pub struct MapPoint {
@@ -142,6 +123,26 @@ pub fn world_map(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whether (lon, lat) lies on land (even-odd rule over the rings).
+    fn on_land(lon: f64, lat: f64) -> bool {
+        land()
+            .iter()
+            .filter(|ring| {
+                let mut inside = false;
+                for (a, b) in ring.iter().zip(ring.iter().cycle().skip(1)) {
+                    if (a.1 > lat) != (b.1 > lat)
+                        && lon < a.0 + (lat - a.1) / (b.1 - a.1) * (b.0 - a.0)
+                    {
+                        inside = !inside;
+                    }
+                }
+                inside
+            })
+            .count()
+            % 2
+            == 1
+    }
 
     #[test]
     fn the_shipped_outlines_are_the_world() {

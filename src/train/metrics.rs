@@ -79,11 +79,6 @@ impl MetricsRow {
     }
 }
 
-/// Where pretraining writes its TensorBoard events.
-pub fn tensorboard_dir(run_dir: &Path) -> PathBuf {
-    run_dir.join("tb").join("pretrain")
-}
-
 pub struct MetricsLog {
     jsonl: File,
     csv: File,
@@ -104,13 +99,18 @@ impl MetricsLog {
     pub fn open(run_dir: &Path, keep_until_step: u64) -> anyhow::Result<Self> {
         let jsonl_path = run_dir.join("metrics.jsonl");
         let csv_path = run_dir.join("metrics.csv");
-        let keep_json = |line: &str| {
-            serde_json::from_str::<serde_json::Value>(line)
-                .ok()
-                .and_then(|v| v["step"].as_u64())
-                .is_some_and(|s| s <= keep_until_step)
-        };
-        truncate_lines(&jsonl_path, |l| keep_until_step > 0 && keep_json(l))?;
+        // The kept rows, parsed in the same pass (a line torn by a crash is
+        // dropped), feed the rebuilt TensorBoard file below.
+        let mut kept = Vec::new();
+        truncate_lines(&jsonl_path, |line| {
+            match serde_json::from_str::<MetricsRow>(line) {
+                Ok(row) if keep_until_step > 0 && row.step <= keep_until_step => {
+                    kept.push(row);
+                    true
+                }
+                _ => false,
+            }
+        })?;
         truncate_lines(&csv_path, |l| {
             keep_until_step > 0
                 && (l == CSV_HEADER
@@ -134,11 +134,11 @@ impl MetricsLog {
             jsonl: open(&jsonl_path)?,
             csv,
             jsonl_path,
-            tensorboard: EventWriter::create(&tensorboard_dir(run_dir))?,
+            tensorboard: EventWriter::create(&crate::tensorboard::log_dir(run_dir, "pretrain"))?,
             tensorboard_flushed: Instant::now(),
         };
-        for row in read_rows(run_dir)? {
-            log.write_tensorboard(&row)?;
+        for row in &kept {
+            log.write_tensorboard(row)?;
         }
         log.tensorboard.flush()?;
         Ok(log)
@@ -188,7 +188,7 @@ impl MetricsLog {
 }
 
 /// Rewrites `path` keeping only the lines `keep` accepts (atomically).
-fn truncate_lines(path: &Path, keep: impl Fn(&str) -> bool) -> anyhow::Result<()> {
+fn truncate_lines(path: &Path, mut keep: impl FnMut(&str) -> bool) -> anyhow::Result<()> {
     let Ok(f) = File::open(path) else {
         return Ok(());
     };
