@@ -232,7 +232,7 @@ fn fmow_import_on_a_fake_tree() {
         a0["path"],
         "fmow-rgb/train/airport/airport_0/airport_0_0_rgb.jpg"
     );
-    assert_eq!(a0["location_id"], "airport_0");
+    assert_eq!(a0["location_id"], "train/airport_0");
     assert_eq!(a0["label"], "airport");
     assert_eq!(a0["split"], "train");
     // Box 150x100 in 400x300: ratios 0.375 and 0.333 -> context 0.3 each:
@@ -242,7 +242,7 @@ fn fmow_import_on_a_fake_tree() {
     assert!((a0["lat"].parse::<f64>().unwrap() - 48.805).abs() < 1e-6);
     let dam = &rows[2];
     assert_eq!(dam["split"], "val");
-    assert_eq!(dam["location_id"], "dam_4");
+    assert_eq!(dam["location_id"], "val/dam_4");
     assert!(rows.iter().all(|r| r["label"] != "false_detection"));
     check_ok(&out).stdout(predicate::str::contains("locations         2"));
 
@@ -383,33 +383,284 @@ fn geoimagenet_csv_import() {
         ("n01440764", "1001"),
         ("n01440764", "1002"),
         ("n02102040", "2001"),
+        ("n02102040", "2002"),
+        ("n02102040", "2003"),
     ] {
         std::fs::create_dir_all(images.join(class)).unwrap();
         image::RgbImage::from_pixel(8, 8, image::Rgb([1, 2, 3]))
             .save(images.join(class).join(format!("{id}.jpg")))
             .unwrap();
     }
+    // 2002 has no position (both cells empty); 2003's row is malformed.
     let meta = dir.path().join("meta.csv");
-    std::fs::write(&meta, "id,lat,lon,locality,country,region,county\n1001,40.7,-74.0,NYC,US,NY,\n1002,51.5,-0.1,London,GB,,\n2001,35.7,139.7,Tokyo,JP,,\n").unwrap();
+    std::fs::write(&meta, "id,lat,lon,locality,country,region,county\n1001,40.7,-74.0,NYC,US,NY,\n1002,51.5,-0.1,London,GB,,\n2001,35.7,139.7,Tokyo,JP,,\n2002,,,,FR,,\n2003,,2.3,Paris,FR,,\n").unwrap();
     let out = dir.path().join("gin.csv");
+    let import = |extra: &[&str]| {
+        geossl()
+            .args(["index", "csv", "--format", "geoimagenet"])
+            .arg(&meta)
+            .arg("--images")
+            .arg(&images)
+            .arg("--out")
+            .arg(&out)
+            .args(extra)
+            .assert()
+    };
+    import(&["--split", "train"])
+        .failure()
+        .stderr(predicate::str::contains(format!(
+            "{}:6:lat: lat is empty but lon is 2.3; give both or neither (value \"\")",
+            meta.display()
+        )));
+    import(&["--split", "train", "--skip-errors"])
+        .success()
+        .stdout(predicate::str::contains(
+            "4 images; 0 without a metadata row and 1 with empty lat/lon (both kept without position); 1 left out with their metadata row",
+        ))
+        .stderr(predicate::str::contains(format!(
+            "skipped: {}:6:lat: lat is empty",
+            meta.display()
+        )));
+    let rows = read_manifest(&out);
+    assert_eq!(rows.len(), 4);
+    // Relative to the manifest, as `index fmow` writes them.
+    assert_eq!(rows[0]["path"], "images/n01440764/1001.jpg");
+    assert_eq!(rows[2]["label"], "n02102040");
+    assert_eq!(rows[2]["country"], "JP");
+    assert_eq!(rows[3]["location_id"], "2002");
+    assert_eq!(rows[3]["lat"], "");
+    check_ok(&out);
+
+    // The unpositioned image stops `cluster`, which says how to proceed.
+    let clustered = dir.path().join("clustered.csv");
     geossl()
-        .args(["index", "csv", "--format", "geoimagenet"])
-        .arg(&meta)
-        .arg("--images")
-        .arg(&images)
-        .arg("--out")
+        .args(["cluster", "--k", "2", "--manifest"])
         .arg(&out)
-        .args(["--split", "train"])
+        .arg("--out")
+        .arg(&clustered)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains(
+            "1 locations have no lat/lon (e.g. 2002); geo clustering needs a position for every location: add them, or pass --drop-unpositioned",
+        ));
+    geossl()
+        .args(["cluster", "--k", "2", "--drop-unpositioned", "--manifest"])
+        .arg(&out)
+        .arg("--out")
+        .arg(&clustered)
         .assert()
         .success()
         .stdout(predicate::str::contains(
-            "3 images; 0 without a metadata row",
-        ));
-    let rows = read_manifest(&out);
-    assert_eq!(rows.len(), 3);
-    assert_eq!(rows[2]["label"], "n02102040");
-    assert_eq!(rows[2]["country"], "JP");
-    check_ok(&out);
+            "left out 1 rows of 1 locations without lat/lon",
+        ))
+        .stdout(predicate::str::contains("3 locations in 2 clusters"));
+    assert_eq!(read_manifest(&clustered).len(), 3);
+
+    // Split by location, deterministically.
+    let split_column = |extra: &[&str]| -> Vec<String> {
+        import(extra).success();
+        read_manifest(&out)
+            .iter()
+            .map(|r| r["split"].clone())
+            .collect()
+    };
+    let a = split_column(&["--skip-errors", "--val-fraction", "0.5", "--seed", "3"]);
+    assert_eq!(a.iter().filter(|s| *s == "val").count(), 2, "{a:?}");
+    assert_eq!(a.iter().filter(|s| *s == "train").count(), 2, "{a:?}");
+    let b = split_column(&["--skip-errors", "--val-fraction", "0.5", "--seed", "3"]);
+    assert_eq!(a, b);
+    import(&["--split", "train", "--val-fraction", "0.5"])
+        .failure()
+        .stderr(predicate::str::contains("cannot be used with"));
+}
+
+/// Real fMoW numbers location folders per split: `train/airport/airport_0`
+/// and `val/airport/airport_0` are two places and stay two.
+#[test]
+fn fmow_places_are_per_split() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("fmow-rgb");
+    let airport_box = r#"{"category": "airport", "box": [100, 50, 150, 100], "ID": 11}"#;
+    for (split, img, lon, lat) in [
+        ("train", 0, 2.3, 48.8),
+        ("train", 1, 2.3, 48.8),
+        ("val", 0, -74.0, 40.7),
+        ("val", 1, -74.0, 40.7),
+    ] {
+        fmow_view(
+            &root,
+            split,
+            "airport",
+            0,
+            img,
+            &fmow_json("2015-03-02T10:11:12+0000", lon, lat, airport_box),
+        );
+    }
+    let out = dir.path().join("fmow.csv");
+    geossl()
+        .args(["index", "fmow"])
+        .arg(&root)
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success();
+    let ids: Vec<String> = read_manifest(&out)
+        .iter()
+        .map(|r| r["location_id"].clone())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "train/airport_0",
+            "train/airport_0",
+            "val/airport_0",
+            "val/airport_0"
+        ]
+    );
+    check_ok(&out).stdout(
+        predicate::str::contains("locations         2")
+            .and(predicate::str::contains("spread-out places 0"))
+            .and(predicate::str::contains("WARNING").not()),
+    );
+
+    // The same rows under the folder name alone (what the importers wrote
+    // before): one id for Paris and New York is a problem, named.
+    let text = std::fs::read_to_string(&out)
+        .unwrap()
+        .replace("train/airport_0", "airport_0")
+        .replace("val/airport_0", "airport_0");
+    let merged = dir.path().join("merged.csv");
+    std::fs::write(&merged, text).unwrap();
+    let assert = geossl()
+        .args(["index", "--check"])
+        .arg(&merged)
+        .assert()
+        .failure();
+    let stdout = String::from_utf8_lossy(&assert.get_output().stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).into_owned();
+    assert!(
+        stdout.contains("airport_0: 58")
+            && stdout.contains(" km between row 1 (fmow-rgb/train/airport/airport_0/airport_0_0_rgb.jpg) and row 3 (fmow-rgb/val/airport/airport_0/airport_0_0_rgb.jpg)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("WARNING"), "{stdout}");
+    assert!(
+        stderr.contains("1 locations have views more than 5 km apart"),
+        "{stderr}"
+    );
+    // The threshold is a flag; JSON carries the location.
+    let assert = geossl()
+        .args(["index", "--check"])
+        .arg(&merged)
+        .args(["--json", "--max-spread-km", "1"])
+        .assert()
+        .failure();
+    let json: serde_json::Value = serde_json::from_slice(&assert.get_output().stdout).unwrap();
+    let spread = &json["spread_out_locations"][0];
+    assert_eq!(spread["location_id"], "airport_0");
+    assert_eq!(spread["rows"][0]["row"], 1);
+    assert_eq!(spread["rows"][1]["row"], 3);
+    assert!((spread["km"].as_f64().unwrap() - 5837.0).abs() < 10.0);
+    assert_eq!(json["problems"].as_array().unwrap().len(), 1);
+    geossl()
+        .args(["index", "--check"])
+        .arg(&merged)
+        .args(["--max-spread-km", "10000"])
+        .assert()
+        .success();
+}
+
+/// `index --check --decode` decodes every image and lists each unreadable
+/// one; a missing file is listed too; both fail the check. `--no-files`
+/// leaves the files alone.
+#[test]
+fn check_decode_lists_unreadable_and_missing_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = image::RgbImage::from_fn(64, 48, |x, y| image::Rgb([x as u8 * 4, y as u8 * 5, 90]));
+    for name in ["a.png", "b.jpg", "d.png"] {
+        img.save(dir.path().join(name)).unwrap();
+    }
+    // A PNG cut in half: its checksums make it an error for every decoder
+    // (a JPEG decoder may fill a cut tail with grey).
+    img.save(dir.path().join("full.png")).unwrap();
+    let png = std::fs::read(dir.path().join("full.png")).unwrap();
+    std::fs::write(dir.path().join("cut.png"), &png[..png.len() / 2]).unwrap();
+    let m = dir.path().join("m.csv");
+    std::fs::write(
+        &m,
+        "path\na.png\nb.jpg\ncut.png\nd.png\nmissing.jpg\na.png\n",
+    )
+    .unwrap();
+    let d = dir.path().display();
+
+    // Without --decode, the cut file exists and passes; the missing one fails.
+    geossl()
+        .args(["index", "--check"])
+        .arg(&m)
+        .assert()
+        .failure()
+        .stdout(predicate::str::contains("unreadable files").not());
+    let assert = geossl()
+        .args(["index", "--check", "--decode"])
+        .arg(&m)
+        .assert()
+        .failure();
+    let stdout = String::from_utf8_lossy(&assert.get_output().stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).into_owned();
+    assert!(
+        stdout.contains(&format!(
+            "missing files     1\n                  {d}/missing.jpg"
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "unreadable files  1\n                  {d}/cut.png: corrupt or truncated image"
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("1 image files are missing; 1 image files cannot be decoded"),
+        "{stderr}"
+    );
+    // No ANSI colour or progress-bar residue when stderr is not a terminal.
+    assert!(!stderr.contains('\u{1b}'), "{stderr:?}");
+    let assert = geossl()
+        .args(["index", "--check", "--decode", "--json"])
+        .arg(&m)
+        .assert()
+        .failure();
+    let json: serde_json::Value = serde_json::from_slice(&assert.get_output().stdout).unwrap();
+    let unreadable = json["unreadable_files"].as_array().unwrap();
+    assert_eq!(unreadable.len(), 1);
+    assert_eq!(unreadable[0]["path"], format!("{d}/cut.png"));
+    assert_eq!(json["missing_files"], 1);
+    assert_eq!(json["files_checked"], "decode");
+    assert_eq!(json["problems"].as_array().unwrap().len(), 2);
+
+    // Without the two bad rows the manifest passes, decoded.
+    std::fs::write(&m, "path\na.png\nb.jpg\nd.png\n").unwrap();
+    geossl()
+        .args(["index", "--check", "--decode"])
+        .arg(&m)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("unreadable files  0"));
+
+    // --no-files: files that are not there do not matter.
+    std::fs::write(&m, "path\ns3/bucket/x.jpg\ns3/bucket/y.jpg\n").unwrap();
+    geossl()
+        .args(["index", "--check", "--no-files"])
+        .arg(&m)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("missing files     not checked"));
+    geossl()
+        .args(["index", "--check", "--no-files", "--decode"])
+        .arg(&m)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("cannot be used with"));
 }
 
 #[test]

@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::data::fmow::{self, FmowOptions};
 use crate::data::import_csv;
-use crate::data::summary::Summary;
+use crate::data::summary::{CheckOptions, FileCheck, Summary};
 use crate::data::synth::{self, SynthConfig};
 use crate::data::{Manifest, Split};
 use crate::geo::locations::assign_geo_clusters;
@@ -82,12 +82,24 @@ pub struct SynthArgs {
 #[derive(Args, Debug)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct IndexArgs {
-    /// Validate this manifest and print its summary (no pixels are loaded).
+    /// Validate this manifest and print its summary; exits non-zero on any
+    /// problem (missing or, with --decode, undecodable files; locations
+    /// spread over more than --max-spread-km).
     #[arg(long, value_name = "MANIFEST")]
     pub check: Option<PathBuf>,
     /// With --check: print the summary as JSON.
-    #[arg(long)]
+    #[arg(long, requires = "check")]
     pub json: bool,
+    /// With --check: decode every image (and crop), in parallel, and list each one that fails.
+    #[arg(long, requires = "check", conflicts_with = "no_files")]
+    pub decode: bool,
+    /// With --check: leave the image files alone (data on remote storage).
+    #[arg(long, requires = "check")]
+    pub no_files: bool,
+    /// With --check: views of one location farther apart than this (great-circle km) are a problem.
+    #[arg(long, requires = "check", value_name = "KM",
+          default_value_t = crate::data::summary::DEFAULT_MAX_LOCATION_SPREAD_KM)]
+    pub max_spread_km: f64,
     #[command(subcommand)]
     pub source: Option<IndexSource>,
 }
@@ -129,6 +141,15 @@ pub enum IndexSource {
         /// fmow: where an image lies below --images; placeholders are column names.
         #[arg(long, default_value = import_csv::FMOW_PATH_TEMPLATE)]
         path_template: String,
+        /// Leave out the rows with problems (each listed) instead of stopping.
+        #[arg(long)]
+        skip_errors: bool,
+        /// Without --split: put this fraction of the LOCATIONS in val, the rest in train (all views of a place in one split).
+        #[arg(long, conflicts_with = "split", value_name = "F")]
+        val_fraction: Option<f64>,
+        /// Seed of --val-fraction's draw (same input and seed, same split).
+        #[arg(long, requires = "val_fraction", default_value_t = 0)]
+        seed: u64,
     },
 }
 
@@ -150,6 +171,9 @@ pub struct ClusterArgs {
     /// Weight every location alike instead of by its number of images.
     #[arg(long)]
     pub unweighted: bool,
+    /// Leave the rows of locations without lat/lon out of the output (counted) instead of stopping.
+    #[arg(long)]
+    pub drop_unpositioned: bool,
 }
 
 /// Flags override `--config`, which overrides the defaults (the paper's).
@@ -629,28 +653,42 @@ fn synth_cmd(a: &SynthArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Prints a manifest's summary; fails when files are missing.
-fn check_manifest(path: &Path, json: bool) -> anyhow::Result<Summary> {
+/// Prints a manifest's summary; fails on any problem it finds.
+fn check_manifest(path: &Path, json: bool, options: &CheckOptions) -> anyhow::Result<Summary> {
     let m = Manifest::read(path)?;
-    let s = Summary::of(&m, true);
+    let s = Summary::check(&m, options);
     if json {
         println!("{}", serde_json::to_string_pretty(&s)?);
     } else {
         println!("{s}");
     }
-    if s.missing_files > 0 {
-        anyhow::bail!(
-            "{}: {} image files are missing",
-            path.display(),
-            s.missing_files
-        );
+    if !s.problems.is_empty() {
+        anyhow::bail!("{}: {}", path.display(), s.problems.join("; "));
     }
     Ok(s)
 }
 
 fn index_cmd(a: IndexArgs) -> anyhow::Result<()> {
     match (a.check, a.source) {
-        (Some(path), None) => check_manifest(&path, a.json).map(|_| ()),
+        (Some(path), None) => {
+            anyhow::ensure!(
+                a.max_spread_km.is_finite() && a.max_spread_km >= 0.0,
+                "--max-spread-km must be a non-negative number of kilometres (got {})",
+                a.max_spread_km
+            );
+            let options = CheckOptions {
+                files: if a.no_files {
+                    FileCheck::None
+                } else if a.decode {
+                    FileCheck::Decode
+                } else {
+                    FileCheck::Exists
+                },
+                max_location_spread_km: a.max_spread_km,
+                ..CheckOptions::default()
+            };
+            check_manifest(&path, a.json, &options).map(|_| ())
+        }
         (
             None,
             Some(IndexSource::Fmow {
@@ -691,6 +729,9 @@ fn index_cmd(a: IndexArgs) -> anyhow::Result<()> {
                 out,
                 split,
                 path_template,
+                skip_errors,
+                val_fraction,
+                seed,
             }),
         ) => {
             let split = split
@@ -699,18 +740,51 @@ fn index_cmd(a: IndexArgs) -> anyhow::Result<()> {
             let images = images
                 .canonicalize()
                 .with_context(|| format!("{}: cannot open image folder", images.display()))?;
-            let m = if format == "fmow" {
-                import_csv::import_fmow_csv(&file, &images, &path_template, split)?
-            } else {
-                let (m, report) = import_csv::import_geoimagenet(&file, &images, split)?;
-                println!(
-                    "{} images; {} without a metadata row (kept without position); {} metadata rows without an image",
-                    report.images, report.images_without_metadata, report.metadata_without_image
-                );
-                m
+            let dir = parent_dir(&out);
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("{}: cannot create", dir.display()))?;
+            let options = import_csv::CsvImportOptions {
+                split,
+                skip_errors,
+                manifest_dir: dir,
             };
+            let (mut m, skipped) = if format == "fmow" {
+                let (m, report) =
+                    import_csv::import_fmow_csv(&file, &images, &path_template, &options)?;
+                println!(
+                    "{} rows; {} without a position (empty polygon; kept); {} rows left out",
+                    report.rows, report.rows_without_position, report.skipped_rows
+                );
+                (m, report.skipped)
+            } else {
+                let (m, report) = import_csv::import_geoimagenet(&file, &images, &options)?;
+                println!(
+                    "{} images; {} without a metadata row and {} with empty lat/lon (both kept without position); {} left out with their metadata row; {} metadata rows without an image",
+                    report.images,
+                    report.images_without_metadata,
+                    report.images_without_position,
+                    report.images_skipped,
+                    report.metadata_without_image
+                );
+                (m, report.skipped)
+            };
+            for e in &skipped {
+                eprintln!("skipped: {e}");
+            }
+            if let Some(f) = val_fraction {
+                let c = import_csv::assign_splits_by_location(&mut m, f, seed)?;
+                println!(
+                    "split by location (seed {seed}): {} locations in train, {} in val",
+                    c.train_locations, c.val_locations
+                );
+            }
             m.write(&out)?;
             println!("wrote {} rows to {}", m.records.len(), out.display());
+            if m.records.iter().any(|r| r.position.is_none()) {
+                println!(
+                    "note: rows without a position stop `geossl cluster`; its --drop-unpositioned leaves them out"
+                );
+            }
             Ok(())
         }
         (None, None) => anyhow::bail!(
@@ -737,6 +811,29 @@ fn parent_dir(path: &Path) -> PathBuf {
 
 fn cluster_cmd(a: &ClusterArgs) -> anyhow::Result<()> {
     let mut m = Manifest::read(&a.manifest)?;
+    let unpositioned = crate::geo::locations::unpositioned_locations(&m);
+    if !unpositioned.is_empty() {
+        if !a.drop_unpositioned {
+            let shown: Vec<&str> = unpositioned.iter().take(5).map(String::as_str).collect();
+            anyhow::bail!(
+                "{}: {} locations have no lat/lon (e.g. {}); geo clustering needs a position for every location: add them, or pass --drop-unpositioned to leave their rows out of --out",
+                a.manifest.display(),
+                unpositioned.len(),
+                shown.join(", ")
+            );
+        }
+        let dropped = crate::geo::locations::drop_unpositioned(&mut m);
+        println!(
+            "left out {} rows of {} locations without lat/lon",
+            dropped,
+            unpositioned.len()
+        );
+        anyhow::ensure!(
+            !m.records.is_empty(),
+            "{}: no row has a position",
+            a.manifest.display()
+        );
+    }
     let g = assign_geo_clusters(&mut m, a.k, a.seed, !a.unweighted)?;
     m.rebase(&parent_dir(&a.out))?;
     m.write(&a.out)?;

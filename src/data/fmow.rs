@@ -4,8 +4,10 @@
 //! Each JSON describes one image; each bounding box in it becomes one
 //! manifest row whose `crop` is the box grown by the fMoW baseline's context
 //! rule ([`context_crop`]). Views of a place share `location_id =
-//! <category>_<loc>` (the folder name); the label is the box category; the
-//! position is the centroid of the WKT footprint in `raw_location`.
+//! <split>/<category>_<loc>` ([`location_id`]): fMoW numbers its location
+//! folders per split, so `train/airport/airport_0` and `val/airport/airport_0`
+//! are different places. The label is the box category; the position is the
+//! centroid of the WKT footprint in `raw_location`.
 
 use std::path::{Path, PathBuf};
 
@@ -239,6 +241,18 @@ pub fn import(
     Ok((manifest, errors))
 }
 
+/// The manifest `location_id` of an fMoW location folder: `<split>/<folder>`
+/// (e.g. `train/airport_0`), because fMoW numbers the folders of each split
+/// (train, val, test, seq) from 0 and the same name in two splits names two
+/// places. An empty split leaves the folder name alone.
+pub fn location_id(fmow_split: &str, folder: &str) -> String {
+    if fmow_split.is_empty() {
+        folder.to_string()
+    } else {
+        format!("{fmow_split}/{folder}")
+    }
+}
+
 fn one_file(
     root: &Path,
     json: &Path,
@@ -249,17 +263,24 @@ fn one_file(
     let meta: FmowMetadata =
         serde_json::from_str(&text).map_err(|e| format!("invalid metadata JSON: {e}"))?;
     let location_dir = json.parent().ok_or("no parent folder")?;
-    let location_id = location_dir
+    let folder = location_dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .ok_or("no location folder")?;
-    // The first folder below the root is the fMoW split (train/val/test/seq).
-    let fmow_split = json
+    // The first folder below the root is the fMoW split (train/val/test/seq);
+    // a tree without one (the location folder right below the root) has none.
+    let rel = json
         .strip_prefix(root)
-        .ok()
-        .and_then(|rel| rel.components().next())
-        .map(|c| c.as_os_str().to_string_lossy().into_owned())
-        .unwrap_or_default();
+        .map_err(|_| "outside the fMoW root")?;
+    let fmow_split = if rel.components().count() > 2 {
+        rel.components()
+            .next()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .unwrap_or_default()
+    } else {
+        String::new()
+    };
+    let location_id = location_id(&fmow_split, &folder);
     let stem = json.file_name().unwrap_or_default().to_string_lossy();
     let stem = stem.trim_end_matches(".json");
     let image = ["jpg", "jpeg", "tif", "tiff", "png"]
@@ -400,5 +421,67 @@ mod tests {
         .unwrap();
         let err = rows_for_metadata(&meta, "x", "l", "train", false).unwrap_err();
         assert!(err.starts_with("timestamp 'yesterday': "), "{err}");
+    }
+
+    /// Writes one view (metadata + a stand-in image file) in fMoW's layout.
+    fn view(root: &Path, rel_dir: &str, stem: &str, lon: f64) {
+        let dir = root.join(rel_dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("{stem}.jpg")), "x").unwrap();
+        let json = format!(
+            r#"{{"img_width": 400, "img_height": 300, "timestamp": "2015-02-26T16:31:40+0000",
+            "raw_location": "POLYGON (({lon} 20, {lon1} 20, {lon1} 20.01, {lon} 20.01, {lon} 20))",
+            "bounding_boxes": [{{"category": "airport", "box": [100, 50, 150, 100], "ID": 1}}]}}"#,
+            lon1 = lon + 0.01
+        );
+        std::fs::write(dir.join(format!("{stem}.json")), json).unwrap();
+    }
+
+    /// fMoW numbers location folders per split: `train/.../airport_0` and
+    /// `val/.../airport_0` are two places, 1,000 km apart here.
+    #[test]
+    fn places_are_per_split() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("fmow");
+        view(&root, "train/airport/airport_0", "airport_0_0_rgb", 10.0);
+        view(&root, "train/airport/airport_0", "airport_0_1_rgb", 10.0);
+        view(&root, "val/airport/airport_0", "airport_0_0_rgb", 19.4);
+        let options = FmowOptions {
+            msrgb: false,
+            keep_false_detection: false,
+            skip_errors: false,
+        };
+        let (m, errors) = import(&root, dir.path(), &options).unwrap();
+        assert!(errors.is_empty());
+        let ids: Vec<(&str, Option<Split>)> = m
+            .records
+            .iter()
+            .map(|r| (r.location_id.as_deref().unwrap(), r.split))
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                ("train/airport_0", Some(Split::Train)),
+                ("train/airport_0", Some(Split::Train)),
+                ("val/airport_0", Some(Split::Val)),
+            ]
+        );
+        assert_eq!(
+            m.records[2].path,
+            "fmow/val/airport/airport_0/airport_0_0_rgb.jpg"
+        );
+        let s = crate::data::summary::Summary::of(&m, true);
+        assert_eq!(s.locations, 2);
+        assert_eq!(s.locations_in_several_splits, 0);
+        assert!(s.spread_out_locations.is_empty());
+        assert!(s.problems.is_empty(), "{:?}", s.problems);
+        assert!(!s.to_string().contains("WARNING"));
+        // A tree of location folders without split folders: the folder alone.
+        let flat = dir.path().join("flat");
+        view(&flat, "airport_7", "airport_7_0_rgb", 10.0);
+        let (m, _) = import(&flat, dir.path(), &options).unwrap();
+        assert_eq!(m.records[0].location_id.as_deref(), Some("airport_7"));
+        assert_eq!(m.records[0].split, None);
+        assert_eq!(location_id("seq", "dam_3"), "seq/dam_3");
     }
 }

@@ -6,7 +6,7 @@
 //! |---------------|------------------------------------------------------------------|
 //! | `path`        | image file, relative to the manifest's folder or absolute        |
 //! | `lat`, `lon`  | position in degrees (both or neither)                            |
-//! | `timestamp`   | ISO 8601 date (`2016-05-01`) or date-time (`2016-05-01T10:42:03Z`) |
+//! | `timestamp`   | ISO 8601 date (`2016-05-01`) or date-time (`2016-05-01T10:42:03Z`), extended or basic (`20160501T104203Z`) |
 //! | `location_id` | views of one place share it; absent: every row is its own place  |
 //! | `label`       | class name or integer (evaluation only)                          |
 //! | `split`       | `train`, `val` or `test`                                         |
@@ -156,33 +156,105 @@ impl Timestamp {
 
 impl std::str::FromStr for Timestamp {
     type Err = String;
+    /// ISO 8601 in its extended (`2016-05-01T10:42:03Z`) and basic
+    /// (`20160501T104203Z`) forms, the one parser of every importer and the
+    /// manifest reader: a date (`2016-05-01`, `20160501`: midnight UTC) or a
+    /// date-time with minutes or seconds, `T` or a space between date and
+    /// time, fractional seconds after `.` or `,` (kept to the millisecond,
+    /// truncated), and a zone of `Z`, `+hh:mm`, `+hhmm` or `+hh` (converted
+    /// to UTC; none means UTC).
     fn from_str(s: &str) -> Result<Self, String> {
-        let t = s.trim();
-        if let Ok(dt) = DateTime::parse_from_rfc3339(t) {
-            return Ok(Self {
-                millis: dt.timestamp_millis(),
-            });
-        }
-        for fmt in [
-            "%Y-%m-%dT%H:%M:%S%.f",
-            "%Y-%m-%d %H:%M:%S%.f",
-            "%Y-%m-%dT%H:%M",
-            "%Y-%m-%d %H:%M",
-        ] {
-            if let Ok(dt) = NaiveDateTime::parse_from_str(t, fmt) {
-                return Ok(Self::from_datetime(dt));
-            }
-        }
-        if let Ok(d) = NaiveDate::parse_from_str(t, "%Y-%m-%d") {
-            return Ok(Self::from_datetime(
-                d.and_hms_opt(0, 0, 0).expect("midnight exists"),
-            ));
-        }
-        Err(
+        parse_iso8601(s.trim()).ok_or_else(|| {
             "timestamp must be an ISO 8601 date (2016-05-01) or date-time (2016-05-01T10:42:03Z)"
-                .into(),
-        )
+                .into()
+        })
     }
+}
+
+fn parse_iso8601(t: &str) -> Option<Timestamp> {
+    let (date, time) = match t.find(['T', 't', ' ']) {
+        Some(i) => (&t[..i], Some(&t[i + 1..])),
+        None => (t, None),
+    };
+    let date = if date.contains('-') {
+        NaiveDate::parse_from_str(date, "%Y-%m-%d").ok()?
+    } else if date.len() == 8 && date.bytes().all(|b| b.is_ascii_digit()) {
+        let part = |r: std::ops::Range<usize>| date[r].parse::<u32>().ok();
+        NaiveDate::from_ymd_opt(part(0..4)? as i32, part(4..6)?, part(6..8)?)?
+    } else {
+        return None;
+    };
+    let Some(time) = time else {
+        return Some(Timestamp::from_datetime(date.and_hms_opt(0, 0, 0)?));
+    };
+    // The zone is the tail from `Z` or the sign onwards.
+    let (clock, offset_s) = match time.find(['Z', 'z', '+', '-']) {
+        Some(i) => (&time[..i], zone_offset_seconds(time[i..].trim())?),
+        None => (time, 0),
+    };
+    let clock = clock.trim().replace(',', ".");
+    let extended = clock.contains(':');
+    let (whole, frac) = match clock.split_once('.') {
+        Some((w, f)) if !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit()) => (w, Some(f)),
+        Some(_) => return None,
+        None => (clock.as_str(), None),
+    };
+    let fields: Vec<&str> = if extended {
+        whole.split(':').collect()
+    } else if whole.len() % 2 == 0 && whole.is_ascii() {
+        (0..whole.len())
+            .step_by(2)
+            .map(|i| &whole[i..i + 2])
+            .collect()
+    } else {
+        return None;
+    };
+    let num = |f: &str| -> Option<u32> {
+        (f.len() == 2 && f.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| f.parse().ok())
+            .flatten()
+    };
+    let (h, m, sec) = match fields[..] {
+        [h, m] if frac.is_none() => (num(h)?, num(m)?, 0),
+        [h, m, s] => (num(h)?, num(m)?, num(s)?),
+        _ => return None,
+    };
+    let millis = frac.map_or(0, |f| {
+        let digits: String = f.chars().chain("000".chars()).take(3).collect();
+        digits.parse::<u32>().unwrap_or(0)
+    });
+    let dt = date.and_hms_milli_opt(h, m, sec, millis)?;
+    let millis = dt.and_utc().timestamp_millis() - offset_s * 1000;
+    // Near the ends of chrono's range an offset can push the moment past
+    // them; refuse here rather than fail when it is printed.
+    DateTime::from_timestamp_millis(millis)?;
+    Some(Timestamp { millis })
+}
+
+/// Seconds east of UTC for `Z`, `+hh:mm`, `+hhmm` or `+hh` (and `-`).
+fn zone_offset_seconds(zone: &str) -> Option<i64> {
+    if zone == "Z" || zone == "z" {
+        return Some(0);
+    }
+    let sign = match zone.as_bytes().first()? {
+        b'+' => 1,
+        b'-' => -1,
+        _ => return None,
+    };
+    let rest = zone[1..].replace(':', "");
+    if !(rest.len() == 2 || rest.len() == 4) || !rest.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let h: i64 = rest[..2].parse().ok()?;
+    let m: i64 = if rest.len() == 4 {
+        rest[2..].parse().ok()?
+    } else {
+        0
+    };
+    if h > 23 || m > 59 || (zone[1..].contains(':') && zone.len() != 6) {
+        return None;
+    }
+    Some(sign * (h * 3600 + m * 60))
 }
 
 impl fmt::Display for Timestamp {
@@ -774,12 +846,61 @@ mod tests {
             ("2016-05-01 10:42:03", "2016-05-01T10:42:03Z"),
             ("2016-05-01T10:42", "2016-05-01T10:42:00Z"),
             ("2016-05-01", "2016-05-01T00:00:00Z"),
+            // Offsets without a colon (fMoW-derived tables), hours only,
+            // negative, and `-00:00`.
+            ("2015-02-26T16:31:40+0000", "2015-02-26T16:31:40Z"),
+            ("2015-02-26T18:01:40+0130", "2015-02-26T16:31:40Z"),
+            ("2015-02-26T11:31:40-05", "2015-02-26T16:31:40Z"),
+            ("2015-02-26T16:31:40-00:00", "2015-02-26T16:31:40Z"),
+            ("2015-02-26t16:31:40z", "2015-02-26T16:31:40Z"),
+            // Basic forms.
+            ("20180115", "2018-01-15T00:00:00Z"),
+            ("20180115T102030Z", "2018-01-15T10:20:30Z"),
+            ("20180115T102030", "2018-01-15T10:20:30Z"),
+            ("20180115T1020", "2018-01-15T10:20:00Z"),
+            ("20180115T122030+0200", "2018-01-15T10:20:30Z"),
+            ("20180115T102030.5Z", "2018-01-15T10:20:30.500Z"),
+            // A space for `T`, fractional seconds of any length (truncated
+            // to the millisecond), a decimal comma.
+            ("2016-05-01 10:42:03.123456789Z", "2016-05-01T10:42:03.123Z"),
+            ("2016-05-01 10:42:03.1", "2016-05-01T10:42:03.100Z"),
+            ("2016-05-01T10:42:03,75Z", "2016-05-01T10:42:03.750Z"),
+            ("2016-05-01 10:42:03 +02:00", "2016-05-01T08:42:03Z"),
+            ("  2016-05-01  ", "2016-05-01T00:00:00Z"),
+            // Offsets cross midnight and the year.
+            ("2016-01-01T01:00:00+02:00", "2015-12-31T23:00:00Z"),
         ] {
             assert_eq!(
-                text.parse::<Timestamp>().unwrap().to_string(),
+                text.parse::<Timestamp>()
+                    .unwrap_or_else(|e| panic!("{text}: {e}"))
+                    .to_string(),
                 expect,
                 "{text}"
             );
+        }
+        for bad in [
+            "",
+            "yesterday",
+            "01/05/2016",
+            "2016-02-30",
+            "20160230",
+            "2016051",
+            "2016-05-01T",
+            "2016-05-01T10",
+            "2016-05-01T25:00:00Z",
+            "2016-05-01T10:61",
+            "2016-05-01T10:42:03.Z",
+            "2016-05-01T10:42.5",
+            "2016-05-01T10:42:03+2",
+            "2016-05-01T10:42:03+24:00",
+            "2016-05-01T10:42:03+02:00:00",
+            "2016-05-01T10:42:03Q",
+            "20180115T10203Z",
+            "20180115T1020305",
+            "2016-05-01T10:42:03ZZ",
+            "262143-12-31T23:59:59-23:59",
+        ] {
+            assert!(bad.parse::<Timestamp>().is_err(), "{bad:?} was accepted");
         }
         let a: Timestamp = "2015-01-01".parse().unwrap();
         let b: Timestamp = "2017-01-01".parse().unwrap();

@@ -57,6 +57,43 @@ pub fn centroids_path(path: &std::path::Path) -> std::path::PathBuf {
     ))
 }
 
+/// Ids of the locations none of whose views has a position, in manifest
+/// order: [`assign_geo_clusters`] refuses a manifest with any.
+pub fn unpositioned_locations(manifest: &Manifest) -> Vec<String> {
+    LocationIndex::build(manifest)
+        .locations
+        .into_iter()
+        .filter(|l| {
+            l.views
+                .iter()
+                .all(|&r| manifest.records[r].position.is_none())
+        })
+        .map(|l| l.id)
+        .collect()
+}
+
+/// Removes the rows of [`unpositioned_locations`] (a location with one
+/// positioned view keeps all its views: its position is theirs); returns
+/// how many rows went.
+pub fn drop_unpositioned(manifest: &mut Manifest) -> usize {
+    let index = LocationIndex::build(manifest);
+    let mut keep = vec![true; manifest.records.len()];
+    for l in &index.locations {
+        if l.views
+            .iter()
+            .all(|&r| manifest.records[r].position.is_none())
+        {
+            for &r in &l.views {
+                keep[r] = false;
+            }
+        }
+    }
+    let before = manifest.records.len();
+    let mut keep = keep.into_iter();
+    manifest.records.retain(|_| keep.next().unwrap_or(true));
+    before - manifest.records.len()
+}
+
 /// Clusters the manifest's locations and writes `geo_cluster` into every row.
 pub fn assign_geo_clusters(
     manifest: &mut Manifest,
@@ -199,5 +236,28 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert_eq!(err, ": 1 of 2 locations have no lat/lon (e.g. b); geo clustering needs a position for every location");
+    }
+
+    #[test]
+    fn unpositioned_locations_can_be_left_out() {
+        // B has no position at all; C has one positioned view of two.
+        let mut m = manifest(
+            "path,lat,lon,location_id
+             a,1,1,A
+b0,,,B
+c0,,,C
+c1,2,2,C
+b1,,,B
+d,3,3,D
+",
+        );
+        assert_eq!(unpositioned_locations(&m), ["B"]);
+        assert_eq!(drop_unpositioned(&mut m), 2);
+        let paths: Vec<&str> = m.records.iter().map(|r| r.path.as_str()).collect();
+        assert_eq!(paths, ["a", "c0", "c1", "d"]);
+        assert!(unpositioned_locations(&m).is_empty());
+        let g = assign_geo_clusters(&mut m, 2, 0, true).unwrap();
+        assert_eq!(g.locations, 3);
+        assert_eq!(m.records[1].geo_cluster, m.records[2].geo_cluster);
     }
 }
