@@ -601,8 +601,9 @@ fn check_decode_lists_unreadable_and_missing_files() {
         .failure()
         .stdout(predicate::str::contains("unreadable files").not());
     let assert = geossl()
-        .args(["index", "--check", "--decode"])
+        .args(["index", "--check"])
         .arg(&m)
+        .args(["--decode"])
         .assert()
         .failure();
     let stdout = String::from_utf8_lossy(&assert.get_output().stdout).into_owned();
@@ -626,8 +627,9 @@ fn check_decode_lists_unreadable_and_missing_files() {
     // No ANSI colour or progress-bar residue when stderr is not a terminal.
     assert!(!stderr.contains('\u{1b}'), "{stderr:?}");
     let assert = geossl()
-        .args(["index", "--check", "--decode", "--json"])
+        .args(["index", "--check"])
         .arg(&m)
+        .args(["--decode", "--json"])
         .assert()
         .failure();
     let json: serde_json::Value = serde_json::from_slice(&assert.get_output().stdout).unwrap();
@@ -641,8 +643,9 @@ fn check_decode_lists_unreadable_and_missing_files() {
     // Without the two bad rows the manifest passes, decoded.
     std::fs::write(&m, "path\na.png\nb.jpg\nd.png\n").unwrap();
     geossl()
-        .args(["index", "--check", "--decode"])
+        .args(["index", "--check"])
         .arg(&m)
+        .args(["--decode"])
         .assert()
         .success()
         .stdout(predicate::str::contains("unreadable files  0"));
@@ -650,14 +653,16 @@ fn check_decode_lists_unreadable_and_missing_files() {
     // --no-files: files that are not there do not matter.
     std::fs::write(&m, "path\ns3/bucket/x.jpg\ns3/bucket/y.jpg\n").unwrap();
     geossl()
-        .args(["index", "--check", "--no-files"])
+        .args(["index", "--check"])
         .arg(&m)
+        .args(["--no-files"])
         .assert()
         .success()
         .stdout(predicate::str::contains("missing files     not checked"));
     geossl()
-        .args(["index", "--check", "--no-files", "--decode"])
+        .args(["index", "--check"])
         .arg(&m)
+        .args(["--no-files", "--decode"])
         .assert()
         .failure()
         .stderr(predicate::str::contains("cannot be used with"));
