@@ -14,6 +14,13 @@
 //! Gaussian of standard deviation sigma pixels (kernel radius ceil(3 sigma)),
 //! where the reference's PIL filter approximates one with box passes; sigma's
 //! range scales with the crop size (see [`AugConfig::aug_plus`]).
+//!
+//! Geometry follows torchvision's integer arithmetic (Resize's sizes,
+//! CenterCrop's half-to-even offsets, RandomResizedCrop's rounding). A crop
+//! of a resized image is resampled straight from the original: its box is
+//! mapped back by exact edges ([`ResizedCrop::source_box`]), so every box
+//! lies inside its image by construction, and [`resize_box`] checks it
+//! anyway, returning an error rather than panicking.
 
 use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
@@ -101,9 +108,9 @@ pub fn gray(p: &[f32]) -> f32 {
 ///
 /// Sides are rounded as Python's `int(round(x))` does (half to even), and
 /// the fallback (no draw fits in ten tries) is the central crop with the
-/// aspect ratio clamped into `ratio`, its offsets `(height - h) // 2`; sides
-/// are kept within 1..=the image's, which torchvision's formulas already
-/// give for any ratio range that contains a valid aspect.
+/// aspect ratio clamped into `ratio`, its offsets `(height - h) // 2`. Sides
+/// are kept within 1..=the image's: the same as torchvision except where
+/// its fallback rounds a side of 0.5 px to an empty crop (1 px images).
 pub fn random_resized_crop_params<R: Rng>(
     width: u32,
     height: u32,
@@ -201,8 +208,8 @@ impl std::fmt::Display for PixelBox {
 }
 
 /// A resampling request that cannot be met. Every box geossl computes is
-/// inside its image by construction; this is the checked answer for
-/// anything else, instead of the resampler's panic-prone error path.
+/// inside its image by construction; this is the checked answer for any
+/// other (the resampler's own errors are passed on too, never unwrapped).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ResampleError {
     #[error(
