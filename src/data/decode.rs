@@ -494,6 +494,8 @@ pub(crate) mod tests {
             "{msg}"
         );
         assert!(msg.contains("tiff"), "the panic's location: {msg}");
+        // The copy the end-to-end tests use is this file.
+        assert_eq!(&bytes[..], include_bytes!("testdata/planar_tiled.tif"));
         // Through a file too, as every caller of decode_file sees it.
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("planar.tif");
