@@ -936,7 +936,7 @@ mod tests {
     }
 
     #[test]
-    fn the_reported_context_crop_at_default_sizes() {
+    fn the_reported_manifest_crop_at_default_sizes() {
         // `crop 355,0,597,478` leaves a 597 x 478 image; Resize(448) makes
         // it 559 x 448 (int(448 * 597 / 478) = int(559.53)) and
         // CenterCrop(448) starts at round(111 / 2 = 55.5) = 56 (half to even).
