@@ -276,3 +276,100 @@ fn infonce_and_geo_loss_match_the_reference_code() {
     }
     run_python("loss_reference.py", [d.to_path_buf(), t.to_string().into()]);
 }
+
+/// geossl's evaluation view (Resize + CenterCrop through the real decode
+/// path) against torchvision's on PIL images, its crop geometry against
+/// torchvision's for every image size in a grid, and RandomResizedCrop's
+/// fallback against torchvision's get_params (tolerance and why: see
+/// tests/python/eval_view_reference.py).
+#[test]
+fn the_evaluation_view_is_torchvisions() {
+    use geossl::data::augment::{center_crop_geometry, random_resized_crop_params, ViewTransform};
+    use geossl::data::decode::{decode_file, DecodeLimits};
+    use rand::{Rng, SeedableRng};
+    use std::fmt::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    // (width, height, size): the reported 815 x 380 at 64, both
+    // orientations, odd and even excesses, an upscaled image, the default
+    // pre-step (448) on the reported 597 x 478 crop.
+    let cases = [
+        (815, 380, 64),
+        (380, 815, 64),
+        (130, 67, 64),
+        (67, 131, 64),
+        (64, 64, 64),
+        (45, 38, 32),
+        (37, 50, 32),
+        (101, 33, 32),
+        (70, 35, 32),
+        (20, 27, 32),
+        (300, 227, 224),
+        (227, 301, 224),
+        (480, 225, 224),
+        (257, 640, 224),
+        (597, 478, 448),
+    ];
+    let mut views = String::from("png,size,npy\n");
+    for (i, &(w, h, size)) in cases.iter().enumerate() {
+        // Noise over a gradient: a one-pixel shift changes many values.
+        let img = image::RgbImage::from_fn(w, h, |x, y| {
+            let n: u8 = rng.gen_range(0..64);
+            image::Rgb([
+                (x * 191 / w) as u8 + n,
+                (y * 191 / h) as u8 + n,
+                ((x + y) % 64) as u8 * 3 + n,
+            ])
+        });
+        let png = format!("view{i}.png");
+        img.save(d.join(&png)).unwrap();
+        let decoded = decode_file(&d.join(&png), None, &DecodeLimits::default()).unwrap();
+        let mut out = vec![0f32; 3 * (size * size) as usize];
+        ViewTransform::CenterCrop { size }
+            .apply_into(&decoded, &mut rng, &mut out)
+            .unwrap();
+        let npy = format!("view{i}.npy");
+        npy::write(&d.join(&npy), &[3, size as usize, size as usize], &out).unwrap();
+        writeln!(views, "{png},{size},{npy}").unwrap();
+    }
+    std::fs::write(d.join("views.csv"), views).unwrap();
+
+    let mut boxes = String::from("width,height,size,resized_width,resized_height,left,top\n");
+    let others = [1, 2, 7, 31, 100, 223, 380, 478, 815];
+    for a in 1..=400u32 {
+        for b in others {
+            for (w, h) in [(a, b), (b, a)] {
+                for size in [32, 64, 224, 448] {
+                    let g = center_crop_geometry(w, h, size);
+                    let (nw, nh) = g.resized;
+                    writeln!(boxes, "{w},{h},{size},{nw},{nh},{},{}", g.left, g.top).unwrap();
+                }
+            }
+        }
+    }
+    std::fs::write(d.join("boxes.csv"), boxes).unwrap();
+
+    // Ratio ranges no draw can meet: tall images with aspects of 2..2.5 and
+    // wide ones with 0.4..0.5 (90 % of the area at that aspect overflows
+    // the short side), so both sides take the fallback. From 2 px: on a
+    // 1 px side torchvision's fallback rounds 0.5 to an empty crop, which
+    // geossl keeps at 1 px.
+    let mut rrc = String::from(
+        "width,height,scale_lo,scale_hi,ratio_lo,ratio_hi,top,left,crop_height,crop_width\n",
+    );
+    for a in 2..=40u32 {
+        for (w, h, ratio) in [(a, a + 7, (2.0, 2.5)), (a + 7, a, (0.4, 0.5))] {
+            let scale = (0.9, 1.0);
+            let (top, left, ch, cw) = random_resized_crop_params(w, h, scale, ratio, &mut rng);
+            writeln!(
+                rrc,
+                "{w},{h},{},{},{},{},{top},{left},{ch},{cw}",
+                scale.0, scale.1, ratio.0, ratio.1
+            )
+            .unwrap();
+        }
+    }
+    std::fs::write(d.join("rrc.csv"), rrc).unwrap();
+    run_python("eval_view_reference.py", [d]);
+}

@@ -2,14 +2,16 @@
 //! `../shared/bench/torch_data_reference.py` measures PyTorch's: every image
 //! of a manifest decoded and turned into two independently augmented aug+
 //! views (Resize + CenterCrop to `pre`, then RandomResizedCrop to `size`,
-//! ...), collated into batches, on `threads` worker threads.
+//! ...), collated into batches, on `threads` worker threads. Unreadable
+//! images are replaced and listed, as pretraining does (or stop the bench
+//! with `--on-bad-image fail`); a pass that prepared no pair is an error.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use crate::data::augment::AugConfig;
 use crate::data::decode::DecodeLimits;
-use crate::data::loader::{LoaderConfig, PairLoader, PairMode, SampleBy};
+use crate::data::loader::{BadImage, BadImagePolicy, LoaderConfig, PairLoader, PairMode, SampleBy};
 use crate::data::Manifest;
 
 /// The settings of `geossl bench data` (the reference's flags and defaults).
@@ -32,11 +34,17 @@ pub struct DataBenchConfig {
     pub limit: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Unreadable images: replace them by other samples and list them
+    /// (skip), or stop (fail).
+    #[arg(long, value_enum, default_value_t = BadImagePolicy::Skip)]
+    pub on_bad_image: BadImagePolicy,
 }
 
 #[derive(Debug, Clone)]
 pub struct DataTiming {
     pub pairs: usize,
+    /// The distinct images that were replaced by other samples, by path.
+    pub bad: Vec<BadImage>,
     pub seconds: f64,
     pub pairs_per_s: f64,
 }
@@ -55,6 +63,7 @@ pub fn run(c: &DataBenchConfig) -> anyhow::Result<DataTiming> {
     if c.limit > 0 {
         manifest.records.truncate(c.limit);
     }
+    let images = manifest.records.len();
     let mut aug = AugConfig::aug_plus(c.size);
     aug.pre_size = Some(c.pre);
     let loader = PairLoader::new(
@@ -69,18 +78,106 @@ pub fn run(c: &DataBenchConfig) -> anyhow::Result<DataTiming> {
             decode: DecodeLimits::default(),
             geo_labels: false,
             pin_memory: false,
-            on_bad_image: crate::data::loader::BadImagePolicy::Fail,
+            on_bad_image: c.on_bad_image,
         },
     )?;
     let started = Instant::now();
-    let mut pairs = 0;
+    let (mut pairs, mut bad) = (0, std::collections::BTreeMap::new());
     for batch in loader.epoch(0, 0) {
-        pairs += batch?.rows.len();
+        let batch = batch?;
+        pairs += batch.rows.len();
+        bad.extend(batch.bad.into_iter().map(|b| (b.path.clone(), b)));
     }
     let seconds = started.elapsed().as_secs_f64();
+    let bad: Vec<BadImage> = bad.into_values().collect();
+    // A timing of nothing is no measurement (the loader reports its own
+    // errors; this guards against any pass that ends without one).
+    anyhow::ensure!(
+        pairs > 0,
+        "{}: no pair was prepared from {} images ({} unreadable); nothing was measured",
+        c.manifest.display(),
+        images,
+        bad.len()
+    );
     Ok(DataTiming {
         pairs,
+        bad,
         seconds,
         pairs_per_s: pairs as f64 / seconds,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A manifest of `good` PNGs at the sizes that once put the default
+    /// pre-step's box outside the image, and `bad` band-interleaved tiled
+    /// TIFFs that make the `tiff` crate panic.
+    fn images(dir: &std::path::Path, good: usize, bad: usize) -> PathBuf {
+        let sizes = [(597, 478), (1201, 899), (478, 597), (899, 1201)];
+        let mut csv = String::from("path\n");
+        for i in 0..good {
+            let (w, h) = sizes[i % sizes.len()];
+            let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([x as u8, y as u8, 7]));
+            img.save(dir.join(format!("good{i}.png"))).unwrap();
+            csv.push_str(&format!("good{i}.png\n"));
+        }
+        let tiff = crate::data::decode::tests::planar_tiled_tiff(20, 20, 16);
+        for i in 0..bad {
+            std::fs::write(dir.join(format!("bad{i}.tif")), &tiff).unwrap();
+            csv.push_str(&format!("bad{i}.tif\n"));
+        }
+        let manifest = dir.join("manifest.csv");
+        std::fs::write(&manifest, csv).unwrap();
+        manifest
+    }
+
+    fn config(manifest: PathBuf) -> DataBenchConfig {
+        DataBenchConfig {
+            manifest,
+            size: 224,
+            pre: 448,
+            batch: 4,
+            threads: 0,
+            limit: 0,
+            seed: 0,
+            on_bad_image: BadImagePolicy::Skip,
+        }
+    }
+
+    #[test]
+    fn unreadable_images_are_replaced_and_listed_or_stop_the_bench() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = config(images(dir.path(), 4, 4));
+        let t = run(&c).unwrap();
+        assert_eq!(t.pairs, 8);
+        let bad: Vec<&str> = t.bad.iter().map(|b| b.path.as_str()).collect();
+        assert_eq!(bad, ["bad0.tif", "bad1.tif", "bad2.tif", "bad3.tif"]);
+        assert!(
+            t.bad[0].error.contains("the decoder crashed"),
+            "{}",
+            t.bad[0].error
+        );
+        let err = run(&DataBenchConfig {
+            on_bad_image: BadImagePolicy::Fail,
+            ..c
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains(".tif: the decoder crashed"), "{err}");
+    }
+
+    #[test]
+    fn a_folder_of_unreadable_images_is_an_error_not_a_timing() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = run(&config(images(dir.path(), 0, 4)))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("16 images in a row could not be read")
+                && err.contains("the decoder crashed"),
+            "{err}"
+        );
+    }
 }

@@ -931,13 +931,17 @@ fn bench_cmd(b: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Data(config) => {
             let t = crate::bench::data::run(&config)?;
             let c = &config;
+            for b in &t.bad {
+                tracing::warn!("skipped unreadable image: {}", b.error);
+            }
             println!(
-                "BENCH data threads={} size={} pre={} batch={} images={} seconds={:.2} pairs_per_s={:.1} pairs_per_s_per_thread={:.1}",
+                "BENCH data threads={} size={} pre={} batch={} images={} bad_images={} seconds={:.2} pairs_per_s={:.1} pairs_per_s_per_thread={:.1}",
                 rayon::current_num_threads(),
                 c.size,
                 c.pre,
                 c.batch,
                 t.pairs,
+                t.bad.len(),
                 t.seconds,
                 t.pairs_per_s,
                 t.pairs_per_s / rayon::current_num_threads() as f64

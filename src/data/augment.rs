@@ -14,6 +14,13 @@
 //! Gaussian of standard deviation sigma pixels (kernel radius ceil(3 sigma)),
 //! where the reference's PIL filter approximates one with box passes; sigma's
 //! range scales with the crop size (see [`AugConfig::aug_plus`]).
+//!
+//! Geometry follows torchvision's integer arithmetic (Resize's sizes,
+//! CenterCrop's half-to-even offsets, RandomResizedCrop's rounding). A crop
+//! of a resized image is resampled straight from the original: its box is
+//! mapped back by exact edges ([`ResizedCrop::source_box`]), so every box
+//! lies inside its image by construction, and [`resize_box`] checks it
+//! anyway, returning an error rather than panicking.
 
 use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
@@ -96,7 +103,14 @@ pub fn gray(p: &[f32]) -> f32 {
     0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2]
 }
 
-/// torchvision's RandomResizedCrop.get_params: (top, left, height, width).
+/// torchvision's RandomResizedCrop.get_params: (top, left, height, width),
+/// a box inside the `width` x `height` image by construction.
+///
+/// Sides are rounded as Python's `int(round(x))` does (half to even), and
+/// the fallback (no draw fits in ten tries) is the central crop with the
+/// aspect ratio clamped into `ratio`, its offsets `(height - h) // 2`. Sides
+/// are kept within 1..=the image's: the same as torchvision except where
+/// its fallback rounds a side of 0.5 px to an empty crop (1 px images).
 pub fn random_resized_crop_params<R: Rng>(
     width: u32,
     height: u32,
@@ -109,109 +123,284 @@ pub fn random_resized_crop_params<R: Rng>(
     for _ in 0..10 {
         let target = area * rng.gen_range(scale.0..=scale.1);
         let aspect = rng.gen_range(log_lo..=log_hi).exp();
-        let w = (target * aspect).sqrt().round() as i64;
-        let h = (target / aspect).sqrt().round() as i64;
+        let w = (target * aspect).sqrt().round_ties_even() as i64;
+        let h = (target / aspect).sqrt().round_ties_even() as i64;
         if w > 0 && h > 0 && w <= width as i64 && h <= height as i64 {
             let top = rng.gen_range(0..=(height as i64 - h)) as u32;
             let left = rng.gen_range(0..=(width as i64 - w)) as u32;
             return (top, left, h as u32, w as u32);
         }
     }
-    // Fallback: the central crop with the aspect ratio clamped into range.
     let in_ratio = width as f64 / height as f64;
     let (w, h) = if in_ratio < ratio.0 {
-        (width, ((width as f64) / ratio.0).round() as u32)
+        let h = (width as f64 / ratio.0).round_ties_even() as u32;
+        (width, h.clamp(1, height.max(1)))
     } else if in_ratio > ratio.1 {
-        (((height as f64) * ratio.1).round() as u32, height)
+        let w = (height as f64 * ratio.1).round_ties_even() as u32;
+        (w.clamp(1, width.max(1)), height)
     } else {
         (width, height)
     };
-    ((height - h) / 2, (width - w) / 2, h, w)
-}
-
-/// Resamples the box (`left`, `top`, `width`, `height`, in pixels, may be
-/// fractional) of `img` to `out_w` x `out_h` with PIL's antialiased
-/// bilinear filter (what torchvision's Resize and RandomResizedCrop use on
-/// PIL images), by `fast_image_resize` (SIMD, 8-bit, no intermediate copy
-/// of the box).
-pub fn resize_box(img: &RgbImage, bbox: (f64, f64, f64, f64), out_w: u32, out_h: u32) -> RgbImage {
-    let (w, h) = img.dimensions();
-    let (left, top, bw, bh) = bbox;
-    if (left, top, bw, bh) == (0.0, 0.0, w as f64, h as f64) && (out_w, out_h) == (w, h) {
-        return img.clone();
-    }
-    let src = ImageRef::new(w, h, img.as_raw(), PixelType::U8x3).expect("an RGB8 buffer of w x h");
-    let mut dst = Image::new(out_w.max(1), out_h.max(1), PixelType::U8x3);
-    let options = ResizeOptions::new()
-        .resize_alg(ResizeAlg::Convolution(FilterType::Bilinear))
-        .crop(left, top, bw, bh);
-    Resizer::new()
-        .resize(&src, &mut dst, &options)
-        .expect("same pixel type and a crop box inside the image");
-    RgbImage::from_raw(dst.width(), dst.height(), dst.into_vec()).expect("an RGB8 buffer")
-}
-
-/// torchvision Resize(int): the size whose shorter side is `side`, the
-/// aspect ratio kept (the longer side rounded down, as torchvision does).
-pub fn shorter_side_size(w: u32, h: u32, side: u32) -> (u32, u32) {
-    if w <= h {
-        (
-            side,
-            ((h as u64 * side as u64) / w.max(1) as u64).max(1) as u32,
-        )
-    } else {
-        (
-            ((w as u64 * side as u64) / h.max(1) as u64).max(1) as u32,
-            side,
-        )
-    }
-}
-
-/// torchvision Resize(int): the shorter side becomes `side`, the aspect
-/// ratio is kept.
-pub fn resize_shorter_side(img: &RgbImage, side: u32) -> RgbImage {
-    let (w, h) = img.dimensions();
-    let (nw, nh) = shorter_side_size(w, h, side);
-    resize_box(img, (0.0, 0.0, w as f64, h as f64), nw, nh)
-}
-
-/// The box of the original image that Resize(side) followed by a crop of
-/// (`left`, `top`, `cw`, `ch`) in the resized image shows: resizing that box
-/// directly is the same resampling without the full-size intermediate.
-fn box_in_original(img: &RgbImage, side: u32, crop: (u32, u32, u32, u32)) -> (f64, f64, f64, f64) {
-    let (w, h) = img.dimensions();
-    let (nw, nh) = shorter_side_size(w, h, side);
-    let (sx, sy) = (w as f64 / nw as f64, h as f64 / nh as f64);
-    let (left, top, cw, ch) = crop;
     (
-        left as f64 * sx,
-        top as f64 * sy,
-        cw as f64 * sx,
-        ch as f64 * sy,
+        height.saturating_sub(h) / 2,
+        width.saturating_sub(w) / 2,
+        h,
+        w,
     )
 }
 
-/// Resize so the shorter side is `side` (torchvision Resize(int)), then
-/// take the central `side` x `side` square (torchvision's CenterCrop
-/// offsets: rounded half-differences).
-pub fn resize_center_crop(img: &RgbImage, side: u32) -> RgbImage {
-    let (w, h) = img.dimensions();
-    let (nw, nh) = shorter_side_size(w, h, side);
-    let (cw, ch) = (side.min(nw), side.min(nh));
-    let left = ((nw - cw) as f64 / 2.0).round() as u32;
-    let top = ((nh - ch) as f64 / 2.0).round() as u32;
-    resize_box(img, box_in_original(img, side, (left, top, cw, ch)), cw, ch)
+/// A box of a source image in pixel units, possibly fractional, as the
+/// resampler reads it: its left and top edges, width and height.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PixelBox {
+    pub left: f64,
+    pub top: f64,
+    pub width: f64,
+    pub height: f64,
 }
 
-/// Resize(side) + RandomCrop(side): a uniformly placed square of the resized
-/// image (torchvision's RandomCrop.get_params).
-pub fn resize_random_crop<R: Rng>(img: &RgbImage, side: u32, rng: &mut R) -> RgbImage {
+impl PixelBox {
+    /// The whole `w` x `h` image.
+    pub fn whole(w: u32, h: u32) -> Self {
+        Self::from_ints(0, 0, w, h)
+    }
+
+    /// A box with whole-pixel edges.
+    pub fn from_ints(left: u32, top: u32, width: u32, height: u32) -> Self {
+        Self {
+            left: left as f64,
+            top: top as f64,
+            width: width as f64,
+            height: height as f64,
+        }
+    }
+
+    /// Whether a `w` x `h` image contains the box as fast_image_resize's
+    /// crop check (`CroppedSrcImageView::crop`) decides it, in f64: finite
+    /// values, a positive size, `left < w`, `top < h`, `left + width <= w`
+    /// and `top + height <= h`.
+    pub fn is_inside(&self, w: u32, h: u32) -> bool {
+        let (fw, fh) = (w as f64, h as f64);
+        [self.left, self.top, self.width, self.height]
+            .iter()
+            .all(|v| v.is_finite())
+            && self.width > 0.0
+            && self.height > 0.0
+            && self.left >= 0.0
+            && self.top >= 0.0
+            && self.left < fw
+            && self.top < fh
+            && self.left + self.width <= fw
+            && self.top + self.height <= fh
+    }
+}
+
+impl std::fmt::Display for PixelBox {
+    /// `left,top,width,height` with every digit f64 needs, so that a box
+    /// a hair outside an image shows it (478.00000000000006).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{},{},{},{}",
+            self.left, self.top, self.width, self.height
+        )
+    }
+}
+
+/// A resampling request that cannot be met. Every box geossl computes is
+/// inside its image by construction; this is the checked answer for any
+/// other (the resampler's own errors are passed on too, never unwrapped).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ResampleError {
+    #[error(
+        "resampling box {bbox} (left,top,width,height) is not inside the {width} x {height} image"
+    )]
+    BoxOutside {
+        bbox: PixelBox,
+        width: u32,
+        height: u32,
+    },
+    #[error("cannot resample to {width} x {height} pixels")]
+    EmptyOutput { width: u32, height: u32 },
+    #[error("resampler: {0}")]
+    Resizer(String),
+}
+
+/// Resamples the box `bbox` of `img` to `out_w` x `out_h` with PIL's
+/// antialiased bilinear filter (what torchvision's Resize and
+/// RandomResizedCrop use on PIL images), by `fast_image_resize` (SIMD,
+/// 8-bit, no intermediate copy of the box). The filter reads pixels around
+/// the box too, up to the image's edges, as resizing the whole image and
+/// then cropping does.
+///
+/// Errors: a box not inside the image ([`PixelBox::is_inside`]) or an empty
+/// output; neither happens for the boxes of this module.
+pub fn resize_box(
+    img: &RgbImage,
+    bbox: PixelBox,
+    out_w: u32,
+    out_h: u32,
+) -> Result<RgbImage, ResampleError> {
     let (w, h) = img.dimensions();
+    if !bbox.is_inside(w, h) {
+        return Err(ResampleError::BoxOutside {
+            bbox,
+            width: w,
+            height: h,
+        });
+    }
+    if out_w == 0 || out_h == 0 {
+        return Err(ResampleError::EmptyOutput {
+            width: out_w,
+            height: out_h,
+        });
+    }
+    if bbox == PixelBox::whole(w, h) && (out_w, out_h) == (w, h) {
+        return Ok(img.clone());
+    }
+    let resizer = |e: &dyn std::fmt::Display| ResampleError::Resizer(e.to_string());
+    let src = ImageRef::new(w, h, img.as_raw(), PixelType::U8x3).map_err(|e| resizer(&e))?;
+    let mut dst = Image::new(out_w, out_h, PixelType::U8x3);
+    let options = ResizeOptions::new()
+        .resize_alg(ResizeAlg::Convolution(FilterType::Bilinear))
+        .crop(bbox.left, bbox.top, bbox.width, bbox.height);
+    Resizer::new()
+        .resize(&src, &mut dst, &options)
+        .map_err(|e| resizer(&e))?;
+    RgbImage::from_raw(out_w, out_h, dst.into_vec())
+        .ok_or_else(|| ResampleError::Resizer("output buffer of the wrong size".into()))
+}
+
+/// torchvision Resize(int): the size whose shorter side is `side`, the
+/// aspect ratio kept, the longer side `int(side * long / short)` (the
+/// integer quotient: `side * long` and `short` are integers, so Python's
+/// float division cannot round across an integer). Saturates at u32::MAX
+/// for needle-shaped images beyond any real scene.
+pub fn shorter_side_size(w: u32, h: u32, side: u32) -> (u32, u32) {
+    let long = |long: u32, short: u32| {
+        ((long as u64 * side as u64) / short.max(1) as u64).clamp(1, u32::MAX as u64) as u32
+    };
+    if w <= h {
+        (side, long(h, w))
+    } else {
+        (long(w, h), side)
+    }
+}
+
+/// Python's `int(round(excess / 2.0))` for a whole number of pixels: half
+/// to even, the offset of torchvision's `center_crop`. (Rounding half away
+/// from zero moves every crop whose excess is 2 mod 4 plus 1 by a pixel.)
+pub fn center_offset(excess: u32) -> u32 {
+    let half = excess / 2;
+    if excess % 2 == 1 && half % 2 == 1 {
+        half + 1
+    } else {
+        half
+    }
+}
+
+/// A crop of the image torchvision's Resize(side) would make, in that
+/// resized image's pixels. Resampling [`ResizedCrop::source_box`] of the
+/// original straight to `width` x `height` is the same resampling without
+/// the full-size intermediate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResizedCrop {
+    /// (width, height) after Resize(side), see [`shorter_side_size`].
+    pub resized: (u32, u32),
+    pub left: u32,
+    pub top: u32,
+    pub width: u32,
+    pub height: u32,
+}
+
+impl ResizedCrop {
+    /// The crop's box in the original `w` x `h` image, inside it by
+    /// construction (see [`source_span`]).
+    pub fn source_box(&self, w: u32, h: u32) -> PixelBox {
+        let (left, width) = source_span(self.left, self.width, self.resized.0, w);
+        let (top, height) = source_span(self.top, self.height, self.resized.1, h);
+        PixelBox {
+            left,
+            top,
+            width,
+            height,
+        }
+    }
+}
+
+/// The span of cells `start .. start + len` of a grid of `resized` cells
+/// laid over `original` pixels, as (start, length) in original pixels.
+/// Edge i lies at `i * original / resized` and the last edge at exactly
+/// `original`; the length is the difference of the edges, stepped down by
+/// an ulp while `start + length` exceeds the end edge in f64 (a rounded
+/// difference may, and the sum is what the resampler checks). For
+/// `start < resized` and `len >= 1` the span is non-empty and inside
+/// `0..original`; other arguments are clamped to the grid.
+fn source_span(start: u32, len: u32, resized: u32, original: u32) -> (f64, f64) {
+    let resized = resized.max(1);
+    let end = start.saturating_add(len).min(resized);
+    let start = start.min(end.saturating_sub(1));
+    let edge = |i: u32| {
+        if i >= resized {
+            original as f64
+        } else {
+            (i as u64 * original as u64) as f64 / resized as f64
+        }
+    };
+    let (lo, hi) = (edge(start), edge(end));
+    let mut length = hi - lo;
+    while length > 0.0 && lo + length > hi {
+        length = f64::from_bits(length.to_bits() - 1);
+    }
+    (lo, length)
+}
+
+/// torchvision's Resize(side) + CenterCrop(side) as a crop of the resized
+/// image: offsets `int(round((resized - side) / 2.0))`, half to even.
+pub fn center_crop_geometry(w: u32, h: u32, side: u32) -> ResizedCrop {
+    let (nw, nh) = shorter_side_size(w, h, side);
+    let (cw, ch) = (side.min(nw), side.min(nh));
+    ResizedCrop {
+        resized: (nw, nh),
+        left: center_offset(nw - cw),
+        top: center_offset(nh - ch),
+        width: cw,
+        height: ch,
+    }
+}
+
+/// torchvision's Resize(side) + RandomCrop(side) as a crop of the resized
+/// image: offsets uniform in `0..=resized - side` (RandomCrop.get_params).
+pub fn random_crop_geometry<R: Rng>(w: u32, h: u32, side: u32, rng: &mut R) -> ResizedCrop {
     let (nw, nh) = shorter_side_size(w, h, side);
     let (cw, ch) = (side.min(nw), side.min(nh));
     let top = rng.gen_range(0..=nh - ch);
     let left = rng.gen_range(0..=nw - cw);
-    resize_box(img, box_in_original(img, side, (left, top, cw, ch)), cw, ch)
+    ResizedCrop {
+        resized: (nw, nh),
+        left,
+        top,
+        width: cw,
+        height: ch,
+    }
+}
+
+/// Resize(side) + CenterCrop(side) of `img` (see [`center_crop_geometry`]).
+pub fn resize_center_crop(img: &RgbImage, side: u32) -> Result<RgbImage, ResampleError> {
+    let (w, h) = img.dimensions();
+    let g = center_crop_geometry(w, h, side);
+    resize_box(img, g.source_box(w, h), g.width, g.height)
+}
+
+/// Resize(side) + RandomCrop(side) of `img` (see [`random_crop_geometry`]).
+pub fn resize_random_crop<R: Rng>(
+    img: &RgbImage,
+    side: u32,
+    rng: &mut R,
+) -> Result<RgbImage, ResampleError> {
+    let (w, h) = img.dimensions();
+    let g = random_crop_geometry(w, h, side, rng);
+    resize_box(img, g.source_box(w, h), g.width, g.height)
 }
 
 /// How one image becomes one normalised view outside pretraining.
@@ -240,22 +429,29 @@ impl ViewTransform {
     }
 
     /// Writes the normalised CHW view of `img` into `out` (3 * size * size).
-    pub fn apply_into<R: Rng>(&self, img: &RgbImage, rng: &mut R, out: &mut [f32]) {
+    /// Errors: see [`resize_box`] (none for an image of at least one pixel).
+    pub fn apply_into<R: Rng>(
+        &self,
+        img: &RgbImage,
+        rng: &mut R,
+        out: &mut [f32],
+    ) -> Result<(), ResampleError> {
         let view = match self {
-            ViewTransform::CenterCrop { size } => resize_center_crop(img, *size),
-            ViewTransform::RandomCrop { size } => resize_random_crop(img, *size, rng),
+            ViewTransform::CenterCrop { size } => resize_center_crop(img, *size)?,
+            ViewTransform::RandomCrop { size } => resize_random_crop(img, *size, rng)?,
             ViewTransform::Augment(a) => return augment_into(img, a, rng, out),
         };
-        // A non-square image smaller than the crop leaves a short side; the
-        // final resize makes every view exactly size x size.
+        // Resize(size) leaves both sides at least `size`, so the crop is
+        // size x size; the final resize is a guard for any future view.
         let size = self.size();
         let view = if view.dimensions() == (size, size) {
             view
         } else {
             let (w, h) = view.dimensions();
-            resize_box(&view, (0.0, 0.0, w as f64, h as f64), size, size)
+            resize_box(&view, PixelBox::whole(w, h), size, size)?
         };
         normalize_into(&FloatImage::from_rgb8(&view), out);
+        Ok(())
     }
 }
 
@@ -432,20 +628,30 @@ pub fn flip_horizontal(img: &mut FloatImage) {
 }
 
 /// Applies aug+ to `img` and writes the normalised CHW result into `out`
-/// (length 3 * size * size).
-pub fn augment_into<R: Rng>(img: &RgbImage, config: &AugConfig, rng: &mut R, out: &mut [f32]) {
+/// (length 3 * size * size). Errors: see [`resize_box`] (none for an image
+/// of at least one pixel).
+pub fn augment_into<R: Rng>(
+    img: &RgbImage,
+    config: &AugConfig,
+    rng: &mut R,
+    out: &mut [f32],
+) -> Result<(), ResampleError> {
     let pre;
     let src = match config.pre_size {
         Some(side) => {
-            pre = resize_center_crop(img, side);
+            pre = resize_center_crop(img, side)?;
             &pre
         }
         None => img,
     };
     let (top, left, h, w) =
         random_resized_crop_params(src.width(), src.height(), config.scale, config.ratio, rng);
-    let bbox = (left as f64, top as f64, w as f64, h as f64);
-    let resized = resize_box(src, bbox, config.size, config.size);
+    let resized = resize_box(
+        src,
+        PixelBox::from_ints(left, top, w, h),
+        config.size,
+        config.size,
+    )?;
     let mut f = FloatImage::from_rgb8(&resized);
     if rng.gen_bool(config.jitter_p) {
         let b = rng.gen_range(1.0 - config.brightness..=1.0 + config.brightness);
@@ -474,6 +680,7 @@ pub fn augment_into<R: Rng>(img: &RgbImage, config: &AugConfig, rng: &mut R, out
         flip_horizontal(&mut f);
     }
     normalize_into(&f, out);
+    Ok(())
 }
 
 /// HWC [0, 1] -> normalised CHW.
@@ -591,6 +798,259 @@ mod tests {
         assert_eq!((top, left, h, w), (0, 45, 10, 10));
     }
 
+    /// The other side lengths the sweep pairs with every side 1..=4096:
+    /// tiny, around every size setting, fMoW-like odd sizes, the largest.
+    const OTHER_SIDES: [u32; 33] = [
+        1, 2, 3, 5, 17, 31, 32, 33, 63, 64, 65, 100, 127, 128, 223, 224, 225, 255, 256, 319, 320,
+        447, 448, 449, 478, 511, 512, 597, 899, 1201, 2999, 3001, 4096,
+    ];
+    /// Every Resize(side) + crop geossl makes: the evaluation views at 32,
+    /// 64 and 224, the aug+ pre-steps for them (64, 128, 448) and other
+    /// pre-sizes a bench or a user may pick (256, 320, 512).
+    const SIDES: [u32; 9] = [32, 64, 128, 224, 256, 320, 448, 512, 640];
+
+    /// The pre-fix arithmetic: each box value scaled by float separately.
+    fn naive_box(w: u32, h: u32, g: &ResizedCrop) -> PixelBox {
+        let (sx, sy) = (w as f64 / g.resized.0 as f64, h as f64 / g.resized.1 as f64);
+        PixelBox {
+            left: g.left as f64 * sx,
+            top: g.top as f64 * sy,
+            width: g.width as f64 * sx,
+            height: g.height as f64 * sy,
+        }
+    }
+
+    fn check_crop(w: u32, h: u32, side: u32, g: &ResizedCrop) {
+        assert_eq!(
+            g.resized,
+            shorter_side_size(w, h, side),
+            "{w}x{h} at {side}"
+        );
+        assert_eq!((g.width, g.height), (side, side), "{w}x{h} at {side}");
+        assert!(
+            g.left + g.width <= g.resized.0 && g.top + g.height <= g.resized.1,
+            "{w}x{h} at {side}: {g:?}"
+        );
+        let b = g.source_box(w, h);
+        assert!(b.is_inside(w, h), "{w}x{h} at {side}: {g:?} -> {b}");
+    }
+
+    #[test]
+    fn every_crop_box_of_every_side_length_is_inside_the_image() {
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let mut naive_outside = 0;
+        for a in 1..=4096u32 {
+            for b in OTHER_SIDES {
+                for (w, h) in [(a, b), (b, a)] {
+                    for side in SIDES {
+                        let g = center_crop_geometry(w, h, side);
+                        check_crop(w, h, side, &g);
+                        naive_outside += usize::from(!naive_box(w, h, &g).is_inside(w, h));
+                        check_crop(w, h, side, &random_crop_geometry(w, h, side, &mut rng));
+                    }
+                }
+            }
+        }
+        // The sweep meets the float fault the construction avoids: the
+        // pre-fix arithmetic put thousands of these boxes a hair outside,
+        // among them 131 of the squares of 100..=3999 px at the default
+        // pre-step (the "about 130").
+        assert!(naive_outside > 10_000, "{naive_outside}");
+        let squares = (100..=3999u32)
+            .filter(|&a| !naive_box(a, a, &center_crop_geometry(a, a, 448)).is_inside(a, a))
+            .count();
+        assert_eq!(squares, 131);
+    }
+
+    #[test]
+    fn random_boxes_and_random_crops_stay_inside() {
+        let mut rng = ChaCha8Rng::seed_from_u64(12);
+        for _ in 0..200_000 {
+            let (w, h) = (rng.gen_range(1..=5000u32), rng.gen_range(1..=5000u32));
+            // Any whole-pixel box of any Resize(side) grid maps inside.
+            let side = rng.gen_range(1..=1000u32);
+            let (nw, nh) = shorter_side_size(w, h, side);
+            let (cw, ch) = (rng.gen_range(1..=nw), rng.gen_range(1..=nh));
+            let g = ResizedCrop {
+                resized: (nw, nh),
+                left: rng.gen_range(0..=nw - cw),
+                top: rng.gen_range(0..=nh - ch),
+                width: cw,
+                height: ch,
+            };
+            let b = g.source_box(w, h);
+            assert!(b.is_inside(w, h), "{w}x{h}: {g:?} -> {b}");
+            // RandomResizedCrop on the image itself (no pre-step), with
+            // aug+'s ranges and with ranges that force the fallback.
+            for (scale, ratio) in [
+                ((0.2, 1.0), (3.0 / 4.0, 4.0 / 3.0)),
+                ((0.9, 1.0), (5.0, 6.0)),
+                ((0.9, 1.0), (0.1, 0.2)),
+            ] {
+                let (top, left, ch, cw) = random_resized_crop_params(w, h, scale, ratio, &mut rng);
+                assert!(
+                    cw >= 1 && ch >= 1 && left + cw <= w && top + ch <= h,
+                    "{w}x{h}: {top},{left},{ch},{cw}"
+                );
+            }
+        }
+        // Needle-shaped images at the decoder's pixel limit: the resized
+        // long side saturates, the box still lies inside.
+        for (w, h) in [(1, 1 << 28), (1 << 28, 1), (3, 89_478_485)] {
+            for side in SIDES {
+                let b = center_crop_geometry(w, h, side).source_box(w, h);
+                assert!(b.is_inside(w, h), "{w}x{h} at {side}: {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_setting_resamples_a_sample_of_sizes() {
+        let mut rng = ChaCha8Rng::seed_from_u64(13);
+        let mut sizes: Vec<(u32, u32)> = (1..=4096u32)
+            .step_by(255)
+            .flat_map(|a| [(a, 478), (597, a), (a, 1), (a, a + 1)])
+            .collect();
+        sizes.extend([(597, 478), (815, 380), (1201, 899), (3001, 2999)]);
+        for (w, h) in sizes {
+            let img = RgbImage::new(w, h);
+            for size in [32, 64, 224] {
+                let mut out = vec![0.0; 3 * (size * size) as usize];
+                for pre in [Some(size * 2), Some(256), Some(320), Some(512), None] {
+                    let cfg = AugConfig {
+                        pre_size: pre,
+                        ..AugConfig::aug_plus(size)
+                    };
+                    augment_into(&img, &cfg, &mut rng, &mut out)
+                        .unwrap_or_else(|e| panic!("{w}x{h} at {size} from {pre:?}: {e}"));
+                }
+                for view in [
+                    ViewTransform::CenterCrop { size },
+                    ViewTransform::RandomCrop { size },
+                ] {
+                    view.apply_into(&img, &mut rng, &mut out)
+                        .unwrap_or_else(|e| panic!("{w}x{h} {view:?}: {e}"));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_reported_manifest_crop_at_default_sizes() {
+        // `crop 355,0,597,478` leaves a 597 x 478 image; Resize(448) makes
+        // it 559 x 448 (int(448 * 597 / 478) = int(559.53)) and
+        // CenterCrop(448) starts at round(111 / 2 = 55.5) = 56 (half to even).
+        let img = RgbImage::from_fn(1000, 478, |x, y| {
+            image::Rgb([(x % 256) as u8, (y % 256) as u8, ((x + y) % 251) as u8])
+        });
+        let mut png = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut png, image::ImageFormat::Png).unwrap();
+        let crop: crate::data::manifest::CropBox = "355,0,597,478".parse().unwrap();
+        let cropped = crate::data::decode::decode_bytes(
+            png.get_ref(),
+            "box.png",
+            Some(crop),
+            &Default::default(),
+        )
+        .unwrap();
+        assert_eq!(cropped.dimensions(), (597, 478));
+        let g = center_crop_geometry(597, 478, 448);
+        assert_eq!(
+            g,
+            ResizedCrop {
+                resized: (559, 448),
+                left: 56,
+                top: 0,
+                width: 448,
+                height: 448
+            }
+        );
+        let b = g.source_box(597, 478);
+        assert_eq!((b.top, b.height), (0.0, 478.0));
+        assert_eq!(b.left, 56.0 * 597.0 / 559.0);
+        assert!(b.left + b.width <= 597.0);
+        // What the old arithmetic asked the resampler for.
+        assert_eq!(naive_box(597, 478, &g).height, 478.00000000000006);
+        let pre = resize_center_crop(&cropped, 448).unwrap();
+        assert_eq!(pre.dimensions(), (448, 448));
+        // The pre-step shows the crop's column 60 (56 * 597 / 559 = 59.8)
+        // at its left edge: red there is x = 355 + 60 mod 256 = 159, give
+        // or take the filter's blending of 159 and 160.
+        let red = pre.get_pixel(0, 200)[0];
+        assert!((158..=161).contains(&red), "{red}");
+        let mut out = vec![0.0; 3 * 224 * 224];
+        augment_into(
+            &cropped,
+            &AugConfig::aug_plus(224),
+            &mut ChaCha8Rng::seed_from_u64(0),
+            &mut out,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn center_offsets_round_half_to_even_as_python() {
+        // Python: [int(round(d / 2.0)) for d in range(9)]
+        let offsets: Vec<u32> = (0..9).map(center_offset).collect();
+        assert_eq!(offsets, [0, 0, 1, 2, 2, 2, 3, 4, 4]);
+        // The reported 815 x 380 at 64: Resize gives 137 x 64, and the
+        // left offset is round(36.5) = 36 (half away from zero: 37).
+        let g = center_crop_geometry(815, 380, 64);
+        assert_eq!((g.resized, g.left, g.top), ((137, 64), 36, 0));
+        // Resize(int): int(side * long / short) on either orientation.
+        assert_eq!(shorter_side_size(380, 815, 64), (64, 137));
+        assert_eq!(shorter_side_size(448, 448, 224), (224, 224));
+        assert_eq!(shorter_side_size(1, 3, 2), (2, 6));
+    }
+
+    #[test]
+    fn random_resized_crop_fallback_rounds_half_to_even() {
+        // 5 x 100 never fits an aspect of 2..2.5 at 90 % of the area, so
+        // the fallback runs: h = round(5 / 2) = 2 (torchvision; half away
+        // from zero: 3), top = (100 - 2) // 2.
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        assert_eq!(
+            random_resized_crop_params(5, 100, (0.9, 1.0), (2.0, 2.5), &mut rng),
+            (49, 0, 2, 5)
+        );
+        // And the wide case: w = round(1 * 2.5) = 2.
+        assert_eq!(
+            random_resized_crop_params(100, 1, (0.9, 1.0), (2.0, 2.5), &mut rng),
+            (0, 49, 1, 2)
+        );
+    }
+
+    #[test]
+    fn boxes_outside_are_errors_not_panics() {
+        let img = RgbImage::new(597, 478);
+        let outside = PixelBox {
+            left: 59.8,
+            top: 0.0,
+            width: 100.0,
+            height: 478.00000000000006,
+        };
+        let err = resize_box(&img, outside, 16, 16).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "resampling box 59.8,0,100,478.00000000000006 (left,top,width,height) is not inside the 597 x 478 image"
+        );
+        for bad in [
+            PixelBox::from_ints(597, 0, 1, 1),
+            PixelBox::from_ints(0, 0, 0, 5),
+            PixelBox {
+                left: f64::NAN,
+                ..PixelBox::whole(1, 1)
+            },
+        ] {
+            assert!(resize_box(&img, bad, 16, 16).is_err(), "{bad}");
+        }
+        assert!(resize_box(&img, PixelBox::whole(597, 478), 0, 16).is_err());
+        assert_eq!(
+            resize_box(&img, PixelBox::whole(597, 478), 597, 478).unwrap(),
+            img
+        );
+    }
+
     #[test]
     fn blur_keeps_constants_and_mass() {
         let mut f = FloatImage {
@@ -640,13 +1100,13 @@ mod tests {
         let cfg = AugConfig::aug_plus(16);
         let mut a = vec![0.0; 3 * 16 * 16];
         let mut b = vec![0.0; 3 * 16 * 16];
-        augment_into(&img, &cfg, &mut ChaCha8Rng::seed_from_u64(3), &mut a);
-        augment_into(&img, &cfg, &mut ChaCha8Rng::seed_from_u64(3), &mut b);
+        augment_into(&img, &cfg, &mut ChaCha8Rng::seed_from_u64(3), &mut a).unwrap();
+        augment_into(&img, &cfg, &mut ChaCha8Rng::seed_from_u64(3), &mut b).unwrap();
         assert_eq!(a, b);
-        augment_into(&img, &cfg, &mut ChaCha8Rng::seed_from_u64(4), &mut b);
+        augment_into(&img, &cfg, &mut ChaCha8Rng::seed_from_u64(4), &mut b).unwrap();
         assert_ne!(a, b);
         assert!(a.iter().all(|v| v.is_finite() && v.abs() < 3.0));
-        let sq = resize_center_crop(&img, 32);
+        let sq = resize_center_crop(&img, 32).unwrap();
         assert_eq!(sq.dimensions(), (32, 32));
     }
 }

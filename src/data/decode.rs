@@ -5,15 +5,21 @@
 //! first and images above [`DecodeLimits::max_pixels`] are refused before a
 //! byte of pixel memory is allocated, so a "decompression bomb" (a tiny file
 //! announcing 100k x 100k pixels) costs nothing. Every failure is a
-//! [`DecodeError`] naming the file.
+//! [`DecodeError`] naming the file; a panic inside a decoder (a bug of the
+//! decoding crate on an unusual file, e.g. the `tiff` crate's assertions on
+//! some band-interleaved tiled TIFFs) is caught and becomes
+//! [`DecodeError::DecoderPanic`] (see [`catch_panic`]).
 //!
 //! 16-bit imagery (common in GeoTIFFs, often 11- or 12-bit data in a 16-bit
 //! container) is stretched linearly so that the 99.9th percentile of the
 //! image's values maps to 255; a plain `>> 8` would leave such images almost
 //! black.
 
+use std::cell::{Cell, RefCell};
 use std::io::Cursor;
+use std::panic::AssertUnwindSafe;
 use std::path::Path;
+use std::sync::Once;
 
 use image::{DynamicImage, ImageReader, RgbImage};
 
@@ -61,6 +67,8 @@ pub enum DecodeError {
     Unsupported { path: String, message: String },
     #[error("{path}: corrupt or truncated image: {message}")]
     Corrupt { path: String, message: String },
+    #[error("{path}: the decoder crashed on this file (caught; please report it): {message}")]
+    DecoderPanic { path: String, message: String },
     #[error("{path}: crop {crop} lies outside the {width} x {height} image")]
     CropOutside {
         path: String,
@@ -84,8 +92,65 @@ pub fn decode_file(
     decode_bytes(&bytes, &name, crop, limits)
 }
 
-/// Decodes in-memory file contents; `name` is used in errors.
+/// Decodes in-memory file contents; `name` is used in errors. A panic in
+/// the decoding crates is [`DecodeError::DecoderPanic`].
 pub fn decode_bytes(
+    bytes: &[u8],
+    name: &str,
+    crop: Option<CropBox>,
+    limits: &DecodeLimits,
+) -> Result<RgbImage, DecodeError> {
+    catch_panic(|| decode_unguarded(bytes, name, crop, limits)).unwrap_or_else(|message| {
+        Err(DecodeError::DecoderPanic {
+            path: name.to_string(),
+            message,
+        })
+    })
+}
+
+thread_local! {
+    /// Depth of [`catch_panic`] calls on this thread.
+    static CATCHING: Cell<u32> = const { Cell::new(0) };
+    /// Where the last caught panic on this thread happened.
+    static CAUGHT_AT: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Runs `f`, turning a panic into `Err(message)`: the panic's message and
+/// its source location. The last net at the boundary of per-image work
+/// (decoders, augmentation, loader workers), so that one image's bug is
+/// that image's error. Inside, panics on this thread are not printed by
+/// the default panic hook (the error carries the message); elsewhere the
+/// previous hook runs unchanged.
+pub fn catch_panic<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    static QUIET_HOOK: Once = Once::new();
+    QUIET_HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if CATCHING.with(Cell::get) > 0 {
+                let at = info.location().map(|l| l.to_string());
+                CAUGHT_AT.with(|c| *c.borrow_mut() = at);
+            } else {
+                previous(info);
+            }
+        }));
+    });
+    CATCHING.with(|c| c.set(c.get() + 1));
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(f));
+    CATCHING.with(|c| c.set(c.get() - 1));
+    outcome.map_err(|payload| {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panic without a message".into());
+        match CAUGHT_AT.with(|c| c.borrow_mut().take()) {
+            Some(at) => format!("{message} (at {at})"),
+            None => message,
+        }
+    })
+}
+
+fn decode_unguarded(
     bytes: &[u8],
     name: &str,
     crop: Option<CropBox>,
@@ -222,7 +287,7 @@ fn apply_crop(img: RgbImage, c: CropBox, name: &str) -> Result<RgbImage, DecodeE
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use image::{ImageFormat, Rgb};
 
@@ -411,6 +476,125 @@ mod tests {
             Err(e) => assert!(e.to_string().starts_with("ms.tif: "), "{e}"),
             Ok(img) => assert_eq!(img.dimensions(), (8, 8)),
         }
+    }
+
+    #[test]
+    fn a_decoder_panic_is_an_error_naming_the_file() {
+        // The `tiff` crate (0.11) asserts (image.rs, "TODO: Should these
+        // return errors instead?") on band-interleaved tiled TIFFs whose
+        // tiles overhang the image's bottom edge.
+        let bytes = planar_tiled_tiff(20, 20, 16);
+        let err = decode_bytes(&bytes, "planar.tif", None, &limits()).unwrap_err();
+        assert!(matches!(err, DecodeError::DecoderPanic { .. }), "{err}");
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with(
+                "planar.tif: the decoder crashed on this file (caught; please report it): "
+            ),
+            "{msg}"
+        );
+        assert!(msg.contains("tiff"), "the panic's location: {msg}");
+        // The copy the end-to-end tests use is this file.
+        assert_eq!(&bytes[..], include_bytes!("testdata/planar_tiled.tif"));
+        // Through a file too, as every caller of decode_file sees it.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("planar.tif");
+        std::fs::write(&path, &bytes).unwrap();
+        let err = decode_file(&path, None, &limits()).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with(&format!("{}: the decoder crashed", path.display())),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn caught_panics_carry_their_message_and_leave_others_alone() {
+        assert_eq!(catch_panic(|| 7), Ok(7));
+        let err = catch_panic(|| -> u8 { panic!("boom {}", 3) }).unwrap_err();
+        assert!(err.starts_with("boom 3 (at src/data/decode.rs:"), "{err}");
+        let nested = catch_panic(|| catch_panic(|| -> u8 { panic!("inner") }));
+        assert!(nested.unwrap().unwrap_err().starts_with("inner"));
+        // Outside catch_panic a panic still unwinds as usual.
+        assert!(std::panic::catch_unwind(|| panic!("plain")).is_err());
+    }
+
+    #[test]
+    fn random_crops_give_the_clipped_box_or_an_error() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
+        let img = gradient(23, 17);
+        for _ in 0..2000 {
+            let c = CropBox {
+                x: rng.gen_range(0..30),
+                y: rng.gen_range(0..30),
+                w: rng.gen_range(1..40),
+                h: rng.gen_range(1..40),
+            };
+            match apply_crop(img.clone(), c, "r.png") {
+                Ok(out) => {
+                    assert!(c.x < 23 && c.y < 17, "{c}");
+                    assert_eq!(out.dimensions(), (c.w.min(23 - c.x), c.h.min(17 - c.y)));
+                    assert_eq!(out.get_pixel(0, 0), img.get_pixel(c.x, c.y));
+                }
+                Err(e) => assert!(c.x >= 23 || c.y >= 17, "{c}: {e}"),
+            }
+        }
+    }
+
+    /// A little-endian RGB TIFF, 8 bits per sample, band-interleaved
+    /// (PlanarConfiguration = 2) in `tile` x `tile` tiles, uncompressed.
+    pub(crate) fn planar_tiled_tiff(w: u32, h: u32, tile: u32) -> Vec<u8> {
+        let tiles = w.div_ceil(tile) * h.div_ceil(tile) * 3;
+        let tile_bytes = tile * tile;
+        // Layout: header, BitsPerSample values, offsets, byte counts, data, IFD.
+        let bits_at = 8u32;
+        let offsets_at = bits_at + 8;
+        let counts_at = offsets_at + 4 * tiles;
+        let data_at = counts_at + 4 * tiles;
+        let ifd_at = data_at + tiles * tile_bytes;
+        let mut out = Vec::new();
+        out.extend_from_slice(b"II");
+        out.extend_from_slice(&42u16.to_le_bytes());
+        out.extend_from_slice(&ifd_at.to_le_bytes());
+        for _ in 0..3 {
+            out.extend_from_slice(&8u16.to_le_bytes());
+        }
+        out.extend_from_slice(&[0, 0]);
+        for t in 0..tiles {
+            out.extend_from_slice(&(data_at + t * tile_bytes).to_le_bytes());
+        }
+        for _ in 0..tiles {
+            out.extend_from_slice(&tile_bytes.to_le_bytes());
+        }
+        out.extend((0..tiles * tile_bytes).map(|i| (i % 251) as u8));
+        let entries: [(u16, u16, u32, u32); 11] = [
+            (256, 4, 1, w),              // ImageWidth
+            (257, 4, 1, h),              // ImageLength
+            (258, 3, 3, bits_at),        // BitsPerSample: 8, 8, 8
+            (259, 3, 1, 1),              // Compression: none
+            (262, 3, 1, 2),              // Photometric: RGB
+            (277, 3, 1, 3),              // SamplesPerPixel
+            (284, 3, 1, 2),              // PlanarConfiguration: planar
+            (322, 4, 1, tile),           // TileWidth
+            (323, 4, 1, tile),           // TileLength
+            (324, 4, tiles, offsets_at), // TileOffsets
+            (325, 4, tiles, counts_at),  // TileByteCounts
+        ];
+        out.extend_from_slice(&(entries.len() as u16).to_le_bytes());
+        for (tag, typ, count, value) in entries {
+            out.extend_from_slice(&tag.to_le_bytes());
+            out.extend_from_slice(&typ.to_le_bytes());
+            out.extend_from_slice(&count.to_le_bytes());
+            if typ == 3 && count == 1 {
+                out.extend_from_slice(&(value as u16).to_le_bytes());
+                out.extend_from_slice(&[0, 0]);
+            } else {
+                out.extend_from_slice(&value.to_le_bytes());
+            }
+        }
+        out.extend_from_slice(&0u32.to_le_bytes());
+        out
     }
 
     /// Minimal little-endian TIFF: one strip, 5 samples per pixel, 8 bits each.

@@ -71,6 +71,9 @@ fn context_multiplier(ratio: f64) -> f64 {
 /// `img_w x img_h`: grow each axis by `multiplier(box/image) x size`, half on
 /// each side (truncated to whole pixels), clip to the image. `None` for boxes
 /// of 2 px or less on a side, or when nothing of the box is inside the image.
+/// The result lies inside the image by construction: whole-pixel edges,
+/// saturating arithmetic (boxes from metadata can hold any number; NaN
+/// counts as 0), clipped to `0..img_w` x `0..img_h`, never empty.
 pub fn context_crop(bbox: [f64; 4], img_w: u32, img_h: u32) -> Option<CropBox> {
     let [x, y, w, h] = bbox.map(|v| v.trunc() as i64);
     if w <= 2 || h <= 2 || img_w == 0 || img_h == 0 {
@@ -80,10 +83,10 @@ pub fn context_crop(bbox: [f64; 4], img_w: u32, img_h: u32) -> Option<CropBox> {
     let ch = context_multiplier(h as f64 / img_h as f64);
     let pad_w = ((w as f64 * cw) / 2.0) as i64;
     let pad_h = ((h as f64 * ch) / 2.0) as i64;
-    let c1 = (x - pad_w).max(0);
-    let c2 = (x + w + pad_w).min(img_w as i64);
-    let r1 = (y - pad_h).max(0);
-    let r2 = (y + h + pad_h).min(img_h as i64);
+    let c1 = x.saturating_sub(pad_w).max(0);
+    let c2 = x.saturating_add(w).saturating_add(pad_w).min(img_w as i64);
+    let r1 = y.saturating_sub(pad_h).max(0);
+    let r2 = y.saturating_add(h).saturating_add(pad_h).min(img_h as i64);
     if c1 >= c2 || r1 >= r2 {
         return None;
     }
@@ -369,6 +372,34 @@ mod tests {
         assert!(context_crop([10.0, 10.0, 3.0, 3.0], 100, 100).is_some());
         assert_eq!(context_crop([500.0, 10.0, 50.0, 50.0], 100, 100), None);
         assert_eq!(context_crop([10.0, 10.0, 50.0, 50.0], 0, 100), None);
+    }
+
+    #[test]
+    fn context_crops_lie_inside_the_image_for_any_box() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        let extremes = [0.0, -1e300, 1e300, f64::MAX, f64::MIN, 2.9, 3.0, -5.5];
+        for i in 0..100_000 {
+            let (img_w, img_h) = (rng.gen_range(1..=5000u32), rng.gen_range(1..=5000u32));
+            let mut bbox = [
+                rng.gen_range(-500.0..5500.0),
+                rng.gen_range(-500.0..5500.0),
+                rng.gen_range(0.0..6000.0),
+                rng.gen_range(0.0..6000.0),
+            ];
+            if i % 10 == 0 {
+                bbox[rng.gen_range(0..4)] = extremes[rng.gen_range(0..extremes.len())];
+            }
+            if let Some(c) = context_crop(bbox, img_w, img_h) {
+                assert!(
+                    c.w > 0 && c.h > 0 && c.x + c.w <= img_w && c.y + c.h <= img_h,
+                    "{bbox:?} in {img_w}x{img_h}: {c}"
+                );
+            }
+        }
+        // A box touching the far corner keeps its last pixel row and column.
+        let c = context_crop([990.0, 490.0, 10.0, 10.0], 1000, 500).unwrap();
+        assert_eq!((c.x + c.w, c.y + c.h), (1000, 500));
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //! the thread count, and a run resumed at a batch boundary sees exactly the
 //! batches an uninterrupted run would.
 
+use std::cell::Cell;
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -26,7 +27,7 @@ use rayon::prelude::*;
 use tch::Tensor;
 
 use super::augment::{augment_into, AugConfig, ViewTransform};
-use super::decode::{decode_file, DecodeLimits};
+use super::decode::{catch_panic, decode_file, DecodeLimits};
 use super::location_index::LocationIndex;
 use super::manifest::Manifest;
 
@@ -95,6 +96,13 @@ pub enum BadImagePolicy {
 pub struct BadImage {
     pub path: String,
     pub error: String,
+}
+
+/// An error of manifest row `row`, naming its image file as the decoder's
+/// errors do.
+fn file_error(manifest: &Manifest, row: usize, e: impl std::fmt::Display) -> anyhow::Error {
+    let path = manifest.resolve(&manifest.records[row]);
+    anyhow::anyhow!("{}: {e}", path.display())
 }
 
 /// Replacement draws per sample before a batch gives up (an archive whose
@@ -239,7 +247,8 @@ impl PairLoader {
 
 /// Runs `make` for each batch number of `batches` on a producer thread,
 /// keeping up to `depth` finished batches ahead of the consumer. The first
-/// error ends the stream (after it is delivered).
+/// error ends the stream (after it is delivered); a panic in `make` is such
+/// an error, so a stream never ends early in silence.
 pub fn prefetch<T, F>(batches: std::ops::Range<usize>, depth: usize, make: F) -> BatchIter<T>
 where
     T: Send + 'static,
@@ -248,7 +257,11 @@ where
     let (tx, rx) = sync_channel(depth.max(1));
     let handle = std::thread::spawn(move || {
         for b in batches {
-            let batch = make(b);
+            let batch = catch_panic(|| make(b)).unwrap_or_else(|panic| {
+                Err(anyhow::anyhow!(
+                    "the loader panicked while preparing batch {b}: {panic}"
+                ))
+            });
             let failed = batch.is_err();
             if tx.send(batch).is_err() || failed {
                 return;
@@ -284,39 +297,45 @@ fn make_batch(
                 epoch,
                 (first_position + i) as u64,
             ));
-            let load = |r: usize| {
-                let rec = &manifest.records[r];
-                decode_file(&manifest.resolve(rec), rec.crop, &config.decode)
-            };
             let mut bad = Vec::new();
             let mut anchor = row;
             for _ in 0..REPLACEMENT_TRIES {
                 let krow = key_row(index, anchor, config.pairs, &mut rng);
-                // The failing row with its error.
-                let images = load(anchor).map_err(|e| (anchor, e)).and_then(|qimg| {
+                // The row being worked on, blamed for an error or a panic.
+                let current = Cell::new(anchor);
+                let outcome = catch_panic(|| -> anyhow::Result<()> {
+                    let load = |r: usize| {
+                        current.set(r);
+                        let rec = &manifest.records[r];
+                        decode_file(&manifest.resolve(rec), rec.crop, &config.decode)
+                    };
+                    let qimg = load(anchor)?;
                     let kimg = match krow == anchor {
                         true => None,
-                        false => Some(load(krow).map_err(|e| (krow, e))?),
+                        false => Some(load(krow)?),
                     };
-                    Ok((qimg, kimg))
+                    current.set(anchor);
+                    augment_into(&qimg, &config.aug, &mut rng, q)
+                        .map_err(|e| file_error(manifest, anchor, e))?;
+                    current.set(krow);
+                    augment_into(kimg.as_ref().unwrap_or(&qimg), &config.aug, &mut rng, k)
+                        .map_err(|e| file_error(manifest, krow, e))?;
+                    Ok(())
                 });
-                match images {
-                    Ok((qimg, kimg)) => {
-                        augment_into(&qimg, &config.aug, &mut rng, q);
-                        augment_into(kimg.as_ref().unwrap_or(&qimg), &config.aug, &mut rng, k);
-                        return Ok((anchor, krow, bad));
-                    }
-                    Err((_, e)) if config.on_bad_image == BadImagePolicy::Fail => {
-                        return Err(e.into())
-                    }
-                    Err((failed, e)) => {
-                        bad.push(BadImage {
-                            path: manifest.records[failed].path.clone(),
-                            error: e.to_string(),
-                        });
-                        anchor = rng.gen_range(0..manifest.records.len());
-                    }
+                let failed = current.get();
+                let e = match outcome {
+                    Ok(Ok(())) => return Ok((anchor, krow, bad)),
+                    Ok(Err(e)) => e,
+                    Err(panic) => file_error(manifest, failed, format!("panicked: {panic}")),
+                };
+                if config.on_bad_image == BadImagePolicy::Fail {
+                    return Err(e);
                 }
+                bad.push(BadImage {
+                    path: manifest.records[failed].path.clone(),
+                    error: e.to_string(),
+                });
+                anchor = rng.gen_range(0..manifest.records.len());
             }
             anyhow::bail!(
                 "{}: {REPLACEMENT_TRIES} images in a row could not be read (last: {}); is the image folder right?",
@@ -441,10 +460,15 @@ impl ImageLoader {
                         epoch,
                         (start + i) as u64,
                     ));
-                    let rec = &this.manifest.records[row];
-                    let img = decode_file(&this.manifest.resolve(rec), rec.crop, &this.decode)?;
-                    this.transform.apply_into(&img, &mut rng, out);
-                    Ok(())
+                    let m = &this.manifest;
+                    catch_panic(|| -> anyhow::Result<()> {
+                        let rec = &m.records[row];
+                        let img = decode_file(&m.resolve(rec), rec.crop, &this.decode)?;
+                        this.transform
+                            .apply_into(&img, &mut rng, out)
+                            .map_err(|e| file_error(m, row, e))
+                    })
+                    .unwrap_or_else(|panic| Err(file_error(m, row, format!("panicked: {panic}"))))
                 })?;
             Ok(ImageBatch {
                 images,
@@ -507,6 +531,85 @@ mod tests {
             pin_memory: false,
             on_bad_image: BadImagePolicy::Skip,
         }
+    }
+
+    /// The world with its row 5 pointing at a band-interleaved tiled TIFF,
+    /// which makes the `tiff` crate panic.
+    fn world_with_a_panicking_image(dir: &std::path::Path) -> (Manifest, String) {
+        let mut m = world(dir);
+        let bytes = crate::data::decode::tests::planar_tiled_tiff(20, 20, 16);
+        std::fs::write(dir.join("planar.tif"), bytes).unwrap();
+        m.records[5].path = "planar.tif".into();
+        (m, dir.join("planar.tif").display().to_string())
+    }
+
+    #[test]
+    fn a_decoder_panic_is_a_bad_image_of_its_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let (m, file) = world_with_a_panicking_image(dir.path());
+        let n = m.records.len();
+        let loader = PairLoader::new(m.clone(), config(PairMode::SameImage, 8)).unwrap();
+        let batches: Vec<PairBatch> = loader.epoch(0, 0).map(|b| b.unwrap()).collect();
+        assert_eq!(batches.len(), n / 8, "every batch of the epoch");
+        let bad: Vec<&BadImage> = batches.iter().flat_map(|b| &b.bad).collect();
+        let in_epoch = loader.epoch_order(0)[..(n / 8) * 8].contains(&5);
+        assert_eq!(bad.is_empty(), !in_epoch);
+        for b in &bad {
+            assert_eq!(b.path, "planar.tif");
+            assert!(
+                b.error.starts_with(&format!("{file}: the decoder crashed")),
+                "{}",
+                b.error
+            );
+        }
+        // The replaced sample is another row, and no batch holds row 5.
+        assert!(batches.iter().all(|b| !b.rows.contains(&5)));
+
+        let mut cfg = config(PairMode::SameImage, n);
+        cfg.on_bad_image = BadImagePolicy::Fail;
+        let err = PairLoader::new(m.clone(), cfg)
+            .unwrap()
+            .epoch(0, 0)
+            .next()
+            .unwrap()
+            .err()
+            .expect("fail stops at the image");
+        assert!(
+            err.to_string()
+                .starts_with(&format!("{file}: the decoder crashed")),
+            "{err}"
+        );
+
+        // Evaluation: the row's error, naming the file.
+        let eval = ImageLoader::new(
+            Arc::new(m),
+            (0..8).collect(),
+            ViewTransform::CenterCrop { size: 12 },
+            8,
+        );
+        let err = eval.epoch(0).next().unwrap().err().unwrap();
+        assert!(
+            err.to_string()
+                .starts_with(&format!("{file}: the decoder crashed")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_panicking_batch_ends_the_stream_with_an_error() {
+        let mut it = prefetch(0..3, 1, |b| {
+            if b == 1 {
+                panic!("batch maker bug");
+            }
+            Ok(b)
+        });
+        assert_eq!(it.next().unwrap().unwrap(), 0);
+        let err = it.next().unwrap().unwrap_err().to_string();
+        assert!(
+            err.starts_with("the loader panicked while preparing batch 1: batch maker bug"),
+            "{err}"
+        );
+        assert!(it.next().is_none());
     }
 
     #[test]
