@@ -540,7 +540,8 @@ fn piped_output_has_no_ansi_codes_and_plain_progress_lines() {
     let (_, stderr) = succeeded(
         tiny_pretrain(&bad, &run)
             .env("GEOSSL_PROGRESS_SECS", "0")
-            .args(["--epochs", "1", "--max-bad-fraction", "0.5"]),
+            .args(["--method", "moco-tp", "--epochs", "1"])
+            .args(["--max-bad-fraction", "0.5"]),
     );
     assert!(stderr.contains("WARN"), "a warning was logged: {stderr}");
     assert!(
