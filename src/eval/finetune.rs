@@ -169,7 +169,7 @@ pub fn train_classifier(
         for b in train.epoch(epoch as u64) {
             let b = b?;
             for (row, bad) in b.skipped {
-                if !skipped.contains_key(&row) {
+                if let std::collections::btree_map::Entry::Vacant(entry) = skipped.entry(row) {
                     bar.suspend(|| {
                         tracing::warn!(
                             "fine-tuning: left out unreadable row {} of {}: {}",
@@ -178,7 +178,7 @@ pub fn train_classifier(
                             bad.error
                         )
                     });
-                    skipped.insert(row, bad);
+                    entry.insert(bad);
                 }
             }
             bar.inc(1);
