@@ -484,6 +484,20 @@ fn unreadable_rows_are_left_out_of_every_output_alike() {
     let r = json(&classifier.join("report.json"));
     assert_eq!(r["test_images"].as_u64().unwrap() as usize, val.len());
     assert_eq!(skipped_lines(&r), expected_skipped);
+    let err = failed(
+        cli(
+            "finetune",
+            &run,
+            &dir.path().join("data").join("val-only-broken.csv"),
+        )
+        .args(["--epochs", "1", "--batch-size", "16", "--out"])
+        .arg(dir.path().join("classifier-none")),
+    );
+    assert!(
+        err.contains("fine-tuning test: none of the 1 rows")
+            && err.contains(&format!("broken-{val_broken}.jpg")),
+        "{err}"
+    );
 
     // report: the sample pairs of every training row (one batch), drawn as
     // the run's loader does; the broken row is replaced, so no pair is
