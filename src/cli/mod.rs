@@ -406,6 +406,9 @@ pub struct EvalData {
     pub device: String,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Unreadable images: leave their rows out of training and of every figure, listed in the report (skip), or stop (fail).
+    #[arg(long, value_enum, default_value = "skip")]
+    pub on_bad_image: crate::data::loader::BadImagePolicy,
 }
 
 impl EvalData {
@@ -416,13 +419,15 @@ impl EvalData {
     }
 
     fn task(&self, classes: Option<Vec<String>>) -> anyhow::Result<crate::eval::Task> {
-        crate::eval::Task::load(
+        let mut task = crate::eval::Task::load(
             &self.manifest,
             self.target,
             &self.train_split,
             &self.test_split,
             classes,
-        )
+        )?;
+        task.on_bad_image = self.on_bad_image;
+        Ok(task)
     }
 
     /// `--out`, or `<name>.json` in the checkpoint folder.
@@ -539,6 +544,9 @@ pub struct EmbedArgs {
     pub batch_size: usize,
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// Unreadable images: leave their rows out of the .npy and the .csv alike, listed in NAME.skipped.csv (skip), or stop (fail).
+    #[arg(long, value_enum, default_value = "skip")]
+    pub on_bad_image: crate::data::loader::BadImagePolicy,
 }
 
 #[derive(Subcommand, Debug)]
@@ -601,6 +609,8 @@ pub fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // tracing-subscriber colours by default, even into a pipe or file.
+        .with_ansi(colour_stderr())
         .with_target(false)
         .without_time()
         .try_init();
@@ -612,6 +622,13 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Colour codes on stderr: only on a terminal, and not when `NO_COLOR` is
+/// set (<https://no-color.org>).
+fn colour_stderr() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 pub fn run(command: Command) -> anyhow::Result<()> {
@@ -995,6 +1012,9 @@ fn probe_cmd(a: &ProbeArgs) -> anyhow::Result<()> {
     // TensorBoard scalars beside the report: RUN_DIR/tb/probe.
     let tb =
         crate::tensorboard::log_dir(path.parent().unwrap_or(std::path::Path::new(".")), "probe");
+    // The linear layer's N(0, 0.01) initialisation draws from libtorch's
+    // generator: seeded, a probe is reproducible.
+    tch::manual_seed(a.data.seed as i64);
     let outcome = crate::eval::probe::linear_probe(&encoder, &task, &config, false, Some(&tb))?;
     outcome.report.write_json(&path)?;
     println!(
@@ -1124,9 +1144,13 @@ fn embed_cmd(a: &EmbedArgs) -> anyhow::Result<()> {
         .as_deref()
         .map(|s| crate::eval::task::split_rows(&manifest, s))
         .transpose()?;
-    let size = a.image_size.unwrap_or(encoder.image_size);
-    let done =
-        crate::eval::embed::embed(&encoder, &manifest, rows, size, a.batch_size, &a.out, false)?;
+    let config = crate::eval::embed::EmbedConfig {
+        image_size: a.image_size.unwrap_or(encoder.image_size),
+        batch: a.batch_size,
+        on_bad_image: a.on_bad_image,
+        quiet: false,
+    };
+    let done = crate::eval::embed::embed(&encoder, &manifest, rows, &config, &a.out)?;
     println!(
         "wrote {} x {} features to {} and their rows to {}",
         done.rows,
@@ -1134,6 +1158,14 @@ fn embed_cmd(a: &EmbedArgs) -> anyhow::Result<()> {
         done.npy.display(),
         done.csv.display()
     );
+    if let Some(list) = &done.skipped_csv {
+        println!(
+            "left out {} unreadable row(s) of {} (from both files), listed in {}",
+            done.skipped.len(),
+            manifest.source.display(),
+            list.display()
+        );
+    }
     Ok(())
 }
 

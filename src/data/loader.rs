@@ -82,8 +82,10 @@ pub struct LoaderConfig {
 )]
 #[serde(rename_all = "kebab-case")]
 pub enum BadImagePolicy {
-    /// Replace the sample by another one (drawn from the sample's own seed,
-    /// so runs stay reproducible) and report the image.
+    /// Leave the image out and report it. Pretraining replaces the sample by
+    /// another one (drawn from the sample's own seed, so runs stay
+    /// reproducible); evaluation ([`ImageLoader`]) drops the row, and every
+    /// output of the command then leaves that row out.
     #[default]
     Skip,
     /// Stop with the decoder's error.
@@ -382,14 +384,20 @@ pub struct ImageLoader {
     pub decode: DecodeLimits,
     /// Build batches in pinned host memory (for a GPU).
     pub pin_memory: bool,
+    /// Unreadable rows: dropped from the batch and listed in
+    /// [`ImageBatch::skipped`] (skip), or the error (fail).
+    pub on_bad_image: BadImagePolicy,
 }
 
 /// One single-view batch.
 pub struct ImageBatch {
-    /// [B, 3, S, S] normalised images.
+    /// [B, 3, S, S] normalised images, B = `rows.len()`.
     pub images: Tensor,
-    /// Manifest rows of the images.
+    /// Manifest rows of the images, in the loader's order; rows that could
+    /// not be read are not among them.
     pub rows: Vec<usize>,
+    /// Rows of this batch left out under [`BadImagePolicy::Skip`], with why.
+    pub skipped: Vec<(usize, BadImage)>,
 }
 
 impl ImageLoader {
@@ -411,7 +419,14 @@ impl ImageLoader {
             prefetch: 4,
             decode: DecodeLimits::default(),
             pin_memory: false,
+            on_bad_image: BadImagePolicy::default(),
         }
+    }
+
+    /// The same loader with `policy` for unreadable rows.
+    pub fn on_bad_image(mut self, policy: BadImagePolicy) -> Self {
+        self.on_bad_image = policy;
+        self
     }
 
     /// A training loader: shuffled every epoch, last partial batch dropped.
@@ -424,6 +439,20 @@ impl ImageLoader {
 
     pub fn rows(&self) -> &[usize] {
         &self.rows
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Rows an epoch reads (kept or skipped): all of them, or the full
+    /// batches' with `drop_last`.
+    pub fn rows_per_epoch(&self) -> usize {
+        if self.drop_last {
+            self.batches_per_epoch() * self.batch
+        } else {
+            self.rows.len()
+        }
     }
 
     pub fn batches_per_epoch(&self) -> usize {
@@ -451,28 +480,62 @@ impl ImageLoader {
             let s = this.transform.size() as usize;
             let plane = 3 * s * s;
             let mut images = image_batch_tensor(rows.len(), s as u32, this.pin_memory)?;
-            f32_values(&mut images)
+            // Written in place; a row that cannot be read leaves its plane
+            // unwritten and is cut out below, so images and rows stay
+            // aligned.
+            let bad: Vec<Option<BadImage>> = f32_values(&mut images)
                 .par_chunks_mut(plane)
                 .zip(rows.par_iter().enumerate())
-                .try_for_each(|(out, (i, &row))| -> anyhow::Result<()> {
+                .map(|(out, (i, &row))| -> anyhow::Result<Option<BadImage>> {
                     let mut rng = ChaCha8Rng::seed_from_u64(sample_seed(
                         this.seed,
                         epoch,
                         (start + i) as u64,
                     ));
                     let m = &this.manifest;
-                    catch_panic(|| -> anyhow::Result<()> {
-                        let rec = &m.records[row];
+                    let rec = &m.records[row];
+                    // The last net: a decoder or transform panic is this
+                    // row's error, under the same policy as any other.
+                    let read = catch_panic(|| -> anyhow::Result<()> {
                         let img = decode_file(&m.resolve(rec), rec.crop, &this.decode)?;
                         this.transform
                             .apply_into(&img, &mut rng, out)
                             .map_err(|e| file_error(m, row, e))
                     })
-                    .unwrap_or_else(|panic| Err(file_error(m, row, format!("panicked: {panic}"))))
-                })?;
+                    .unwrap_or_else(|panic| Err(file_error(m, row, format!("panicked: {panic}"))));
+                    match read {
+                        Ok(()) => Ok(None),
+                        Err(e) if this.on_bad_image == BadImagePolicy::Fail => Err(anyhow::anyhow!(
+                            "{}:{}: {e} (--on-bad-image skip leaves such rows out)",
+                            m.source.display(),
+                            row + 2
+                        )),
+                        Err(e) => Ok(Some(BadImage {
+                            path: rec.path.clone(),
+                            error: e.to_string(),
+                        })),
+                    }
+                })
+                .collect::<anyhow::Result<_>>()?;
+            let mut kept = Vec::with_capacity(rows.len());
+            let mut skipped = Vec::new();
+            for (i, b) in bad.into_iter().enumerate() {
+                match b {
+                    None => kept.push(i as i64),
+                    Some(b) => skipped.push((rows[i], b)),
+                }
+            }
+            if !skipped.is_empty() {
+                let mut compact = image_batch_tensor(kept.len(), s as u32, this.pin_memory)?;
+                if !kept.is_empty() {
+                    compact.f_copy_(&images.index_select(0, &Tensor::from_slice(&kept)))?;
+                }
+                images = compact;
+            }
             Ok(ImageBatch {
                 images,
-                rows: rows.to_vec(),
+                rows: kept.iter().map(|&i| rows[i as usize]).collect(),
+                skipped,
             })
         })
     }
@@ -489,12 +552,22 @@ impl<T> Iterator for BatchIter<T> {
     fn next(&mut self) -> Option<Self::Item> {
         match self.rx.recv() {
             Ok(b) => Some(b),
-            Err(_) => {
-                if let Some(h) = self.handle.take() {
-                    let _ = h.join();
+            // The producer is gone: finished, or died in a panic, which
+            // must not pass for the end of the epoch (a shorter stream
+            // would misalign every per-row output).
+            Err(_) => match self.handle.take()?.join() {
+                Ok(()) => None,
+                Err(panic) => {
+                    let message = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "no message".into());
+                    Some(Err(anyhow::anyhow!(
+                        "the batch loader thread panicked ({message}); the batches after it are missing"
+                    )))
                 }
-                None
-            }
+            },
         }
     }
 }
@@ -742,5 +815,71 @@ mod tests {
         sorted.sort();
         sorted.dedup();
         assert_eq!(sorted.len(), e0.len(), "no row twice in an epoch");
+    }
+
+    #[test]
+    fn image_loader_drops_unreadable_rows_and_keeps_images_aligned() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = world(dir.path());
+        // Row 5 points at a file that is not an image.
+        std::fs::write(dir.path().join("broken.jpg"), b"not a JPEG").unwrap();
+        m.records[5].path = "broken.jpg".into();
+        let m = Arc::new(m);
+        let rows: Vec<usize> = (0..12).collect();
+        let view = ViewTransform::CenterCrop { size: 12 };
+        let skip = ImageLoader::new(m.clone(), rows.clone(), view, 4);
+        let batches: Vec<ImageBatch> = skip.epoch(0).map(|b| b.unwrap()).collect();
+        assert_eq!(batches.len(), 3, "every batch comes, the short one too");
+        assert_eq!(batches[1].rows, vec![4, 6, 7]);
+        assert_eq!(batches[1].images.size(), vec![3, 3, 12, 12]);
+        assert_eq!(batches[1].skipped.len(), 1);
+        assert_eq!(batches[1].skipped[0].0, 5);
+        assert_eq!(batches[1].skipped[0].1.path, "broken.jpg");
+        // Each image is the one of its row: the same as a loader of the
+        // readable rows alone.
+        let clean: Vec<usize> = rows.iter().copied().filter(|&r| r != 5).collect();
+        let reference = ImageLoader::new(m.clone(), clean.clone(), view, 1);
+        let expected: Vec<Tensor> = reference.epoch(0).map(|b| b.unwrap().images).collect();
+        let got: Vec<Tensor> = batches.iter().flat_map(|b| b.images.split(1, 0)).collect();
+        assert_eq!(got.len(), expected.len());
+        for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
+            assert!(g.equal(e), "image {i} (row {}) differs", clean[i]);
+        }
+        // A batch with nothing readable is empty, not missing.
+        let only_bad = ImageLoader::new(m.clone(), vec![5], view, 4);
+        let b = only_bad.epoch(0).next().unwrap().unwrap();
+        assert_eq!(
+            (b.rows.len(), b.images.size()[0], b.skipped.len()),
+            (0, 0, 1)
+        );
+
+        let fail = skip.clone().on_bad_image(BadImagePolicy::Fail);
+        let err = fail
+            .epoch(0)
+            .find_map(|b| b.err())
+            .expect("fail stops")
+            .to_string();
+        assert!(
+            err.contains(":7: ")
+                && err.contains("broken.jpg")
+                && err.contains("--on-bad-image skip"),
+            "names the manifest line and the file: {err}"
+        );
+    }
+
+    #[test]
+    fn a_panicking_producer_is_an_error_not_the_end_of_the_epoch() {
+        let mut batches = prefetch(0..4, 1, |b| {
+            assert!(b < 2, "batch {b} exploded");
+            Ok(b)
+        });
+        assert_eq!(batches.next().unwrap().unwrap(), 0);
+        assert_eq!(batches.next().unwrap().unwrap(), 1);
+        let err = batches.next().unwrap().unwrap_err().to_string();
+        assert!(
+            err.contains("panicked") && err.contains("batch 2 exploded"),
+            "{err}"
+        );
+        assert!(batches.next().is_none());
     }
 }

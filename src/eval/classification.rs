@@ -26,6 +26,20 @@ pub struct LocationScore {
     pub top1: f64,
 }
 
+/// A row that was left out of an evaluation because its image could not be
+/// read (`--on-bad-image skip`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SkippedImage {
+    /// The split it belonged to (the task's train or test split).
+    pub split: String,
+    /// Its line in the manifest (the header is line 1).
+    pub line: usize,
+    /// Its `path` as the manifest writes it.
+    pub path: String,
+    /// The decoder's message.
+    pub error: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClassificationReport {
     /// How the numbers were obtained (classifier, features, transforms).
@@ -44,6 +58,11 @@ pub struct ClassificationReport {
     /// the order of `per_class` (empty in reports written before it existed).
     #[serde(default)]
     pub confusion: Vec<Vec<usize>>,
+    /// Rows left out as unreadable, of either split; every figure above
+    /// (per class and per location too) is over the test rows that were
+    /// read.
+    #[serde(default)]
+    pub skipped: Vec<SkippedImage>,
 }
 
 /// Index of the largest value (the first of equals).
@@ -151,6 +170,7 @@ pub fn evaluate(
         per_location,
         per_class,
         confusion,
+        skipped: Vec::new(),
     }
 }
 
@@ -185,6 +205,21 @@ impl fmt::Display for ClassificationReport {
             "test      {} images of split {}, {} classes, {} locations",
             self.test_images, self.test_split, self.classes, self.per_location.locations
         )?;
+        if let Some(first) = self.skipped.first() {
+            let test = self
+                .skipped
+                .iter()
+                .filter(|s| s.split == self.test_split)
+                .count();
+            writeln!(
+                f,
+                "skipped   {} unreadable images ({test} of the test split), left out of every figure; the first, line {}: {}{}",
+                self.skipped.len(),
+                first.line,
+                first.error,
+                if self.skipped.len() > 1 { " (all are listed in the report's JSON)" } else { "" }
+            )?;
+        }
         write!(f, "top-1     {:.2}%", 100.0 * self.top1)?;
         if let Some(t5) = self.top5 {
             write!(f, "   top-5 {:.2}%", 100.0 * t5)?;

@@ -2,37 +2,66 @@
 //! (Resize + CenterCrop) as a float32 `.npy` matrix, row i of which belongs
 //! to row i of a CSV written beside it with the manifest's columns (image
 //! paths rewritten relative to the CSV's folder, so it is itself a valid
-//! manifest). `numpy.load` and `pandas.read_csv` read them.
+//! manifest). `numpy.load` and `pandas.read_csv` read them. A row whose
+//! image cannot be read is left out of both files and listed in a third,
+//! `<name>.skipped.csv` (or, with `--on-bad-image fail`, stops the work).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use anyhow::Context;
+
 use super::encoder::Encoder;
 use super::features::{extract, to_vec};
 use crate::data::augment::ViewTransform;
-use crate::data::loader::ImageLoader;
+use crate::data::loader::{BadImage, BadImagePolicy, ImageLoader};
 use crate::data::Manifest;
 use crate::interop::npy;
+
+/// How to embed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EmbedConfig {
+    /// Resize + CenterCrop side, pixels.
+    pub image_size: u32,
+    /// Images per forward pass.
+    pub batch: usize,
+    /// Unreadable images: left out of the `.npy` and the CSV alike and
+    /// listed in the skipped CSV (skip), or the error (fail).
+    pub on_bad_image: BadImagePolicy,
+    /// No progress bar.
+    pub quiet: bool,
+}
 
 /// Where the embeddings went.
 #[derive(Debug)]
 pub struct EmbedOutcome {
     pub npy: PathBuf,
     pub csv: PathBuf,
+    /// Rows written (to both files).
     pub rows: usize,
     pub dim: usize,
+    /// Rows left out as unreadable, with why.
+    pub skipped: Vec<(usize, BadImage)>,
+    /// The list of them ([`skipped_path`]), when there are any.
+    pub skipped_csv: Option<PathBuf>,
+}
+
+/// The list of rows left out of the embeddings `npy`:
+/// `<name>.skipped.csv` beside it (`line` of the manifest, `path`, `error`).
+pub fn skipped_path(npy: &Path) -> PathBuf {
+    npy.with_extension("skipped.csv")
 }
 
 /// Embeds `rows` of `manifest` (all rows when `None`) into `out` (`.npy`)
-/// and the CSV beside it.
+/// and the CSV beside it: row i of both is the same image. Rows that cannot
+/// be read are left out of both (and listed in [`skipped_path`]) or stop
+/// the work, as `config.on_bad_image` says; none left is an error.
 pub fn embed(
     encoder: &Encoder,
     manifest: &Manifest,
     rows: Option<Vec<usize>>,
-    image_size: u32,
-    batch: usize,
+    config: &EmbedConfig,
     out: &Path,
-    quiet: bool,
 ) -> anyhow::Result<EmbedOutcome> {
     anyhow::ensure!(
         out.extension().is_some_and(|e| e == "npy"),
@@ -45,24 +74,43 @@ pub fn embed(
         "{}: no rows to embed",
         manifest.source.display()
     );
-    let mut table = manifest.clone();
-    table.records = rows.iter().map(|&r| manifest.records[r].clone()).collect();
     let loader = ImageLoader::new(
         Arc::new(manifest.clone()),
         rows,
-        ViewTransform::CenterCrop { size: image_size },
-        batch,
-    );
+        ViewTransform::CenterCrop {
+            size: config.image_size,
+        },
+        config.batch,
+    )
+    .on_bad_image(config.on_bad_image);
+    let what = "embedding";
+    let bar = crate::progress::bar_unless(config.quiet, loader.batches_per_epoch() as u64, what);
     let features = extract(
         &encoder.backbone,
         encoder.vs.device(),
         &loader,
         0,
-        "embedding",
-        quiet,
+        what,
+        &bar,
     )?;
-    let (n, dim) = (features.size()[0] as usize, features.size()[1] as usize);
-    npy::write(out, &[n, dim], &to_vec(&features)?)?;
+    bar.finish_and_clear();
+    let (n, dim) = (
+        features.features.size()[0] as usize,
+        features.features.size()[1] as usize,
+    );
+    anyhow::ensure!(
+        n == features.rows.len(),
+        "{n} features for {} rows",
+        features.rows.len()
+    );
+    // The CSV gets exactly the rows whose features were written, in order.
+    let mut table = manifest.clone();
+    table.records = features
+        .rows
+        .iter()
+        .map(|&r| manifest.records[r].clone())
+        .collect();
+    npy::write(out, &[n, dim], &to_vec(&features.features)?)?;
     let csv = out.with_extension("csv");
     let folder = match csv.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -70,10 +118,32 @@ pub fn embed(
     };
     table.rebase(&folder)?;
     table.write(&csv)?;
+    let list = skipped_path(out);
+    let skipped_csv = if features.skipped.is_empty() {
+        // A list from an earlier run would describe other outputs.
+        match std::fs::remove_file(&list) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("{}: cannot remove", list.display()))
+            }
+            _ => None,
+        }
+    } else {
+        crate::atomic_write::write_atomically(&list, |w| {
+            let mut w = csv::Writer::from_writer(w);
+            w.write_record(["line", "path", "error"])?;
+            for (row, bad) in &features.skipped {
+                w.write_record([(row + 2).to_string().as_str(), &bad.path, &bad.error])?;
+            }
+            Ok(w.flush()?)
+        })?;
+        Some(list)
+    };
     Ok(EmbedOutcome {
         npy: out.to_path_buf(),
         csv,
         rows: n,
         dim,
+        skipped: features.skipped,
+        skipped_csv,
     })
 }

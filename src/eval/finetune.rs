@@ -19,10 +19,11 @@ use tch::Tensor;
 
 use super::classification::ClassificationReport;
 use super::encoder::{ClassifierInfo, Encoder, CLASSIFIER_JSON, CLASSIFIER_WEIGHTS};
+use super::features::nothing_read;
 use super::probe::probabilities;
 use super::task::Task;
 use crate::data::augment::{AugConfig, ViewTransform};
-use crate::data::loader::ImageLoader;
+use crate::data::loader::BadImage;
 use crate::model::heads::probe_linear;
 use crate::progress;
 use crate::tensorboard::{self, EventWriter};
@@ -122,12 +123,16 @@ pub fn train_classifier(
             ViewTransform::Augment(a)
         }
     };
-    let mut train = ImageLoader::new(task.manifest.clone(), task.train.rows.clone(), view, batch)
+    // Under skip an unreadable row just leaves its batch (labels follow
+    // the batch's rows); it is reported once.
+    let mut train = task
+        .loader(&task.train.rows, view, batch)
         .for_training(config.seed);
     if train.batches_per_epoch() == 0 {
         // Fewer images than one batch: train on them all.
         train.drop_last = false;
     }
+    let mut skipped: std::collections::BTreeMap<usize, BadImage> = Default::default();
     let label_of: std::collections::HashMap<usize, i64> = task
         .train
         .rows
@@ -150,20 +155,36 @@ pub fn train_classifier(
     };
     let device = model.encoder.vs.device();
     let mut log = EventWriter::create(&tensorboard::log_dir(out, "finetune"))?;
+    // One bar over the whole run, so its ETA is the run's.
+    let bar = progress::bar_unless(
+        quiet,
+        (train.batches_per_epoch() * config.epochs) as u64,
+        "fine-tuning",
+    );
     for epoch in 0..config.epochs {
         let started = Instant::now();
         let lr = schedule.lr(epoch, 0, 1);
-        let bar = if quiet {
-            indicatif::ProgressBar::hidden()
-        } else {
-            progress::bar(
-                train.batches_per_epoch() as u64,
-                &format!("epoch {}/{}", epoch + 1, config.epochs),
-            )
-        };
+        bar.set_message(format!("fine-tuning epoch {}/{}", epoch + 1, config.epochs));
         let (mut loss_sum, mut hits, mut seen) = (0.0, 0i64, 0usize);
         for b in train.epoch(epoch as u64) {
             let b = b?;
+            for (row, bad) in b.skipped {
+                if let std::collections::btree_map::Entry::Vacant(entry) = skipped.entry(row) {
+                    bar.suspend(|| {
+                        tracing::warn!(
+                            "fine-tuning: left out unreadable row {} of {}: {}",
+                            row + 2,
+                            task.manifest.source.display(),
+                            bad.error
+                        )
+                    });
+                    entry.insert(bad);
+                }
+            }
+            bar.inc(1);
+            if b.rows.is_empty() {
+                continue;
+            }
             let labels: Vec<i64> = b.rows.iter().map(|r| label_of[r]).collect();
             let targets = Tensor::from_slice(&labels).to_device(device);
             let logits = model.logits(&b.images, true);
@@ -184,9 +205,17 @@ pub fn train_classifier(
             })
             .int64_value(&[]);
             seen += labels.len();
-            bar.inc(1);
         }
-        bar.finish_and_clear();
+        if seen == 0 {
+            bar.finish_and_clear();
+            let skipped: Vec<(usize, BadImage)> = skipped.into_iter().collect();
+            return Err(nothing_read(
+                "fine-tuning",
+                &task.manifest,
+                train.rows_per_epoch(),
+                &skipped,
+            ));
+        }
         let (loss, accuracy, images_per_s) = (
             loss_sum / seen.max(1) as f64,
             hits as f64 / seen.max(1) as f64,
@@ -204,26 +233,53 @@ pub fn train_classifier(
         )?;
         log.flush()?;
         if !quiet {
-            eprintln!(
+            bar.suspend(|| eprintln!(
                 "epoch {}/{}: loss {loss:.4}, train accuracy {accuracy:.3}, lr {lr:.5}, {images_per_s:.1} images/s",
                 epoch + 1,
                 config.epochs,
-            );
+            ));
         }
     }
+    bar.finish_and_clear();
 
-    let test = ImageLoader::new(
-        task.manifest.clone(),
-        task.test.rows.clone(),
-        ViewTransform::CenterCrop { size },
-        batch,
+    let test = task.loader(&task.test.rows, ViewTransform::CenterCrop { size }, batch);
+    let bar = progress::bar_unless(
+        quiet,
+        test.batches_per_epoch() as u64,
+        "fine-tuning test images",
     );
     let mut probs = Vec::with_capacity(task.test.rows.len() * task.classes.len());
+    let (mut test_rows, mut test_skipped) = (Vec::new(), Vec::new());
     for b in test.epoch(0) {
         let b = b?;
+        bar.inc(1);
+        for (row, bad) in &b.skipped {
+            bar.suspend(|| {
+                tracing::warn!(
+                    "fine-tuning test: left out unreadable row {} of {}: {}",
+                    row + 2,
+                    task.manifest.source.display(),
+                    bad.error
+                )
+            });
+        }
+        test_skipped.extend(b.skipped);
+        if b.rows.is_empty() {
+            continue;
+        }
         probs.extend(tch::no_grad(|| {
             probabilities(&model.logits(&b.images, false))
         })?);
+        test_rows.extend(b.rows);
+    }
+    bar.finish_and_clear();
+    if test_rows.is_empty() {
+        return Err(nothing_read(
+            "fine-tuning test",
+            &task.manifest,
+            task.test.rows.len(),
+            &test_skipped,
+        ));
     }
     let protocol = format!(
         "classifier trained end to end (BN train mode) on {} of split {} ({} images): {} epochs, lr {} ({}), batch {batch}, train view {}, test view Resize({size}) + CenterCrop({size})",
@@ -238,7 +294,10 @@ pub fn train_classifier(
             TrainView::ResizedCropFlip => format!("RandomResizedCrop({size}, scale {}-1) + flip", config.crop_min_scale),
         }
     );
-    let report = task.report(&probs, protocol, &model.encoder.source);
+    let skipped: Vec<(usize, BadImage)> = skipped.into_iter().collect();
+    let mut listed = task.skipped(&skipped, &task.train_split);
+    listed.extend(task.skipped(&test_skipped, &task.test_split));
+    let report = task.report(&test_rows, &probs, protocol, &model.encoder.source, listed)?;
     log.scalars(
         config.epochs as i64,
         tensorboard::now(),

@@ -10,9 +10,9 @@ use super::classification::ClassificationReport;
 use super::features::{extract, to_vec};
 use super::task::Task;
 use crate::data::augment::ViewTransform;
-use crate::data::loader::ImageLoader;
 use crate::model::moco::normalize;
 use crate::model::ResNet;
+use crate::progress;
 
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct KnnConfig {
@@ -70,6 +70,9 @@ pub fn knn_probabilities(
 /// kNN top-1 etc. of `backbone` on `task`: the train split is the bank,
 /// the test split is classified. Both through Resize + CenterCrop at
 /// `image_size`. The report's `encoder` is left for the caller to name.
+/// Unreadable images follow `task.on_bad_image`; under skip, the bank and
+/// the figures are over the rows that were read, and the report lists the
+/// rows left out.
 pub fn knn_eval(
     backbone: &ResNet,
     device: Device,
@@ -81,15 +84,18 @@ pub fn knn_eval(
 ) -> anyhow::Result<ClassificationReport> {
     let view = ViewTransform::CenterCrop { size: image_size };
     let features = |rows: &[usize], what: &str| {
-        let loader = ImageLoader::new(task.manifest.clone(), rows.to_vec(), view, batch);
-        extract(backbone, device, &loader, 0, what, quiet)
+        let loader = task.loader(rows, view, batch);
+        let bar = progress::bar_unless(quiet, loader.batches_per_epoch() as u64, what);
+        let f = extract(backbone, device, &loader, 0, what, &bar);
+        bar.finish_and_clear();
+        f
     };
     let bank = features(&task.train.rows, "kNN bank features")?;
     let test = features(&task.test.rows, "kNN test features")?;
     let probs = knn_probabilities(
-        &bank,
-        &Tensor::from_slice(&task.train.labels),
-        &test,
+        &bank.features,
+        &Tensor::from_slice(&task.train_labels(&bank.rows)?),
+        &test.features,
         task.classes.len() as i64,
         config,
     )?;
@@ -97,11 +103,13 @@ pub fn knn_eval(
         "weighted kNN (k {}, t {}) on L2-normalised {}-d features, bank = split {} ({} images), Resize({image_size}) + CenterCrop({image_size})",
         config.k,
         config.temperature,
-        bank.size()[1],
+        bank.features.size()[1],
         task.train_split,
-        task.train.rows.len()
+        bank.rows.len()
     );
-    Ok(task.report(&to_vec(&probs)?, protocol, ""))
+    let mut skipped = task.skipped(&bank.skipped, &task.train_split);
+    skipped.extend(task.skipped(&test.skipped, &task.test_split));
+    task.report(&test.rows, &to_vec(&probs)?, protocol, "", skipped)
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ use super::encoder::Encoder;
 use super::features::{extract, to_vec};
 use super::task::Task;
 use crate::data::augment::ViewTransform;
-use crate::data::loader::ImageLoader;
+use crate::data::loader::BadImagePolicy;
 use crate::model::heads::probe_linear;
 use crate::tensorboard::{self, EventWriter};
 use crate::train::schedule::LrSchedule;
@@ -169,10 +169,15 @@ pub fn probabilities(logits: &Tensor) -> anyhow::Result<Vec<f32>> {
     to_vec(&logits.softmax(1, Kind::Float))
 }
 
-/// The linear probe of `encoder` on `task`.
 /// The paper's linear probe of `encoder` on `task`. With `tensorboard_dir`,
 /// each epoch's training loss, accuracy and lr and the final test figures
 /// go there as TensorBoard scalars.
+///
+/// Unreadable images follow `task.on_bad_image`: under skip, the training
+/// rows are those the first epoch could read (a row that fails later is an
+/// error, so every epoch's features line up with the labels), and the test
+/// figures are over the test rows that were read; the report lists the
+/// rows left out.
 pub fn linear_probe(
     encoder: &Encoder,
     task: &Task,
@@ -184,44 +189,65 @@ pub fn linear_probe(
     let size = config.image_size.unwrap_or(encoder.image_size);
     let batch = config.batch_size.max(1);
     let loader = |rows: &[usize], view: ViewTransform| {
-        let mut l = ImageLoader::new(task.manifest.clone(), rows.to_vec(), view, batch);
+        let mut l = task.loader(rows, view, batch);
         l.seed = config.seed;
         l
     };
+    let (backbone, device) = (&encoder.backbone, encoder.vs.device());
     let center = ViewTransform::CenterCrop { size };
-    let cached = if config.cache_features {
-        Some(extract(
-            &encoder.backbone,
-            encoder.vs.device(),
-            &loader(&task.train.rows, center),
-            0,
-            "probe train features",
+    let random_view = ViewTransform::RandomCrop { size };
+    // The first epoch's features (or the cached ones) under the task's
+    // policy: they fix the rows that train.
+    let (first, bar) = if config.cache_features {
+        let l = loader(&task.train.rows, center);
+        let what = "probe train features";
+        let bar = crate::progress::bar_unless(quiet, l.batches_per_epoch() as u64, what);
+        let first = extract(backbone, device, &l, 0, what, &bar)?;
+        bar.finish_and_clear();
+        let bar = crate::progress::bar_unless(quiet, config.epochs as u64, "linear probe");
+        (first, bar)
+    } else {
+        // One bar over every epoch's feature batches: the backbone is where
+        // the time goes.
+        let l = loader(&task.train.rows, random_view);
+        let bar = crate::progress::bar_unless(
             quiet,
-        )?)
-    } else {
-        None
+            (l.batches_per_epoch() * config.epochs.max(1)) as u64,
+            "linear probe",
+        );
+        (
+            extract(backbone, device, &l, 0, "probe train features", &bar)?,
+            bar,
+        )
     };
-    let random = loader(&task.train.rows, ViewTransform::RandomCrop { size });
-    let bar = if quiet {
-        indicatif::ProgressBar::hidden()
-    } else {
-        crate::progress::bar(config.epochs as u64, "linear probe")
-    };
+    let train_rows = first.rows.clone();
+    let train_labels = task.train_labels(&train_rows)?;
+    let mut skipped = task.skipped(&first.skipped, &task.train_split);
+    let random = loader(&train_rows, random_view).on_bad_image(BadImagePolicy::Fail);
+    if !config.cache_features {
+        // Later epochs read only the rows the first could.
+        let later = random.batches_per_epoch() * config.epochs.saturating_sub(1);
+        bar.set_length(bar.position() + later as u64);
+    }
     // Mean and standard deviation of the first epoch's features, fixed for
     // the rest of training and for testing.
     let mut moments: Option<(Tensor, Tensor)> = None;
     let mut features_of_epoch = |epoch: usize| -> anyhow::Result<Tensor> {
-        bar.inc(1);
-        let f = match &cached {
-            Some(f) => f.shallow_clone(),
-            None => extract(
-                &encoder.backbone,
-                encoder.vs.device(),
+        let f = if epoch == 0 || config.cache_features {
+            if config.cache_features {
+                bar.inc(1);
+            }
+            first.features.shallow_clone()
+        } else {
+            extract(
+                backbone,
+                device,
                 &random,
                 epoch as u64,
                 "probe train features",
-                true,
-            )?,
+                &bar,
+            )?
+            .features
         };
         if !config.standardize {
             return Ok(f);
@@ -229,10 +255,9 @@ pub fn linear_probe(
         let (mean, std) = moments.get_or_insert_with(|| feature_moments(&f));
         Ok((f - &*mean) / &*std)
     };
-    let device = encoder.vs.device();
     let (vs, linear) = train_linear(
         &mut features_of_epoch,
-        &task.train.labels,
+        &train_labels,
         encoder.feature_dim(),
         task.classes.len() as i64,
         config,
@@ -240,19 +265,17 @@ pub fn linear_probe(
         log.as_mut(),
     )?;
     bar.finish_and_clear();
-    let test = extract(
-        &encoder.backbone,
-        encoder.vs.device(),
-        &loader(&task.test.rows, center),
-        0,
-        "probe test features",
-        quiet,
-    )?;
-    let test = match &moments {
-        Some((mean, std)) => (test - mean) / std,
-        None => test,
+    let test_loader = loader(&task.test.rows, center);
+    let what = "probe test features";
+    let bar = crate::progress::bar_unless(quiet, test_loader.batches_per_epoch() as u64, what);
+    let test = extract(backbone, device, &test_loader, 0, what, &bar)?;
+    bar.finish_and_clear();
+    skipped.extend(task.skipped(&test.skipped, &task.test_split));
+    let test_features = match &moments {
+        Some((mean, std)) => (&test.features - mean) / std,
+        None => test.features.shallow_clone(),
     };
-    let probs = tch::no_grad(|| probabilities(&linear.forward(&test.to_device(device))))?;
+    let probs = tch::no_grad(|| probabilities(&linear.forward(&test_features.to_device(device))))?;
     let protocol = format!(
         "linear probe, frozen backbone (BN eval), {}-d features, {} epochs, lr {} x0.1 at {:?}, batch {batch}, train view Resize({size}) + {}, test view Resize({size}) + CenterCrop({size}){}; trained on split {} ({} images)",
         encoder.feature_dim(),
@@ -266,9 +289,9 @@ pub fn linear_probe(
         },
         if config.standardize { ", features standardised with the training set's mean and std" } else { "" },
         task.train_split,
-        task.train.rows.len()
+        train_rows.len()
     );
-    let report = task.report(&probs, protocol, &encoder.source);
+    let report = task.report(&test.rows, &probs, protocol, &encoder.source, skipped)?;
     if let Some(log) = log.as_mut() {
         log.scalars(
             config.epochs as i64,

@@ -6,7 +6,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::classification::{evaluate, ClassificationReport};
+use super::classification::{evaluate, ClassificationReport, SkippedImage};
+use crate::data::augment::ViewTransform;
+use crate::data::loader::{BadImage, BadImagePolicy, ImageLoader};
 use crate::data::{ImageRecord, LocationIndex, Manifest, Split};
 
 /// The column classes come from.
@@ -168,6 +170,10 @@ pub struct Task {
     pub test_split: String,
     /// Location of each test row (index into the location index).
     pub test_locations: Vec<usize>,
+    /// What an unreadable image does: the row is left out of training and
+    /// of every figure of the report (skip, the default), or the
+    /// evaluation stops (fail).
+    pub on_bad_image: BadImagePolicy,
 }
 
 impl Task {
@@ -212,22 +218,105 @@ impl Task {
             train_split: train_split.to_string(),
             test_split: test_split.to_string(),
             test_locations,
+            on_bad_image: BadImagePolicy::default(),
         })
     }
 
-    /// The report of the test split from its class probabilities `probs`
-    /// (test images x classes, row-major).
-    pub fn report(&self, probs: &[f32], protocol: String, encoder: &str) -> ClassificationReport {
-        let mut report = evaluate(
-            probs,
-            &self.test.labels,
-            &self.test_locations,
-            &self.classes.names,
+    /// An evaluation loader of `rows` (in order) under the task's
+    /// bad-image policy.
+    pub fn loader(&self, rows: &[usize], view: ViewTransform, batch: usize) -> ImageLoader {
+        ImageLoader::new(self.manifest.clone(), rows.to_vec(), view, batch)
+            .on_bad_image(self.on_bad_image)
+    }
+
+    /// The class indices of `rows` (rows of the train split, in any order:
+    /// those that were read).
+    pub fn train_labels(&self, rows: &[usize]) -> anyhow::Result<Vec<i64>> {
+        let of: std::collections::HashMap<usize, i64> = self
+            .train
+            .rows
+            .iter()
+            .copied()
+            .zip(self.train.labels.iter().copied())
+            .collect();
+        rows.iter()
+            .map(|r| {
+                of.get(r).copied().ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "manifest line {} is not in split {}",
+                        r + 2,
+                        self.train_split
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// Rows left out as unreadable ((row, why), as the loader reports
+    /// them), as a report lists them; `split` names the split they came
+    /// from.
+    pub fn skipped(&self, rows: &[(usize, BadImage)], split: &str) -> Vec<SkippedImage> {
+        rows.iter()
+            .map(|(row, bad)| SkippedImage {
+                split: split.to_string(),
+                line: row + 2,
+                path: bad.path.clone(),
+                error: bad.error.clone(),
+            })
+            .collect()
+    }
+
+    /// The report of the test rows `rows` (those that were read, in the
+    /// order of `probs`) from their class probabilities `probs` (rows x
+    /// classes, row-major); `skipped` lists the rows left out of either
+    /// split. Labels and locations are looked up per row, so every part of
+    /// the report (per class, per location) is over exactly these rows.
+    pub fn report(
+        &self,
+        rows: &[usize],
+        probs: &[f32],
+        protocol: String,
+        encoder: &str,
+        mut skipped: Vec<SkippedImage>,
+    ) -> anyhow::Result<ClassificationReport> {
+        let of: std::collections::HashMap<usize, (i64, usize)> = self
+            .test
+            .rows
+            .iter()
+            .enumerate()
+            .map(|(i, &r)| (r, (self.test.labels[i], self.test_locations[i])))
+            .collect();
+        let (labels, locations): (Vec<i64>, Vec<usize>) = rows
+            .iter()
+            .map(|r| {
+                of.get(r).copied().ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "manifest line {} is not in split {}",
+                        r + 2,
+                        self.test_split
+                    )
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?
+            .into_iter()
+            .unzip();
+        anyhow::ensure!(
+            probs.len() == rows.len() * self.classes.len(),
+            "{} probabilities for {} test rows of {} classes",
+            probs.len(),
+            rows.len(),
+            self.classes.len()
         );
+        let mut report = evaluate(probs, &labels, &locations, &self.classes.names);
         report.protocol = protocol;
         report.encoder = encoder.to_string();
         report.test_split = self.test_split.clone();
-        report
+        // One entry per row and split (a split used twice, as with `all`,
+        // is read twice).
+        skipped.sort_by(|a, b| (a.line, &a.split).cmp(&(b.line, &b.split)));
+        skipped.dedup_by(|a, b| a.line == b.line && a.split == b.split);
+        report.skipped = skipped;
+        Ok(report)
     }
 
     /// Distinct locations among the test images.
@@ -280,5 +369,56 @@ mod tests {
             "m.csv:3:label: \"lake\" is not one of the classes [\"farm\", \"x\"] (path b.png)"
         );
         assert!(split_rows(&m, "bogus").is_err());
+    }
+
+    #[test]
+    fn the_report_follows_the_rows_that_were_read() {
+        let csv = "path,label,split,location_id\na.png,farm,train,p\nb.png,lake,train,q\nc.png,farm,val,p\nd.png,lake,val,q\ne.png,lake,val,q\n";
+        let mut m = Manifest::parse(csv.as_bytes(), "m.csv", Path::new(".")).unwrap();
+        m.source = "m.csv".into();
+        let task = Task::new(Arc::new(m), Target::Label, "train", "val", None).unwrap();
+        assert_eq!(task.test.rows, vec![2, 3, 4]);
+        // Row 3 (line 5) unreadable: probabilities for rows 2 and 4 only,
+        // both right; its label and location must not be used.
+        let bad = BadImage {
+            path: "d.png".into(),
+            error: "d.png: empty file".into(),
+        };
+        let skipped = task.skipped(&[(3, bad)], "val");
+        let r = task
+            .report(&[2, 4], &[0.9, 0.1, 0.2, 0.8], String::new(), "", skipped)
+            .unwrap();
+        assert_eq!((r.test_images, r.top1), (2, 1.0));
+        assert_eq!(r.per_location.locations, 2);
+        let images: Vec<usize> = r.per_class.iter().map(|c| c.images).collect();
+        assert_eq!(images, vec![1, 1], "farm: c.png, lake: e.png");
+        assert_eq!(r.confusion, vec![vec![1, 0], vec![0, 1]]);
+        assert_eq!(
+            (
+                r.skipped.len(),
+                r.skipped[0].line,
+                r.skipped[0].split.as_str()
+            ),
+            (1, 5, "val")
+        );
+        assert!(r
+            .to_string()
+            .contains("skipped   1 unreadable images (1 of the test split)"));
+        assert_eq!(
+            task.train_labels(&[1, 0]).unwrap(),
+            vec![1, 0],
+            "labels follow the rows given"
+        );
+        // Probabilities that do not match the rows are refused.
+        let err = task
+            .report(&[2, 4], &[0.9, 0.1], String::new(), "", Vec::new())
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("2 probabilities for 2 test rows"),
+            "{err}"
+        );
+        assert!(task
+            .report(&[0], &[0.5, 0.5], String::new(), "", Vec::new())
+            .is_err());
     }
 }

@@ -287,8 +287,14 @@ fn evaluation(run: &Run) -> anyhow::Result<String> {
                 format!("{:.4}", r.macro_f1),
                 pct(r.per_location.top1),
                 format!(
-                    "{} images, {} locations, split {}",
-                    r.test_images, r.per_location.locations, r.test_split
+                    "{} images, {} locations, split {}{}",
+                    r.test_images,
+                    r.per_location.locations,
+                    r.test_split,
+                    match r.skipped.len() {
+                        0 => String::new(),
+                        n => format!("; {n} unreadable row(s) left out (listed in its JSON)"),
+                    }
                 ),
                 r.protocol.clone(),
             ]
@@ -532,7 +538,7 @@ fn data_sections(run: &Run, options: &ReportOptions) -> anyhow::Result<String> {
 
     if options.pairs > 0 {
         let body = match samples::augmented_pairs(&run.config, manifest, options.pairs) {
-            Ok(pairs) => pairs_grid(run, &pairs),
+            Ok(drawn) => pairs_grid(run, &drawn.pairs) + &replaced_note(&drawn.replaced),
             Err(e) => {
                 let text = format!("The sample pairs could not be drawn: {e:#}");
                 tracing::warn!("{text}");
@@ -542,6 +548,21 @@ fn data_sections(run: &Run, options: &ReportOptions) -> anyhow::Result<String> {
         out += &section("pairs", "What the network sees", &body);
     }
     Ok(out)
+}
+
+/// What the drawing of the sample pairs replaced (empty when nothing).
+fn replaced_note(replaced: &[crate::data::loader::BadImage]) -> String {
+    if replaced.is_empty() {
+        return String::new();
+    }
+    let mut paths: Vec<&str> = replaced.iter().map(|b| b.path.as_str()).collect();
+    paths.sort_unstable();
+    paths.dedup();
+    note(&format!(
+        "{} unreadable image(s) were replaced by other samples, as the run's --on-bad-image skip does: {}",
+        paths.len(),
+        paths.join(", ")
+    ))
 }
 
 fn pairs_grid(run: &Run, pairs: &[samples::SamplePair]) -> String {

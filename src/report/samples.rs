@@ -8,7 +8,7 @@ use image::RgbImage;
 use tch::Tensor;
 
 use crate::data::augment::{IMAGENET_MEAN, IMAGENET_STD};
-use crate::data::loader::{LoaderConfig, PairLoader};
+use crate::data::loader::{BadImage, LoaderConfig, PairLoader};
 use crate::data::Manifest;
 use crate::train::PretrainConfig;
 
@@ -23,14 +23,29 @@ pub struct SamplePair {
     /// Whether the key was cut from the query's own image (no other view,
     /// or a method without temporal positives).
     pub same_image: bool,
+    /// Manifest rows of the query and the key images (the caption's).
+    pub query_row: usize,
+    pub key_row: usize,
 }
 
-/// Up to `n` pairs, exactly as pretraining with `config` draws them first.
+/// The pairs of [`augmented_pairs`], and the unreadable images that the
+/// run's `--on-bad-image skip` replaced while drawing them (as pretraining
+/// would: each pair shows, and is captioned with, the rows it was drawn
+/// from).
+#[derive(Debug, Clone)]
+pub struct SamplePairs {
+    pub pairs: Vec<SamplePair>,
+    pub replaced: Vec<BadImage>,
+}
+
+/// Up to `n` pairs, exactly as pretraining with `config` draws them first
+/// (an unreadable image is replaced or stops the drawing, as the run's
+/// `on_bad_image` says).
 pub fn augmented_pairs(
     config: &PretrainConfig,
     manifest: Manifest,
     n: usize,
-) -> anyhow::Result<Vec<SamplePair>> {
+) -> anyhow::Result<SamplePairs> {
     let manifest = crate::train::pretrain::training_rows(manifest, &config.split)?;
     let n = n.min(manifest.records.len());
     anyhow::ensure!(
@@ -54,7 +69,7 @@ pub fn augmented_pairs(
         .next()
         .ok_or_else(|| anyhow::anyhow!("the loader produced no batch"))??;
     let time = |row: usize| manifest.records[row].timestamp.map(|t| t.to_string());
-    (0..batch.rows.len())
+    let pairs = (0..batch.rows.len())
         .map(|i| {
             let (q, k) = (batch.rows[i], batch.key_rows[i]);
             let record = &manifest.records[q];
@@ -68,9 +83,15 @@ pub fn augmented_pairs(
                 query_time: time(q),
                 key_time: time(k),
                 same_image: q == k,
+                query_row: q,
+                key_row: k,
             })
         })
-        .collect()
+        .collect::<anyhow::Result<_>>()?;
+    Ok(SamplePairs {
+        pairs,
+        replaced: batch.bad,
+    })
 }
 
 /// A normalised [3, H, W] image back to 8-bit RGB.
@@ -124,5 +145,54 @@ mod tests {
             .decode(uri.strip_prefix("data:image/png;base64,").unwrap())
             .unwrap();
         assert_eq!(image::load_from_memory(&png).unwrap().to_rgb8(), img);
+    }
+
+    #[test]
+    fn pairs_are_captioned_with_the_rows_they_were_drawn_from() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = crate::data::synth::generate(
+            dir.path(),
+            &crate::data::synth::SynthConfig {
+                locations: 12,
+                max_views: 3,
+                size: 16,
+                seed: 4,
+                jpeg_quality: 0,
+            },
+        )
+        .unwrap();
+        for r in &mut m.records {
+            r.split = Some(crate::data::Split::Train);
+        }
+        // A row in the middle with an undecodable image and a place of its own.
+        std::fs::write(dir.path().join("broken.jpg"), b"not a JPEG").unwrap();
+        let broken = m.records.len() / 2;
+        m.records[broken].path = "broken.jpg".into();
+        m.records[broken].location_id = Some("broken-place".into());
+        let config = PretrainConfig {
+            image_size: 16,
+            method: crate::train::Method::MocoTp,
+            ..Default::default()
+        };
+        let n = m.records.len();
+        let drawn = augmented_pairs(&config, m.clone(), n).unwrap();
+        assert_eq!(
+            drawn.pairs.len(),
+            n,
+            "every row drawn once, the broken one replaced"
+        );
+        assert!(drawn.replaced.iter().all(|b| b.path == "broken.jpg"));
+        assert!(!drawn.replaced.is_empty());
+        for p in &drawn.pairs {
+            assert_ne!(p.query_row, broken);
+            assert_ne!(p.key_row, broken);
+            let record = &m.records[p.query_row];
+            assert_eq!(Some(&p.location), record.location_id.as_ref());
+            assert_eq!(p.query_time, record.timestamp.map(|t| t.to_string()));
+            assert_eq!(
+                m.records[p.key_row].location_id, record.location_id,
+                "temporal key from the same place"
+            );
+        }
     }
 }
