@@ -409,6 +409,19 @@ fn resume_refuses_what_changes_the_run_and_records_what_may_change() {
         config.contains("epochs = 3") && config.contains(&manifest_line),
         "{config}"
     );
+    // `report` from there finds the manifest too (map, histograms, pairs).
+    geossl()
+        .current_dir(elsewhere.path())
+        .arg("report")
+        .arg(&run)
+        .args(["--pairs", "2"])
+        .assert()
+        .success();
+    let page = std::fs::read_to_string(run.join("report.html")).unwrap();
+    assert!(
+        !page.contains("manifest could not be read"),
+        "the report lacks its data"
+    );
 
     // Finished: the same command again is no error, and says so.
     geossl()

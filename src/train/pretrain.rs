@@ -194,7 +194,6 @@ pub fn pretrain(
                 "resuming from {} (epoch {epoch}, batch {first_batch}, step {step}){changed}",
                 dir.display()
             );
-            append_resume_log(run_dir, &start_line)?;
             last_checkpoint = Some(dir);
         }
         (true, true) => {
@@ -237,6 +236,9 @@ pub fn pretrain(
             interrupted_by: None,
             already_finished: true,
         });
+    }
+    if last_checkpoint.is_some() {
+        append_resume_log(run_dir, &start_line)?;
     }
     let mut bad_images =
         BadImageLog::open(run_dir, &manifest_source, images, config.max_bad_fraction)?;
@@ -422,7 +424,7 @@ pub fn pretrain(
         // stream without an error; an epoch must not pass for complete.
         anyhow::ensure!(
             next_batch == batches,
-            "the data loader ended epoch {} after batch {next_batch} of {batches} without reporting an error; training stopped after {} optimiser step(s) in this invocation. The last checkpoint is {}",
+            "the data loader ended epoch {} after {next_batch} of its {batches} batches without reporting an error (a worker thread stopped; see above); training stopped after {} optimiser step(s) in this invocation. The last checkpoint is {}",
             epoch + 1,
             step - steps_at_start,
             last_checkpoint
