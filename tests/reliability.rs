@@ -242,6 +242,63 @@ fn interrupted_runs_end_exactly_like_an_uninterrupted_one() {
     assert_eq!(left, expect);
 }
 
+/// `--checkpoint-every-minutes` checkpoints mid-epoch by the clock, with
+/// no epoch checkpoint due, keeping only the newest mid-epoch one; the
+/// same command line then continues from it.
+#[test]
+fn checkpoints_by_the_clock_survive_a_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let geo = world(dir.path(), 40, 16, 3);
+    let run = dir.path().join("run");
+    let command = || {
+        let mut c = Command::new(assert_cmd::cargo::cargo_bin("geossl"));
+        c.arg("pretrain")
+            .arg("--manifest")
+            .arg(&geo)
+            .arg("--out")
+            .arg(&run)
+            .args(TINY)
+            .args(["--epochs", "3", "--checkpoint-every", "100", "--resume"])
+            .args(["--checkpoint-every-minutes", "0.003"]);
+        c
+    };
+    let mut child = command()
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while step_rows(&run) < 12 && t0.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    while !has_checkpoint(&run) && t0.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let latest = std::fs::read_to_string(run.join("checkpoints/latest")).unwrap();
+    let names: Vec<String> = std::fs::read_dir(run.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("-batch-"))
+        .collect();
+    assert!(
+        names.len() <= 1,
+        "older mid-epoch checkpoints pruned: {names:?}"
+    );
+    let out = command().output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "resuming from {}",
+            run.join("checkpoints").join(&latest).display()
+        )),
+        "{latest}: {stderr}"
+    );
+    assert!(resumed_step(&stderr).unwrap() > 0, "{stderr}");
+}
+
 /// The stderr of a finished `geossl` run that must succeed (or fail).
 fn stderr_of(mut cmd: assert_cmd::Command, succeed: bool) -> String {
     let assert = cmd.assert();

@@ -378,6 +378,8 @@ pub fn pretrain(
             let done_here = b + 1 - first;
             let epoch_pairs_per_s =
                 (done_here * config.batch_size) as f64 / started.elapsed().as_secs_f64();
+            // Position first: the message's redraw then shows both.
+            bar.inc(1);
             bar.set_message(format!(
                 "epoch {}/{} loss {:.3} lr {:.4} {:.0} pairs/s",
                 epoch + 1,
@@ -386,7 +388,6 @@ pub fn pretrain(
                 lr,
                 epoch_pairs_per_s
             ));
-            bar.inc(1);
             if progress_lines
                 && last_progress_line.is_none_or(|t| t.elapsed() >= PROGRESS_LINE_EVERY)
             {
