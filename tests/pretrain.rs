@@ -207,6 +207,11 @@ fn user_errors_are_clear() {
             "moco-k (queue size) 30 must be a positive multiple of batch-size 8",
         ));
     tiny_pretrain(&geo, &run)
+        .args(["--batch-size", "512", "--moco-k", "512", "--epochs", "1"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("fewer than one batch of 512"));
+    tiny_pretrain(&geo, &run)
         .args(["--epochs", "1", "--method", "moco"])
         .assert()
         .success();
@@ -273,29 +278,243 @@ fn non_finite_loss_stops_and_keeps_the_last_good_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let geo = world(dir.path(), 30, 16, 3);
     let run = dir.path().join("run");
-    let pretrain = || {
-        let mut c = tiny_pretrain(&geo, &run);
-        c.args(["--epochs", "3"]);
-        c
-    };
-    pretrain().args(["--stop-after", "1"]).assert().success();
-    let good = std::fs::read(run.join("checkpoints/epoch-0001/model.safetensors")).unwrap();
-    // An absurd learning rate makes the weights, then the loss, overflow.
-    pretrain()
-        .args(["--resume", "--lr", "1e30"])
+    // An absurd learning rate makes the weights, then the loss, overflow;
+    // a checkpoint after every step keeps the last one before.
+    let assert = tiny_pretrain(&geo, &run)
+        .args([
+            "--epochs",
+            "3",
+            "--lr",
+            "1e30",
+            "--checkpoint-every-steps",
+            "1",
+        ])
         .assert()
         .failure()
         .stderr(predicate::str::contains("loss became"))
         .stderr(predicate::str::contains(
             "training stopped. The last good checkpoint is",
-        ))
-        .stderr(predicate::str::contains("epoch-0001"));
-    assert_eq!(
-        std::fs::read_to_string(run.join("checkpoints/latest")).unwrap(),
-        "epoch-0001"
+        ));
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).into_owned();
+    let latest = std::fs::read_to_string(run.join("checkpoints/latest")).unwrap();
+    assert!(stderr.contains(latest.as_str()), "{latest}: {stderr}");
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(run.join("checkpoints").join(&latest).join("state.json")).unwrap(),
+    )
+    .unwrap();
+    let failed_step = stderr
+        .split(", step ")
+        .nth(1)
+        .and_then(|t| t.split(';').next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .expect("the failing step is named");
+    assert_eq!(state["step"].as_u64().unwrap() + 1, failed_step, "{stderr}");
+}
+
+/// Resuming with settings that define the run (model, objective, batch,
+/// temperature, geo classes, training rows) is refused with every
+/// difference named; settings that may change are applied and recorded; the
+/// run folder works from any working directory; a finished run says so.
+#[test]
+fn resume_refuses_what_changes_the_run_and_records_what_may_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let geo = world(dir.path(), 30, 16, 3);
+    // The first start names its manifest and folder relative to `dir`.
+    geossl()
+        .current_dir(dir.path())
+        .args(["pretrain", "--manifest", "data/geo.csv", "--out", "run"])
+        .args(common::TINY)
+        .args(["--epochs", "2", "--stop-after", "1"])
+        .assert()
+        .success();
+    let run = dir.path().join("run");
+    let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    let manifest_line = format!("manifest = {:?}", geo.display().to_string());
+    assert!(config.contains(&manifest_line), "absolute: {config}");
+
+    let refused = tiny_pretrain(&geo, &run)
+        .args([
+            "--resume",
+            "--epochs",
+            "3",
+            "--batch-size",
+            "16",
+            "--width",
+            "8",
+        ])
+        .args(["--moco-t", "0.2", "--method", "moco-tp"])
+        .assert()
+        .failure();
+    let stderr = String::from_utf8_lossy(&refused.get_output().stderr).into_owned();
+    for line in [
+        "--resume would change what this run is",
+        "--batch-size: 8 -> 16",
+        "--width: 4 -> 8",
+        "--moco-t: 0.02 -> 0.2",
+        "--method: moco-tp-geo -> moco-tp",
+        "geo classes (largest geo_cluster of the manifest + 1): 3 -> none",
+    ] {
+        assert!(stderr.contains(line), "{line} missing:\n{stderr}");
+    }
+    assert!(!stderr.contains("--epochs:"), "epochs may change: {stderr}");
+
+    // Other geo clusters in a manifest elsewhere: the path may change, the
+    // classes and rows may not.
+    let geo4 = dir.path().join("data/geo4.csv");
+    geossl()
+        .args(["cluster", "--manifest"])
+        .arg(dir.path().join("data/manifest.csv"))
+        .args(["--k", "4", "--out"])
+        .arg(&geo4)
+        .assert()
+        .success();
+    let refused = tiny_pretrain(&geo4, &run)
+        .arg("--resume")
+        .assert()
+        .failure();
+    let stderr = String::from_utf8_lossy(&refused.get_output().stderr).into_owned();
+    assert!(
+        stderr.contains("geo classes (largest geo_cluster of the manifest + 1): 3 -> 4"),
+        "{stderr}"
     );
-    assert_eq!(
-        std::fs::read(run.join("checkpoints/epoch-0001/model.safetensors")).unwrap(),
-        good
+    assert!(
+        stderr.contains("training rows of the manifest (split train):"),
+        "{stderr}"
     );
+
+    // From another working directory, no --manifest: the run's config
+    // supplies everything; --epochs and --threads may change.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let resumed = geossl()
+        .current_dir(elsewhere.path())
+        .args(["pretrain", "--out"])
+        .arg(&run)
+        .args(["--resume", "--epochs", "3", "--threads", "2"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("3 epochs"));
+    let stderr = String::from_utf8_lossy(&resumed.get_output().stderr).into_owned();
+    assert!(
+        stderr.contains("changed: --epochs: 2 -> 3, --threads: 1 -> 2"),
+        "{stderr}"
+    );
+    let log = std::fs::read_to_string(run.join("resumes.log")).unwrap();
+    assert!(
+        log.contains("epoch-0001 (epoch 1, batch 0, step")
+            && log.contains("changed: --epochs: 2 -> 3, --threads: 1 -> 2"),
+        "{log}"
+    );
+    let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(
+        config.contains("epochs = 3") && config.contains(&manifest_line),
+        "{config}"
+    );
+    // `report` from there finds the manifest too (map, histograms, pairs).
+    geossl()
+        .current_dir(elsewhere.path())
+        .arg("report")
+        .arg(&run)
+        .args(["--pairs", "2"])
+        .assert()
+        .success();
+    let page = std::fs::read_to_string(run.join("report.html")).unwrap();
+    assert!(
+        !page.contains("manifest could not be read"),
+        "the report lacks its data"
+    );
+
+    // Finished: the same command again is no error, and says so.
+    geossl()
+        .args(["pretrain", "--out"])
+        .arg(&run)
+        .arg("--resume")
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("already finished (3 of 3 epochs"))
+        .stdout(predicate::str::contains(
+            "already finished before this invocation",
+        ));
+    geossl()
+        .args(["pretrain", "--out"])
+        .arg(&run)
+        .args(["--resume", "--epochs", "2"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("past --epochs 2"));
+}
+
+/// The start-up summary's figures come from the data: images, places,
+/// places with a single view, steps per epoch, batch and scaled lr; and a
+/// progress line appears from the first step when stderr is a log file.
+#[test]
+fn pretrain_starts_with_a_summary_and_shows_progress_from_the_first_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let geo = world(dir.path(), 30, 16, 3);
+    let mut reader = csv::Reader::from_path(&geo).unwrap();
+    let headers = reader.headers().unwrap().clone();
+    let col = |name: &str| headers.iter().position(|h| h == name).unwrap();
+    let (split, place) = (col("split"), col("location_id"));
+    let mut views: BTreeMap<String, usize> = BTreeMap::new();
+    let mut images = 0;
+    for r in reader.records().map(|r| r.unwrap()) {
+        if &r[split] == "train" {
+            images += 1;
+            *views.entry(r[place].to_string()).or_default() += 1;
+        }
+    }
+    let single = views.values().filter(|&&n| n == 1).count();
+    assert!(
+        views.len() > single,
+        "the world has places with several views"
+    );
+    let steps = images / 8;
+    let out = tiny_pretrain(&geo, &dir.path().join("run"))
+        .args([
+            "--epochs",
+            "1",
+            "--device",
+            "cpu",
+            "--method",
+            "moco-tp-geo",
+        ])
+        .assert()
+        .success();
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    for line in [
+        "pretrain moco-tp-geo: resnet18 width 4 (small-input stem), 16 px crops of 32 px, on cpu, 1 CPU threads".to_string(),
+        format!(
+            "data: {images} images at {} places (split train); {single} places with a single view",
+            views.len()
+        ),
+        format!(
+            "steps: {steps} per epoch, epochs 1..1 of 1 ({steps} steps in this invocation); global batch 8, lr {} (0.03 x 8/256, cosine)",
+            0.03 * 8.0 / 256.0
+        ),
+        format!("epoch 1/1 batch 1/{steps} (step 1): loss "),
+    ] {
+        assert!(stderr.contains(&line), "{line} missing:\n{stderr}");
+    }
+    assert!(!stderr.contains("reduces to"), "{stderr}");
+
+    // Every place seen once: temporal positives cannot occur.
+    let mut reader = csv::Reader::from_path(&geo).unwrap();
+    let once = dir.path().join("data/once.csv");
+    let mut writer = csv::Writer::from_path(&once).unwrap();
+    writer.write_record(reader.headers().unwrap()).unwrap();
+    for (i, r) in reader.records().enumerate() {
+        let mut r: Vec<String> = r.unwrap().iter().map(str::to_string).collect();
+        r[place] = format!("place-{i}");
+        writer.write_record(&r).unwrap();
+    }
+    writer.flush().unwrap();
+    tiny_pretrain(&once, &dir.path().join("once"))
+        .args(["--epochs", "1", "--method", "moco-tp"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains(format!(
+            "{images} places (split train); {images} places with a single view"
+        )))
+        .stderr(predicate::str::contains(
+            "warning: no place has two views (location_id with several images), so temporal positives never occur and moco-tp reduces to MoCo-v2 (moco)",
+        ));
 }

@@ -1,8 +1,11 @@
-//! Crash safety of `geossl pretrain`: a run stopped by SIGTERM, SIGINT and
-//! repeated SIGKILLs at random moments (one of them while a checkpoint is
-//! being written) and resumed each time ends bit-identical to an
-//! uninterrupted run, metrics history included; a damaged newest
-//! checkpoint is detected and the previous one is used.
+//! Crash safety of `geossl pretrain`: a run stopped by SIGKILL before its
+//! first checkpoint, by SIGTERM, SIGINT and repeated SIGKILLs at random
+//! moments (one of them while a checkpoint is being written), re-started
+//! each time with the one command line a scheduler repeats (always with
+//! `--resume`), ends bit-identical to an uninterrupted run, metrics history
+//! included; each SIGKILL loses at most `--checkpoint-every-steps` steps; a
+//! damaged newest checkpoint is detected and the previous one is used; an
+//! invocation that trains nothing fails.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,8 +18,12 @@ mod common;
 use common::{tiny_pretrain, world, TINY};
 
 const EPOCHS: &str = "5";
+/// Mid-epoch checkpoints of the interrupted run: the most steps a SIGKILL
+/// may cost.
+const EVERY_STEPS: u64 = 8;
 
-fn pretrain_process(manifest: &Path, out: &Path, resume: bool) -> Child {
+/// The scheduler's command line: the same every time, `--resume` included.
+fn pretrain_process(manifest: &Path, out: &Path) -> Child {
     let mut c = Command::new(assert_cmd::cargo::cargo_bin("geossl"));
     c.arg("pretrain")
         .arg("--manifest")
@@ -24,13 +31,22 @@ fn pretrain_process(manifest: &Path, out: &Path, resume: bool) -> Child {
         .arg("--out")
         .arg(out)
         .args(TINY)
-        .args(["--epochs", EPOCHS])
+        .args(["--epochs", EPOCHS, "--resume"])
+        .args(["--checkpoint-every-steps", &EVERY_STEPS.to_string()])
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    if resume {
-        c.arg("--resume");
-    }
     c.spawn().expect("geossl starts")
+}
+
+/// The step a run's stderr says it resumed from.
+fn resumed_step(stderr: &str) -> Option<u64> {
+    let line = stderr.lines().find(|l| l.starts_with("resuming from"))?;
+    let at = line.find(", step ")? + ", step ".len();
+    line[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn final_tensors(run: &Path) -> BTreeMap<String, tch::Tensor> {
@@ -72,7 +88,11 @@ fn writing_checkpoint(run: &Path) -> bool {
 
 fn step_rows(run: &Path) -> usize {
     std::fs::read_to_string(run.join("metrics.jsonl"))
-        .map(|t| t.lines().filter(|l| l.contains("\"step\"")).count())
+        .map(|t| {
+            t.lines()
+                .filter(|l| l.contains("\"kind\":\"step\""))
+                .count()
+        })
         .unwrap_or(0)
 }
 
@@ -92,11 +112,26 @@ fn interrupted_runs_end_exactly_like_an_uninterrupted_one() {
         .success();
 
     let run = dir.path().join("interrupted");
+    // 0. SIGKILL before the first checkpoint: the folder keeps that
+    // attempt's partial metrics, and the same command line starts over.
+    let mut child = pretrain_process(&geo, &run);
+    let t0 = Instant::now();
+    while step_rows(&run) < 2 && t0.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(step_rows(&run) >= 2, "the first attempt logged steps");
+    assert!(
+        !has_checkpoint(&run),
+        "killed before the first checkpoint (step {EVERY_STEPS})"
+    );
     // 1. SIGTERM and 2. SIGINT in the middle of an epoch: a checkpoint
     // there, a clean exit, and the message saying how to go on.
     for (sig, name) in [(libc::SIGTERM, "SIGTERM"), (libc::SIGINT, "SIGINT")] {
-        let before = step_rows(&run);
-        let child = pretrain_process(&geo, &run, has_checkpoint(&run));
+        let fresh = !has_checkpoint(&run);
+        let before = if fresh { 0 } else { step_rows(&run) };
+        let child = pretrain_process(&geo, &run);
         let t0 = Instant::now();
         while step_rows(&run) < before + 7 && t0.elapsed() < Duration::from_secs(60) {
             std::thread::sleep(Duration::from_millis(5));
@@ -105,6 +140,12 @@ fn interrupted_runs_end_exactly_like_an_uninterrupted_one() {
         let out = child.wait_with_output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{name}: {stderr}");
+        if fresh {
+            assert!(
+                stderr.contains("no checkpoint to resume from yet; starting from the beginning"),
+                "{stderr}"
+            );
+        }
         assert!(
             stderr.contains(&format!("{name}: stopped at epoch")),
             "{stderr}"
@@ -117,7 +158,7 @@ fn interrupted_runs_end_exactly_like_an_uninterrupted_one() {
     // 3. SIGKILL while a checkpoint is being written.
     let mut killed_in_write = 0;
     for _ in 0..5 {
-        let mut child = pretrain_process(&geo, &run, true);
+        let mut child = pretrain_process(&geo, &run);
         let t0 = Instant::now();
         loop {
             if writing_checkpoint(&run) {
@@ -139,11 +180,14 @@ fn interrupted_runs_end_exactly_like_an_uninterrupted_one() {
         killed_in_write > 0,
         "never caught a checkpoint being written"
     );
-    // 4. SIGKILLs at random moments until a run finishes on its own.
+    // 4. SIGKILLs at random moments until a run finishes on its own; each
+    // loses at most EVERY_STEPS steps.
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
     let mut kills = 0;
+    let mut logged_at_kill: Option<usize> = None;
+    let mut most_lost = 0;
     loop {
-        let mut child = pretrain_process(&geo, &run, true);
+        let mut child = pretrain_process(&geo, &run);
         let deadline = Instant::now() + Duration::from_millis(rng.gen_range(300..2500));
         let status = loop {
             if let Some(status) = child.try_wait().unwrap() {
@@ -151,22 +195,34 @@ fn interrupted_runs_end_exactly_like_an_uninterrupted_one() {
             }
             if Instant::now() >= deadline {
                 child.kill().unwrap();
-                child.wait().unwrap();
                 break None;
             }
             std::thread::sleep(Duration::from_millis(2));
         };
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if let (Some(logged), Some(from)) = (logged_at_kill, resumed_step(&stderr)) {
+            let lost = logged.saturating_sub(from as usize);
+            most_lost = most_lost.max(lost);
+            assert!(
+                lost as u64 <= EVERY_STEPS,
+                "a SIGKILL cost {lost} steps (logged {logged}, resumed at {from})"
+            );
+        }
         match status {
             Some(s) => {
-                let out = child.wait_with_output().unwrap();
-                assert!(s.success(), "{}", String::from_utf8_lossy(&out.stderr));
+                assert!(s.success(), "{stderr}");
                 break;
             }
-            None => kills += 1,
+            None => {
+                kills += 1;
+                logged_at_kill = Some(step_rows(&run));
+            }
         }
         assert!(kills < 60, "the run never finished");
     }
     assert!(kills > 0, "at least one random SIGKILL");
+    eprintln!("{kills} random kills, at most {most_lost} steps lost by one");
 
     let (a, b) = (final_tensors(&straight), final_tensors(&run));
     assert_eq!(a.len(), b.len());
@@ -174,6 +230,73 @@ fn interrupted_runs_end_exactly_like_an_uninterrupted_one() {
         assert!(t.equal(&b[name]), "{name} differs after {kills} kills");
     }
     assert_eq!(history(&straight), history(&run));
+    // Mid-epoch checkpoints and killed writers' temporary folders are
+    // pruned once a newer checkpoint is complete; epoch ones stay.
+    let mut left: Vec<String> = std::fs::read_dir(run.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    let mut expect: Vec<String> = (1..=5).map(|e| format!("epoch-{e:04}")).collect();
+    expect.push("latest".into());
+    assert_eq!(left, expect);
+}
+
+/// `--checkpoint-every-minutes` checkpoints mid-epoch by the clock, with
+/// no epoch checkpoint due, keeping only the newest mid-epoch one; the
+/// same command line then continues from it.
+#[test]
+fn checkpoints_by_the_clock_survive_a_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let geo = world(dir.path(), 40, 16, 3);
+    let run = dir.path().join("run");
+    let command = || {
+        let mut c = Command::new(assert_cmd::cargo::cargo_bin("geossl"));
+        c.arg("pretrain")
+            .arg("--manifest")
+            .arg(&geo)
+            .arg("--out")
+            .arg(&run)
+            .args(TINY)
+            .args(["--epochs", "3", "--checkpoint-every", "100", "--resume"])
+            .args(["--checkpoint-every-minutes", "0.003"]);
+        c
+    };
+    let mut child = command()
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while step_rows(&run) < 12 && t0.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    while !has_checkpoint(&run) && t0.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let latest = std::fs::read_to_string(run.join("checkpoints/latest")).unwrap();
+    let names: Vec<String> = std::fs::read_dir(run.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("-batch-"))
+        .collect();
+    assert!(
+        names.len() <= 1,
+        "older mid-epoch checkpoints pruned: {names:?}"
+    );
+    let out = command().output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "resuming from {}",
+            run.join("checkpoints").join(&latest).display()
+        )),
+        "{latest}: {stderr}"
+    );
+    assert!(resumed_step(&stderr).unwrap() > 0, "{stderr}");
 }
 
 /// The stderr of a finished `geossl` run that must succeed (or fail).
@@ -312,4 +435,36 @@ fn unreadable_images_are_skipped_listed_and_bounded() {
             && stderr.contains("more than --max-bad-fraction 0.02"),
         "{stderr}"
     );
+}
+
+/// Every image unreadable, under `--on-bad-image skip` with no limit: the
+/// run fails before its first optimiser step and says why, instead of
+/// ending "0 steps done" with success.
+#[test]
+fn a_run_that_cannot_train_fails_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let geo = world(dir.path(), 20, 16, 3);
+    let mut rows = csv::Reader::from_path(&geo).unwrap();
+    let path_col = rows.headers().unwrap().iter().position(|h| h == "path");
+    for r in rows.records() {
+        let path = geo.parent().unwrap().join(&r.unwrap()[path_col.unwrap()]);
+        std::fs::write(path, b"not an image").unwrap();
+    }
+    let run = dir.path().join("run");
+    let mut cmd = tiny_pretrain(&geo, &run);
+    cmd.args(["--epochs", "1", "--max-bad-fraction", "1", "--resume"]);
+    let assert = cmd.assert().failure();
+    let out = assert.get_output();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("pretraining stopped at epoch 1, batch 0/")
+            && stderr.contains("after 0 optimiser step(s)")
+            && stderr.contains("could not be read"),
+        "{stderr}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("steps done"),
+        "no success line"
+    );
+    assert!(!has_checkpoint(&run));
 }

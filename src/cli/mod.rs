@@ -190,7 +190,7 @@ pub struct PretrainArgs {
     /// TOML file with any of the run's settings (keys as in RUN_DIR/config.toml).
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Continue from RUN_DIR/checkpoints/latest.
+    /// Continue from RUN_DIR/checkpoints/latest with the run's settings (flags may change only epochs, device, threads, monitoring, checkpointing and the manifest's location; others are refused). Without a checkpoint yet (a new folder, or a run killed before its first checkpoint) start from the beginning, so that a scheduler can re-run the same command line.
     #[arg(long)]
     pub resume: bool,
     /// Stop this invocation after N epochs (continue later with --resume).
@@ -298,6 +298,12 @@ pub struct PretrainArgs {
     /// Checkpoint every N epochs (and at the end). [default: 10]
     #[arg(long)]
     pub checkpoint_every: Option<usize>,
+    /// Also checkpoint mid-epoch every N steps, so that a SIGKILL loses at most N steps; 0: never. Only the newest mid-epoch checkpoint is kept. [default: 0]
+    #[arg(long, value_name = "N")]
+    pub checkpoint_every_steps: Option<u64>,
+    /// Also checkpoint mid-epoch once M minutes have passed since the last checkpoint; 0: never. [default: 30]
+    #[arg(long, value_name = "M")]
+    pub checkpoint_every_minutes: Option<f64>,
     /// kNN top-1 of the query encoder on the manifest's labels every N epochs, into the metrics; 0: never. [default: 0]
     #[arg(long, value_name = "N")]
     pub knn_every: Option<usize>,
@@ -322,7 +328,7 @@ impl PretrainArgs {
         let saved = self.out.join("config.toml");
         let mut c = match &self.config {
             Some(path) => PretrainConfig::from_toml_file(path)?,
-            None if self.resume && saved.is_file() => PretrainConfig::from_toml_file(&saved)?,
+            None if self.resume && saved.is_file() => PretrainConfig::from_run_dir(&self.out)?,
             None => PretrainConfig::default(),
         };
         macro_rules! set {
@@ -364,6 +370,8 @@ impl PretrainArgs {
             on_bad_image,
             max_bad_fraction,
             checkpoint_every,
+            checkpoint_every_steps,
+            checkpoint_every_minutes,
             knn_every,
             knn_k,
             knn_t,
@@ -883,9 +891,14 @@ fn pretrain_cmd(a: &PretrainArgs) -> anyhow::Result<()> {
     };
     let outcome = crate::train::pretrain(&config, &a.out, &options)?;
     println!(
-        "{} epochs, {} steps done; last checkpoint {}",
+        "{} epochs, {} steps done{}; last checkpoint {}",
         outcome.epochs_done,
         outcome.steps_done,
+        if outcome.already_finished {
+            " (already finished before this invocation)"
+        } else {
+            ""
+        },
         outcome
             .last_checkpoint
             .map_or("none".to_string(), |p| p.display().to_string())

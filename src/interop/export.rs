@@ -196,9 +196,14 @@ pub fn export(checkpoint_path: &Path, out: &Path, part: Part) -> anyhow::Result<
             "geo_classes".into(),
             state.geo_classes.map_or("none".into(), |k| k.to_string()),
         );
-        meta.insert("manifest".into(), c.manifest.display().to_string());
+        // checkpoints/<name>/ lies in the run folder.
+        let manifest = dir
+            .parent()
+            .and_then(Path::parent)
+            .map_or_else(|| c.manifest.clone(), |run| c.manifest_in(run));
+        meta.insert("manifest".into(), manifest.display().to_string());
         // `geossl cluster` writes the centroids beside the manifest.
-        let clusters = crate::geo::locations::centroids_path(&c.manifest);
+        let clusters = crate::geo::locations::centroids_path(&manifest);
         if state.geo_classes.is_some() {
             if let Ok(text) = std::fs::read_to_string(&clusters) {
                 meta.insert("geo_clusters".into(), text);

@@ -119,7 +119,11 @@ pub fn import_moco(pth: &Path, out: &Path) -> anyhow::Result<Imported> {
         out.display()
     );
     let sgd = Sgd::new(moco.vs_q.variables(), config.momentum, config.weight_decay);
-    let state = TrainState::at(&config, geo_classes, epoch, 0, moco.queue_ptr);
+    let state = TrainState {
+        // Its config is inferred from tensor shapes: a resume may set the rest.
+        imported_from: Some(pth.display().to_string()),
+        ..TrainState::at(&config, geo_classes, epoch, 0, moco.queue_ptr)
+    };
     let checkpoint = checkpoint::save(out, &moco, &sgd, &state)?;
     crate::atomic_write::write_string(&out.join("config.toml"), &config.to_toml()?)?;
     Ok(Imported {

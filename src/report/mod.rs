@@ -78,7 +78,8 @@ impl Run {
             "{}: not a pretraining run folder (no config.toml)",
             dir.display()
         );
-        let config = PretrainConfig::from_toml_file(&config_path)?;
+        // Its manifest found from any working directory.
+        let config = PretrainConfig::from_run_dir(dir)?;
         let text = std::fs::read_to_string(&config_path)?;
         let parsed: toml::Table = text
             .parse()

@@ -16,6 +16,15 @@
 //! is checkpointed mid-epoch (`epoch-NNNN-batch-BBBBBB`), with the epoch's
 //! partial sums, so that resuming it is exact.
 //!
+//! A checkpoint whose file is intact but whose tensors do not fit the model
+//! being resumed is a [`Mismatch`], not damage: it names each tensor with
+//! the expected and the found shape, and `--resume` stops there instead of
+//! passing over it.
+//!
+//! Mid-epoch checkpoints are also written every `checkpoint_every_steps`
+//! steps or `checkpoint_every_minutes` minutes, so that a SIGKILL loses
+//! bounded work; only the newest mid-epoch checkpoint is kept ([`prune`]).
+//!
 //! No RNG state needs saving: the data order and augmentations derive from
 //! (seed, epoch, position) and the shuffle-BN permutations from (seed, step).
 
@@ -53,7 +62,70 @@ pub struct TrainState {
     /// SHA-256 of `model.safetensors`, hex; set by [`save`].
     #[serde(default)]
     pub model_sha256: Option<String>,
+    /// The training rows (count and [`rows_fingerprint`]) the run iterates
+    /// over; a resume on other rows would follow another data order.
+    /// Absent in checkpoints of older geossl and of `import`.
+    #[serde(default)]
+    pub rows: Option<usize>,
+    #[serde(default)]
+    pub rows_sha256: Option<String>,
+    /// The PyTorch checkpoint `geossl import` made this one from: its
+    /// config is inferred from tensor shapes and defaults, so the first
+    /// `--resume` may set any setting (the tensors must still fit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imported_from: Option<String>,
 }
+
+/// Hex SHA-256 of what the loader takes from each training row (path,
+/// place, time, crop, geo cluster) in order: equal for the same rows of a
+/// manifest that moved, different once rows are added, removed, reordered
+/// or relabelled.
+pub fn rows_fingerprint(manifest: &crate::data::Manifest) -> String {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    for r in &manifest.records {
+        hasher.update(
+            format!(
+                "{}\t{:?}\t{:?}\t{:?}\t{:?}\n",
+                r.path, r.location_id, r.timestamp, r.crop, r.geo_cluster
+            )
+            .as_bytes(),
+        );
+    }
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// An intact checkpoint whose tensors do not fit the model it is loaded
+/// into (another width, arch, queue or number of geo classes).
+#[derive(Debug)]
+pub struct Mismatch {
+    pub file: PathBuf,
+    /// One line per tensor: missing, or its expected and found shapes.
+    pub tensors: Vec<String>,
+}
+
+impl std::fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const SHOWN: usize = 8;
+        write!(
+            f,
+            "{}: does not fit the requested model ({} tensor(s)): {}",
+            self.file.display(),
+            self.tensors.len(),
+            self.tensors[..self.tensors.len().min(SHOWN)].join("; ")
+        )?;
+        if self.tensors.len() > SHOWN {
+            write!(f, "; and {} more", self.tensors.len() - SHOWN)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Mismatch {}
 
 impl TrainState {
     /// The state after `epoch` whole epochs and `step` steps (no mid-epoch
@@ -75,6 +147,9 @@ impl TrainState {
             batch_in_epoch: 0,
             epoch_sums: [0.0; 5],
             model_sha256: None,
+            rows: None,
+            rows_sha256: None,
+            imported_from: None,
         }
     }
 }
@@ -214,7 +289,78 @@ pub fn read_state(dir: &Path) -> anyhow::Result<TrainState> {
     .with_context(|| format!("{}: invalid checkpoint state", state_path.display()))
 }
 
+/// Fails with a [`Mismatch`] listing every tensor of `moco` (both encoders
+/// and the queue) that `tensors` lacks or holds with another shape.
+fn check_fits(
+    tensors: &std::collections::HashMap<String, Tensor>,
+    moco: &Moco,
+    file: &Path,
+) -> anyhow::Result<()> {
+    let mut wanted: Vec<(String, Vec<i64>)> = [&moco.vs_q, &moco.vs_k]
+        .iter()
+        .flat_map(|vs| vs.variables())
+        .map(|(n, t)| (n, t.size()))
+        .collect();
+    wanted.sort();
+    wanted.push(("queue".to_string(), moco.queue.size()));
+    let trained: std::collections::HashSet<String> = moco.vs_q.variables().into_keys().collect();
+    let mut problems: Vec<String> = wanted
+        .iter()
+        .filter_map(|(name, shape)| match tensors.get(name) {
+            None => Some(format!("{name}: expected {shape:?}, missing")),
+            Some(t) if &t.size() != shape => {
+                Some(format!("{name}: expected {shape:?}, found {:?}", t.size()))
+            }
+            Some(_) => None,
+        })
+        .collect();
+    let mut extra: Vec<String> = tensors
+        .iter()
+        .filter(|(name, _)| match name.strip_prefix(OPTIMIZER_PREFIX) {
+            Some(param) => !trained.contains(param),
+            None => !wanted.iter().any(|(w, _)| w == *name),
+        })
+        .map(|(name, t)| format!("{name}: not in the model, found {:?}", t.size()))
+        .collect();
+    extra.sort();
+    problems.extend(extra);
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(Mismatch {
+        file: file.to_path_buf(),
+        tensors: problems,
+    }
+    .into())
+}
+
+/// Removes what older checkpoints leave behind once a newer one is
+/// complete: every mid-epoch checkpoint other than `keep`, and temporary
+/// folders of writers that were killed (another process id). Epoch
+/// checkpoints stay (one every `checkpoint_every` epochs).
+pub fn prune(run_dir: &Path, keep: Option<&Path>) -> anyhow::Result<()> {
+    let dir = checkpoints_dir(run_dir);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(());
+    };
+    let own_tmp = format!(".tmp-{}", std::process::id());
+    for entry in entries.filter_map(|e| e.ok()) {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let mid_epoch = name.starts_with("epoch-") && name.contains("-batch-");
+        let stale_tmp =
+            name.starts_with('.') && name.contains(".tmp-") && !name.ends_with(&own_tmp);
+        if path.is_dir() && (stale_tmp || (mid_epoch && Some(path.as_path()) != keep)) {
+            std::fs::remove_dir_all(&path)
+                .with_context(|| format!("{}: cannot remove", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
 /// Loads a checkpoint into `moco` and `sgd` (built with the same config).
+/// Errors: damage (unreadable, SHA-256 mismatch), or a [`Mismatch`] when
+/// the intact tensors do not fit `moco`.
 pub fn load(dir: &Path, moco: &mut Moco, sgd: &mut Sgd) -> anyhow::Result<TrainState> {
     let state = read_state(dir)?;
     let tensors_path = dir.join("model.safetensors");
@@ -227,6 +373,7 @@ pub fn load(dir: &Path, moco: &mut Moco, sgd: &mut Sgd) -> anyhow::Result<TrainS
         );
     }
     let tensors = read_safetensors(&tensors_path)?;
+    check_fits(&tensors, moco, &tensors_path)?;
     let file = tensors_path.display().to_string();
     let take = |name: &str| {
         tensors
@@ -254,4 +401,70 @@ pub fn load(dir: &Path, moco: &mut Moco, sgd: &mut Sgd) -> anyhow::Result<TrainS
     }))
     .with_context(|| file.clone())?;
     Ok(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn saved(run: &Path, geo: Option<i64>, batch_in_epoch: usize) -> PathBuf {
+        let moco = crate::model::moco::tiny_for_tests(geo, 16);
+        let sgd = Sgd::new(moco.vs_q.variables(), 0.9, 1e-4);
+        let state = TrainState {
+            batch_in_epoch,
+            ..TrainState::at(&PretrainConfig::default(), geo, 1, 5, 0)
+        };
+        save(run, &moco, &sgd, &state).unwrap()
+    }
+
+    #[test]
+    fn a_checkpoint_of_another_model_is_a_mismatch_naming_tensors_and_shapes() {
+        let dir = tempfile::tempdir().unwrap();
+        let ckpt = saved(dir.path(), Some(3), 0);
+        let mut moco = crate::model::moco::tiny_for_tests(Some(5), 16);
+        let mut sgd = Sgd::new(moco.vs_q.variables(), 0.9, 1e-4);
+        let err = load(&ckpt, &mut moco, &mut sgd).unwrap_err();
+        let mismatch = err
+            .downcast_ref::<Mismatch>()
+            .expect("a mismatch, not damage");
+        assert!(
+            mismatch
+                .tensors
+                .iter()
+                .any(|t| t.contains("expected [5,") && t.contains("found [3,")),
+            "{err}"
+        );
+        let text = err.to_string();
+        assert!(text.contains("does not fit the requested model"), "{text}");
+        // No geo head at all: the head's tensors are missing.
+        let mut plain = crate::model::moco::tiny_for_tests(None, 16);
+        let mut sgd = Sgd::new(plain.vs_q.variables(), 0.9, 1e-4);
+        let err = load(&ckpt, &mut plain, &mut sgd).unwrap_err();
+        let mismatch = err.downcast_ref::<Mismatch>().expect("a mismatch");
+        assert!(
+            mismatch
+                .tensors
+                .iter()
+                .any(|t| t.contains("not in the model")),
+            "{err}"
+        );
+        let mut same = crate::model::moco::tiny_for_tests(Some(3), 16);
+        let mut sgd = Sgd::new(same.vs_q.variables(), 0.9, 1e-4);
+        assert_eq!(load(&ckpt, &mut same, &mut sgd).unwrap().step, 5);
+    }
+
+    #[test]
+    fn prune_keeps_epoch_checkpoints_and_the_newest_mid_epoch_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path();
+        let epoch = saved(run, None, 0);
+        let old_mid = saved(run, None, 3);
+        let new_mid = saved(run, None, 7);
+        let stale = checkpoints_dir(run).join(".epoch-0002.tmp-999999999");
+        std::fs::create_dir(&stale).unwrap();
+        prune(run, Some(&new_mid)).unwrap();
+        assert!(epoch.is_dir() && new_mid.is_dir());
+        assert!(!old_mid.exists() && !stale.exists());
+        assert_eq!(latest(run).unwrap(), Some(new_mid));
+    }
 }

@@ -47,6 +47,73 @@ impl Method {
     }
 }
 
+/// The settings a resumed run may change (config keys; the flag is the key
+/// with dashes): where and how fast it runs (device, threads, layout,
+/// prefetch), how long (epochs: the cosine then decays over the new count,
+/// as MoCo's `--resume` with a new `--epochs`), what it monitors, how it
+/// treats unreadable images and how often it saves, and where the manifest
+/// lies (data moved; its training rows are checked separately). Every other
+/// key defines the run (model, objective, optimiser, schedule, data
+/// pipeline, seed): changing one would make the steps after the checkpoint
+/// belong to a different run, so `--resume` refuses it.
+pub const CHANGEABLE_ON_RESUME: [&str; 16] = [
+    "manifest",
+    "epochs",
+    "device",
+    "threads",
+    "channels_last",
+    "prefetch",
+    "on_bad_image",
+    "max_bad_fraction",
+    "checkpoint_every",
+    "checkpoint_every_steps",
+    "checkpoint_every_minutes",
+    "knn_every",
+    "knn_k",
+    "knn_t",
+    "knn_train_split",
+    "knn_test_split",
+];
+
+/// One setting whose value differs between a checkpoint and a resume.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SettingChange {
+    /// The config key (`batch_size`), or a description for what is not a
+    /// key (`geo classes`).
+    pub key: String,
+    /// The checkpoint's value.
+    pub old: String,
+    /// The requested value.
+    pub new: String,
+}
+
+impl std::fmt::Display for SettingChange {
+    /// `--batch-size: 8 -> 16` for a config key, `geo classes: 3 -> 5` else.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.key.contains(' ') {
+            write!(f, "{}: {} -> {}", self.key, self.old, self.new)
+        } else {
+            write!(
+                f,
+                "--{}: {} -> {}",
+                self.key.replace('_', "-"),
+                self.old,
+                self.new
+            )
+        }
+    }
+}
+
+/// How a requested config differs from a checkpoint's, split by
+/// [`CHANGEABLE_ON_RESUME`].
+#[derive(Debug, Default)]
+pub struct ResumeDiff {
+    /// Differences in settings that define the run: `--resume` refuses them.
+    pub refused: Vec<SettingChange>,
+    /// Differences in settings that may change; recorded.
+    pub allowed: Vec<SettingChange>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PretrainConfig {
@@ -92,7 +159,15 @@ pub struct PretrainConfig {
     pub on_bad_image: BadImagePolicy,
     /// With skip: stop once more than this fraction of the images is bad.
     pub max_bad_fraction: f64,
+    /// Checkpoint every N epochs (and at the end).
     pub checkpoint_every: usize,
+    /// Also checkpoint mid-epoch every N optimiser steps (0: never), so that
+    /// a SIGKILL loses at most N steps.
+    pub checkpoint_every_steps: u64,
+    /// Also checkpoint mid-epoch once this many minutes have passed since
+    /// the last checkpoint of this invocation (0: never); bounds the work a
+    /// SIGKILL (pre-emption, a scheduler's hard kill) loses in wall-clock.
+    pub checkpoint_every_minutes: f64,
     /// Weighted-kNN top-1 of the query encoder every N epochs (0: never),
     /// on the manifest's labels: bank `knn_train_split`, tested on
     /// `knn_test_split`; logged to the metrics.
@@ -141,6 +216,8 @@ impl Default for PretrainConfig {
             on_bad_image: BadImagePolicy::Skip,
             max_bad_fraction: 0.01,
             checkpoint_every: 10,
+            checkpoint_every_steps: 0,
+            checkpoint_every_minutes: 30.0,
             knn_every: 0,
             knn_k: 20,
             knn_t: 0.07,
@@ -159,6 +236,60 @@ impl PretrainConfig {
 
     pub fn to_toml(&self) -> anyhow::Result<String> {
         Ok(toml::to_string_pretty(self)?)
+    }
+
+    /// `RUN_DIR/config.toml`, with its manifest found by [`Self::manifest_in`].
+    pub fn from_run_dir(run_dir: &Path) -> anyhow::Result<Self> {
+        let mut c = Self::from_toml_file(&run_dir.join("config.toml"))?;
+        c.manifest = c.manifest_in(run_dir);
+        Ok(c)
+    }
+
+    /// The manifest of a run whose config lies in `run_dir`: the path as
+    /// recorded when it is absolute (what `pretrain` records), else relative
+    /// to the run folder when a file is there (a hand-written config, or a
+    /// run folder moved together with its data), else as written: relative
+    /// to the working directory, as geossl recorded it before.
+    pub fn manifest_in(&self, run_dir: &Path) -> PathBuf {
+        if self.manifest.is_absolute() || self.manifest.as_os_str().is_empty() {
+            return self.manifest.clone();
+        }
+        let beside = run_dir.join(&self.manifest);
+        if beside.is_file() {
+            beside
+        } else {
+            self.manifest.clone()
+        }
+    }
+
+    /// Every setting in which `self` (the requested run) differs from
+    /// `checkpoint` (the config a checkpoint was trained with).
+    pub fn resume_diff(&self, checkpoint: &PretrainConfig) -> anyhow::Result<ResumeDiff> {
+        let new = toml::Table::try_from(self)?;
+        let old = toml::Table::try_from(checkpoint)?;
+        let show = |v: Option<&toml::Value>| match v {
+            Some(toml::Value::String(s)) => s.clone(),
+            Some(v) => v.to_string(),
+            None => "(unset)".to_string(),
+        };
+        let mut diff = ResumeDiff::default();
+        for (key, value) in &new {
+            let before = old.get(key);
+            if before == Some(value) {
+                continue;
+            }
+            let change = SettingChange {
+                key: key.clone(),
+                old: show(before),
+                new: show(Some(value)),
+            };
+            if CHANGEABLE_ON_RESUME.contains(&key.as_str()) {
+                diff.allowed.push(change);
+            } else {
+                diff.refused.push(change);
+            }
+        }
+        Ok(diff)
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
@@ -190,6 +321,10 @@ impl PretrainConfig {
         anyhow::ensure!(
             self.checkpoint_every > 0,
             "checkpoint-every must be at least 1"
+        );
+        anyhow::ensure!(
+            self.checkpoint_every_minutes >= 0.0 && self.checkpoint_every_minutes.is_finite(),
+            "checkpoint-every-minutes must be 0 (never) or positive"
         );
         Ok(())
     }
@@ -309,6 +444,73 @@ mod tests {
             m.map(Method::name),
             ["moco", "moco-tp", "moco-geo", "moco-tp-geo"]
         );
+    }
+
+    #[test]
+    fn resume_refuses_what_defines_the_run_and_allows_the_rest() {
+        let old = PretrainConfig::default();
+        let new = PretrainConfig {
+            batch_size: 128,
+            moco_t: 0.2,
+            method: Method::MocoTp,
+            epochs: 300,
+            threads: 4,
+            checkpoint_every_minutes: 5.0,
+            ..old.clone()
+        };
+        let diff = new.resume_diff(&old).unwrap();
+        let shown = |v: &[SettingChange]| v.iter().map(|c| c.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            shown(&diff.refused),
+            [
+                "--batch-size: 256 -> 128",
+                "--method: moco-tp-geo -> moco-tp",
+                "--moco-t: 0.02 -> 0.2"
+            ]
+        );
+        assert_eq!(
+            shown(&diff.allowed),
+            [
+                "--checkpoint-every-minutes: 30.0 -> 5.0",
+                "--epochs: 200 -> 300",
+                "--threads: 0 -> 4"
+            ]
+        );
+        assert!(old.resume_diff(&old).unwrap().refused.is_empty());
+        // Every changeable key is a real key, so a renamed field cannot
+        // silently become fixed.
+        let keys = toml::Table::try_from(&old).unwrap();
+        for k in CHANGEABLE_ON_RESUME {
+            assert!(keys.contains_key(k), "{k}");
+        }
+    }
+
+    #[test]
+    fn the_manifest_is_found_from_any_working_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run");
+        std::fs::create_dir_all(run.join("data")).unwrap();
+        std::fs::write(run.join("data/m.csv"), "path\n").unwrap();
+        let with = |m: &str| PretrainConfig {
+            manifest: m.into(),
+            ..Default::default()
+        };
+        // Absolute: as recorded.
+        let abs = run.join("data/m.csv");
+        assert_eq!(with(abs.to_str().unwrap()).manifest_in(&run), abs);
+        // Relative to the run folder when the file is there.
+        assert_eq!(with("data/m.csv").manifest_in(&run), abs);
+        // Else as written (older run folders, relative to where they ran).
+        assert_eq!(
+            with("elsewhere/m.csv").manifest_in(&run),
+            PathBuf::from("elsewhere/m.csv")
+        );
+        std::fs::write(
+            run.join("config.toml"),
+            with("data/m.csv").to_toml().unwrap(),
+        )
+        .unwrap();
+        assert_eq!(PretrainConfig::from_run_dir(&run).unwrap().manifest, abs);
     }
 
     #[test]

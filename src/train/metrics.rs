@@ -161,6 +161,16 @@ impl MetricsLog {
         Ok(())
     }
 
+    /// Makes every row written so far durable (before a checkpoint that
+    /// covers them).
+    pub fn sync(&mut self) -> anyhow::Result<()> {
+        self.jsonl
+            .sync_data()
+            .with_context(|| format!("{}: fsync failed", self.jsonl_path.display()))?;
+        self.csv.sync_data()?;
+        Ok(())
+    }
+
     pub fn epoch(&mut self, m: &MetricsRow) -> anyhow::Result<()> {
         writeln!(self.jsonl, "{}", serde_json::to_string(m)?)?;
         self.write_tensorboard(m)?;
