@@ -212,6 +212,11 @@ fn user_errors_are_clear() {
         .failure()
         .stderr(predicate::str::contains("fewer than one batch of 512"));
     tiny_pretrain(&geo, &run)
+        .args(["--epochs", "1", "--stop-after", "0"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("--stop-after must be at least 1"));
+    tiny_pretrain(&geo, &run)
         .args(["--epochs", "1", "--method", "moco"])
         .assert()
         .success();

@@ -336,7 +336,7 @@ fn check_fits(
 
 /// Removes what older checkpoints leave behind once a newer one is
 /// complete: every mid-epoch checkpoint other than `keep`, and temporary
-/// folders of writers that were killed (another process id). Epoch
+/// folders and files of writers that were killed (another process id). Epoch
 /// checkpoints stay (one every `checkpoint_every` epochs).
 pub fn prune(run_dir: &Path, keep: Option<&Path>) -> anyhow::Result<()> {
     let dir = checkpoints_dir(run_dir);
@@ -350,10 +350,16 @@ pub fn prune(run_dir: &Path, keep: Option<&Path>) -> anyhow::Result<()> {
         let mid_epoch = name.starts_with("epoch-") && name.contains("-batch-");
         let stale_tmp =
             name.starts_with('.') && name.contains(".tmp-") && !name.ends_with(&own_tmp);
-        if path.is_dir() && (stale_tmp || (mid_epoch && Some(path.as_path()) != keep)) {
+        let removed = if path.is_dir() && (stale_tmp || (mid_epoch && Some(path.as_path()) != keep))
+        {
             std::fs::remove_dir_all(&path)
-                .with_context(|| format!("{}: cannot remove", path.display()))?;
-        }
+        } else if stale_tmp {
+            // A killed writer's `latest` (see crate::atomic_write).
+            std::fs::remove_file(&path)
+        } else {
+            Ok(())
+        };
+        removed.with_context(|| format!("{}: cannot remove", path.display()))?;
     }
     Ok(())
 }
@@ -462,9 +468,11 @@ mod tests {
         let new_mid = saved(run, None, 7);
         let stale = checkpoints_dir(run).join(".epoch-0002.tmp-999999999");
         std::fs::create_dir(&stale).unwrap();
+        let stale_latest = checkpoints_dir(run).join(".latest.tmp-999999999");
+        std::fs::write(&stale_latest, "epoch-0002").unwrap();
         prune(run, Some(&new_mid)).unwrap();
         assert!(epoch.is_dir() && new_mid.is_dir());
-        assert!(!old_mid.exists() && !stale.exists());
+        assert!(!old_mid.exists() && !stale.exists() && !stale_latest.exists());
         assert_eq!(latest(run).unwrap(), Some(new_mid));
     }
 }
