@@ -505,11 +505,13 @@ impl ImageLoader {
                     .unwrap_or_else(|panic| Err(file_error(m, row, format!("panicked: {panic}"))));
                     match read {
                         Ok(()) => Ok(None),
-                        Err(e) if this.on_bad_image == BadImagePolicy::Fail => Err(anyhow::anyhow!(
-                            "{}:{}: {e} (--on-bad-image skip leaves such rows out)",
-                            m.source.display(),
-                            row + 2
-                        )),
+                        Err(e) if this.on_bad_image == BadImagePolicy::Fail => {
+                            Err(anyhow::anyhow!(
+                                "{}:{}: {e} (--on-bad-image skip leaves such rows out)",
+                                m.source.display(),
+                                row + 2
+                            ))
+                        }
                         Err(e) => Ok(Some(BadImage {
                             path: rec.path.clone(),
                             error: e.to_string(),
@@ -653,17 +655,37 @@ mod tests {
             "{err}"
         );
 
-        // Evaluation: the row's error, naming the file.
+        // Evaluation: under skip the row leaves the batch and is listed
+        // with the crash; under fail it is the error, naming the file.
         let eval = ImageLoader::new(
             Arc::new(m),
             (0..8).collect(),
             ViewTransform::CenterCrop { size: 12 },
             8,
         );
-        let err = eval.epoch(0).next().unwrap().err().unwrap();
+        let batch = eval.epoch(0).next().unwrap().unwrap();
+        assert_eq!(batch.rows, vec![0, 1, 2, 3, 4, 6, 7]);
+        assert_eq!(batch.images.size(), vec![7, 3, 12, 12]);
+        assert_eq!(batch.skipped.len(), 1);
+        assert_eq!(batch.skipped[0].0, 5);
         assert!(
-            err.to_string()
+            batch.skipped[0]
+                .1
+                .error
                 .starts_with(&format!("{file}: the decoder crashed")),
+            "{}",
+            batch.skipped[0].1.error
+        );
+        let err = eval
+            .on_bad_image(BadImagePolicy::Fail)
+            .epoch(0)
+            .next()
+            .unwrap()
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains(&format!("{file}: the decoder crashed")),
             "{err}"
         );
     }
