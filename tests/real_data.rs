@@ -343,11 +343,10 @@ fn manifest(dir: &Path, good: usize, bad: usize) -> std::path::PathBuf {
 fn bench_data_counts_crashing_files_and_fails_without_work() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let m = manifest(d, 6, 2);
-    geossl()
-        .args(["bench", "data", "--manifest"])
-        .arg(&m)
-        .args([
+    // At the default sizes, 224 from 448.
+    let bench = |m: &Path| {
+        let mut c = geossl();
+        c.args(["bench", "data", "--manifest"]).arg(m).args([
             "--size",
             "224",
             "--pre",
@@ -356,7 +355,10 @@ fn bench_data_counts_crashing_files_and_fails_without_work() {
             "4",
             "--threads",
             "2",
-        ])
+        ]);
+        c
+    };
+    bench(&manifest(d, 6, 2))
         .assert()
         .success()
         .stdout(predicate::str::contains("images=8 bad_images=1 "))
@@ -366,20 +368,7 @@ fn bench_data_counts_crashing_files_and_fails_without_work() {
         // The caught panic is reported once, as the error, not by the hook.
         .stderr(predicate::str::contains("panicked at").not());
     let only_bad = tempfile::tempdir().unwrap();
-    let m = manifest(only_bad.path(), 0, 4);
-    geossl()
-        .args(["bench", "data", "--manifest"])
-        .arg(&m)
-        .args([
-            "--size",
-            "224",
-            "--pre",
-            "448",
-            "--batch",
-            "4",
-            "--threads",
-            "2",
-        ])
+    bench(&manifest(only_bad.path(), 0, 4))
         .assert()
         .failure()
         .stdout(predicate::str::contains("BENCH").not())
