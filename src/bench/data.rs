@@ -42,6 +42,8 @@ pub struct DataBenchConfig {
 
 #[derive(Debug, Clone)]
 pub struct DataTiming {
+    /// The pre-step's side in pixels (`pre`, or twice `size` for 0).
+    pub pre: u32,
     pub pairs: usize,
     /// The distinct images that were replaced by other samples, by path.
     pub bad: Vec<BadImage>,
@@ -105,6 +107,7 @@ pub fn run(c: &DataBenchConfig) -> anyhow::Result<DataTiming> {
         bad.len()
     );
     Ok(DataTiming {
+        pre: aug.pre_size.unwrap_or(0),
         pairs,
         bad,
         seconds,
@@ -184,7 +187,7 @@ mod tests {
             ..config(images(dir.path(), 4, 0))
         };
         let t = run(&c).unwrap();
-        assert_eq!((t.pairs, t.bad.len()), (4, 0));
+        assert_eq!((t.pre, t.pairs, t.bad.len()), (64, 4, 0));
         assert_eq!(AugConfig::aug_plus_pre(32, 0).pre_size, Some(64));
         assert_eq!(AugConfig::aug_plus_pre(32, 40).pre_size, Some(40));
         let err = run(&DataBenchConfig { size: 4, ..c })
