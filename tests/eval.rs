@@ -93,6 +93,113 @@ fn probe_knn_finetune_and_embed_through_the_cli() {
         .stdout(predicate::str::contains("weighted kNN (k 5, t 0.07)"));
     fraction(&json(&run.join("knn.json"))["top1"]);
 
+    // Settings under which nothing would be learnt or compared (k 0 once
+    // reported a top-1 of 50%, probe --epochs 0 an untrained layer, image
+    // size 0 an internal loader error) are refused, naming the setting,
+    // and write no report.
+    let refused = dir.path().join("refused.json");
+    for (command, args, message) in [
+        (
+            "knn",
+            &["--k", "0"][..],
+            "k (neighbours that vote) must be at least 1",
+        ),
+        ("knn", &["--t", "0"], "t (temperature) must be positive"),
+        ("knn", &["--t=-1"], "t (temperature) must be positive"),
+        (
+            "knn",
+            &["--image-size", "1"],
+            "image-size must be at least 8 pixels, got 1",
+        ),
+        (
+            "knn",
+            &["--batch-size", "0"],
+            "batch-size must be at least 1",
+        ),
+        ("probe", &["--epochs", "0"], "epochs must be at least 1"),
+        ("probe", &["--lr", "0"], "lr must be positive"),
+        (
+            "probe",
+            &["--batch-size", "0"],
+            "batch-size must be at least 1",
+        ),
+        (
+            "probe",
+            &["--image-size", "0"],
+            "image-size must be at least 8 pixels, got 0",
+        ),
+        ("finetune", &["--lr=-0.1"], "lr must be positive"),
+        (
+            "finetune",
+            &["--batch-size", "0"],
+            "batch-size must be at least 1",
+        ),
+        (
+            "finetune",
+            &["--image-size", "4"],
+            "image-size must be at least 8 pixels, got 4",
+        ),
+    ] {
+        geossl()
+            .arg(command)
+            .arg("--checkpoint")
+            .arg(&run)
+            .arg("--manifest")
+            .arg(&manifest)
+            .args(["--device", "cpu", "--out"])
+            .arg(&refused)
+            .args(args)
+            .assert()
+            .failure()
+            .stderr(predicate::str::contains(message));
+        assert!(!refused.exists(), "{command} {args:?}");
+    }
+    let refused = dir.path().join("refused.npy");
+    for (args, message) in [
+        (
+            ["--image-size", "0"],
+            "image-size must be at least 8 pixels, got 0",
+        ),
+        (["--batch-size", "0"], "batch-size must be at least 1"),
+    ] {
+        geossl()
+            .args(["embed", "--checkpoint"])
+            .arg(&run)
+            .arg("--manifest")
+            .arg(&manifest)
+            .args(["--device", "cpu", "--out"])
+            .arg(&refused)
+            .args(args)
+            .assert()
+            .failure()
+            .stderr(predicate::str::contains(message));
+        assert!(!refused.exists(), "embed {args:?}");
+    }
+
+    // A test class that no training row has is named (it cannot be
+    // predicted; its images all count as errors).
+    let mut m = Manifest::read(&manifest).unwrap();
+    let val = m
+        .records
+        .iter()
+        .position(|r| r.split.map(|s| s.to_string()).as_deref() == Some("val"))
+        .unwrap();
+    m.records[val].label = Some("never-trained".into());
+    let held_out = manifest.parent().unwrap().join("held-out.csv");
+    m.write(&held_out).unwrap();
+    geossl()
+        .args(["knn", "--checkpoint"])
+        .arg(&run)
+        .arg("--manifest")
+        .arg(&held_out)
+        .args(["--k", "5", "--device", "cpu", "--out"])
+        .arg(dir.path().join("held-out.json"))
+        .assert()
+        .success()
+        .stderr(predicate::str::contains(
+            "1 class(es) of split val have no row in split train, so no classifier trained there can predict them and their 1 test image(s) all count as errors: never-trained",
+        ));
+
     // Fine-tuning writes a classifier folder that the other commands accept.
     let classifier = dir.path().join("classifier");
     geossl()

@@ -417,3 +417,121 @@ fn pretraining_at_the_default_sizes_runs_every_step_on_the_reported_crop() {
         "{bad}"
     );
 }
+
+/// Six readable training rows of two classes and a val split of `bad`
+/// unreadable rows (an empty file, a missing file, a crashing TIFF), the
+/// tester's `valbad.csv`.
+fn unreadable_val_split(dir: &Path) -> std::path::PathBuf {
+    for i in 0..6u32 {
+        texture(24, 24, i)
+            .save(dir.join(format!("img{i}.jpg")))
+            .unwrap();
+    }
+    std::fs::write(dir.join("zero.jpg"), b"").unwrap();
+    std::fs::write(dir.join("crash.tif"), crashing_tiff()).unwrap();
+    let mut csv = String::from("path,lat,lon,location_id,label,split\n");
+    for i in 0..6 {
+        csv.push_str(&format!(
+            "img{i}.jpg,10.{i},20.{i},loc{},{},train\n",
+            i / 2,
+            ["a", "b"][i % 2]
+        ));
+    }
+    for name in ["zero.jpg", "missing.jpg", "crash.tif"] {
+        csv.push_str(&format!("{name},11,21,bad-{name},b,val\n"));
+    }
+    let path = dir.join("valbad.csv");
+    std::fs::write(&path, csv).unwrap();
+    path
+}
+
+fn monitored_pretrain(manifest: &Path, run: &Path, extra: &[&str]) -> assert_cmd::Command {
+    let mut c = geossl();
+    c.args(["pretrain", "--manifest"])
+        .arg(manifest)
+        .arg("--out")
+        .arg(run)
+        .args([
+            "--arch",
+            "resnet18",
+            "--width",
+            "8",
+            "--small-input",
+            "true",
+            "--image-size",
+            "16",
+            "--epochs",
+            "3",
+            "--batch-size",
+            "2",
+            "--moco-k",
+            "8",
+            "--threads",
+            "1",
+            "--method",
+            "moco",
+            "--knn-every",
+            "2",
+            "--knn-k",
+            "3",
+        ])
+        .args(extra);
+    c
+}
+
+#[test]
+fn a_knn_monitor_without_readable_test_rows_never_loses_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = unreadable_val_split(dir.path());
+    // Skip (the default): every epoch trained and saved, the monitor's
+    // epochs (2 and the last) warn and record no figure, and each
+    // unreadable row is named once, not once per monitored epoch.
+    let run = dir.path().join("skip");
+    let out = monitored_pretrain(&m, &run, &[]).assert().success();
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    for line in [8, 9, 10] {
+        let named = stderr
+            .matches(&format!("left out unreadable row {line} of"))
+            .count();
+        assert_eq!(named, 1, "line {line} named {named} times:\n{stderr}");
+    }
+    assert_eq!(
+        stderr.matches("the kNN monitor gave no figure").count(),
+        2,
+        "{stderr}"
+    );
+    assert!(stderr.contains("none of the 3 rows"), "{stderr}");
+    assert!(run.join("checkpoints/epoch-0003").is_dir());
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let epochs: Vec<serde_json::Value> = metrics
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["kind"] == "epoch")
+        .collect();
+    assert_eq!(epochs.len(), 3, "{metrics}");
+    assert!(
+        epochs.iter().all(|r| r.get("knn_top1").is_none()),
+        "{metrics}"
+    );
+
+    // Fail: the run stops at the monitor, after the epoch's checkpoint, and
+    // the same --resume line moves on each time until the run is done.
+    let run = dir.path().join("fail");
+    let fail = ["--on-bad-image", "fail", "--resume"];
+    monitored_pretrain(&m, &run, &fail)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains(
+            "the kNN monitor of epoch 2 failed (--on-bad-image fail)",
+        ))
+        .stderr(predicate::str::contains("zero.jpg"));
+    assert!(run.join("checkpoints/epoch-0002").is_dir());
+    monitored_pretrain(&m, &run, &fail)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains(
+            "the kNN monitor of epoch 3 failed",
+        ));
+    assert!(run.join("checkpoints/epoch-0003").is_dir());
+    monitored_pretrain(&m, &run, &fail).assert().success();
+}

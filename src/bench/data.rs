@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use crate::data::augment::AugConfig;
+use crate::data::augment::{AugConfig, MIN_IMAGE_SIZE};
 use crate::data::decode::DecodeLimits;
 use crate::data::loader::{BadImage, BadImagePolicy, LoaderConfig, PairLoader, PairMode, SampleBy};
 use crate::data::Manifest;
@@ -21,7 +21,7 @@ pub struct DataBenchConfig {
     pub manifest: PathBuf,
     #[arg(long, default_value_t = 224)]
     pub size: u32,
-    /// Resize + CenterCrop side before the random crop.
+    /// Resize + CenterCrop side before the random crop (0: twice --size, as pretrain's --pre-size).
     #[arg(long, default_value_t = 448)]
     pub pre: u32,
     #[arg(long, default_value_t = 32)]
@@ -42,6 +42,8 @@ pub struct DataBenchConfig {
 
 #[derive(Debug, Clone)]
 pub struct DataTiming {
+    /// The pre-step's side in pixels (`pre`, or twice `size` for 0).
+    pub pre: u32,
     pub pairs: usize,
     /// The distinct images that were replaced by other samples, by path.
     pub bad: Vec<BadImage>,
@@ -59,13 +61,18 @@ pub fn run(c: &DataBenchConfig) -> anyhow::Result<DataTiming> {
             .build_global()
             .map_err(|e| anyhow::anyhow!("--threads {}: {e}", c.threads))?;
     }
+    anyhow::ensure!(
+        c.size >= MIN_IMAGE_SIZE,
+        "--size must be at least {MIN_IMAGE_SIZE} pixels, got {}",
+        c.size
+    );
+    anyhow::ensure!(c.batch >= 1, "--batch must be at least 1");
     let mut manifest = Manifest::read(&c.manifest)?;
     if c.limit > 0 {
         manifest.records.truncate(c.limit);
     }
     let images = manifest.records.len();
-    let mut aug = AugConfig::aug_plus(c.size);
-    aug.pre_size = Some(c.pre);
+    let aug = AugConfig::aug_plus_pre(c.size, c.pre);
     let loader = PairLoader::new(
         manifest,
         LoaderConfig {
@@ -100,6 +107,7 @@ pub fn run(c: &DataBenchConfig) -> anyhow::Result<DataTiming> {
         bad.len()
     );
     Ok(DataTiming {
+        pre: aug.pre_size.unwrap_or(0),
         pairs,
         bad,
         seconds,
@@ -166,6 +174,26 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains(".tif: the decoder crashed"), "{err}");
+    }
+
+    #[test]
+    fn pre_0_is_twice_the_size_as_in_pretraining() {
+        // `--pre 0` once asked the pre-step for a 0 x 0 box and blamed
+        // every image for it.
+        let dir = tempfile::tempdir().unwrap();
+        let c = DataBenchConfig {
+            size: 32,
+            pre: 0,
+            ..config(images(dir.path(), 4, 0))
+        };
+        let t = run(&c).unwrap();
+        assert_eq!((t.pre, t.pairs, t.bad.len()), (64, 4, 0));
+        assert_eq!(AugConfig::aug_plus_pre(32, 0).pre_size, Some(64));
+        assert_eq!(AugConfig::aug_plus_pre(32, 40).pre_size, Some(40));
+        let err = run(&DataBenchConfig { size: 4, ..c })
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "--size must be at least 8 pixels, got 4");
     }
 
     #[test]

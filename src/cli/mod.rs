@@ -968,7 +968,7 @@ fn bench_cmd(b: BenchCommand) -> anyhow::Result<()> {
                 "BENCH data threads={} size={} pre={} batch={} images={} bad_images={} seconds={:.2} pairs_per_s={:.1} pairs_per_s_per_thread={:.1}",
                 rayon::current_num_threads(),
                 c.size,
-                c.pre,
+                t.pre,
                 c.batch,
                 t.pairs,
                 t.bad.len(),

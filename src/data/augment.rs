@@ -30,6 +30,21 @@ use rand::Rng;
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 
+/// The smallest input side geossl accepts, for training and evaluation
+/// alike: a ResNet downsamples by 32 (by 8 with the small-input stem), and
+/// below 8 px even that stem's output is a single pixel.
+pub const MIN_IMAGE_SIZE: u32 = 8;
+
+/// Checks an input side against [`MIN_IMAGE_SIZE`]; the error names the
+/// setting (`image-size`).
+pub fn check_image_size(size: u32) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        size >= MIN_IMAGE_SIZE,
+        "image-size must be at least {MIN_IMAGE_SIZE} pixels, got {size}"
+    );
+    Ok(())
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AugConfig {
     /// Output side in pixels.
@@ -57,10 +72,17 @@ impl AugConfig {
     /// 224 px crops by 0.1-2 px, and the same relative blur on a 32 px crop is
     /// 0.014-0.29 px (2 px there would erase most of a small image).
     pub fn aug_plus(size: u32) -> Self {
+        Self::aug_plus_pre(size, 0)
+    }
+
+    /// [`Self::aug_plus`] with the pre-step's side `pre` pixels; 0 means
+    /// twice `size` (the default of pretraining and `bench data` alike).
+    pub fn aug_plus_pre(size: u32, pre: u32) -> Self {
+        let pre = if pre == 0 { size * 2 } else { pre };
         let blur_scale = size as f32 / 224.0;
         Self {
             size,
-            pre_size: Some(size * 2),
+            pre_size: Some(pre),
             scale: (0.2, 1.0),
             ratio: (3.0 / 4.0, 4.0 / 3.0),
             jitter_p: 0.8,

@@ -32,6 +32,16 @@ pub struct EmbedConfig {
     pub quiet: bool,
 }
 
+impl EmbedConfig {
+    /// At least one image per batch and an input side of at least
+    /// [`crate::data::augment::MIN_IMAGE_SIZE`]; the errors name the
+    /// setting as the flag does.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.batch >= 1, "batch-size must be at least 1");
+        crate::data::augment::check_image_size(self.image_size)
+    }
+}
+
 /// Where the embeddings went.
 #[derive(Debug)]
 pub struct EmbedOutcome {
@@ -63,6 +73,7 @@ pub fn embed(
     config: &EmbedConfig,
     out: &Path,
 ) -> anyhow::Result<EmbedOutcome> {
+    config.validate()?;
     anyhow::ensure!(
         out.extension().is_some_and(|e| e == "npy"),
         "{}: the embeddings file must end in .npy (the CSV of its rows is written beside it)",

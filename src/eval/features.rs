@@ -19,9 +19,25 @@ pub struct Features {
     pub skipped: Vec<(usize, BadImage)>,
 }
 
+/// The rows whose "left out unreadable row" warning was already given,
+/// so that work repeated over the same rows (the pretraining kNN monitor,
+/// every few epochs) warns once per row rather than once per pass.
+#[derive(Debug, Default)]
+pub struct SkipWarnings(std::sync::Mutex<std::collections::HashSet<usize>>);
+
+impl SkipWarnings {
+    /// True the first time `row` is passed.
+    pub fn first_time(&self, row: usize) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(row)
+    }
+}
+
 /// Features of the loader's rows in row order, with the images of `epoch`
 /// (random transforms differ per epoch): BN in eval mode, no graph. `bar`
-/// advances by one per batch.
+/// advances by one per batch. Each skipped row is warned about once.
 ///
 /// Errors: an unreadable row under `--on-bad-image fail`; no row left to
 /// show (naming how many there were, how many were unreadable and the
@@ -34,11 +50,29 @@ pub fn extract(
     what: &str,
     bar: &indicatif::ProgressBar,
 ) -> anyhow::Result<Features> {
+    let warnings = SkipWarnings::default();
+    extract_warning_once(backbone, device, loader, epoch, what, bar, &warnings)
+}
+
+/// [`extract`], warning about a skipped row only if `warnings` has not
+/// seen it yet (it records the rows it warns about).
+pub fn extract_warning_once(
+    backbone: &ResNet,
+    device: Device,
+    loader: &ImageLoader,
+    epoch: u64,
+    what: &str,
+    bar: &indicatif::ProgressBar,
+    warnings: &SkipWarnings,
+) -> anyhow::Result<Features> {
     let mut parts = Vec::with_capacity(loader.batches_per_epoch());
     let (mut rows, mut skipped) = (Vec::new(), Vec::new());
     for batch in loader.epoch(epoch) {
         let batch = batch?;
         for (row, bad) in &batch.skipped {
+            if !warnings.first_time(*row) {
+                continue;
+            }
             bar.suspend(|| {
                 tracing::warn!(
                     "{what}: left out unreadable row {} of {}: {}",

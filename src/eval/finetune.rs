@@ -79,6 +79,41 @@ impl Default for FinetuneConfig {
     }
 }
 
+impl FinetuneConfig {
+    /// Settings that train something: at least one epoch and one image per
+    /// batch, a positive lr, a crop scale in (0, 1], an input side of at
+    /// least [`crate::data::augment::MIN_IMAGE_SIZE`]; the errors name the
+    /// setting as the flag does.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.epochs >= 1, "epochs must be at least 1");
+        anyhow::ensure!(self.batch_size >= 1, "batch-size must be at least 1");
+        anyhow::ensure!(
+            self.lr > 0.0 && self.lr.is_finite(),
+            "lr must be positive and finite, got {}",
+            self.lr
+        );
+        anyhow::ensure!(
+            (0.0..1.0).contains(&self.momentum),
+            "momentum must be in [0, 1), got {}",
+            self.momentum
+        );
+        anyhow::ensure!(
+            self.weight_decay >= 0.0 && self.weight_decay.is_finite(),
+            "weight-decay must be 0 or positive, got {}",
+            self.weight_decay
+        );
+        if let Some(size) = self.image_size {
+            crate::data::augment::check_image_size(size)?;
+        }
+        anyhow::ensure!(
+            self.crop_min_scale > 0.0 && self.crop_min_scale <= 1.0,
+            "crop-min-scale must be in (0, 1], got {}",
+            self.crop_min_scale
+        );
+        Ok(())
+    }
+}
+
 struct Classifier<'a> {
     encoder: &'a Encoder,
     fc: nn::Linear,
@@ -102,9 +137,9 @@ pub fn train_classifier(
     out: &Path,
     quiet: bool,
 ) -> anyhow::Result<ClassificationReport> {
-    anyhow::ensure!(config.epochs > 0, "epochs must be at least 1");
+    config.validate()?;
     let size = config.image_size.unwrap_or(encoder.image_size);
-    let batch = config.batch_size.max(1);
+    let batch = config.batch_size;
     let fc = probe_linear(
         encoder.vs.root() / "fc",
         encoder.feature_dim(),

@@ -7,7 +7,7 @@
 use tch::{Device, Kind, Tensor};
 
 use super::classification::ClassificationReport;
-use super::features::{extract, to_vec};
+use super::features::{extract_warning_once, to_vec};
 use super::task::Task;
 use crate::data::augment::ViewTransform;
 use crate::model::moco::normalize;
@@ -20,6 +20,20 @@ pub struct KnnConfig {
     pub k: usize,
     /// Temperature of the vote weights (0.07).
     pub temperature: f64,
+}
+
+impl KnnConfig {
+    /// At least one neighbour and a positive, finite temperature; the
+    /// errors name the setting (`k`, `t`).
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.k >= 1, "k (neighbours that vote) must be at least 1");
+        anyhow::ensure!(
+            self.temperature > 0.0 && self.temperature.is_finite(),
+            "t (temperature) must be positive and finite, got {}",
+            self.temperature
+        );
+        Ok(())
+    }
 }
 
 impl Default for KnnConfig {
@@ -42,8 +56,8 @@ pub fn knn_probabilities(
 ) -> anyhow::Result<Tensor> {
     let n = train.size()[0];
     anyhow::ensure!(n > 0, "kNN needs at least one training feature");
-    anyhow::ensure!(config.temperature > 0.0, "kNN temperature must be positive");
-    let k = (config.k.max(1) as i64).min(n);
+    config.validate()?;
+    let k = (config.k as i64).min(n);
     let bank = normalize(train, 1).transpose(0, 1);
     let labels = train_labels.to_device(train.device()).to_kind(Kind::Int64);
     let parts: Vec<Tensor> = tch::no_grad(|| {
@@ -72,7 +86,11 @@ pub fn knn_probabilities(
 /// `image_size`. The report's `encoder` is left for the caller to name.
 /// Unreadable images follow `task.on_bad_image`; under skip, the bank and
 /// the figures are over the rows that were read, and the report lists the
-/// rows left out.
+/// rows left out. Each skipped row is warned about once per `task`.
+///
+/// Errors: `config` invalid ([`KnnConfig::validate`]), `batch` 0 or
+/// `image_size` below [`crate::data::augment::MIN_IMAGE_SIZE`], before any
+/// image is read.
 pub fn knn_eval(
     backbone: &ResNet,
     device: Device,
@@ -82,11 +100,22 @@ pub fn knn_eval(
     config: &KnnConfig,
     quiet: bool,
 ) -> anyhow::Result<ClassificationReport> {
+    config.validate()?;
+    anyhow::ensure!(batch >= 1, "batch-size must be at least 1");
+    crate::data::augment::check_image_size(image_size)?;
     let view = ViewTransform::CenterCrop { size: image_size };
     let features = |rows: &[usize], what: &str| {
         let loader = task.loader(rows, view, batch);
         let bar = progress::bar_unless(quiet, loader.batches_per_epoch() as u64, what);
-        let f = extract(backbone, device, &loader, 0, what, &bar);
+        let f = extract_warning_once(
+            backbone,
+            device,
+            &loader,
+            0,
+            what,
+            &bar,
+            &task.skip_warnings,
+        );
         bar.finish_and_clear();
         f
     };
@@ -148,5 +177,37 @@ mod tests {
         assert_eq!(v, vec![1.0, 0.0, 0.0]);
         // k larger than the bank uses the whole bank.
         assert!(knn_probabilities(&train, &labels, &test, 3, &KnnConfig { k: 50, ..cfg }).is_ok());
+        // k 0 once voted with one neighbour anyway; t <= 0 or NaN divides
+        // by nothing sensible.
+        for (bad, message) in [
+            (
+                KnnConfig { k: 0, ..cfg },
+                "k (neighbours that vote) must be at least 1",
+            ),
+            (
+                KnnConfig {
+                    temperature: 0.0,
+                    ..cfg
+                },
+                "t (temperature) must be positive and finite, got 0",
+            ),
+            (
+                KnnConfig {
+                    temperature: -1.0,
+                    ..cfg
+                },
+                "t (temperature) must be positive and finite, got -1",
+            ),
+            (
+                KnnConfig {
+                    temperature: f64::NAN,
+                    ..cfg
+                },
+                "t (temperature) must be positive and finite, got NaN",
+            ),
+        ] {
+            let err = knn_probabilities(&train, &labels, &test, 3, &bad).unwrap_err();
+            assert_eq!(err.to_string(), message);
+        }
     }
 }

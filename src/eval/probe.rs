@@ -68,6 +68,36 @@ impl Default for ProbeConfig {
     }
 }
 
+impl ProbeConfig {
+    /// Settings that train something: at least one epoch and one image per
+    /// batch, a positive lr, an input side of at least
+    /// [`crate::data::augment::MIN_IMAGE_SIZE`]; the errors name the
+    /// setting as the flag does.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.epochs >= 1, "epochs must be at least 1");
+        anyhow::ensure!(self.batch_size >= 1, "batch-size must be at least 1");
+        anyhow::ensure!(
+            self.lr > 0.0 && self.lr.is_finite(),
+            "lr must be positive and finite, got {}",
+            self.lr
+        );
+        anyhow::ensure!(
+            (0.0..1.0).contains(&self.momentum),
+            "momentum must be in [0, 1), got {}",
+            self.momentum
+        );
+        anyhow::ensure!(
+            self.weight_decay >= 0.0 && self.weight_decay.is_finite(),
+            "weight-decay must be 0 or positive, got {}",
+            self.weight_decay
+        );
+        if let Some(size) = self.image_size {
+            crate::data::augment::check_image_size(size)?;
+        }
+        Ok(())
+    }
+}
+
 /// The trained linear classifier and its test report.
 pub struct ProbeOutcome {
     pub report: ClassificationReport,
@@ -87,6 +117,7 @@ pub fn train_linear(
     device: Device,
     mut log: Option<&mut EventWriter>,
 ) -> anyhow::Result<(nn::VarStore, nn::Linear)> {
+    config.validate()?;
     let vs = nn::VarStore::new(device);
     let linear = probe_linear(vs.root() / "fc", dim, classes);
     let mut sgd = Sgd::new(vs.variables(), config.momentum, config.weight_decay);
@@ -185,9 +216,10 @@ pub fn linear_probe(
     quiet: bool,
     tensorboard_dir: Option<&std::path::Path>,
 ) -> anyhow::Result<ProbeOutcome> {
+    config.validate()?;
     let mut log = tensorboard_dir.map(EventWriter::create).transpose()?;
     let size = config.image_size.unwrap_or(encoder.image_size);
-    let batch = config.batch_size.max(1);
+    let batch = config.batch_size;
     let loader = |rows: &[usize], view: ViewTransform| {
         let mut l = task.loader(rows, view, batch);
         l.seed = config.seed;

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::classification::{evaluate, ClassificationReport, SkippedImage};
+use super::features::SkipWarnings;
 use crate::data::augment::ViewTransform;
 use crate::data::loader::{BadImage, BadImagePolicy, ImageLoader};
 use crate::data::{ImageRecord, LocationIndex, Manifest, Split};
@@ -160,6 +161,28 @@ impl Classes {
     }
 }
 
+/// The classes (by name, in class order) that label some `test` row but no
+/// `train` row.
+pub fn untrained_classes(
+    classes: &Classes,
+    train: &LabelledRows,
+    test: &LabelledRows,
+) -> Vec<String> {
+    let trained: std::collections::HashSet<i64> = train.labels.iter().copied().collect();
+    let mut tested: Vec<i64> = test
+        .labels
+        .iter()
+        .copied()
+        .filter(|l| !trained.contains(l))
+        .collect();
+    tested.sort_unstable();
+    tested.dedup();
+    tested
+        .into_iter()
+        .map(|l| classes.names[l as usize].clone())
+        .collect()
+}
+
 /// A classification task on a manifest: train rows, test rows, classes.
 pub struct Task {
     pub manifest: Arc<Manifest>,
@@ -174,6 +197,9 @@ pub struct Task {
     /// of every figure of the report (skip, the default), or the
     /// evaluation stops (fail).
     pub on_bad_image: BadImagePolicy,
+    /// Skipped rows already warned about: a task evaluated again and again
+    /// (the pretraining kNN monitor) names each unreadable row once.
+    pub skip_warnings: SkipWarnings,
 }
 
 impl Task {
@@ -210,6 +236,21 @@ impl Task {
         let test = classes.label(&manifest, &test_rows)?;
         let index = LocationIndex::build(&manifest);
         let test_locations = test.rows.iter().map(|&r| index.location_of(r)).collect();
+        let untrained = untrained_classes(&classes, &train, &test);
+        if !untrained.is_empty() {
+            // Not an error: a benchmark may hold out classes on purpose,
+            // but every test image of these counts as wrong.
+            tracing::warn!(
+                "{}: {} class(es) of split {test_split} have no row in split {train_split}, so no classifier trained there can predict them and their {} test image(s) all count as errors: {}",
+                manifest.source.display(),
+                untrained.len(),
+                test.labels
+                    .iter()
+                    .filter(|&&l| untrained.contains(&classes.names[l as usize]))
+                    .count(),
+                untrained.join(", ")
+            );
+        }
         Ok(Self {
             manifest,
             classes,
@@ -219,6 +260,7 @@ impl Task {
             test_split: test_split.to_string(),
             test_locations,
             on_bad_image: BadImagePolicy::default(),
+            skip_warnings: SkipWarnings::default(),
         })
     }
 
@@ -369,6 +411,22 @@ mod tests {
             "m.csv:3:label: \"lake\" is not one of the classes [\"farm\", \"x\"] (path b.png)"
         );
         assert!(split_rows(&m, "bogus").is_err());
+    }
+
+    #[test]
+    fn test_classes_without_training_rows_are_found() {
+        let m = manifest();
+        let (train, val) = (
+            split_rows(&m, "train").unwrap(),
+            split_rows(&m, "val").unwrap(),
+        );
+        let c = Classes::of(&m, Target::Label, &[&train, &val], None).unwrap();
+        let (train, val) = (c.label(&m, &train).unwrap(), c.label(&m, &val).unwrap());
+        // val has farm and airport, train farm and lake: airport is never
+        // learnt (lake, never tested, is harmless).
+        assert_eq!(untrained_classes(&c, &train, &val), ["airport"]);
+        assert_eq!(untrained_classes(&c, &val, &train), ["lake"]);
+        assert!(untrained_classes(&c, &train, &train).is_empty());
     }
 
     #[test]

@@ -310,10 +310,16 @@ impl PretrainConfig {
             self.crop_min_scale > 0.0 && self.crop_min_scale <= 1.0,
             "crop-min-scale must be in (0, 1]"
         );
-        anyhow::ensure!(
-            self.width > 0 && self.image_size >= 8,
-            "width must be positive and image-size at least 8"
-        );
+        anyhow::ensure!(self.width > 0, "width must be positive");
+        crate::data::augment::check_image_size(self.image_size)?;
+        if self.knn_every > 0 {
+            anyhow::ensure!(self.knn_k >= 1, "knn-k must be at least 1");
+            anyhow::ensure!(
+                self.knn_t > 0.0 && self.knn_t.is_finite(),
+                "knn-t must be positive and finite, got {}",
+                self.knn_t
+            );
+        }
         anyhow::ensure!(
             (0.0..=1.0).contains(&self.max_bad_fraction),
             "max-bad-fraction must be in [0, 1]"
@@ -351,12 +357,7 @@ impl PretrainConfig {
     }
 
     pub fn aug(&self) -> AugConfig {
-        let mut a = AugConfig::aug_plus(self.image_size);
-        a.pre_size = Some(if self.pre_size == 0 {
-            self.image_size * 2
-        } else {
-            self.pre_size
-        });
+        let mut a = AugConfig::aug_plus_pre(self.image_size, self.pre_size);
         a.scale = (self.crop_min_scale, 1.0);
         a
     }
@@ -525,5 +526,37 @@ mod tests {
         );
         c.batch_size = 256;
         assert!(c.validate().is_ok());
+        // Every command's input-side rule, and the kNN monitor's settings
+        // when it runs (checked before any epoch, not at its first use).
+        let err = |c: PretrainConfig| c.validate().unwrap_err().to_string();
+        let monitored = PretrainConfig {
+            knn_every: 2,
+            ..c.clone()
+        };
+        assert_eq!(
+            err(PretrainConfig {
+                image_size: 7,
+                ..c.clone()
+            }),
+            "image-size must be at least 8 pixels, got 7"
+        );
+        assert_eq!(
+            err(PretrainConfig {
+                knn_k: 0,
+                ..monitored.clone()
+            }),
+            "knn-k must be at least 1"
+        );
+        assert_eq!(
+            err(PretrainConfig {
+                knn_t: 0.0,
+                ..monitored.clone()
+            }),
+            "knn-t must be positive and finite, got 0"
+        );
+        assert!(
+            PretrainConfig { knn_k: 0, ..c }.validate().is_ok(),
+            "no monitor"
+        );
     }
 }

@@ -11,7 +11,7 @@ use super::config::{PretrainConfig, SettingChange, CHANGEABLE_ON_RESUME};
 use super::metrics::{MetricsLog, MetricsRow};
 use super::sgd::Sgd;
 use super::step::{train_step, DeviceBatch, NonFiniteLoss, StepSettings};
-use crate::data::loader::PairLoader;
+use crate::data::loader::{BadImagePolicy, PairLoader};
 use crate::data::{Manifest, Split};
 use crate::eval::knn::{knn_eval, KnnConfig};
 use crate::eval::{Target, Task};
@@ -128,16 +128,16 @@ pub fn pretrain(
     // The kNN monitor sees every row of its two splits, whatever the
     // pretraining split.
     let knn_task = if config.knn_every > 0 {
-        Some(
-            Task::new(
-                std::sync::Arc::new(manifest.clone()),
-                Target::Label,
-                &config.knn_train_split,
-                &config.knn_test_split,
-                None,
-            )
-            .context("--knn-every needs labels on the kNN splits")?,
+        let mut task = Task::new(
+            std::sync::Arc::new(manifest.clone()),
+            Target::Label,
+            &config.knn_train_split,
+            &config.knn_test_split,
+            None,
         )
+        .context("--knn-every needs labels on the kNN splits")?;
+        task.on_bad_image = config.on_bad_image;
+        Some(task)
     } else {
         None
     };
@@ -447,6 +447,16 @@ pub fn pretrain(
             geo_acc: geo_classes.map(|_| sums[4] / n),
             pairs_per_s: (batches * config.batch_size) as f64 / seconds,
             seconds: Some(seconds),
+            knn_top1: None,
+            time: Some(crate::tensorboard::now()),
+        };
+        // The monitor only watches: a figure it cannot compute (every test
+        // image unreadable, say) is a warning and a missing value, never
+        // the end of the epochs trained. Under --on-bad-image fail it stops
+        // the run, but only once this epoch's checkpoint is saved, so that
+        // a scheduler's re-run of the same --resume line moves on.
+        let mut monitor_failed = None;
+        let em = MetricsRow {
             knn_top1: match &knn_task {
                 Some(task) if epoch % config.knn_every == 0 || epoch == end => {
                     let knn = KnnConfig {
@@ -455,11 +465,23 @@ pub fn pretrain(
                     };
                     let backbone = &moco.encoder_q.backbone;
                     let size = config.image_size;
-                    Some(knn_eval(backbone, device, task, size, 256, &knn, true)?.top1)
+                    match knn_eval(backbone, device, task, size, 256, &knn, true) {
+                        Ok(report) => Some(report.top1),
+                        Err(e) if config.on_bad_image == BadImagePolicy::Fail => {
+                            monitor_failed = Some(e);
+                            None
+                        }
+                        Err(e) => {
+                            tracing::warn!(
+                                "epoch {epoch}: the kNN monitor gave no figure, none is recorded for this epoch: {e:#}"
+                            );
+                            None
+                        }
+                    }
                 }
                 _ => None,
             },
-            time: Some(crate::tensorboard::now()),
+            ..em
         };
         log.epoch(&em)?;
         if !options.quiet {
@@ -486,10 +508,20 @@ pub fn pretrain(
             || epoch == end
             || save_at_epoch_end
             || save_due(step, &last_saved)
+            || monitor_failed.is_some()
         {
             let state = TrainState::at(config, geo_classes, epoch, step, moco.queue_ptr);
             last_checkpoint = Some(save(run_dir, &moco, &sgd, state, &rows, &mut log)?);
             last_saved = Instant::now();
+        }
+        if let Some(e) = monitor_failed {
+            bad_images.summarise();
+            return Err(e.context(format!(
+                "the kNN monitor of epoch {epoch} failed (--on-bad-image fail); the epoch's checkpoint is saved ({}), so --resume goes on after it",
+                last_checkpoint
+                    .as_ref()
+                    .map_or("none".to_string(), |p: &PathBuf| p.display().to_string()),
+            )));
         }
     }
     // A net under the checks above: an invocation asked to train that
