@@ -255,7 +255,8 @@ fn fmow_csv_qualifier(csv_path: &Path, split: Option<Split>) -> String {
 /// ([`super::fmow::location_id`], as `index fmow` writes it), the split being
 /// `options.split` or, without one, the CSV's file stem: fMoW numbers
 /// locations per split, so the same number in `train.csv` and `val.csv`
-/// names two places. An empty `polygon` leaves the row without a position
+/// names two places. A stem that is a split name (train, val, test) is
+/// also written as the rows' `split`. An empty `polygon` leaves the row without a position
 /// (counted); an empty `timestamp` leaves it undated.
 pub fn import_fmow_csv(
     csv_path: &Path,
@@ -286,6 +287,8 @@ pub fn import_fmow_csv(
         .collect();
     let manifest_dir = canonical_dir(&options.manifest_dir);
     let qualifier = fmow_csv_qualifier(csv_path, options.split);
+    // The stem standing for the split (train.csv) is the rows' split too.
+    let split = options.split.or_else(|| qualifier.parse::<Split>().ok());
     let mut problems = Problems::new(&t.file);
     let mut report = FmowCsvReport::default();
     let mut records = Vec::new();
@@ -345,7 +348,7 @@ pub fn import_fmow_csv(
             timestamp: ts,
             location_id: Some(super::fmow::location_id(&qualifier, &folder)),
             label: Some(cell(category).to_string()),
-            split: options.split,
+            split,
             crop: None,
             geo_cluster: None,
             extra: extra.iter().map(|&i| cell(i).to_string()).collect(),
@@ -720,6 +723,21 @@ mod tests {
         )
         .unwrap();
         assert_eq!(m.records[0].location_id.as_deref(), Some("val/airport_12"));
+        // ... and is the rows' split, so `pretrain` finds its train rows.
+        assert_eq!(m.records[0].split, Some(Split::Val));
+        // A stem that names no split qualifies places but sets no split.
+        let other = table("rgb_2016.csv", 10.0);
+        let (m, _) = import_fmow_csv(
+            &other,
+            &images,
+            FMOW_PATH_TEMPLATE,
+            &options(None, false, dir.path()),
+        )
+        .unwrap();
+        assert_eq!(
+            m.records[0].location_id.as_deref(),
+            Some("rgb_2016/airport_12")
+        );
         assert_eq!(m.records[0].split, None);
     }
 
