@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use super::manifest::{
-    csv_error, format_problem, ImageRecord, Manifest, ManifestError, RowProblem, Split, Timestamp,
+    csv_error, csv_error_at, format_problem, ImageRecord, Manifest, ManifestError, RowProblem,
+    Split, Timestamp,
 };
 use crate::geo::{wkt, LatLon};
 
@@ -37,7 +38,9 @@ impl Table {
             file: file.clone(),
             source,
         })?;
-        let mut r = csv::ReaderBuilder::new().flexible(false).from_reader(f);
+        let mut r = csv::ReaderBuilder::new()
+            .flexible(false)
+            .from_reader(super::csv_lines::LineTracker::new(f));
         let headers: Vec<String> = r
             .headers()
             .map_err(|e| csv_error(&file, e))?
@@ -45,9 +48,16 @@ impl Table {
             .map(|h| h.trim().to_string())
             .collect();
         let mut rows = Vec::new();
-        for rec in r.records() {
-            let rec = rec.map_err(|e| csv_error(&file, e))?;
-            rows.push((rec.position().map_or(0, |p| p.line()), rec));
+        loop {
+            let mut rec = csv::StringRecord::new();
+            match r.read_record(&mut rec) {
+                Ok(false) => break,
+                Ok(true) => rows.push((r.get_mut().line_of(rec.position()), rec)),
+                Err(e) => {
+                    let line = r.get_mut().line_of(e.position());
+                    return Err(csv_error_at(&file, e, line));
+                }
+            }
         }
         if rows.is_empty() {
             return Err(ManifestError::NoRows { file });
