@@ -288,6 +288,55 @@ fn fmow_import_on_a_fake_tree() {
         .stdout(predicate::str::contains("1 metadata files skipped"));
 }
 
+/// Pointed at a split folder, `index fmow` qualifies places by that split;
+/// pointed at a category folder, it refuses; what it leaves out is counted
+/// and boxes outside the image are listed with their file.
+#[test]
+fn fmow_import_of_one_split_folder_and_what_is_left_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("fmow-rgb");
+    let good = r#"{"category": "airport", "box": [100, 50, 150, 100], "ID": 11}"#;
+    let outside = r#"{"category": "airport", "box": [900, 50, 50, 50], "ID": 12}"#;
+    let json = |b: &str| fmow_json("2015-03-02T10:11:12Z", 2.3, 48.8, b);
+    fmow_view(
+        &root,
+        "train",
+        "airport",
+        0,
+        0,
+        &json(&format!("{good}, {outside}")),
+    );
+    fmow_view(&root, "val", "airport", 0, 0, &json(good));
+    let out = dir.path().join("train.csv");
+    geossl()
+        .args(["index", "fmow"])
+        .arg(root.join("train"))
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            "airport_0_0_rgb.json: box [900, 50, 50, 50] has no pixel inside the image",
+        ))
+        .stdout(predicate::str::contains(
+            "1 metadata files; left out: 0 boxes too small (2 px or less), 1 boxes outside the image",
+        ))
+        .stdout(predicate::str::contains("wrote 1 rows"));
+    let rows = read_manifest(&out);
+    assert_eq!(rows[0]["location_id"], "train/airport_0");
+    assert_eq!(rows[0]["split"], "train");
+    geossl()
+        .args(["index", "fmow"])
+        .arg(root.join("val/airport"))
+        .arg("--out")
+        .arg(dir.path().join("x.csv"))
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains(
+            "point at the folder holding train/val/..., or at one split folder",
+        ));
+}
+
 /// `index fmow`'s error paths, each with its message naming the file.
 #[test]
 fn fmow_import_errors_name_the_file() {

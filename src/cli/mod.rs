@@ -732,16 +732,26 @@ fn index_cmd(a: IndexArgs) -> anyhow::Result<()> {
             let dir = parent_dir(&out);
             std::fs::create_dir_all(&dir)
                 .with_context(|| format!("{}: cannot create", dir.display()))?;
-            let (m, errors) = fmow::import(&root, &dir, &options)?;
-            for e in &errors {
+            let (m, report) = fmow::import(&root, &dir, &options)?;
+            for e in &report.skipped {
                 eprintln!("skipped: {e}");
             }
+            // Boxes outside their image and images without metadata point at
+            // damaged metadata: list them (the first few), not only count.
+            print_some("box outside its image", &report.boxes_outside);
+            let orphans: Vec<String> = report
+                .images_without_metadata
+                .iter()
+                .map(|p| format!("{}: no metadata JSON beside it", p.display()))
+                .collect();
+            print_some("image without metadata", &orphans);
             m.write(&out)?;
+            println!("{} metadata files; {}", report.files, report.left_out());
             println!(
                 "wrote {} rows to {}{}",
                 m.records.len(),
                 out.display(),
-                skipped_note(errors.len())
+                skipped_note(report.skipped.len())
             );
             Ok(())
         }
@@ -816,6 +826,17 @@ fn index_cmd(a: IndexArgs) -> anyhow::Result<()> {
             "say what to index: --check MANIFEST, or a source (fmow, csv); see geossl index --help"
         ),
         (Some(_), Some(_)) => unreachable!("clap rejects --check together with a source"),
+    }
+}
+
+/// Prints the first 10 of `items` (one a line, `what: item`) and how many more.
+fn print_some(what: &str, items: &[String]) {
+    const SHOWN: usize = 10;
+    for i in items.iter().take(SHOWN) {
+        println!("{what}: {i}");
+    }
+    if items.len() > SHOWN {
+        println!("... and {} more of: {what}", items.len() - SHOWN);
     }
 }
 

@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use super::manifest::{
-    csv_error, format_problem, ImageRecord, Manifest, ManifestError, RowProblem, Split, Timestamp,
+    csv_error, csv_error_at, format_problem, ImageRecord, Manifest, ManifestError, RowProblem,
+    Split, Timestamp,
 };
 use crate::geo::{wkt, LatLon};
 
@@ -37,7 +38,9 @@ impl Table {
             file: file.clone(),
             source,
         })?;
-        let mut r = csv::ReaderBuilder::new().flexible(false).from_reader(f);
+        let mut r = csv::ReaderBuilder::new()
+            .flexible(false)
+            .from_reader(super::csv_lines::LineTracker::new(f));
         let headers: Vec<String> = r
             .headers()
             .map_err(|e| csv_error(&file, e))?
@@ -45,9 +48,16 @@ impl Table {
             .map(|h| h.trim().to_string())
             .collect();
         let mut rows = Vec::new();
-        for rec in r.records() {
-            let rec = rec.map_err(|e| csv_error(&file, e))?;
-            rows.push((rec.position().map_or(0, |p| p.line()), rec));
+        loop {
+            let mut rec = csv::StringRecord::new();
+            match r.read_record(&mut rec) {
+                Ok(false) => break,
+                Ok(true) => rows.push((r.get_mut().line_of(rec.position()), rec)),
+                Err(e) => {
+                    let line = r.get_mut().line_of(e.position());
+                    return Err(csv_error_at(&file, e, line));
+                }
+            }
         }
         if rows.is_empty() {
             return Err(ManifestError::NoRows { file });
@@ -255,7 +265,8 @@ fn fmow_csv_qualifier(csv_path: &Path, split: Option<Split>) -> String {
 /// ([`super::fmow::location_id`], as `index fmow` writes it), the split being
 /// `options.split` or, without one, the CSV's file stem: fMoW numbers
 /// locations per split, so the same number in `train.csv` and `val.csv`
-/// names two places. An empty `polygon` leaves the row without a position
+/// names two places. A stem that is a split name (train, val, test) is
+/// also written as the rows' `split`. An empty `polygon` leaves the row without a position
 /// (counted); an empty `timestamp` leaves it undated.
 pub fn import_fmow_csv(
     csv_path: &Path,
@@ -286,6 +297,8 @@ pub fn import_fmow_csv(
         .collect();
     let manifest_dir = canonical_dir(&options.manifest_dir);
     let qualifier = fmow_csv_qualifier(csv_path, options.split);
+    // The stem standing for the split (train.csv) is the rows' split too.
+    let split = options.split.or_else(|| qualifier.parse::<Split>().ok());
     let mut problems = Problems::new(&t.file);
     let mut report = FmowCsvReport::default();
     let mut records = Vec::new();
@@ -345,7 +358,7 @@ pub fn import_fmow_csv(
             timestamp: ts,
             location_id: Some(super::fmow::location_id(&qualifier, &folder)),
             label: Some(cell(category).to_string()),
-            split: options.split,
+            split,
             crop: None,
             geo_cluster: None,
             extra: extra.iter().map(|&i| cell(i).to_string()).collect(),
@@ -720,6 +733,21 @@ mod tests {
         )
         .unwrap();
         assert_eq!(m.records[0].location_id.as_deref(), Some("val/airport_12"));
+        // ... and is the rows' split, so `pretrain` finds its train rows.
+        assert_eq!(m.records[0].split, Some(Split::Val));
+        // A stem that names no split qualifies places but sets no split.
+        let other = table("rgb_2016.csv", 10.0);
+        let (m, _) = import_fmow_csv(
+            &other,
+            &images,
+            FMOW_PATH_TEMPLATE,
+            &options(None, false, dir.path()),
+        )
+        .unwrap();
+        assert_eq!(
+            m.records[0].location_id.as_deref(),
+            Some("rgb_2016/airport_12")
+        );
         assert_eq!(m.records[0].split, None);
     }
 

@@ -400,7 +400,7 @@ impl Manifest {
         let mut csv = csv::ReaderBuilder::new()
             .has_headers(true)
             .flexible(false)
-            .from_reader(reader);
+            .from_reader(super::csv_lines::LineTracker::new(reader));
         let headers = csv
             .headers()
             .map_err(|e| csv_error(file, e))?
@@ -418,7 +418,7 @@ impl Manifest {
             match csv.read_record(&mut row) {
                 Ok(false) => break,
                 Ok(true) => {
-                    let line = row.position().map_or(0, |p| p.line());
+                    let line = csv.get_mut().line_of(row.position());
                     match parse_row(&row, line, &headers, &columns) {
                         Ok(r) => records.push(r),
                         Err(mut ps) => {
@@ -434,7 +434,8 @@ impl Manifest {
                 Err(e) => {
                     total += 1;
                     if problems.len() < MAX_REPORTED_PROBLEMS {
-                        problems.push(csv_row_problem(&e));
+                        let line = csv.get_mut().line_of(e.position());
+                        problems.push(csv_row_problem(&e, line));
                     }
                     // A UTF-8 error leaves the reader positioned after the
                     // bad record, so reading on finds the remaining problems.
@@ -567,6 +568,12 @@ impl Manifest {
 /// A CSV reader error as a manifest error: I/O stays I/O, anything else
 /// (wrong field count, bad UTF-8) is a problem of its row.
 pub(crate) fn csv_error(file: &str, e: csv::Error) -> ManifestError {
+    let line = e.position().map_or(0, |p| p.line());
+    csv_error_at(file, e, line)
+}
+
+/// [`csv_error`] of a record at file `line`.
+pub(crate) fn csv_error_at(file: &str, e: csv::Error, line: u64) -> ManifestError {
     if let csv::ErrorKind::Io(_) = e.kind() {
         let csv::ErrorKind::Io(source) = e.into_kind() else {
             unreachable!("checked above")
@@ -578,13 +585,14 @@ pub(crate) fn csv_error(file: &str, e: csv::Error) -> ManifestError {
     }
     ManifestError::Rows {
         file: file.to_string(),
-        problems: vec![csv_row_problem(&e)],
+        problems: vec![csv_row_problem(&e, line)],
         total: 1,
     }
 }
 
-/// The row problem a non-I/O CSV reader error describes.
-fn csv_row_problem(e: &csv::Error) -> RowProblem {
+/// The row problem a non-I/O CSV reader error describes, at file `line`
+/// (from [`super::csv_lines::LineTracker`]).
+pub(crate) fn csv_row_problem(e: &csv::Error, line: u64) -> RowProblem {
     let message = match e.kind() {
         csv::ErrorKind::UnequalLengths {
             expected_len, len, ..
@@ -595,7 +603,7 @@ fn csv_row_problem(e: &csv::Error) -> RowProblem {
         _ => e.to_string(),
     };
     RowProblem {
-        line: e.position().map_or(0, |p| p.line()),
+        line,
         column: String::new(),
         value: String::new(),
         message,
@@ -990,6 +998,35 @@ mod tests {
             err,
             "m.csv: 1 problem found\nm.csv:3: row is not valid UTF-8"
         );
+    }
+
+    /// Problems name the file line (header = 1) in LF and CRLF files alike
+    /// (Excel writes CRLF), with a byte-order mark and a blank line.
+    #[test]
+    fn problem_lines_for_lf_and_crlf() {
+        let body = [
+            "\u{feff}path,lat,lon,timestamp",
+            "a.jpg,10,20,2018-02-30",
+            "",
+            "b.jpg,NaN,20,",
+            "c.jpg,1,2",
+        ];
+        for eol in ["\n", "\r\n"] {
+            let text = body.join(eol) + eol;
+            let err = Manifest::parse(text.as_bytes(), "edge.csv", Path::new("."));
+            let Err(ManifestError::Rows { problems, .. }) = err else {
+                panic!("{eol:?}: {err:?}")
+            };
+            let lines: Vec<(u64, &str)> = problems
+                .iter()
+                .map(|p| (p.line, p.column.as_str()))
+                .collect();
+            assert_eq!(
+                lines,
+                [(2, "timestamp"), (4, "lat"), (5, "")],
+                "line ending {eol:?}"
+            );
+        }
     }
 
     #[test]

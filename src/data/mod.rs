@@ -2,6 +2,7 @@
 //! bounded decoding, summaries and the built-in synthetic dataset.
 
 pub mod augment;
+pub(crate) mod csv_lines;
 pub mod decode;
 pub mod fmow;
 pub mod import_csv;
