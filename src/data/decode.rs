@@ -367,9 +367,9 @@ fn ends_with_eoi(bytes: &[u8]) -> bool {
         i += u16::from_be_bytes([len[0], len[1]]) as usize;
         if marker == SOS {
             // Entropy-coded data runs to the next marker other than RSTm.
-            while i + 1 < bytes.len()
-                && !(bytes[i] == 0xFF && !matches!(bytes[i + 1], 0x00 | 0xD0..=0xD7 | 0xFF))
-            {
+            let at_marker =
+                |i: usize| bytes[i] == 0xFF && !matches!(bytes[i + 1], 0x00 | 0xD0..=0xD7 | 0xFF);
+            while i + 1 < bytes.len() && !at_marker(i) {
                 i += 1;
             }
         }
