@@ -703,7 +703,7 @@ mod tests {
             listed[1],
             (
                 format!("{d}/good.png"),
-                "crop 50,0,5,5 lies outside the 40 x 30 image".to_string()
+                "crop 50,0,5,5 does not lie inside the 40 x 30 image".to_string()
             )
         );
         assert_eq!(
