@@ -589,7 +589,7 @@ fn fmow_places_are_per_split() {
     let stderr = String::from_utf8_lossy(&assert.get_output().stderr).into_owned();
     assert!(
         stdout.contains("airport_0: 58")
-            && stdout.contains(" km between row 1 (fmow-rgb/train/airport/airport_0/airport_0_0_rgb.jpg) and row 3 (fmow-rgb/val/airport/airport_0/airport_0_0_rgb.jpg)"),
+            && stdout.contains(" km between line 2 (fmow-rgb/train/airport/airport_0/airport_0_0_rgb.jpg) and line 4 (fmow-rgb/val/airport/airport_0/airport_0_0_rgb.jpg)"),
         "{stdout}"
     );
     assert!(stdout.contains("WARNING"), "{stdout}");
@@ -607,8 +607,8 @@ fn fmow_places_are_per_split() {
     let json: serde_json::Value = serde_json::from_slice(&assert.get_output().stdout).unwrap();
     let spread = &json["spread_out_locations"][0];
     assert_eq!(spread["location_id"], "airport_0");
-    assert_eq!(spread["rows"][0]["row"], 1);
-    assert_eq!(spread["rows"][1]["row"], 3);
+    assert_eq!(spread["rows"][0]["line"], 2);
+    assert_eq!(spread["rows"][1]["line"], 4);
     assert!((spread["km"].as_f64().unwrap() - 5837.0).abs() < 10.0);
     assert_eq!(json["problems"].as_array().unwrap().len(), 1);
     geossl()

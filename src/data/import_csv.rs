@@ -595,6 +595,18 @@ pub fn assign_splits_by_location(
         .collect();
     ranked.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
     let val = (val_fraction * ranked.len() as f64).round() as usize;
+    // A fraction strictly between 0 and 1 asks for both splits; rounding
+    // must not silently leave one of them empty.
+    anyhow::ensure!(
+        ranked.is_empty()
+            || !(val_fraction > 0.0 && val_fraction < 1.0)
+            || (val > 0 && val < ranked.len()),
+        "a validation fraction of {val_fraction} of the {} locations without a split rounds to {val} validation locations, leaving {} empty; choose a fraction between {:.4} and {:.4}",
+        ranked.len(),
+        if val == 0 { "val" } else { "train" },
+        0.5 / ranked.len() as f64,
+        1.0 - 0.5 / ranked.len() as f64
+    );
     let assignments: Vec<(usize, Split)> = ranked
         .iter()
         .enumerate()
@@ -1068,5 +1080,20 @@ mod tests {
             err.to_string(),
             "the validation fraction must lie in [0, 1] (got 1.5)"
         );
+        // A fraction that rounds to an empty split is refused, both ways.
+        let seven = (0..7).fold(String::from("path,location_id\n"), |t, i| {
+            t + &format!("{i}.jpg,P{i}\n")
+        });
+        let err = assign_splits_by_location(&mut parse(&seven), 0.01, 0).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "a validation fraction of 0.01 of the 7 locations without a split rounds to 0 validation locations, leaving val empty; choose a fraction between 0.0714 and 0.9286"
+        );
+        let err = assign_splits_by_location(&mut parse(&seven), 0.95, 0).unwrap_err();
+        assert!(err
+            .to_string()
+            .contains("rounds to 7 validation locations, leaving train empty"));
+        let counts = assign_splits_by_location(&mut parse(&seven), 0.0715, 0).unwrap();
+        assert_eq!((counts.train_locations, counts.val_locations), (6, 1));
     }
 }

@@ -63,11 +63,11 @@ impl Default for CheckOptions {
     }
 }
 
-/// A manifest row: its 1-based number among the data rows (the header not
-/// counted) and its path as written.
+/// A manifest row: its line in the manifest file (the header is line 1, as
+/// in every other message that names a row) and its path as written.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RowRef {
-    pub row: usize,
+    pub line: usize,
     pub path: String,
 }
 
@@ -352,7 +352,7 @@ fn spread_out_locations(
 ) -> Vec<SpreadOutLocation> {
     let records = &manifest.records;
     let row_ref = |r: usize| RowRef {
-        row: r + 1,
+        line: r + 2,
         path: records[r].path.clone(),
     };
     let mut out: Vec<SpreadOutLocation> = index
@@ -510,8 +510,8 @@ impl fmt::Display for Summary {
         for s in self.spread_out_locations.iter().take(SHOWN) {
             write!(
                 f,
-                "\n                  {}: {:.1} km between row {} ({}) and row {} ({})",
-                s.location_id, s.km, s.rows[0].row, s.rows[0].path, s.rows[1].row, s.rows[1].path
+                "\n                  {}: {:.1} km between line {} ({}) and line {} ({})",
+                s.location_id, s.km, s.rows[0].line, s.rows[0].path, s.rows[1].line, s.rows[1].path
             )?;
         }
         if self.spread_out_locations.len() > SHOWN {
@@ -603,11 +603,11 @@ mod tests {
             x.rows,
             [
                 RowRef {
-                    row: 1,
+                    line: 2,
                     path: "x0.jpg".into()
                 },
                 RowRef {
-                    row: 3,
+                    line: 4,
                     path: "x1.jpg".into()
                 }
             ]
@@ -619,7 +619,7 @@ mod tests {
         let text = s.to_string();
         assert!(
             text.contains("X: 5837.")
-                && text.contains("km between row 1 (x0.jpg) and row 3 (x1.jpg)"),
+                && text.contains("km between line 2 (x0.jpg) and line 4 (x1.jpg)"),
             "{text}"
         );
         // A tighter threshold catches Y too; farthest first.
