@@ -85,26 +85,14 @@ impl FinetuneConfig {
     /// least [`crate::data::augment::MIN_IMAGE_SIZE`]; the errors name the
     /// setting as the flag does.
     pub fn validate(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(self.epochs >= 1, "epochs must be at least 1");
-        anyhow::ensure!(self.batch_size >= 1, "batch-size must be at least 1");
-        anyhow::ensure!(
-            self.lr > 0.0 && self.lr.is_finite(),
-            "lr must be positive and finite, got {}",
-            self.lr
-        );
-        anyhow::ensure!(
-            (0.0..1.0).contains(&self.momentum),
-            "momentum must be in [0, 1), got {}",
-            self.momentum
-        );
-        anyhow::ensure!(
-            self.weight_decay >= 0.0 && self.weight_decay.is_finite(),
-            "weight-decay must be 0 or positive, got {}",
-            self.weight_decay
-        );
-        if let Some(size) = self.image_size {
-            crate::data::augment::check_image_size(size)?;
-        }
+        super::probe::validate_sgd_training(
+            self.epochs,
+            self.batch_size,
+            self.lr,
+            self.momentum,
+            self.weight_decay,
+            self.image_size,
+        )?;
         anyhow::ensure!(
             self.crop_min_scale > 0.0 && self.crop_min_scale <= 1.0,
             "crop-min-scale must be in (0, 1], got {}",

@@ -74,28 +74,48 @@ impl ProbeConfig {
     /// [`crate::data::augment::MIN_IMAGE_SIZE`]; the errors name the
     /// setting as the flag does.
     pub fn validate(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(self.epochs >= 1, "epochs must be at least 1");
-        anyhow::ensure!(self.batch_size >= 1, "batch-size must be at least 1");
-        anyhow::ensure!(
-            self.lr > 0.0 && self.lr.is_finite(),
-            "lr must be positive and finite, got {}",
-            self.lr
-        );
-        anyhow::ensure!(
-            (0.0..1.0).contains(&self.momentum),
-            "momentum must be in [0, 1), got {}",
-            self.momentum
-        );
-        anyhow::ensure!(
-            self.weight_decay >= 0.0 && self.weight_decay.is_finite(),
-            "weight-decay must be 0 or positive, got {}",
-            self.weight_decay
-        );
-        if let Some(size) = self.image_size {
-            crate::data::augment::check_image_size(size)?;
-        }
-        Ok(())
+        validate_sgd_training(
+            self.epochs,
+            self.batch_size,
+            self.lr,
+            self.momentum,
+            self.weight_decay,
+            self.image_size,
+        )
     }
+}
+
+/// The checks every SGD-trained evaluation (probe, fine-tuning) makes of
+/// its settings: at least one epoch and one image per batch, a positive
+/// finite lr, momentum in [0, 1), a non-negative weight decay, an input side
+/// of at least [`crate::data::augment::MIN_IMAGE_SIZE`]; the errors name the
+/// setting as the flag does.
+pub(crate) fn validate_sgd_training(
+    epochs: usize,
+    batch_size: usize,
+    lr: f64,
+    momentum: f64,
+    weight_decay: f64,
+    image_size: Option<u32>,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(epochs >= 1, "epochs must be at least 1");
+    anyhow::ensure!(batch_size >= 1, "batch-size must be at least 1");
+    anyhow::ensure!(
+        lr > 0.0 && lr.is_finite(),
+        "lr must be positive and finite, got {lr}"
+    );
+    anyhow::ensure!(
+        (0.0..1.0).contains(&momentum),
+        "momentum must be in [0, 1), got {momentum}"
+    );
+    anyhow::ensure!(
+        weight_decay >= 0.0 && weight_decay.is_finite(),
+        "weight-decay must be 0 or positive, got {weight_decay}"
+    );
+    if let Some(size) = image_size {
+        crate::data::augment::check_image_size(size)?;
+    }
+    Ok(())
 }
 
 /// The trained linear classifier and its test report.
