@@ -8,26 +8,30 @@
 //! - [`model`]: devices, ResNet backbones, heads, MoCo;
 //! - [`train`]: configuration, schedule, SGD, checkpoints, metrics, pretraining;
 //! - [`eval`]: linear probe, fine-tuning, kNN, per-location classification,
-//!   embeddings, and the four-variant demo;
-//! - [`interop`]: exchange with the Python world (`.npy`, torchvision weights);
+//!   embeddings;
+//! - [`interop`]: exchange with the Python world (torchvision weights,
+//!   PyTorch checkpoints);
 //! - [`report`]: the HTML run report (charts, world map, sample pairs) and
 //!   run comparisons (`geossl report`);
-//! - [`tensorboard`]: TensorBoard event files of pretraining, probe and
-//!   fine-tuning;
+//! - [`demo`]: the four variants beside the baselines on the built-in
+//!   dataset, end to end (`geossl demo`);
+//! - [`formats`]: the file formats every layer shares (atomic writes,
+//!   `.npy`, TensorBoard event files), at the bottom;
+//! - [`progress`]: progress bars and lines, at the bottom;
 //! - [`bench`]: benchmark inputs and timings (`geossl bench`);
 //! - [`cli`]: the `geossl` command line, a thin layer over the above.
 //!
 //! The method is specified in `shared/docs/method.md` (Ayush et al., ICCV 2021).
 
-pub mod atomic_write;
 pub mod bench;
 pub mod cli;
 pub mod data;
+pub mod demo;
 pub mod eval;
+pub mod formats;
 pub mod geo;
 pub mod interop;
 pub mod model;
 pub mod progress;
 pub mod report;
-pub mod tensorboard;
 pub mod train;

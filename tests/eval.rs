@@ -256,7 +256,7 @@ fn probe_knn_finetune_and_embed_through_the_cli() {
         .assert()
         .success();
     let original = Manifest::read(&manifest).unwrap();
-    let (shape, values) = geossl::interop::npy::read::<f32>(&npy).unwrap();
+    let (shape, values) = geossl::formats::npy::read::<f32>(&npy).unwrap();
     assert_eq!(shape, vec![original.records.len(), 32], "width 4 -> 32-d");
     assert!(values.iter().all(|v| v.is_finite()));
     let rows = Manifest::read(&npy.with_extension("csv")).unwrap();
@@ -453,8 +453,8 @@ fn unreadable_rows_are_left_out_of_every_output_alike() {
         "{stdout}"
     );
     assert!(stderr.contains("broken-0.jpg"), "warned: {stderr}");
-    let (shape, values) = geossl::interop::npy::read::<f32>(&npy).unwrap();
-    let (clean_shape, clean_values) = geossl::interop::npy::read::<f32>(&clean_npy).unwrap();
+    let (shape, values) = geossl::formats::npy::read::<f32>(&npy).unwrap();
+    let (clean_shape, clean_values) = geossl::formats::npy::read::<f32>(&clean_npy).unwrap();
     let rows = Manifest::read(&npy.with_extension("csv")).unwrap();
     assert_eq!(shape, clean_shape);
     assert_eq!(shape[0], original.records.len());

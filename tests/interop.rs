@@ -7,8 +7,8 @@ use std::path::Path;
 use std::process::Command as Process;
 
 use geossl::eval::Encoder;
+use geossl::formats::npy;
 use geossl::interop::export::{add_num_batches_tracked, write_safetensors};
-use geossl::interop::npy;
 use geossl::model::{Arch, ResNetConfig};
 use predicates::prelude::*;
 use tch::nn::ModuleT;

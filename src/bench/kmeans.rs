@@ -37,7 +37,7 @@ pub fn geo_points(n: usize, seed: u64) -> Vec<UnitVector> {
 /// Writes points as a float64 `.npy` array of shape (n, 3).
 pub fn write_npy(path: &Path, points: &[UnitVector]) -> anyhow::Result<()> {
     let flat: Vec<f64> = points.iter().flatten().copied().collect();
-    crate::interop::npy::write(path, &[points.len(), 3], &flat)
+    crate::formats::npy::write(path, &[points.len(), 3], &flat)
 }
 
 pub struct KMeansTiming {

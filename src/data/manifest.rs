@@ -498,7 +498,7 @@ impl Manifest {
     /// Writes the manifest as CSV, atomically (temporary file, fsync,
     /// rename), with the standard columns any record uses, then the extras.
     pub fn write(&self, path: &Path) -> anyhow::Result<()> {
-        crate::atomic_write::write_atomically(path, |w| self.write_csv(w))
+        crate::formats::atomic_write::write_atomically(path, |w| self.write_csv(w))
     }
 
     pub fn write_csv<W: Write>(&self, w: W) -> anyhow::Result<()> {

@@ -192,7 +192,7 @@ impl ClassificationReport {
     }
 
     pub fn write_json(&self, path: &std::path::Path) -> anyhow::Result<()> {
-        crate::atomic_write::write_string(path, &serde_json::to_string_pretty(self)?)
+        crate::formats::atomic_write::write_string(path, &serde_json::to_string_pretty(self)?)
     }
 }
 

@@ -16,7 +16,7 @@ use super::features::{extract, to_vec};
 use crate::data::augment::ViewTransform;
 use crate::data::loader::{BadImage, BadImagePolicy, ImageLoader};
 use crate::data::Manifest;
-use crate::interop::npy;
+use crate::formats::npy;
 
 /// How to embed.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -139,7 +139,7 @@ pub fn embed(
             _ => None,
         }
     } else {
-        crate::atomic_write::write_atomically(&list, |w| {
+        crate::formats::atomic_write::write_atomically(&list, |w| {
             let mut w = csv::Writer::from_writer(w);
             w.write_record(["line", "path", "error"])?;
             for (row, bad) in &features.skipped {

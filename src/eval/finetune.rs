@@ -24,9 +24,9 @@ use super::probe::probabilities;
 use super::task::Task;
 use crate::data::augment::{AugConfig, ViewTransform};
 use crate::data::loader::BadImage;
+use crate::formats::tensorboard::{self, EventWriter};
 use crate::model::heads::probe_linear;
 use crate::progress;
-use crate::tensorboard::{self, EventWriter};
 use crate::train::schedule::LrSchedule;
 use crate::train::sgd::Sgd;
 
@@ -342,7 +342,7 @@ pub fn train_classifier(
     let weights = out.join(CLASSIFIER_WEIGHTS);
     Tensor::write_safetensors(&named, &weights)
         .map_err(|e| anyhow::anyhow!("{}: cannot write: {e}", weights.display()))?;
-    crate::atomic_write::write_string(
+    crate::formats::atomic_write::write_string(
         &out.join(CLASSIFIER_JSON),
         &serde_json::to_string_pretty(&info)?,
     )?;

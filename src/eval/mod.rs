@@ -1,10 +1,8 @@
 //! Downstream evaluation of pretrained encoders, as in the paper: linear
 //! probe on frozen features, fine-tuning, weighted kNN, per-location
-//! (temporal) classification, embeddings for other tools, and the demo that
-//! compares the four variants with the paper's baselines.
+//! (temporal) classification and embeddings for other tools.
 
 pub mod classification;
-pub mod demo;
 pub mod embed;
 pub mod encoder;
 pub mod features;

@@ -23,8 +23,8 @@ use super::features::{extract, to_vec};
 use super::task::Task;
 use crate::data::augment::ViewTransform;
 use crate::data::loader::BadImagePolicy;
+use crate::formats::tensorboard::{self, EventWriter};
 use crate::model::heads::probe_linear;
-use crate::tensorboard::{self, EventWriter};
 use crate::train::schedule::LrSchedule;
 use crate::train::sgd::Sgd;
 

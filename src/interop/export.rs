@@ -126,7 +126,7 @@ pub fn write_safetensors(
     let info: HashMap<String, String> = metadata.clone().into_iter().collect();
     let bytes = safetensors::tensor::serialize(views, &Some(info))
         .map_err(|e| anyhow::anyhow!("{}: {e:?}", path.display()))?;
-    crate::atomic_write::write_atomically(path, |w| {
+    crate::formats::atomic_write::write_atomically(path, |w| {
         use std::io::Write;
         Ok(w.write_all(&bytes)?)
     })

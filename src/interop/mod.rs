@@ -4,6 +4,5 @@
 
 pub mod export;
 pub mod import;
-pub mod npy;
 pub mod pickle;
 pub mod torch_load;

@@ -36,7 +36,7 @@ use tch::{Device, Tensor};
 
 use super::config::PretrainConfig;
 use super::sgd::Sgd;
-use crate::atomic_write::write_string;
+use crate::formats::atomic_write::write_string;
 use crate::model::weights::{copy_named, read_safetensors};
 use crate::model::Moco;
 
@@ -354,7 +354,7 @@ pub fn prune(run_dir: &Path, keep: Option<&Path>) -> anyhow::Result<()> {
         {
             std::fs::remove_dir_all(&path)
         } else if stale_tmp {
-            // A killed writer's `latest` (see crate::atomic_write).
+            // A killed writer's `latest` (see crate::formats::atomic_write).
             std::fs::remove_file(&path)
         } else {
             Ok(())

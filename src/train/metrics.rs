@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use crate::tensorboard::EventWriter;
+use crate::formats::tensorboard::EventWriter;
 
 /// One row of the log: a step (`kind = "step"`) or an epoch's means
 /// (`kind = "epoch"`, with its duration).
@@ -134,7 +134,9 @@ impl MetricsLog {
             jsonl: open(&jsonl_path)?,
             csv,
             jsonl_path,
-            tensorboard: EventWriter::create(&crate::tensorboard::log_dir(run_dir, "pretrain"))?,
+            tensorboard: EventWriter::create(&crate::formats::tensorboard::log_dir(
+                run_dir, "pretrain",
+            ))?,
             tensorboard_flushed: Instant::now(),
         };
         for row in &kept {
@@ -146,7 +148,7 @@ impl MetricsLog {
 
     fn write_tensorboard(&mut self, m: &MetricsRow) -> anyhow::Result<()> {
         let (step, values) = m.tensorboard_scalars();
-        let time = m.time.unwrap_or_else(crate::tensorboard::now);
+        let time = m.time.unwrap_or_else(crate::formats::tensorboard::now);
         self.tensorboard.scalars(step, time, &values)
     }
 
@@ -215,7 +217,7 @@ fn truncate_lines(path: &Path, mut keep: impl FnMut(&str) -> bool) -> anyhow::Re
     if !text.is_empty() {
         text.push('\n');
     }
-    crate::atomic_write::write_string(path, &text)
+    crate::formats::atomic_write::write_string(path, &text)
 }
 
 /// Reads every row of a run's `metrics.jsonl` (none when there is no file

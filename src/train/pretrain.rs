@@ -243,7 +243,7 @@ pub fn pretrain(
     let mut bad_images =
         BadImageLog::open(run_dir, &manifest_source, images, config.max_bad_fraction)?;
     let stop = StopSignal::register()?;
-    crate::atomic_write::write_string(&run_dir.join("config.toml"), &config.to_toml()?)?;
+    crate::formats::atomic_write::write_string(&run_dir.join("config.toml"), &config.to_toml()?)?;
     let mut log = MetricsLog::open(run_dir, step)?;
     let schedule = config.schedule();
     let batches = loader.batches_per_epoch();
@@ -363,7 +363,7 @@ pub fn pretrain(
                 pairs_per_s: config.batch_size as f64 / step_started.elapsed().as_secs_f64(),
                 seconds: None,
                 knn_top1: None,
-                time: Some(crate::tensorboard::now()),
+                time: Some(crate::formats::tensorboard::now()),
             };
             for (s, v) in sums.iter_mut().zip([
                 m.loss,
@@ -448,7 +448,7 @@ pub fn pretrain(
             pairs_per_s: (batches * config.batch_size) as f64 / seconds,
             seconds: Some(seconds),
             knn_top1: None,
-            time: Some(crate::tensorboard::now()),
+            time: Some(crate::formats::tensorboard::now()),
         };
         // The monitor only watches: a figure it cannot compute (every test
         // image unreadable, say) is a warning and a missing value, never
@@ -583,7 +583,7 @@ fn discard_attempt(run_dir: &Path) -> anyhow::Result<()> {
             _ => {}
         }
     }
-    let tb = crate::tensorboard::log_dir(run_dir, "pretrain");
+    let tb = crate::formats::tensorboard::log_dir(run_dir, "pretrain");
     if tb.exists() {
         std::fs::remove_dir_all(&tb).with_context(|| format!("{}: cannot remove", tb.display()))?;
     }

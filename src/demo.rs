@@ -16,15 +16,15 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use tch::Device;
 
-use super::classification::ClassificationReport;
-use super::encoder::Encoder;
-use super::finetune::{train_classifier, FinetuneConfig, TrainView};
-use super::knn::{knn_eval, KnnConfig};
-use super::probe::{linear_probe, ProbeConfig};
-use super::task::{Target, Task};
 use crate::data::summary::Summary;
 use crate::data::synth::{self, SynthConfig};
 use crate::data::Manifest;
+use crate::eval::classification::ClassificationReport;
+use crate::eval::encoder::Encoder;
+use crate::eval::finetune::{train_classifier, FinetuneConfig, TrainView};
+use crate::eval::knn::{knn_eval, KnnConfig};
+use crate::eval::probe::{linear_probe, ProbeConfig};
+use crate::eval::task::{Target, Task};
 use crate::geo::locations::assign_geo_clusters;
 use crate::train::{Method, PretrainConfig, RunOptions};
 
@@ -151,7 +151,7 @@ fn evaluate_encoder(
     train_seconds: f64,
     out: &Path,
 ) -> anyhow::Result<DemoRow> {
-    let tb = crate::tensorboard::log_dir(out, "probe");
+    let tb = crate::formats::tensorboard::log_dir(out, "probe");
     let probe = linear_probe(encoder, task, &probe_config(seed), true, Some(&tb))?;
     let knn = knn_of(encoder, task)?;
     probe.report.write_json(&out.join("probe.json"))?;
@@ -236,7 +236,7 @@ pub fn run(out: &Path, quick: bool, seed: u64) -> anyhow::Result<DemoResult> {
     let mut m = m;
     let g = assign_geo_clusters(&mut m, budget.geo_clusters, seed, true)?;
     m.write(&clustered)?;
-    crate::atomic_write::write_string(
+    crate::formats::atomic_write::write_string(
         &crate::geo::locations::centroids_path(&clustered),
         &serde_json::to_string_pretty(&g)?,
     )?;
@@ -282,7 +282,7 @@ pub fn run(out: &Path, quick: bool, seed: u64) -> anyhow::Result<DemoResult> {
         )?);
         print_row(rows.last().expect("just pushed"));
         let report = run_dir.join("report.html");
-        crate::atomic_write::write_string(
+        crate::formats::atomic_write::write_string(
             &report,
             &crate::report::run_report(&run_dir, &crate::report::ReportOptions::default())?,
         )?;
@@ -362,12 +362,12 @@ pub fn run(out: &Path, quick: bool, seed: u64) -> anyhow::Result<DemoResult> {
         rows,
         total_seconds: started.elapsed().as_secs_f64(),
     };
-    crate::atomic_write::write_string(
+    crate::formats::atomic_write::write_string(
         &out.join("demo.json"),
         &serde_json::to_string_pretty(&result)?,
     )?;
     let table = markdown_table(&result);
-    crate::atomic_write::write_string(&out.join("demo.md"), &table)?;
+    crate::formats::atomic_write::write_string(&out.join("demo.md"), &table)?;
     let test_set = format!(
         "{} test images of split {} ({} locations), {} classes; trained on split {} ({} images)",
         task.test.rows.len(),
@@ -386,7 +386,7 @@ pub fn run(out: &Path, quick: bool, seed: u64) -> anyhow::Result<DemoResult> {
             "Seed {seed}; {test_set}. Baselines: random init, geo-location learning and supervised training, with the pretraining's epochs and images."
         ),
     };
-    crate::atomic_write::write_string(
+    crate::formats::atomic_write::write_string(
         &comparison,
         &crate::report::comparison_report(&run_dirs, &comparison, Some(&results))?,
     )?;

@@ -58,7 +58,7 @@ pub fn write<T: NpyElement>(path: &Path, shape: &[usize], data: &[T]) -> anyhow:
         header.push(' ');
     }
     header.push('\n');
-    crate::atomic_write::write_atomically(path, |w| {
+    crate::formats::atomic_write::write_atomically(path, |w| {
         w.write_all(b"\x93NUMPY\x01\x00")?;
         w.write_all(&(header.len() as u16).to_le_bytes())?;
         w.write_all(header.as_bytes())?;

@@ -1,0 +1,376 @@
+//! `synth`, `index` and `cluster`: the dataset commands.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+
+use crate::data::fmow::{self, FmowOptions};
+use crate::data::import_csv;
+use crate::data::summary::{CheckOptions, FileCheck, Summary};
+use crate::data::synth::{self, SynthConfig};
+use crate::data::{Manifest, Split};
+use crate::geo::locations::assign_geo_clusters;
+
+#[derive(Args, Debug)]
+pub struct SynthArgs {
+    /// Output folder (created); receives images/ and manifest.csv.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Number of places.
+    #[arg(long, default_value_t = 1000)]
+    pub locations: usize,
+    /// Most views (images over time) of one place.
+    #[arg(long, default_value_t = 8)]
+    pub max_views: usize,
+    /// Image side in pixels.
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Image format: jpg (quality 90, like fMoW's JPEGs) or png.
+    #[arg(long, default_value = "jpg", value_parser = ["jpg", "png"])]
+    pub format: String,
+}
+
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct IndexArgs {
+    /// Validate this manifest and print its summary; exits non-zero on any
+    /// problem (missing or, with --decode, undecodable files; locations
+    /// spread over more than --max-spread-km).
+    #[arg(long, value_name = "MANIFEST")]
+    pub check: Option<PathBuf>,
+    /// With --check: print the summary as JSON.
+    #[arg(long, requires = "check")]
+    pub json: bool,
+    /// With --check: decode every image (and crop), in parallel, and list each one that fails.
+    #[arg(long, requires = "check", conflicts_with = "no_files")]
+    pub decode: bool,
+    /// With --check: leave the image files alone (data on remote storage).
+    #[arg(long, requires = "check")]
+    pub no_files: bool,
+    /// With --check: views of one location farther apart than this (great-circle km) are a problem.
+    #[arg(long, requires = "check", value_name = "KM",
+          default_value_t = crate::data::summary::DEFAULT_MAX_LOCATION_SPREAD_KM)]
+    pub max_spread_km: f64,
+    #[command(subcommand)]
+    pub source: Option<IndexSource>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum IndexSource {
+    /// Scan an fMoW tree ({train,val,test,seq}/<category>/<category>_<loc>/..._rgb.{jpg,json}).
+    Fmow {
+        /// fMoW root folder.
+        root: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Read the _msrgb files instead of _rgb.
+        #[arg(long)]
+        msrgb: bool,
+        /// Keep boxes labelled false_detection.
+        #[arg(long)]
+        keep_false_detection: bool,
+        /// Import what can be read and list the files that cannot.
+        #[arg(long)]
+        skip_errors: bool,
+    },
+    /// Import CSV metadata: derived fMoW tables or GeoImageNet.
+    Csv {
+        /// fmow: columns category, location_id, image_id, timestamp, polygon;
+        /// geoimagenet: id, lat, lon, ... with images in <class>/<id>.jpg.
+        #[arg(long, value_parser = ["fmow", "geoimagenet"])]
+        format: String,
+        /// The metadata CSV.
+        file: PathBuf,
+        /// Folder the images are under.
+        #[arg(long)]
+        images: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Split to record for every row (train, val or test).
+        #[arg(long)]
+        split: Option<String>,
+        /// fmow: where an image lies below --images; placeholders are column names.
+        #[arg(long, default_value = import_csv::FMOW_PATH_TEMPLATE)]
+        path_template: String,
+        /// Leave out the rows with problems (each listed) instead of stopping.
+        #[arg(long)]
+        skip_errors: bool,
+        /// Without --split: put this fraction of the LOCATIONS in val, the rest in train (all views of a place in one split).
+        #[arg(long, conflicts_with = "split", value_name = "F")]
+        val_fraction: Option<f64>,
+        /// Seed of --val-fraction's draw (same input and seed, same split).
+        #[arg(long, requires = "val_fraction", default_value_t = 0)]
+        seed: u64,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct ClusterArgs {
+    #[arg(long)]
+    pub manifest: PathBuf,
+    /// Number of geo clusters (the paper uses 100).
+    #[arg(long, default_value_t = 100)]
+    pub k: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output manifest (may be the input).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Centroids JSON (default: next to --out, `<stem>.clusters.json`).
+    #[arg(long)]
+    pub centroids: Option<PathBuf>,
+    /// Weight every location alike instead of by its number of images.
+    #[arg(long)]
+    pub unweighted: bool,
+    /// Leave the rows of locations without lat/lon out of the output (counted) instead of stopping.
+    #[arg(long)]
+    pub drop_unpositioned: bool,
+}
+
+pub(super) fn synth_cmd(a: &SynthArgs) -> anyhow::Result<()> {
+    let config = SynthConfig {
+        locations: a.locations,
+        max_views: a.max_views,
+        size: a.size,
+        seed: a.seed,
+        jpeg_quality: if a.format == "png" { 0 } else { 90 },
+    };
+    let t0 = std::time::Instant::now();
+    let m = synth::generate(&a.out, &config)?;
+    println!(
+        "wrote {} images of {} locations to {} in {:.1} s",
+        m.records.len(),
+        a.locations,
+        m.source.display(),
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Prints a manifest's summary; fails on any problem it finds.
+fn check_manifest(path: &Path, json: bool, options: &CheckOptions) -> anyhow::Result<Summary> {
+    let m = Manifest::read(path)?;
+    let s = Summary::check(&m, options);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    } else {
+        println!("{s}");
+    }
+    if !s.problems.is_empty() {
+        anyhow::bail!("{}: {}", path.display(), s.problems.join("; "));
+    }
+    Ok(s)
+}
+
+pub(super) fn index_cmd(a: IndexArgs) -> anyhow::Result<()> {
+    match (a.check, a.source) {
+        (Some(path), None) => {
+            anyhow::ensure!(
+                a.max_spread_km.is_finite() && a.max_spread_km >= 0.0,
+                "--max-spread-km must be a non-negative number of kilometres (got {})",
+                a.max_spread_km
+            );
+            let options = CheckOptions {
+                files: if a.no_files {
+                    FileCheck::None
+                } else if a.decode {
+                    FileCheck::Decode
+                } else {
+                    FileCheck::Exists
+                },
+                max_location_spread_km: a.max_spread_km,
+                ..CheckOptions::default()
+            };
+            check_manifest(&path, a.json, &options).map(|_| ())
+        }
+        (
+            None,
+            Some(IndexSource::Fmow {
+                root,
+                out,
+                msrgb,
+                keep_false_detection,
+                skip_errors,
+            }),
+        ) => {
+            let options = FmowOptions {
+                msrgb,
+                keep_false_detection,
+                skip_errors,
+            };
+            let dir = parent_dir(&out);
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("{}: cannot create", dir.display()))?;
+            let (m, report) = fmow::import(&root, &dir, &options)?;
+            for e in &report.skipped {
+                eprintln!("skipped: {e}");
+            }
+            // Boxes outside their image and images without metadata point at
+            // damaged metadata: list them (the first few), not only count.
+            print_some("box outside its image", &report.boxes_outside);
+            let orphans: Vec<String> = report
+                .images_without_metadata
+                .iter()
+                .map(|p| format!("{}: no metadata JSON beside it", p.display()))
+                .collect();
+            print_some("image without metadata", &orphans);
+            m.write(&out)?;
+            println!("{} metadata files; {}", report.files, report.left_out());
+            println!(
+                "wrote {} rows to {}{}",
+                m.records.len(),
+                out.display(),
+                skipped_note(report.skipped.len())
+            );
+            Ok(())
+        }
+        (
+            None,
+            Some(IndexSource::Csv {
+                format,
+                file,
+                images,
+                out,
+                split,
+                path_template,
+                skip_errors,
+                val_fraction,
+                seed,
+            }),
+        ) => {
+            let split = split
+                .map(|s| s.parse::<Split>().map_err(anyhow::Error::msg))
+                .transpose()?;
+            let images = images
+                .canonicalize()
+                .with_context(|| format!("{}: cannot open image folder", images.display()))?;
+            let dir = parent_dir(&out);
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("{}: cannot create", dir.display()))?;
+            let options = import_csv::CsvImportOptions {
+                split,
+                skip_errors,
+                manifest_dir: dir,
+            };
+            let (mut m, skipped) = if format == "fmow" {
+                let (m, report) =
+                    import_csv::import_fmow_csv(&file, &images, &path_template, &options)?;
+                println!(
+                    "{} rows; {} without a position (empty polygon; kept); {} rows left out",
+                    report.rows, report.rows_without_position, report.skipped_rows
+                );
+                (m, report.skipped)
+            } else {
+                let (m, report) = import_csv::import_geoimagenet(&file, &images, &options)?;
+                println!(
+                    "{} images; {} without a metadata row and {} with empty lat/lon (both kept without position); {} left out with their metadata row; {} metadata rows without an image",
+                    report.images,
+                    report.images_without_metadata,
+                    report.images_without_position,
+                    report.images_skipped,
+                    report.metadata_without_image
+                );
+                (m, report.skipped)
+            };
+            for e in &skipped {
+                eprintln!("skipped: {e}");
+            }
+            if let Some(f) = val_fraction {
+                let c = import_csv::assign_splits_by_location(&mut m, f, seed)?;
+                println!(
+                    "split by location (seed {seed}): {} locations in train, {} in val",
+                    c.train_locations, c.val_locations
+                );
+            }
+            m.write(&out)?;
+            println!("wrote {} rows to {}", m.records.len(), out.display());
+            if m.records.iter().any(|r| r.position.is_none()) {
+                println!(
+                    "note: rows without a position stop `geossl cluster`; its --drop-unpositioned leaves them out"
+                );
+            }
+            Ok(())
+        }
+        (None, None) => anyhow::bail!(
+            "say what to index: --check MANIFEST, or a source (fmow, csv); see geossl index --help"
+        ),
+        (Some(_), Some(_)) => unreachable!("clap rejects --check together with a source"),
+    }
+}
+
+/// Prints the first 10 of `items` (one a line, `what: item`) and how many more.
+fn print_some(what: &str, items: &[String]) {
+    const SHOWN: usize = 10;
+    for i in items.iter().take(SHOWN) {
+        println!("{what}: {i}");
+    }
+    if items.len() > SHOWN {
+        println!("... and {} more of: {what}", items.len() - SHOWN);
+    }
+}
+
+fn skipped_note(n: usize) -> String {
+    if n == 0 {
+        String::new()
+    } else {
+        format!(" ({n} metadata files skipped, listed above)")
+    }
+}
+
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+pub(super) fn cluster_cmd(a: &ClusterArgs) -> anyhow::Result<()> {
+    let mut m = Manifest::read(&a.manifest)?;
+    let unpositioned = crate::geo::locations::unpositioned_locations(&m);
+    if !unpositioned.is_empty() {
+        if !a.drop_unpositioned {
+            let shown: Vec<&str> = unpositioned.iter().take(5).map(String::as_str).collect();
+            anyhow::bail!(
+                "{}: {} locations have no lat/lon (e.g. {}); geo clustering needs a position for every location: add them, or pass --drop-unpositioned to leave their rows out of --out",
+                a.manifest.display(),
+                unpositioned.len(),
+                shown.join(", ")
+            );
+        }
+        let dropped = crate::geo::locations::drop_unpositioned(&mut m);
+        println!(
+            "left out {} rows of {} locations without lat/lon",
+            dropped,
+            unpositioned.len()
+        );
+        anyhow::ensure!(
+            !m.records.is_empty(),
+            "{}: no row has a position",
+            a.manifest.display()
+        );
+    }
+    let g = assign_geo_clusters(&mut m, a.k, a.seed, !a.unweighted)?;
+    m.rebase(&parent_dir(&a.out))?;
+    m.write(&a.out)?;
+    let centroids = a
+        .centroids
+        .clone()
+        .unwrap_or_else(|| crate::geo::locations::centroids_path(&a.out));
+    crate::formats::atomic_write::write_string(&centroids, &serde_json::to_string_pretty(&g)?)?;
+    let sizes: Vec<usize> = g.clusters.iter().map(|c| c.locations).collect();
+    println!(
+        "{} locations in {} clusters ({} Lloyd iterations{}; locations per cluster {}..{}); wrote {} and {}",
+        g.locations,
+        g.k,
+        g.iterations,
+        if g.converged { ", converged" } else { ", NOT converged" },
+        sizes.iter().min().unwrap_or(&0),
+        sizes.iter().max().unwrap_or(&0),
+        a.out.display(),
+        centroids.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,282 @@
+//! `probe`, `finetune`, `knn` and `embed`: the evaluation commands.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::data::Manifest;
+
+/// What is evaluated, on which data.
+#[derive(Args, Debug)]
+pub struct EvalData {
+    /// A pretraining run folder (its latest checkpoint), a checkpoint folder, or a classifier folder from `finetune`.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Manifest with a label column (or geo_cluster, with --target geo-cluster) and splits.
+    #[arg(long)]
+    pub manifest: PathBuf,
+    /// Rows the classifier learns from (train, val, test or all).
+    #[arg(long, default_value = "train")]
+    pub train_split: String,
+    /// Rows it is tested on.
+    #[arg(long, default_value = "val")]
+    pub test_split: String,
+    /// Column holding the classes.
+    #[arg(long, value_enum, default_value = "label")]
+    pub target: crate::eval::Target,
+    /// Input side [default: the size the encoder was trained at].
+    #[arg(long)]
+    pub image_size: Option<u32>,
+    #[arg(long, default_value_t = 256)]
+    pub batch_size: usize,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Unreadable images: leave their rows out of training and of every figure, listed in the report (skip), or stop (fail).
+    #[arg(long, value_enum, default_value = "skip")]
+    pub on_bad_image: crate::data::loader::BadImagePolicy,
+}
+
+impl EvalData {
+    fn device(&self) -> anyhow::Result<tch::Device> {
+        crate::model::parse_device(&self.device)
+            .map_err(anyhow::Error::msg)?
+            .resolve()
+    }
+
+    fn task(&self, classes: Option<Vec<String>>) -> anyhow::Result<crate::eval::Task> {
+        let mut task = crate::eval::Task::load(
+            &self.manifest,
+            self.target,
+            &self.train_split,
+            &self.test_split,
+            classes,
+        )?;
+        task.on_bad_image = self.on_bad_image;
+        Ok(task)
+    }
+
+    /// `--out`, or `<name>.json` in the checkpoint folder.
+    fn report_path(&self, out: &Option<PathBuf>, name: &str) -> PathBuf {
+        out.clone()
+            .unwrap_or_else(|| self.checkpoint.join(format!("{name}.json")))
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct ProbeArgs {
+    #[command(flatten)]
+    pub data: EvalData,
+    /// Learning rate (the paper: 1; the MoCo code: 30).
+    #[arg(long, default_value_t = 1.0)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 100)]
+    pub epochs: usize,
+    /// Epochs at which lr is multiplied by 0.1.
+    #[arg(long, value_delimiter = ',', default_value = "60,80")]
+    pub schedule: Vec<usize>,
+    /// Extract the features once (centre crop) and train on them every epoch: much faster; exact for square images.
+    #[arg(long)]
+    pub cache_features: bool,
+    /// Standardise each feature with the training set's mean and std first (MAE's BN without affine).
+    #[arg(long)]
+    pub standardize: bool,
+    /// Report JSON [default: probe.json in the checkpoint folder].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct FinetuneArgs {
+    #[command(flatten)]
+    pub data: EvalData,
+    /// Start from a random initialisation (supervised or geo-location-learning baseline) with --checkpoint's architecture.
+    #[arg(long)]
+    pub from_scratch: bool,
+    #[arg(long, default_value_t = 0.001)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 100)]
+    pub epochs: usize,
+    /// Epochs at which lr is multiplied by 0.1 (unless --cos).
+    #[arg(long, value_delimiter = ',', default_value = "60,80")]
+    pub schedule: Vec<usize>,
+    /// Cosine learning-rate decay instead of steps.
+    #[arg(long)]
+    pub cos: bool,
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f64,
+    /// Training view.
+    #[arg(long, value_enum, default_value = "random-crop")]
+    pub view: crate::eval::finetune::TrainView,
+    /// Output classifier folder: classifier.safetensors (torchvision names), classifier.json, report.json.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct KnnArgs {
+    #[command(flatten)]
+    pub data: EvalData,
+    /// Neighbours that vote.
+    #[arg(long, default_value_t = 20)]
+    pub k: usize,
+    /// Temperature of the vote weights exp(similarity / t).
+    #[arg(long, default_value_t = 0.07)]
+    pub t: f64,
+    /// Report JSON [default: knn.json in the checkpoint folder].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct EmbedArgs {
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    #[arg(long)]
+    pub manifest: PathBuf,
+    /// Output .npy (float32, rows x features); the rows go to the .csv beside it.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Only the rows of this split (train, val, test) [default: every row].
+    #[arg(long)]
+    pub split: Option<String>,
+    /// Input side [default: the size the encoder was trained at].
+    #[arg(long)]
+    pub image_size: Option<u32>,
+    #[arg(long, default_value_t = 256)]
+    pub batch_size: usize,
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Unreadable images: leave their rows out of the .npy and the .csv alike, listed in NAME.skipped.csv (skip), or stop (fail).
+    #[arg(long, value_enum, default_value = "skip")]
+    pub on_bad_image: crate::data::loader::BadImagePolicy,
+}
+
+pub(super) fn probe_cmd(a: &ProbeArgs) -> anyhow::Result<()> {
+    let encoder = crate::eval::Encoder::load(&a.data.checkpoint, a.data.device()?)?;
+    let task = a.data.task(None)?;
+    let config = crate::eval::probe::ProbeConfig {
+        lr: a.lr,
+        epochs: a.epochs,
+        milestones: a.schedule.clone(),
+        batch_size: a.data.batch_size,
+        image_size: a.data.image_size,
+        cache_features: a.cache_features,
+        standardize: a.standardize,
+        seed: a.data.seed,
+        ..Default::default()
+    };
+    let path = a.data.report_path(&a.out, "probe");
+    // TensorBoard scalars beside the report: RUN_DIR/tb/probe.
+    let tb = crate::formats::tensorboard::log_dir(
+        path.parent().unwrap_or(std::path::Path::new(".")),
+        "probe",
+    );
+    // The linear layer's N(0, 0.01) initialisation draws from libtorch's
+    // generator: seeded, a probe is reproducible.
+    tch::manual_seed(a.data.seed as i64);
+    let outcome = crate::eval::probe::linear_probe(&encoder, &task, &config, false, Some(&tb))?;
+    outcome.report.write_json(&path)?;
+    println!(
+        "{}
+wrote {}",
+        outcome.report,
+        path.display()
+    );
+    Ok(())
+}
+
+pub(super) fn finetune_cmd(a: &FinetuneArgs) -> anyhow::Result<()> {
+    let device = a.data.device()?;
+    let mut encoder = crate::eval::Encoder::load(&a.data.checkpoint, device)?;
+    if a.from_scratch {
+        encoder = crate::eval::Encoder::random(encoder.backbone.config, encoder.image_size, device);
+    }
+    let task = a.data.task(None)?;
+    let config = crate::eval::finetune::FinetuneConfig {
+        lr: a.lr,
+        epochs: a.epochs,
+        cosine: a.cos,
+        milestones: a.schedule.clone(),
+        batch_size: a.data.batch_size,
+        weight_decay: a.weight_decay,
+        view: a.view,
+        image_size: a.data.image_size,
+        seed: a.data.seed,
+        ..Default::default()
+    };
+    let report =
+        crate::eval::finetune::train_classifier(&mut encoder, &task, &config, &a.out, false)?;
+    println!(
+        "{report}
+wrote {}",
+        a.out.display()
+    );
+    Ok(())
+}
+
+pub(super) fn knn_cmd(a: &KnnArgs) -> anyhow::Result<()> {
+    let encoder = crate::eval::Encoder::load(&a.data.checkpoint, a.data.device()?)?;
+    let task = a.data.task(None)?;
+    let config = crate::eval::knn::KnnConfig {
+        k: a.k,
+        temperature: a.t,
+    };
+    let size = a.data.image_size.unwrap_or(encoder.image_size);
+    let mut report = crate::eval::knn::knn_eval(
+        &encoder.backbone,
+        encoder.vs.device(),
+        &task,
+        size,
+        a.data.batch_size,
+        &config,
+        false,
+    )?;
+    report.encoder = encoder.source.clone();
+    let path = a.data.report_path(&a.out, "knn");
+    report.write_json(&path)?;
+    println!(
+        "{report}
+wrote {}",
+        path.display()
+    );
+    Ok(())
+}
+
+pub(super) fn embed_cmd(a: &EmbedArgs) -> anyhow::Result<()> {
+    let device = crate::model::parse_device(&a.device)
+        .map_err(anyhow::Error::msg)?
+        .resolve()?;
+    let encoder = crate::eval::Encoder::load(&a.checkpoint, device)?;
+    let manifest = Manifest::read(&a.manifest)?;
+    let rows = a
+        .split
+        .as_deref()
+        .map(|s| crate::eval::task::split_rows(&manifest, s))
+        .transpose()?;
+    let config = crate::eval::embed::EmbedConfig {
+        image_size: a.image_size.unwrap_or(encoder.image_size),
+        batch: a.batch_size,
+        on_bad_image: a.on_bad_image,
+        quiet: false,
+    };
+    let done = crate::eval::embed::embed(&encoder, &manifest, rows, &config, &a.out)?;
+    println!(
+        "wrote {} x {} features to {} and their rows to {}",
+        done.rows,
+        done.dim,
+        done.npy.display(),
+        done.csv.display()
+    );
+    if let Some(list) = &done.skipped_csv {
+        println!(
+            "left out {} unreadable row(s) of {} (from both files), listed in {}",
+            done.skipped.len(),
+            manifest.source.display(),
+            list.display()
+        );
+    }
+    Ok(())
+}

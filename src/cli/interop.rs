@@ -1,0 +1,78 @@
+//! `export` and `import`: weights to and from the PyTorch world.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// A pretraining run folder (its latest checkpoint), a checkpoint folder, or a classifier folder.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Output .safetensors file.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// What to export from a pretraining checkpoint.
+    #[arg(long, value_enum, default_value = "backbone")]
+    pub part: crate::interop::export::Part,
+}
+
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    /// The checkpoint, e.g. moco_v2_200ep.pth.tar.
+    #[arg(long)]
+    pub pth: PathBuf,
+    /// New run folder that receives checkpoints/epoch-NNNN and config.toml.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+pub(super) fn export_cmd(a: &ExportArgs) -> anyhow::Result<()> {
+    let done = crate::interop::export::export(&a.checkpoint, &a.out, a.part)?;
+    println!(
+        "wrote {} tensors to {} ({})",
+        done.tensors,
+        a.out.display(),
+        done.metadata
+            .iter()
+            .filter(|(k, _)| ["part", "method", "arch", "epochs"].contains(&k.as_str()))
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
+}
+
+pub(super) fn import_cmd(a: &ImportArgs) -> anyhow::Result<()> {
+    let done = crate::interop::import::import_moco(&a.pth, &a.out)?;
+    println!(
+        "imported {} tensors ({}, epoch {}, geo head: {}) into {}{}",
+        done.tensors,
+        done.arch.name(),
+        done.epoch,
+        done.geo_classes
+            .map_or("none".to_string(), |k| format!("{k} classes")),
+        done.checkpoint.display(),
+        ignored_note(&done.ignored)
+    );
+    Ok(())
+}
+
+/// BN step counters are expected to be dropped; anything else is named.
+fn ignored_note(ignored: &[String]) -> String {
+    let (counters, other): (Vec<&String>, Vec<&String>) = ignored
+        .iter()
+        .partition(|n| n.ends_with("num_batches_tracked"));
+    let mut note = String::new();
+    if !counters.is_empty() {
+        note.push_str(&format!(
+            "; dropped {} BN num_batches_tracked counters",
+            counters.len()
+        ));
+    }
+    if !other.is_empty() {
+        let names: Vec<&str> = other.iter().map(|s| s.as_str()).collect();
+        note.push_str(&format!("; ignored {}", names.join(", ")));
+    }
+    note
+}
