@@ -18,6 +18,8 @@
 //! - [`formats`]: the file formats every layer shares (atomic writes,
 //!   `.npy`, TensorBoard event files), at the bottom;
 //! - [`progress`]: progress bars and lines, at the bottom;
+//! - [`settings`]: how messages name a setting (a config field, or the
+//!   CLI's flag), at the bottom;
 //! - [`bench`]: benchmark inputs and timings (`geossl bench`);
 //! - [`cli`]: the `geossl` command line, a thin layer over the above.
 //!
@@ -34,4 +36,5 @@ pub mod interop;
 pub mod model;
 pub mod progress;
 pub mod report;
+pub mod settings;
 pub mod train;
