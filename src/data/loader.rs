@@ -49,6 +49,14 @@ pub enum SampleBy {
     Location,
 }
 
+impl crate::settings::Choice for SampleBy {
+    const CHOICES: &'static [(Self, &'static str, &'static str)] = &[
+        (SampleBy::Image, "image", ""),
+        (SampleBy::Location, "location", ""),
+    ];
+}
+crate::settings::choice_by_name!(SampleBy);
+
 #[derive(Debug, Clone)]
 pub struct LoaderConfig {
     pub batch: usize,
@@ -91,6 +99,26 @@ pub enum BadImagePolicy {
     /// Stop with the decoder's error.
     Fail,
 }
+
+impl crate::settings::Choice for BadImagePolicy {
+    /// The help is the variants' docs as one line each.
+    const CHOICES: &'static [(Self, &'static str, &'static str)] = &[
+        (
+            BadImagePolicy::Skip,
+            "skip",
+            "Leave the image out and report it. Pretraining replaces the sample by another one \
+             (drawn from the sample's own seed, so runs stay reproducible); evaluation \
+             ([`ImageLoader`]) drops the row, and every output of the command then leaves that \
+             row out",
+        ),
+        (
+            BadImagePolicy::Fail,
+            "fail",
+            "Stop with the decoder's error",
+        ),
+    ];
+}
+crate::settings::choice_by_name!(BadImagePolicy);
 
 /// An image that could not be used: its manifest path and the decoder's
 /// message.

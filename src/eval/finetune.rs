@@ -43,6 +43,23 @@ pub enum TrainView {
     ResizedCropFlip,
 }
 
+impl crate::settings::Choice for TrainView {
+    const CHOICES: &'static [(Self, &'static str, &'static str)] = &[
+        (
+            TrainView::RandomCrop,
+            "random-crop",
+            "Resize + RandomCrop (the evaluation protocol)",
+        ),
+        (
+            TrainView::ResizedCropFlip,
+            "resized-crop-flip",
+            "RandomResizedCrop(scale 0.2-1) + horizontal flip, the usual view for training \
+             from scratch",
+        ),
+    ];
+}
+crate::settings::choice_by_name!(TrainView);
+
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct FinetuneConfig {
     pub lr: f64,

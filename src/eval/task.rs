@@ -40,6 +40,23 @@ impl Target {
     }
 }
 
+/// On the command line the column `geo_cluster` is spelled `geo-cluster`.
+impl crate::settings::Choice for Target {
+    const CHOICES: &'static [(Self, &'static str, &'static str)] = &[
+        (
+            Target::Label,
+            "label",
+            "The manifest's `label` column (land use, category...)",
+        ),
+        (
+            Target::GeoCluster,
+            "geo-cluster",
+            "The `geo_cluster` column written by `geossl cluster`",
+        ),
+    ];
+}
+crate::settings::choice_by_name!(Target);
+
 /// Rows of a split with their class indices.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LabelledRows {

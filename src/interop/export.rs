@@ -41,6 +41,33 @@ pub enum Part {
     Full,
 }
 
+impl crate::settings::Choice for Part {
+    const CHOICES: &'static [(Self, &'static str, &'static str)] = &[
+        (
+            Part::Backbone,
+            "backbone",
+            "The query encoder's backbone, torchvision names (what the paper transfers)",
+        ),
+        (
+            Part::Query,
+            "query",
+            "The query backbone plus the projection MLP and geo head",
+        ),
+        (
+            Part::Key,
+            "key",
+            "The momentum (key) encoder's backbone plus its projection MLP",
+        ),
+        (
+            Part::Full,
+            "full",
+            "Everything of the model as in the checkpoint (`encoder_q.*`, `encoder_k.*`, \
+             `geo_head.*`, `queue`), without optimiser state",
+        ),
+    ];
+}
+crate::settings::choice_by_name!(Part);
+
 /// What was written.
 #[derive(Debug)]
 pub struct Exported {

@@ -43,6 +43,15 @@ impl Arch {
     }
 }
 
+impl crate::settings::Choice for Arch {
+    const CHOICES: &'static [(Self, &'static str, &'static str)] = &[
+        (Arch::Resnet18, "resnet18", ""),
+        (Arch::Resnet34, "resnet34", ""),
+        (Arch::Resnet50, "resnet50", ""),
+    ];
+}
+crate::settings::choice_by_name!(Arch);
+
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ResNetConfig {
     pub arch: Arch,

@@ -47,6 +47,24 @@ impl Method {
     }
 }
 
+impl crate::settings::Choice for Method {
+    const CHOICES: &'static [(Self, &'static str, &'static str)] = &[
+        (
+            Method::Moco,
+            "moco",
+            "MoCo-v2: two augmentations of one image",
+        ),
+        (Method::MocoTp, "moco-tp", "MoCo-v2 + temporal positives"),
+        (Method::MocoGeo, "moco-geo", "MoCo-v2 + geo-location head"),
+        (
+            Method::MocoTpGeo,
+            "moco-tp-geo",
+            "MoCo-v2 + temporal positives + geo-location head",
+        ),
+    ];
+}
+crate::settings::choice_by_name!(Method);
+
 /// The settings a resumed run may change (config keys; the flag is the key
 /// with dashes): where and how fast it runs (device, threads, layout,
 /// prefetch), how long (epochs: the cosine then decays over the new count,
