@@ -14,29 +14,24 @@ use crate::data::decode::DecodeLimits;
 use crate::data::loader::{BadImage, BadImagePolicy, LoaderConfig, PairLoader, PairMode, SampleBy};
 use crate::data::Manifest;
 
-/// The settings of `geossl bench data` (the reference's flags and defaults).
-#[derive(Debug, Clone, clap::Args)]
+/// The settings of `geossl bench data` (the reference's; the CLI holds its
+/// defaults).
+#[derive(Debug, Clone)]
 pub struct DataBenchConfig {
-    #[arg(long)]
     pub manifest: PathBuf,
-    #[arg(long, default_value_t = 224)]
+    /// Output side of the random crop in pixels.
     pub size: u32,
-    /// Resize + CenterCrop side before the random crop (0: twice --size, as pretrain's --pre-size).
-    #[arg(long, default_value_t = 448)]
+    /// Resize + CenterCrop side before the random crop (0: twice `size`, as
+    /// pretraining's `pre_size`).
     pub pre: u32,
-    #[arg(long, default_value_t = 32)]
     pub batch: usize,
     /// Worker threads (0: one per core).
-    #[arg(long, default_value_t = 1)]
     pub threads: usize,
     /// Use the first N images only (0: all).
-    #[arg(long, default_value_t = 0)]
     pub limit: usize,
-    #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Unreadable images: replace them by other samples and list them
     /// (skip), or stop (fail).
-    #[arg(long, value_enum, default_value_t = BadImagePolicy::Skip)]
     pub on_bad_image: BadImagePolicy,
 }
 

@@ -15,44 +15,31 @@ use crate::train::pretrain::to_model_input;
 use crate::train::sgd::Sgd;
 use crate::train::step::{train_step, DeviceBatch, StepSettings};
 
-/// The settings of `geossl bench step` (the reference's flags and defaults).
-#[derive(Debug, Clone, clap::Args)]
+/// The settings of `geossl bench step` (the reference's; the CLI holds its
+/// defaults).
+#[derive(Debug, Clone)]
 pub struct StepBenchConfig {
-    #[arg(long, value_enum, default_value = "resnet50")]
     pub arch: Arch,
-    #[arg(long, default_value_t = 32)]
     pub batch: i64,
-    #[arg(long, default_value_t = 64)]
+    /// Input side in pixels.
     pub size: i64,
     /// cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
     pub device: String,
     /// bf16 autocast.
-    #[arg(long)]
     pub amp: bool,
-    #[arg(long)]
     pub channels_last: bool,
-    #[arg(long, default_value_t = 4096)]
     pub queue: i64,
-    #[arg(long, default_value_t = 128)]
     pub dim: i64,
-    #[arg(long, default_value_t = 100)]
     pub geo_classes: i64,
-    #[arg(long, default_value_t = 0.02)]
     pub temperature: f64,
     /// Shuffle-BN groups (1: none, as the reference).
-    #[arg(long, default_value_t = 1)]
     pub bn_groups: i64,
     /// Untimed steps first.
-    #[arg(long, default_value_t = 2)]
     pub warmup: usize,
     /// Timed steps (the median is reported).
-    #[arg(long, default_value_t = 5)]
     pub steps: usize,
     /// libtorch intra-op threads (0: libtorch's default).
-    #[arg(long, default_value_t = 0)]
     pub threads: usize,
-    #[arg(long, default_value_t = 0)]
     pub seed: u64,
 }
 

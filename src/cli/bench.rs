@@ -4,6 +4,11 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 
+use crate::bench::data::DataBenchConfig;
+use crate::bench::step::StepBenchConfig;
+use crate::data::loader::BadImagePolicy;
+use crate::model::Arch;
+
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
     /// k-means on geo-tag-like points (seeding + Lloyd).
@@ -23,10 +28,114 @@ pub enum BenchCommand {
     },
     /// One full pretraining step (MoCo-v2 + TP + Geo) on random inputs, as
     /// ../shared/bench/torch_reference.py times PyTorch's.
-    Step(crate::bench::step::StepBenchConfig),
+    Step(StepArgs),
     /// The input pipeline: decode + two aug+ views + collation of every image
     /// of a manifest, as ../shared/bench/torch_data_reference.py.
-    Data(crate::bench::data::DataBenchConfig),
+    Data(DataArgs),
+}
+
+/// The settings of `geossl bench step` (the reference's flags and defaults).
+#[derive(Debug, Clone, clap::Args)]
+pub struct StepArgs {
+    #[arg(long, value_parser = super::choice::<Arch>(), default_value = "resnet50")]
+    pub arch: Arch,
+    #[arg(long, default_value_t = 32)]
+    pub batch: i64,
+    #[arg(long, default_value_t = 64)]
+    pub size: i64,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// bf16 autocast.
+    #[arg(long)]
+    pub amp: bool,
+    #[arg(long)]
+    pub channels_last: bool,
+    #[arg(long, default_value_t = 4096)]
+    pub queue: i64,
+    #[arg(long, default_value_t = 128)]
+    pub dim: i64,
+    #[arg(long, default_value_t = 100)]
+    pub geo_classes: i64,
+    #[arg(long, default_value_t = 0.02)]
+    pub temperature: f64,
+    /// Shuffle-BN groups (1: none, as the reference).
+    #[arg(long, default_value_t = 1)]
+    pub bn_groups: i64,
+    /// Untimed steps first.
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    /// Timed steps (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    pub steps: usize,
+    /// libtorch intra-op threads (0: libtorch's default).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+/// The settings of `geossl bench data` (the reference's flags and defaults).
+#[derive(Debug, Clone, clap::Args)]
+pub struct DataArgs {
+    #[arg(long)]
+    pub manifest: PathBuf,
+    #[arg(long, default_value_t = 224)]
+    pub size: u32,
+    /// Resize + CenterCrop side before the random crop (0: twice --size, as pretrain's --pre-size).
+    #[arg(long, default_value_t = 448)]
+    pub pre: u32,
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    /// Worker threads (0: one per core).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Use the first N images only (0: all).
+    #[arg(long, default_value_t = 0)]
+    pub limit: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Unreadable images: replace them by other samples and list them
+    /// (skip), or stop (fail).
+    #[arg(long, value_parser = super::choice::<BadImagePolicy>(), default_value_t = BadImagePolicy::Skip)]
+    pub on_bad_image: BadImagePolicy,
+}
+
+impl From<StepArgs> for StepBenchConfig {
+    fn from(a: StepArgs) -> Self {
+        Self {
+            arch: a.arch,
+            batch: a.batch,
+            size: a.size,
+            device: a.device,
+            amp: a.amp,
+            channels_last: a.channels_last,
+            queue: a.queue,
+            dim: a.dim,
+            geo_classes: a.geo_classes,
+            temperature: a.temperature,
+            bn_groups: a.bn_groups,
+            warmup: a.warmup,
+            steps: a.steps,
+            threads: a.threads,
+            seed: a.seed,
+        }
+    }
+}
+
+impl From<DataArgs> for DataBenchConfig {
+    fn from(a: DataArgs) -> Self {
+        Self {
+            manifest: a.manifest,
+            size: a.size,
+            pre: a.pre,
+            batch: a.batch,
+            threads: a.threads,
+            limit: a.limit,
+            seed: a.seed,
+            on_bad_image: a.on_bad_image,
+        }
+    }
 }
 
 pub(super) fn bench_cmd(b: BenchCommand) -> anyhow::Result<()> {
@@ -60,7 +169,8 @@ pub(super) fn bench_cmd(b: BenchCommand) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        BenchCommand::Step(config) => {
+        BenchCommand::Step(args) => {
+            let config = StepBenchConfig::from(args);
             let t = crate::bench::step::run(&config)?;
             let c = &config;
             println!(
@@ -81,7 +191,8 @@ pub(super) fn bench_cmd(b: BenchCommand) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        BenchCommand::Data(config) => {
+        BenchCommand::Data(args) => {
+            let config = DataBenchConfig::from(args);
             let t = crate::bench::data::run(&config)?;
             let c = &config;
             for b in &t.bad {

@@ -22,7 +22,7 @@ pub struct EvalData {
     #[arg(long, default_value = "val")]
     pub test_split: String,
     /// Column holding the classes.
-    #[arg(long, value_enum, default_value = "label")]
+    #[arg(long, value_parser = super::choice::<crate::eval::Target>(), default_value = "label")]
     pub target: crate::eval::Target,
     /// Input side [default: the size the encoder was trained at].
     #[arg(long)]
@@ -35,7 +35,7 @@ pub struct EvalData {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Unreadable images: leave their rows out of training and of every figure, listed in the report (skip), or stop (fail).
-    #[arg(long, value_enum, default_value = "skip")]
+    #[arg(long, value_parser = super::choice::<crate::data::loader::BadImagePolicy>(), default_value = "skip")]
     pub on_bad_image: crate::data::loader::BadImagePolicy,
 }
 
@@ -108,7 +108,7 @@ pub struct FinetuneArgs {
     #[arg(long, default_value_t = 0.0)]
     pub weight_decay: f64,
     /// Training view.
-    #[arg(long, value_enum, default_value = "random-crop")]
+    #[arg(long, value_parser = super::choice::<crate::eval::finetune::TrainView>(), default_value = "random-crop")]
     pub view: crate::eval::finetune::TrainView,
     /// Output classifier folder: classifier.safetensors (torchvision names), classifier.json, report.json.
     #[arg(long)]
@@ -150,7 +150,7 @@ pub struct EmbedArgs {
     #[arg(long, default_value = "auto")]
     pub device: String,
     /// Unreadable images: leave their rows out of the .npy and the .csv alike, listed in NAME.skipped.csv (skip), or stop (fail).
-    #[arg(long, value_enum, default_value = "skip")]
+    #[arg(long, value_parser = super::choice::<crate::data::loader::BadImagePolicy>(), default_value = "skip")]
     pub on_bad_image: crate::data::loader::BadImagePolicy,
 }
 

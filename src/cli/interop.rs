@@ -13,7 +13,7 @@ pub struct ExportArgs {
     #[arg(long)]
     pub out: PathBuf,
     /// What to export from a pretraining checkpoint.
-    #[arg(long, value_enum, default_value = "backbone")]
+    #[arg(long, value_parser = super::choice::<crate::interop::export::Part>(), default_value = "backbone")]
     pub part: crate::interop::export::Part,
 }
 

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod choice;
 mod data;
 mod demo;
 mod eval;
@@ -14,6 +15,7 @@ mod pretrain;
 mod report;
 
 pub use bench::*;
+pub use choice::choice;
 pub use data::*;
 pub use demo::*;
 pub use eval::*;

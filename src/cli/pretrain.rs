@@ -25,13 +25,13 @@ pub struct PretrainArgs {
     #[arg(long, value_name = "N")]
     pub stop_after: Option<usize>,
     /// [default: moco-tp-geo]
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = super::choice::<crate::train::Method>())]
     pub method: Option<crate::train::Method>,
     /// Rows to train on: train, val, test or all. [default: train]
     #[arg(long)]
     pub split: Option<String>,
     /// [default: resnet50]
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = super::choice::<crate::model::Arch>())]
     pub arch: Option<crate::model::Arch>,
     /// Channels of the first ResNet stage. [default: 64]
     #[arg(long)]
@@ -97,7 +97,7 @@ pub struct PretrainArgs {
     #[arg(long)]
     pub crop_min_scale: Option<f64>,
     /// Iterate over images (as the paper) or locations. [default: image]
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = super::choice::<crate::data::loader::SampleBy>())]
     pub sample_by: Option<crate::data::loader::SampleBy>,
     /// [default: 0]
     #[arg(long)]
@@ -115,7 +115,7 @@ pub struct PretrainArgs {
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub channels_last: Option<bool>,
     /// Unreadable images: replace them by other samples and list them in RUN/bad_images.csv (skip), or stop (fail). [default: skip]
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = super::choice::<crate::data::loader::BadImagePolicy>())]
     pub on_bad_image: Option<crate::data::loader::BadImagePolicy>,
     /// With skip: stop once more than this fraction of the manifest's images is unreadable. [default: 0.01]
     #[arg(long)]

@@ -40,9 +40,7 @@ pub enum PairMode {
     Temporal,
 }
 
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SampleBy {
     Image,
@@ -77,17 +75,7 @@ pub struct LoaderConfig {
 
 /// What to do with an image that cannot be decoded (missing, empty,
 /// truncated, not an image, a decompression bomb, ...).
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Default,
-    serde::Serialize,
-    serde::Deserialize,
-    clap::ValueEnum,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum BadImagePolicy {
     /// Leave the image out and report it. Pretraining replaces the sample by

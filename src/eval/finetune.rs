@@ -31,9 +31,7 @@ use crate::train::schedule::LrSchedule;
 use crate::train::sgd::Sgd;
 
 /// The training view.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum TrainView {
     /// Resize + RandomCrop (the evaluation protocol).

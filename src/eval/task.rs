@@ -13,9 +13,7 @@ use crate::data::loader::{BadImage, BadImagePolicy, ImageLoader};
 use crate::data::{ImageRecord, LocationIndex, Manifest, Split};
 
 /// The column classes come from.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Target {
     /// The manifest's `label` column (land use, category...).

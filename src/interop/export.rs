@@ -28,7 +28,7 @@ use crate::model::weights::read_safetensors;
 use crate::train::checkpoint;
 
 /// What to export from a pretraining checkpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Part {
     /// The query encoder's backbone, torchvision names (what the paper transfers).
     Backbone,

@@ -16,7 +16,7 @@ use crate::model::{Arch, MocoConfig, ResNetConfig};
 use super::schedule::LrSchedule;
 
 /// The four variants of the paper.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Method {
     /// MoCo-v2: two augmentations of one image.
@@ -453,12 +453,9 @@ mod tests {
         ];
         assert_eq!(m.map(Method::temporal), [false, true, false, true]);
         assert_eq!(m.map(Method::geo), [false, false, true, true]);
-        use clap::ValueEnum;
-        let names: Vec<String> = m
-            .iter()
-            .map(|x| x.to_possible_value().unwrap().get_name().to_string())
-            .collect();
+        let names = m.map(crate::settings::choice_name);
         assert_eq!(names, ["moco", "moco-tp", "moco-geo", "moco-tp-geo"]);
+        assert_eq!("moco-geo".parse(), Ok(Method::MocoGeo));
         assert_eq!(
             m.map(Method::name),
             ["moco", "moco-tp", "moco-geo", "moco-tp-geo"]
