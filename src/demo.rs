@@ -16,6 +16,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use tch::Device;
 
+use crate::data::geo_classes::assign_geo_clusters;
 use crate::data::summary::Summary;
 use crate::data::synth::{self, SynthConfig};
 use crate::data::Manifest;
@@ -25,7 +26,6 @@ use crate::eval::finetune::{train_classifier, FinetuneConfig, TrainView};
 use crate::eval::knn::{knn_eval, KnnConfig};
 use crate::eval::probe::{linear_probe, ProbeConfig};
 use crate::eval::task::{Target, Task};
-use crate::geo::locations::assign_geo_clusters;
 use crate::train::{Method, PretrainConfig, RunOptions};
 
 /// The demo's budget.

@@ -6,11 +6,11 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 
 use crate::data::fmow::{self, FmowOptions};
+use crate::data::geo_classes::assign_geo_clusters;
 use crate::data::import_csv;
 use crate::data::summary::{CheckOptions, FileCheck, Summary};
 use crate::data::synth::{self, SynthConfig};
 use crate::data::{Manifest, Split};
-use crate::geo::locations::assign_geo_clusters;
 
 #[derive(Args, Debug)]
 pub struct SynthArgs {
@@ -329,7 +329,7 @@ fn parent_dir(path: &Path) -> PathBuf {
 
 pub(super) fn cluster_cmd(a: &ClusterArgs) -> anyhow::Result<()> {
     let mut m = Manifest::read(&a.manifest)?;
-    let unpositioned = crate::geo::locations::unpositioned_locations(&m);
+    let unpositioned = crate::data::geo_classes::unpositioned_locations(&m);
     if !unpositioned.is_empty() {
         if !a.drop_unpositioned {
             let shown: Vec<&str> = unpositioned.iter().take(5).map(String::as_str).collect();
@@ -340,7 +340,7 @@ pub(super) fn cluster_cmd(a: &ClusterArgs) -> anyhow::Result<()> {
                 shown.join(", ")
             );
         }
-        let dropped = crate::geo::locations::drop_unpositioned(&mut m);
+        let dropped = crate::data::geo_classes::drop_unpositioned(&mut m);
         println!(
             "left out {} rows of {} locations without lat/lon",
             dropped,
