@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 use tch::nn;
 use tch::Device;
 
-use crate::model::weights::{copy_named, read_safetensors};
+use crate::formats::safetensors::read_safetensors;
+use crate::model::weights::copy_named;
 use crate::model::{ResNet, ResNetConfig};
 use crate::train::checkpoint;
 

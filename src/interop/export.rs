@@ -23,8 +23,8 @@ use crate::data::augment::{IMAGENET_MEAN, IMAGENET_STD};
 use crate::eval::encoder::{
     checkpoint_dir, read_classifier_info, CLASSIFIER_JSON, CLASSIFIER_WEIGHTS,
 };
+use crate::formats::safetensors::read_safetensors;
 use crate::model::moco::bn_groups_for;
-use crate::model::weights::read_safetensors;
 use crate::train::checkpoint;
 
 /// What to export from a pretraining checkpoint.

@@ -1,20 +1,12 @@
-//! Named weights in and out of variable stores (safetensors files keyed by
-//! torchvision-style names).
+//! Named weights into variable stores (tensors keyed by torchvision-style
+//! names). The model sees tensors, not files: reading them is
+//! [`crate::formats::safetensors`].
 
 use std::collections::HashMap;
 use std::path::Path;
 
-use anyhow::Context;
 use tch::nn;
 use tch::Tensor;
-
-/// Every tensor of a safetensors file, by name.
-pub fn read_safetensors(file: &Path) -> anyhow::Result<HashMap<String, Tensor>> {
-    Ok(Tensor::read_safetensors(file)
-        .with_context(|| format!("{}: cannot read weights", file.display()))?
-        .into_iter()
-        .collect())
-}
 
 /// Copies `tensors[prefix + name]` into every variable `name` of `vs`
 /// (trainable or not, BN running statistics included), checking shapes.

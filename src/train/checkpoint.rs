@@ -37,7 +37,8 @@ use tch::{Device, Tensor};
 use super::config::PretrainConfig;
 use super::sgd::Sgd;
 use crate::formats::atomic_write::write_string;
-use crate::model::weights::{copy_named, read_safetensors};
+use crate::formats::safetensors::read_safetensors;
+use crate::model::weights::copy_named;
 use crate::model::Moco;
 
 const OPTIMIZER_PREFIX: &str = "optimizer.momentum_buffer.";
