@@ -13,6 +13,7 @@ use crate::data::augment::{AugConfig, MIN_IMAGE_SIZE};
 use crate::data::decode::DecodeLimits;
 use crate::data::loader::{BadImage, BadImagePolicy, LoaderConfig, PairLoader, PairMode, SampleBy};
 use crate::data::Manifest;
+use crate::settings::name;
 
 /// The settings of `geossl bench data` (the reference's; the CLI holds its
 /// defaults).
@@ -54,14 +55,15 @@ pub fn run(c: &DataBenchConfig) -> anyhow::Result<DataTiming> {
         rayon::ThreadPoolBuilder::new()
             .num_threads(c.threads)
             .build_global()
-            .map_err(|e| anyhow::anyhow!("--threads {}: {e}", c.threads))?;
+            .map_err(|e| anyhow::anyhow!("{} {}: {e}", name("threads"), c.threads))?;
     }
     anyhow::ensure!(
         c.size >= MIN_IMAGE_SIZE,
-        "--size must be at least {MIN_IMAGE_SIZE} pixels, got {}",
+        "{} must be at least {MIN_IMAGE_SIZE} pixels, got {}",
+        name("size"),
         c.size
     );
-    anyhow::ensure!(c.batch >= 1, "--batch must be at least 1");
+    anyhow::ensure!(c.batch >= 1, "{} must be at least 1", name("batch"));
     let mut manifest = Manifest::read(&c.manifest)?;
     if c.limit > 0 {
         manifest.records.truncate(c.limit);
@@ -188,7 +190,7 @@ mod tests {
         let err = run(&DataBenchConfig { size: 4, ..c })
             .unwrap_err()
             .to_string();
-        assert_eq!(err, "--size must be at least 8 pixels, got 4");
+        assert_eq!(err, "size must be at least 8 pixels, got 4");
     }
 
     #[test]

@@ -398,9 +398,10 @@ pub fn import(
             String::new()
         };
         anyhow::bail!(
-            "{} of {} metadata files could not be imported (use --skip-errors to import the rest):\n{}{more}",
+            "{} of {} metadata files could not be imported (use {} to import the rest):\n{}{more}",
             errors.len(),
             jsons.len(),
+            crate::settings::name("skip_errors"),
             shown.join("\n")
         );
     }

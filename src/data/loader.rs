@@ -523,9 +523,10 @@ impl ImageLoader {
                         Ok(()) => Ok(None),
                         Err(e) if this.on_bad_image == BadImagePolicy::Fail => {
                             Err(anyhow::anyhow!(
-                                "{}:{}: {e} (--on-bad-image skip leaves such rows out)",
+                                "{}:{}: {e} ({} skip leaves such rows out)",
                                 m.source.display(),
-                                row + 2
+                                row + 2,
+                                crate::settings::name("on_bad_image")
                             ))
                         }
                         Err(e) => Ok(Some(BadImage {
@@ -898,9 +899,7 @@ mod tests {
             .expect("fail stops")
             .to_string();
         assert!(
-            err.contains(":7: ")
-                && err.contains("broken.jpg")
-                && err.contains("--on-bad-image skip"),
+            err.contains(":7: ") && err.contains("broken.jpg") && err.contains("on_bad_image skip"),
             "names the manifest line and the file: {err}"
         );
     }

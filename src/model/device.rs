@@ -49,7 +49,8 @@ impl DeviceSpec {
             DeviceSpec::Cuda(n) => {
                 let lib = super::torch_ext::load_cuda().map_err(|e| {
                     anyhow::anyhow!(
-                        "--device cuda asked for, but libtorch's CUDA library does not load: {e}"
+                        "{} cuda asked for, but libtorch's CUDA library does not load: {e}",
+                        crate::settings::name("device")
                     )
                 })?;
                 let cuda_devices = tch::Cuda::device_count() as usize;
@@ -59,7 +60,8 @@ impl DeviceSpec {
                         None => "this libtorch has no CUDA library (a CPU-only build)".to_string(),
                     };
                     anyhow::bail!(
-                        "--device cuda:{n} asked for, but libtorch sees {cuda_devices} CUDA device(s) in this process ({why})"
+                        "{} cuda:{n} asked for, but libtorch sees {cuda_devices} CUDA device(s) in this process ({why})",
+                        crate::settings::name("device")
                     );
                 }
                 Device::Cuda(n)

@@ -239,7 +239,10 @@ fn curves(run: &Run) -> anyhow::Result<String> {
     );
     let knn = epoch_points(|r| r.knn_top1);
     if knn.is_empty() {
-        out += &note("No kNN monitor in this run: pretrain with --knn-every N to follow kNN top-1 over epochs.");
+        out += &note(&format!(
+            "No kNN monitor in this run: pretrain with {} N to follow kNN top-1 over epochs.",
+            crate::settings::name("knn_every")
+        ));
     } else {
         out += &figure(
             "knn",
@@ -560,8 +563,9 @@ fn replaced_note(replaced: &[crate::data::loader::BadImage]) -> String {
     paths.sort_unstable();
     paths.dedup();
     note(&format!(
-        "{} unreadable image(s) were replaced by other samples, as the run's --on-bad-image skip does: {}",
+        "{} unreadable image(s) were replaced by other samples, as the run's {} skip does: {}",
         paths.len(),
+        crate::settings::name("on_bad_image"),
         paths.join(", ")
     ))
 }

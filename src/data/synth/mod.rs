@@ -180,11 +180,21 @@ fn plan_place(index: usize, config: &SynthConfig) -> Place {
 /// Generates the dataset under `out`: `images/<class>/<location>/<location>_<view>.jpg`
 /// and `manifest.csv`. Returns the manifest.
 pub fn generate(out: &Path, config: &SynthConfig) -> anyhow::Result<Manifest> {
-    anyhow::ensure!(config.locations > 0, "--locations must be at least 1");
-    anyhow::ensure!(config.max_views > 0, "--max-views must be at least 1");
+    let name = crate::settings::name;
+    anyhow::ensure!(
+        config.locations > 0,
+        "{} must be at least 1",
+        name("locations")
+    );
+    anyhow::ensure!(
+        config.max_views > 0,
+        "{} must be at least 1",
+        name("max_views")
+    );
     anyhow::ensure!(
         (8..=4096).contains(&config.size),
-        "--size must be between 8 and 4096 pixels"
+        "{} must be between 8 and 4096 pixels",
+        name("size")
     );
     std::fs::create_dir_all(out).with_context(|| format!("{}: cannot create", out.display()))?;
     let places: Vec<Place> = (0..config.locations)
@@ -406,6 +416,6 @@ mod tests {
             },
         )
         .unwrap_err();
-        assert_eq!(err.to_string(), "--size must be between 8 and 4096 pixels");
+        assert_eq!(err.to_string(), "size must be between 8 and 4096 pixels");
     }
 }
