@@ -1,10 +1,11 @@
 //! geossl: geography-aware self-supervised learning on satellite imagery.
 //!
 //! One module per concept:
-//! - [`geo`]: coordinates on the sphere, WKT footprints, k-means geo classes;
+//! - [`geo`]: coordinates on the sphere, WKT footprints, k-means on the
+//!   sphere and its clusterings (centroids files);
 //! - [`data`]: manifests, importers (fMoW, derived CSVs, GeoImageNet), the
-//!   location index, bounded decoding, augmentation, the pair loader,
-//!   summaries, the synthetic dataset;
+//!   location index, geo classes, bounded decoding, augmentation, the pair
+//!   loader, summaries, the synthetic dataset;
 //! - [`model`]: devices, ResNet backbones, heads, MoCo;
 //! - [`train`]: configuration, schedule, SGD, checkpoints, metrics, pretraining;
 //! - [`eval`]: linear probe, fine-tuning, kNN, per-location classification,
