@@ -785,6 +785,15 @@ fn parse_row(
     })
 }
 
+/// The folder a manifest file at `path` lies in (its images' root for
+/// relative paths): `.` for a bare file name.
+pub fn manifest_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,10 +1,12 @@
 //! Geo-tagged image collections: manifests, importers, the location index,
-//! bounded decoding, summaries and the built-in synthetic dataset.
+//! geo classes, bounded decoding, summaries and the built-in synthetic
+//! dataset.
 
 pub mod augment;
 pub(crate) mod csv_lines;
 pub mod decode;
 pub mod fmow;
+pub mod geo_classes;
 pub mod import_csv;
 pub mod loader;
 pub mod location_index;
