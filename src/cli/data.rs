@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use crate::data::fmow::{self, FmowOptions};
 use crate::data::geo_classes::{write_geo_classes, GeoClassOptions};
 use crate::data::import_csv;
-use crate::data::manifest::manifest_dir;
+use crate::data::manifest::create_manifest_dir;
 use crate::data::summary::{CheckOptions, FileCheck, Summary};
 use crate::data::synth::{self, SynthConfig};
 use crate::data::{Manifest, Split};
@@ -198,9 +198,7 @@ pub(super) fn index_cmd(a: IndexArgs) -> anyhow::Result<()> {
                 keep_false_detection,
                 skip_errors,
             };
-            let dir = manifest_dir(&out);
-            std::fs::create_dir_all(&dir)
-                .with_context(|| format!("{}: cannot create", dir.display()))?;
+            let dir = create_manifest_dir(&out)?;
             let (m, report) = fmow::import(&root, &dir, &options)?;
             for e in &report.skipped {
                 eprintln!("skipped: {e}");
@@ -244,9 +242,7 @@ pub(super) fn index_cmd(a: IndexArgs) -> anyhow::Result<()> {
             let images = images
                 .canonicalize()
                 .with_context(|| format!("{}: cannot open image folder", images.display()))?;
-            let dir = manifest_dir(&out);
-            std::fs::create_dir_all(&dir)
-                .with_context(|| format!("{}: cannot create", dir.display()))?;
+            let dir = create_manifest_dir(&out)?;
             let options = import_csv::CsvImportOptions {
                 split,
                 skip_errors,

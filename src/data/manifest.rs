@@ -22,6 +22,7 @@ use std::fmt;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
+use anyhow::Context;
 use chrono::{DateTime, NaiveDate, NaiveDateTime};
 
 use crate::geo::LatLon;
@@ -792,6 +793,14 @@ pub fn manifest_dir(path: &Path) -> PathBuf {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     }
+}
+
+/// Creates [`manifest_dir`] of `path` (and its parents) for a manifest
+/// about to be written there; returns it.
+pub fn create_manifest_dir(path: &Path) -> anyhow::Result<PathBuf> {
+    let dir = manifest_dir(path);
+    std::fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+    Ok(dir)
 }
 
 #[cfg(test)]

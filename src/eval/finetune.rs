@@ -179,7 +179,7 @@ pub fn train_classifier(
         warmup_epochs: 0,
     };
     let device = model.encoder.vs.device();
-    let mut log = EventWriter::create(&tensorboard::log_dir(out, "finetune"))?;
+    let mut log = EventWriter::create(&ClassifierDir::new(out).tensorboard())?;
     // One bar over the whole run, so its ETA is the run's.
     let bar = progress::bar_unless(
         quiet,

@@ -146,3 +146,20 @@ impl fmt::Display for ClassificationReport {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_written_before_confusion_and_skipped_existed_still_load() {
+        let old = r#"{"protocol": "p", "encoder": "e", "test_split": "val",
+            "test_images": 2, "classes": 1, "top1": 0.5, "top5": null,
+            "macro_f1": 0.5, "per_location": {"locations": 1, "top1": 1.0},
+            "per_class": [{"class": "a", "images": 2, "accuracy": 0.5, "f1": 0.5}]}"#;
+        let r: ClassificationReport = serde_json::from_str(old).unwrap();
+        assert!(r.confusion.is_empty() && r.skipped.is_empty());
+        assert_eq!(r.per_class[0].class, "a");
+        assert!(!r.to_string().contains("skipped"), "{r}");
+    }
+}

@@ -8,7 +8,7 @@
 //! - a checkpoint folder ([`CheckpointDir`]): `model.safetensors` and
 //!   `state.json`;
 //! - a classifier folder from `geossl finetune` ([`ClassifierDir`]):
-//!   `classifier.json`, `classifier.safetensors`, `report.json`.
+//!   `classifier.json`, `classifier.safetensors`, `report.json`, `tb/`.
 //!
 //! The names are a contract with runs already on disk (and with the tests,
 //! which check them from outside): change none without a migration.
@@ -155,6 +155,11 @@ impl ClassifierDir {
     pub fn report_json(&self) -> PathBuf {
         self.root.join("report.json")
     }
+
+    /// The TensorBoard events of the classifier's training.
+    pub fn tensorboard(&self) -> PathBuf {
+        crate::formats::tensorboard::log_dir(&self.root, "finetune")
+    }
 }
 
 #[cfg(test)]
@@ -195,5 +200,6 @@ mod tests {
         assert_eq!(classifier.info_json(), Path::new("c/classifier.json"));
         assert_eq!(classifier.weights(), Path::new("c/classifier.safetensors"));
         assert_eq!(classifier.report_json(), Path::new("c/report.json"));
+        assert_eq!(classifier.tensorboard(), Path::new("c/tb/finetune"));
     }
 }
