@@ -16,17 +16,17 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use tch::Device;
 
-use crate::data::geo_classes::assign_geo_clusters;
-use crate::data::summary::Summary;
+use crate::data::geo_classes::{write_geo_classes, GeoClassOptions};
+use crate::data::summary::{CheckOptions, Summary};
 use crate::data::synth::{self, SynthConfig};
 use crate::data::Manifest;
 use crate::eval::classification::ClassificationReport;
 use crate::eval::encoder::Encoder;
 use crate::eval::finetune::{train_classifier, FinetuneConfig, TrainView};
-use crate::eval::knn::{knn_eval, KnnConfig};
-use crate::eval::probe::{linear_probe, ProbeConfig};
+use crate::eval::knn::{knn_eval_encoder, KnnConfig};
+use crate::eval::probe::{linear_probe_to, ProbeConfig};
 use crate::eval::task::{Target, Task};
-use crate::train::{Method, PretrainConfig, RunOptions};
+use crate::train::{Method, PretrainConfig, RunDir, RunOptions};
 
 /// The demo's budget.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -151,26 +151,21 @@ fn evaluate_encoder(
     train_seconds: f64,
     out: &Path,
 ) -> anyhow::Result<DemoRow> {
-    let tb = crate::formats::tensorboard::log_dir(out, "probe");
-    let probe = linear_probe(encoder, task, &probe_config(seed), true, Some(&tb))?;
+    let folder = RunDir::new(out);
+    let probe = linear_probe_to(
+        encoder,
+        task,
+        &probe_config(seed),
+        true,
+        &folder.probe_json(),
+    )?;
     let knn = knn_of(encoder, task)?;
-    probe.report.write_json(&out.join("probe.json"))?;
-    knn.write_json(&out.join("knn.json"))?;
+    knn.write_json(&folder.knn_json())?;
     Ok(row(name, &probe.report, &knn, train_seconds, false))
 }
 
 fn knn_of(encoder: &Encoder, task: &Task) -> anyhow::Result<ClassificationReport> {
-    let mut knn = knn_eval(
-        &encoder.backbone,
-        encoder.vs.device(),
-        task,
-        encoder.image_size,
-        256,
-        &KnnConfig::default(),
-        true,
-    )?;
-    knn.encoder = encoder.source.clone();
-    Ok(knn)
+    knn_eval_encoder(encoder, task, None, 256, &KnnConfig::default(), true)
 }
 
 fn row(
@@ -219,8 +214,7 @@ pub fn run(out: &Path, quick: bool, seed: u64) -> anyhow::Result<DemoResult> {
     );
     let manifest = data.join("manifest.csv");
     println!("\n== 2/5 index --check {}", manifest.display());
-    let m = Manifest::read(&manifest)?;
-    let summary = Summary::of(&m, true);
+    let (mut m, summary) = Summary::check_file(&manifest, &CheckOptions::default())?;
     println!("{summary}");
     anyhow::ensure!(
         summary.missing_files == 0,
@@ -233,13 +227,13 @@ pub fn run(out: &Path, quick: bool, seed: u64) -> anyhow::Result<DemoResult> {
         budget.geo_clusters,
         clustered.display()
     );
-    let mut m = m;
-    let g = assign_geo_clusters(&mut m, budget.geo_clusters, seed, true)?;
-    m.write(&clustered)?;
-    crate::formats::atomic_write::write_string(
-        &crate::geo::locations::centroids_path(&clustered),
-        &serde_json::to_string_pretty(&g)?,
-    )?;
+    let options = GeoClassOptions {
+        k: budget.geo_clusters,
+        seed,
+        weighted: true,
+    };
+    let centroids = crate::geo::locations::centroids_path(&clustered);
+    let g = write_geo_classes(&mut m, &options, &clustered, &centroids)?;
     println!("{} locations in {} clusters", g.locations, g.k);
 
     let task = Task::new(
@@ -281,10 +275,11 @@ pub fn run(out: &Path, quick: bool, seed: u64) -> anyhow::Result<DemoResult> {
             name, &encoder, &task, seed, seconds, &run_dir,
         )?);
         print_row(rows.last().expect("just pushed"));
-        let report = run_dir.join("report.html");
-        crate::formats::atomic_write::write_string(
+        let report = RunDir::new(&run_dir).report_html();
+        crate::report::write_run_report(
+            &run_dir,
+            &crate::report::ReportOptions::default(),
             &report,
-            &crate::report::run_report(&run_dir, &crate::report::ReportOptions::default())?,
         )?;
         println!("report: {}", report.display());
         run_dirs.push(run_dir);
@@ -352,7 +347,7 @@ pub fn run(out: &Path, quick: bool, seed: u64) -> anyhow::Result<DemoResult> {
     let report = train_classifier(&mut sup, &task, &scratch, &sup_dir, true)?;
     let seconds = t.elapsed().as_secs_f64();
     let knn = knn_of(&sup, &task)?;
-    knn.write_json(&sup_dir.join("knn.json"))?;
+    knn.write_json(&RunDir::new(&sup_dir).knn_json())?;
     rows.push(row("supervised", &report, &knn, seconds, true));
     print_row(rows.last().expect("just pushed"));
 
@@ -386,10 +381,7 @@ pub fn run(out: &Path, quick: bool, seed: u64) -> anyhow::Result<DemoResult> {
             "Seed {seed}; {test_set}. Baselines: random init, geo-location learning and supervised training, with the pretraining's epochs and images."
         ),
     };
-    crate::formats::atomic_write::write_string(
-        &comparison,
-        &crate::report::comparison_report(&run_dirs, &comparison, Some(&results))?,
-    )?;
+    crate::report::write_comparison_report(&run_dirs, &comparison, Some(&results))?;
     println!("\n{test_set}\n");
     println!("{table}");
     println!(

@@ -56,3 +56,19 @@ pub fn time_kmeans(points: &[UnitVector], k: usize, seed: u64) -> anyhow::Result
         inertia: km.inertia,
     })
 }
+
+/// `repeat` timed fits (at least one), fastest first: the median is the
+/// middle one.
+pub fn time_kmeans_repeated(
+    points: &[UnitVector],
+    k: usize,
+    seed: u64,
+    repeat: usize,
+) -> anyhow::Result<Vec<KMeansTiming>> {
+    let mut runs = Vec::new();
+    for _ in 0..repeat.max(1) {
+        runs.push(time_kmeans(points, k, seed)?);
+    }
+    runs.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
+    Ok(runs)
+}

@@ -152,11 +152,7 @@ pub(super) fn bench_cmd(b: BenchCommand) -> anyhow::Result<()> {
                 crate::bench::kmeans::write_npy(&p, &pts)?;
                 println!("wrote {} points to {}", pts.len(), p.display());
             }
-            let mut runs = Vec::new();
-            for _ in 0..repeat.max(1) {
-                runs.push(crate::bench::kmeans::time_kmeans(&pts, k, seed)?);
-            }
-            runs.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
+            let runs = crate::bench::kmeans::time_kmeans_repeated(&pts, k, seed, repeat)?;
             let median = &runs[runs.len() / 2];
             println!(
                 "BENCH kmeans points={points} k={k} threads={} repeats={} median_s={:.3} min_s={:.3} iterations={} inertia={:.3}",

@@ -6,8 +6,9 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 
 use crate::data::fmow::{self, FmowOptions};
-use crate::data::geo_classes::assign_geo_clusters;
+use crate::data::geo_classes::{write_geo_classes, GeoClassOptions};
 use crate::data::import_csv;
+use crate::data::manifest::create_manifest_dir;
 use crate::data::summary::{CheckOptions, FileCheck, Summary};
 use crate::data::synth::{self, SynthConfig};
 use crate::data::{Manifest, Split};
@@ -151,18 +152,14 @@ pub(super) fn synth_cmd(a: &SynthArgs) -> anyhow::Result<()> {
 }
 
 /// Prints a manifest's summary; fails on any problem it finds.
-fn check_manifest(path: &Path, json: bool, options: &CheckOptions) -> anyhow::Result<Summary> {
-    let m = Manifest::read(path)?;
-    let s = Summary::check(&m, options);
+fn check_manifest(path: &Path, json: bool, options: &CheckOptions) -> anyhow::Result<()> {
+    let (_, s) = Summary::check_file(path, options)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&s)?);
     } else {
         println!("{s}");
     }
-    if !s.problems.is_empty() {
-        anyhow::bail!("{}: {}", path.display(), s.problems.join("; "));
-    }
-    Ok(s)
+    s.ensure_passes(path)
 }
 
 pub(super) fn index_cmd(a: IndexArgs) -> anyhow::Result<()> {
@@ -184,7 +181,7 @@ pub(super) fn index_cmd(a: IndexArgs) -> anyhow::Result<()> {
                 max_location_spread_km: a.max_spread_km,
                 ..CheckOptions::default()
             };
-            check_manifest(&path, a.json, &options).map(|_| ())
+            check_manifest(&path, a.json, &options)
         }
         (
             None,
@@ -201,9 +198,7 @@ pub(super) fn index_cmd(a: IndexArgs) -> anyhow::Result<()> {
                 keep_false_detection,
                 skip_errors,
             };
-            let dir = parent_dir(&out);
-            std::fs::create_dir_all(&dir)
-                .with_context(|| format!("{}: cannot create", dir.display()))?;
+            let dir = create_manifest_dir(&out)?;
             let (m, report) = fmow::import(&root, &dir, &options)?;
             for e in &report.skipped {
                 eprintln!("skipped: {e}");
@@ -247,9 +242,7 @@ pub(super) fn index_cmd(a: IndexArgs) -> anyhow::Result<()> {
             let images = images
                 .canonicalize()
                 .with_context(|| format!("{}: cannot open image folder", images.display()))?;
-            let dir = parent_dir(&out);
-            std::fs::create_dir_all(&dir)
-                .with_context(|| format!("{}: cannot create", dir.display()))?;
+            let dir = create_manifest_dir(&out)?;
             let options = import_csv::CsvImportOptions {
                 split,
                 skip_errors,
@@ -320,13 +313,6 @@ fn skipped_note(n: usize) -> String {
     }
 }
 
-fn parent_dir(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
-}
-
 pub(super) fn cluster_cmd(a: &ClusterArgs) -> anyhow::Result<()> {
     let mut m = Manifest::read(&a.manifest)?;
     let unpositioned = crate::data::geo_classes::unpositioned_locations(&m);
@@ -352,14 +338,16 @@ pub(super) fn cluster_cmd(a: &ClusterArgs) -> anyhow::Result<()> {
             a.manifest.display()
         );
     }
-    let g = assign_geo_clusters(&mut m, a.k, a.seed, !a.unweighted)?;
-    m.rebase(&parent_dir(&a.out))?;
-    m.write(&a.out)?;
     let centroids = a
         .centroids
         .clone()
         .unwrap_or_else(|| crate::geo::locations::centroids_path(&a.out));
-    crate::formats::atomic_write::write_string(&centroids, &serde_json::to_string_pretty(&g)?)?;
+    let options = GeoClassOptions {
+        k: a.k,
+        seed: a.seed,
+        weighted: !a.unweighted,
+    };
+    let g = write_geo_classes(&mut m, &options, &a.out, &centroids)?;
     let sizes: Vec<usize> = g.clusters.iter().map(|c| c.locations).collect();
     println!(
         "{} locations in {} clusters ({} Lloyd iterations{}; locations per cluster {}..{}); wrote {} and {}",

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use crate::data::Manifest;
+use crate::train::RunDir;
 
 /// What is evaluated, on which data.
 #[derive(Args, Debug)]
@@ -58,10 +59,10 @@ impl EvalData {
         Ok(task)
     }
 
-    /// `--out`, or `<name>.json` in the checkpoint folder.
-    fn report_path(&self, out: &Option<PathBuf>, name: &str) -> PathBuf {
+    /// `--out`, or the report `in_folder` names in the checkpoint folder.
+    fn report_path(&self, out: &Option<PathBuf>, in_folder: fn(&RunDir) -> PathBuf) -> PathBuf {
         out.clone()
-            .unwrap_or_else(|| self.checkpoint.join(format!("{name}.json")))
+            .unwrap_or_else(|| in_folder(&RunDir::new(&self.checkpoint)))
     }
 }
 
@@ -168,17 +169,11 @@ pub(super) fn probe_cmd(a: &ProbeArgs) -> anyhow::Result<()> {
         seed: a.data.seed,
         ..Default::default()
     };
-    let path = a.data.report_path(&a.out, "probe");
-    // TensorBoard scalars beside the report: RUN_DIR/tb/probe.
-    let tb = crate::formats::tensorboard::log_dir(
-        path.parent().unwrap_or(std::path::Path::new(".")),
-        "probe",
-    );
+    let path = a.data.report_path(&a.out, RunDir::probe_json);
     // The linear layer's N(0, 0.01) initialisation draws from libtorch's
     // generator: seeded, a probe is reproducible.
     tch::manual_seed(a.data.seed as i64);
-    let outcome = crate::eval::probe::linear_probe(&encoder, &task, &config, false, Some(&tb))?;
-    outcome.report.write_json(&path)?;
+    let outcome = crate::eval::probe::linear_probe_to(&encoder, &task, &config, false, &path)?;
     println!(
         "{}
 wrote {}",
@@ -224,18 +219,15 @@ pub(super) fn knn_cmd(a: &KnnArgs) -> anyhow::Result<()> {
         k: a.k,
         temperature: a.t,
     };
-    let size = a.data.image_size.unwrap_or(encoder.image_size);
-    let mut report = crate::eval::knn::knn_eval(
-        &encoder.backbone,
-        encoder.vs.device(),
+    let report = crate::eval::knn::knn_eval_encoder(
+        &encoder,
         &task,
-        size,
+        a.data.image_size,
         a.data.batch_size,
         &config,
         false,
     )?;
-    report.encoder = encoder.source.clone();
-    let path = a.data.report_path(&a.out, "knn");
+    let path = a.data.report_path(&a.out, RunDir::knn_json);
     report.write_json(&path)?;
     println!(
         "{report}

@@ -21,23 +21,28 @@ pub struct ReportArgs {
 }
 
 pub(super) fn report_cmd(a: &ReportArgs) -> anyhow::Result<()> {
-    let (page, out) = match a.runs.as_slice() {
+    let (bytes, out) = match a.runs.as_slice() {
         [run] => {
             let options = crate::report::ReportOptions {
                 manifest: a.manifest.clone(),
                 pairs: a.pairs,
             };
-            let out = a.out.clone().unwrap_or_else(|| run.join("report.html"));
-            (crate::report::run_report(run, &options)?, out)
+            let out = a
+                .out
+                .clone()
+                .unwrap_or_else(|| crate::train::RunDir::new(run).report_html());
+            (crate::report::write_run_report(run, &options, &out)?, out)
         }
         runs => {
             let Some(out) = a.out.clone() else {
                 anyhow::bail!("comparing {} runs needs --out FILE.html", runs.len());
             };
-            (crate::report::comparison_report(runs, &out, None)?, out)
+            (
+                crate::report::write_comparison_report(runs, &out, None)?,
+                out,
+            )
         }
     };
-    crate::formats::atomic_write::write_string(&out, &page)?;
-    println!("wrote {} ({} KB)", out.display(), page.len() / 1024);
+    println!("wrote {} ({} KB)", out.display(), bytes / 1024);
     Ok(())
 }

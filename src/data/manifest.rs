@@ -22,6 +22,7 @@ use std::fmt;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
+use anyhow::Context;
 use chrono::{DateTime, NaiveDate, NaiveDateTime};
 
 use crate::geo::LatLon;
@@ -783,6 +784,23 @@ fn parse_row(
             .map(|&i| row.get(i).unwrap_or("").to_string())
             .collect(),
     })
+}
+
+/// The folder a manifest file at `path` lies in (its images' root for
+/// relative paths): `.` for a bare file name.
+pub fn manifest_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Creates [`manifest_dir`] of `path` (and its parents) for a manifest
+/// about to be written there; returns it.
+pub fn create_manifest_dir(path: &Path) -> anyhow::Result<PathBuf> {
+    let dir = manifest_dir(path);
+    std::fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+    Ok(dir)
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 use serde::Serialize;
@@ -159,6 +159,23 @@ impl Summary {
                 ..CheckOptions::default()
             },
         )
+    }
+
+    /// Reads the manifest at `path` and checks it; the summary says whether
+    /// it passes ([`Summary::ensure_passes`]).
+    pub fn check_file(path: &Path, options: &CheckOptions) -> anyhow::Result<(Manifest, Self)> {
+        let manifest = Manifest::read(path)?;
+        let summary = Self::check(&manifest, options);
+        Ok((manifest, summary))
+    }
+
+    /// Fails, naming the manifest at `path` and each kind of problem, when
+    /// the check found any.
+    pub fn ensure_passes(&self, path: &Path) -> anyhow::Result<()> {
+        if !self.problems.is_empty() {
+            anyhow::bail!("{}: {}", path.display(), self.problems.join("; "));
+        }
+        Ok(())
     }
 
     /// Describes and checks `manifest`; [`Summary::problems`] says whether

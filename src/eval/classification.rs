@@ -4,66 +4,10 @@
 //! the argmax becomes the prediction for each of its images.
 
 use std::collections::HashMap;
-use std::fmt;
 
-use serde::{Deserialize, Serialize};
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ClassRow {
-    pub class: String,
-    /// Test images of this class.
-    pub images: usize,
-    pub accuracy: f64,
-    pub f1: f64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LocationScore {
-    /// Locations among the test images.
-    pub locations: usize,
-    /// Top-1 over test images, each predicted by its location's summed
-    /// probabilities.
-    pub top1: f64,
-}
-
-/// A row that was left out of an evaluation because its image could not be
-/// read (`--on-bad-image skip`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SkippedImage {
-    /// The split it belonged to (the task's train or test split).
-    pub split: String,
-    /// Its line in the manifest (the header is line 1).
-    pub line: usize,
-    /// Its `path` as the manifest writes it.
-    pub path: String,
-    /// The decoder's message.
-    pub error: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ClassificationReport {
-    /// How the numbers were obtained (classifier, features, transforms).
-    pub protocol: String,
-    /// What was evaluated (checkpoint path, method).
-    pub encoder: String,
-    pub test_split: String,
-    pub test_images: usize,
-    pub classes: usize,
-    pub top1: f64,
-    pub top5: Option<f64>,
-    pub macro_f1: f64,
-    pub per_location: LocationScore,
-    pub per_class: Vec<ClassRow>,
-    /// Test images by true class (rows) and predicted class (columns), in
-    /// the order of `per_class` (empty in reports written before it existed).
-    #[serde(default)]
-    pub confusion: Vec<Vec<usize>>,
-    /// Rows left out as unreadable, of either split; every figure above
-    /// (per class and per location too) is over the test rows that were
-    /// read.
-    #[serde(default)]
-    pub skipped: Vec<SkippedImage>,
-}
+pub use crate::formats::classification_report::{
+    ClassRow, ClassificationReport, LocationScore, SkippedImage,
+};
 
 /// Index of the largest value (the first of equals).
 fn argmax(row: &[f32]) -> usize {
@@ -171,84 +115,6 @@ pub fn evaluate(
         per_class,
         confusion,
         skipped: Vec::new(),
-    }
-}
-
-impl ClassificationReport {
-    /// The headline figures as TensorBoard scalars under `prefix`.
-    pub fn tensorboard_scalars(&self, prefix: &str) -> Vec<(String, f64)> {
-        let mut v = vec![
-            (format!("{prefix}/test_top1"), self.top1),
-            (format!("{prefix}/test_macro_f1"), self.macro_f1),
-            (
-                format!("{prefix}/test_per_location_top1"),
-                self.per_location.top1,
-            ),
-        ];
-        if let Some(t5) = self.top5 {
-            v.push((format!("{prefix}/test_top5"), t5));
-        }
-        v
-    }
-
-    pub fn write_json(&self, path: &std::path::Path) -> anyhow::Result<()> {
-        crate::formats::atomic_write::write_string(path, &serde_json::to_string_pretty(self)?)
-    }
-}
-
-impl fmt::Display for ClassificationReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "encoder   {}", self.encoder)?;
-        writeln!(f, "protocol  {}", self.protocol)?;
-        writeln!(
-            f,
-            "test      {} images of split {}, {} classes, {} locations",
-            self.test_images, self.test_split, self.classes, self.per_location.locations
-        )?;
-        if let Some(first) = self.skipped.first() {
-            let test = self
-                .skipped
-                .iter()
-                .filter(|s| s.split == self.test_split)
-                .count();
-            writeln!(
-                f,
-                "skipped   {} unreadable images ({test} of the test split), left out of every figure; the first, line {}: {}{}",
-                self.skipped.len(),
-                first.line,
-                first.error,
-                if self.skipped.len() > 1 { " (all are listed in the report's JSON)" } else { "" }
-            )?;
-        }
-        write!(f, "top-1     {:.2}%", 100.0 * self.top1)?;
-        if let Some(t5) = self.top5 {
-            write!(f, "   top-5 {:.2}%", 100.0 * t5)?;
-        }
-        writeln!(
-            f,
-            "   macro F1 {:.4}   per-location top-1 {:.2}%",
-            self.macro_f1,
-            100.0 * self.per_location.top1
-        )?;
-        let width = self
-            .per_class
-            .iter()
-            .map(|r| r.class.len())
-            .max()
-            .unwrap_or(5)
-            .max(5);
-        writeln!(f, "{:<width$}  images  accuracy      F1", "class")?;
-        for r in &self.per_class {
-            writeln!(
-                f,
-                "{:<width$}  {:>6}  {:>7.2}%  {:.4}",
-                r.class,
-                r.images,
-                100.0 * r.accuracy,
-                r.f1
-            )?;
-        }
-        Ok(())
     }
 }
 

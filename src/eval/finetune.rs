@@ -18,7 +18,7 @@ use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
 use super::classification::ClassificationReport;
-use super::encoder::{ClassifierInfo, Encoder, CLASSIFIER_JSON, CLASSIFIER_WEIGHTS};
+use super::encoder::Encoder;
 use super::features::nothing_read;
 use super::probe::probabilities;
 use super::task::Task;
@@ -27,8 +27,10 @@ use crate::data::loader::BadImage;
 use crate::formats::tensorboard::{self, EventWriter};
 use crate::model::heads::probe_linear;
 use crate::progress;
+use crate::train::encoder_source::ClassifierInfo;
 use crate::train::schedule::LrSchedule;
 use crate::train::sgd::Sgd;
+use crate::train::ClassifierDir;
 
 /// The training view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -192,7 +194,7 @@ pub fn train_classifier(
         warmup_epochs: 0,
     };
     let device = model.encoder.vs.device();
-    let mut log = EventWriter::create(&tensorboard::log_dir(out, "finetune"))?;
+    let mut log = EventWriter::create(&ClassifierDir::new(out).tensorboard())?;
     // One bar over the whole run, so its ETA is the run's.
     let bar = progress::bar_unless(
         quiet,
@@ -354,13 +356,14 @@ pub fn train_classifier(
         .map_err(|e| anyhow::anyhow!("{}: cannot create: {e}", out.display()))?;
     let mut named: Vec<(String, Tensor)> = model.encoder.vs.variables().into_iter().collect();
     named.sort_by(|a, b| a.0.cmp(&b.0));
-    let weights = out.join(CLASSIFIER_WEIGHTS);
+    let folder = ClassifierDir::new(out);
+    let weights = folder.weights();
     Tensor::write_safetensors(&named, &weights)
         .map_err(|e| anyhow::anyhow!("{}: cannot write: {e}", weights.display()))?;
     crate::formats::atomic_write::write_string(
-        &out.join(CLASSIFIER_JSON),
+        &folder.info_json(),
         &serde_json::to_string_pretty(&info)?,
     )?;
-    report.write_json(&out.join("report.json"))?;
+    report.write_json(&folder.report_json())?;
     Ok(report)
 }

@@ -7,6 +7,7 @@
 use tch::{Device, Kind, Tensor};
 
 use super::classification::ClassificationReport;
+use super::encoder::Encoder;
 use super::features::{extract_warning_once, to_vec};
 use super::task::Task;
 use crate::data::augment::ViewTransform;
@@ -139,6 +140,29 @@ pub fn knn_eval(
     let mut skipped = task.skipped(&bank.skipped, &task.train_split);
     skipped.extend(task.skipped(&test.skipped, &task.test_split));
     task.report(&test.rows, &to_vec(&probs)?, protocol, "", skipped)
+}
+
+/// [`knn_eval`] of `encoder` at `image_size` (default: the size it was
+/// trained at), the report naming the encoder by its source.
+pub fn knn_eval_encoder(
+    encoder: &Encoder,
+    task: &Task,
+    image_size: Option<u32>,
+    batch: usize,
+    config: &KnnConfig,
+    quiet: bool,
+) -> anyhow::Result<ClassificationReport> {
+    let mut report = knn_eval(
+        &encoder.backbone,
+        encoder.vs.device(),
+        task,
+        image_size.unwrap_or(encoder.image_size),
+        batch,
+        config,
+        quiet,
+    )?;
+    report.encoder = encoder.source.clone();
+    Ok(report)
 }
 
 #[cfg(test)]

@@ -11,6 +11,8 @@
 //! Resize(s) is already s x s), and much faster otherwise; the report says
 //! which protocol ran.
 
+use std::path::Path;
+
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -361,6 +363,22 @@ pub fn linear_probe(
         report,
         linear: weights,
     })
+}
+
+/// [`linear_probe`] with its report written to `report_path` (JSON) and
+/// its TensorBoard scalars beside it, in `tb/probe` of the report's folder.
+pub fn linear_probe_to(
+    encoder: &Encoder,
+    task: &Task,
+    config: &ProbeConfig,
+    quiet: bool,
+    report_path: &Path,
+) -> anyhow::Result<ProbeOutcome> {
+    let folder = report_path.parent().unwrap_or(Path::new("."));
+    let tb = tensorboard::log_dir(folder, "probe");
+    let outcome = linear_probe(encoder, task, config, quiet, Some(&tb))?;
+    outcome.report.write_json(report_path)?;
+    Ok(outcome)
 }
 
 #[cfg(test)]

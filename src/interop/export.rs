@@ -20,12 +20,11 @@ use anyhow::Context;
 use tch::{Device, Kind, Tensor};
 
 use crate::data::augment::{IMAGENET_MEAN, IMAGENET_STD};
-use crate::eval::encoder::{
-    checkpoint_dir, read_classifier_info, CLASSIFIER_JSON, CLASSIFIER_WEIGHTS,
-};
 use crate::formats::safetensors::read_safetensors;
 use crate::model::moco::bn_groups_for;
-use crate::train::checkpoint;
+use crate::train::checkpoint::TrainState;
+use crate::train::encoder_source::{ClassifierInfo, EncoderSource};
+use crate::train::{CheckpointDir, ClassifierDir};
 
 /// What to export from a pretraining checkpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,62 +182,10 @@ fn normalisation_metadata(meta: &mut BTreeMap<String, String>, image_size: u32) 
 /// Exports `part` of the checkpoint (a run folder, a checkpoint folder or a
 /// classifier folder from `finetune`) to `out`.
 pub fn export(checkpoint_path: &Path, out: &Path, part: Part) -> anyhow::Result<Exported> {
-    let mut meta = BTreeMap::new();
-    let mut tensors: BTreeMap<String, Tensor>;
-    if checkpoint_path.join(CLASSIFIER_JSON).is_file() {
-        // A classifier is a torchvision model already: backbone and fc.
-        let info = read_classifier_info(checkpoint_path)?;
-        tensors = read_safetensors(&checkpoint_path.join(CLASSIFIER_WEIGHTS))?
-            .into_iter()
-            .collect();
-        add_num_batches_tracked(&mut tensors, 0);
-        meta.insert("part".into(), "classifier".into());
-        meta.insert("arch".into(), info.resnet.arch.name().into());
-        meta.insert("width".into(), info.resnet.width.to_string());
-        meta.insert("small_input".into(), info.resnet.small_input.to_string());
-        meta.insert("classes".into(), serde_json::to_string(&info.classes)?);
-        meta.insert("target".into(), info.target.clone());
-        meta.insert("epochs".into(), info.epochs.to_string());
-        normalisation_metadata(&mut meta, info.image_size);
-    } else {
-        let dir = checkpoint_dir(checkpoint_path)?;
-        let state = checkpoint::read_state(&dir)?;
-        tensors = read_safetensors(&dir.join("model.safetensors"))?
-            .into_iter()
-            .filter_map(|(n, t)| export_name(&n, part).map(|n| (n, t)))
-            .collect();
-        // Each step ran every BN layer once per BN group in training mode.
-        let groups = bn_groups_for(state.config.bn_groups, state.config.batch_size as i64);
-        add_num_batches_tracked(&mut tensors, state.step as i64 * groups);
-        let c = &state.config;
-        meta.insert("part".into(), format!("{part:?}").to_lowercase());
-        meta.insert("method".into(), c.method.name().into());
-        meta.insert("epochs".into(), state.epoch.to_string());
-        meta.insert("steps".into(), state.step.to_string());
-        meta.insert("arch".into(), c.arch.name().into());
-        meta.insert("width".into(), c.width.to_string());
-        meta.insert("small_input".into(), c.small_input.to_string());
-        meta.insert("moco_dim".into(), c.moco_dim.to_string());
-        meta.insert(
-            "geo_classes".into(),
-            state.geo_classes.map_or("none".into(), |k| k.to_string()),
-        );
-        // checkpoints/<name>/ lies in the run folder.
-        let manifest = dir
-            .parent()
-            .and_then(Path::parent)
-            .map_or_else(|| c.manifest.clone(), |run| c.manifest_in(run));
-        meta.insert("manifest".into(), manifest.display().to_string());
-        // `geossl cluster` writes the centroids beside the manifest.
-        let clusters = crate::geo::locations::centroids_path(&manifest);
-        if state.geo_classes.is_some() {
-            if let Ok(text) = std::fs::read_to_string(&clusters) {
-                meta.insert("geo_clusters".into(), text);
-            }
-        }
-        meta.insert("checkpoint".into(), dir.display().to_string());
-        normalisation_metadata(&mut meta, c.image_size);
-    }
+    let (tensors, meta) = match EncoderSource::resolve(checkpoint_path)? {
+        EncoderSource::Classifier { dir, info } => classifier_tensors(&dir, &info)?,
+        EncoderSource::Checkpoint { dir, state } => checkpoint_tensors(&dir, &state, part)?,
+    };
     anyhow::ensure!(
         !tensors.is_empty(),
         "{}: nothing to export",
@@ -249,6 +196,71 @@ pub fn export(checkpoint_path: &Path, out: &Path, part: Part) -> anyhow::Result<
         tensors: tensors.len(),
         metadata: meta,
     })
+}
+
+type TensorsAndMetadata = (BTreeMap<String, Tensor>, BTreeMap<String, String>);
+
+/// A classifier is a torchvision model already: backbone and fc.
+fn classifier_tensors(
+    dir: &ClassifierDir,
+    info: &ClassifierInfo,
+) -> anyhow::Result<TensorsAndMetadata> {
+    let mut meta = BTreeMap::new();
+    let mut tensors: BTreeMap<String, Tensor> =
+        read_safetensors(&dir.weights())?.into_iter().collect();
+    add_num_batches_tracked(&mut tensors, 0);
+    meta.insert("part".into(), "classifier".into());
+    meta.insert("arch".into(), info.resnet.arch.name().into());
+    meta.insert("width".into(), info.resnet.width.to_string());
+    meta.insert("small_input".into(), info.resnet.small_input.to_string());
+    meta.insert("classes".into(), serde_json::to_string(&info.classes)?);
+    meta.insert("target".into(), info.target.clone());
+    meta.insert("epochs".into(), info.epochs.to_string());
+    normalisation_metadata(&mut meta, info.image_size);
+    Ok((tensors, meta))
+}
+
+/// `part` of a pretraining checkpoint, described by its training state.
+fn checkpoint_tensors(
+    dir: &CheckpointDir,
+    state: &TrainState,
+    part: Part,
+) -> anyhow::Result<TensorsAndMetadata> {
+    let mut meta = BTreeMap::new();
+    let mut tensors: BTreeMap<String, Tensor> = read_safetensors(&dir.model_safetensors())?
+        .into_iter()
+        .filter_map(|(n, t)| export_name(&n, part).map(|n| (n, t)))
+        .collect();
+    // Each step ran every BN layer once per BN group in training mode.
+    let groups = bn_groups_for(state.config.bn_groups, state.config.batch_size as i64);
+    add_num_batches_tracked(&mut tensors, state.step as i64 * groups);
+    let c = &state.config;
+    meta.insert("part".into(), format!("{part:?}").to_lowercase());
+    meta.insert("method".into(), c.method.name().into());
+    meta.insert("epochs".into(), state.epoch.to_string());
+    meta.insert("steps".into(), state.step.to_string());
+    meta.insert("arch".into(), c.arch.name().into());
+    meta.insert("width".into(), c.width.to_string());
+    meta.insert("small_input".into(), c.small_input.to_string());
+    meta.insert("moco_dim".into(), c.moco_dim.to_string());
+    meta.insert(
+        "geo_classes".into(),
+        state.geo_classes.map_or("none".into(), |k| k.to_string()),
+    );
+    let manifest = dir
+        .run_dir()
+        .map_or_else(|| c.manifest.clone(), |run| c.manifest_in(run.path()));
+    meta.insert("manifest".into(), manifest.display().to_string());
+    // `geossl cluster` writes the centroids beside the manifest.
+    let clusters = crate::geo::locations::centroids_path(&manifest);
+    if state.geo_classes.is_some() {
+        if let Ok(text) = std::fs::read_to_string(&clusters) {
+            meta.insert("geo_clusters".into(), text);
+        }
+    }
+    meta.insert("checkpoint".into(), dir.path().display().to_string());
+    normalisation_metadata(&mut meta, c.image_size);
+    Ok((tensors, meta))
 }
 
 #[cfg(test)]

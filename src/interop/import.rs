@@ -125,7 +125,10 @@ pub fn import_moco(pth: &Path, out: &Path) -> anyhow::Result<Imported> {
         ..TrainState::at(&config, geo_classes, epoch, 0, moco.queue_ptr)
     };
     let checkpoint = checkpoint::save(out, &moco, &sgd, &state)?;
-    crate::formats::atomic_write::write_string(&out.join("config.toml"), &config.to_toml()?)?;
+    crate::formats::atomic_write::write_string(
+        &crate::train::RunDir::new(out).config_toml(),
+        &config.to_toml()?,
+    )?;
     Ok(Imported {
         checkpoint,
         arch,

@@ -22,10 +22,10 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use crate::data::{LocationIndex, Manifest};
-use crate::eval::ClassificationReport;
+use crate::formats::classification_report::ClassificationReport;
 use crate::geo::LatLon;
 use crate::train::metrics::{read_rows, MetricsRow};
-use crate::train::PretrainConfig;
+use crate::train::{PretrainConfig, RunDir};
 use html::{escape, figure, note, section, table};
 use plot::{bar_chart, line_chart, Series, PALETTE};
 use world::{Centroid, MapPoint};
@@ -72,7 +72,8 @@ fn read_report(path: &Path) -> anyhow::Result<Option<ClassificationReport>> {
 
 impl Run {
     pub fn load(dir: &Path) -> anyhow::Result<Self> {
-        let config_path = dir.join("config.toml");
+        let folder = RunDir::new(dir);
+        let config_path = folder.config_toml();
         anyhow::ensure!(
             config_path.exists(),
             "{}: not a pretraining run folder (no config.toml)",
@@ -107,8 +108,8 @@ impl Run {
             config,
             config_table,
             rows: read_rows(dir)?,
-            probe: read_report(&dir.join("probe.json"))?,
-            knn: read_report(&dir.join("knn.json"))?,
+            probe: read_report(&folder.probe_json())?,
+            knn: read_report(&folder.knn_json())?,
         })
     }
 
@@ -625,6 +626,18 @@ pub fn run_report(run_dir: &Path, options: &ReportOptions) -> anyhow::Result<Str
     ))
 }
 
+/// Writes [`run_report`] of `run_dir` to `out` (atomically); returns its
+/// size in bytes.
+pub fn write_run_report(
+    run_dir: &Path,
+    options: &ReportOptions,
+    out: &Path,
+) -> anyhow::Result<usize> {
+    let page = run_report(run_dir, options)?;
+    crate::formats::atomic_write::write_string(out, &page)?;
+    Ok(page.len())
+}
+
 /// A table that a caller adds to a comparison page (the demo's results).
 pub struct ExtraTable {
     pub title: String,
@@ -754,7 +767,7 @@ pub fn comparison_report(
     );
     runs_body += "<ul>\n";
     for r in &runs {
-        let report = r.dir.join("report.html");
+        let report = RunDir::new(&r.dir).report_html();
         if report.exists() {
             runs_body += &format!(
                 "<li><a href=\"{}\">{}</a>: {}</li>\n",
@@ -823,6 +836,18 @@ pub fn comparison_report(
             .join(" · "),
         &body,
     ))
+}
+
+/// Writes [`comparison_report`] to `out` (atomically); returns its size in
+/// bytes.
+pub fn write_comparison_report(
+    run_dirs: &[PathBuf],
+    out: &Path,
+    extra: Option<&ExtraTable>,
+) -> anyhow::Result<usize> {
+    let page = comparison_report(run_dirs, out, extra)?;
+    crate::formats::atomic_write::write_string(out, &page)?;
+    Ok(page.len())
 }
 
 #[cfg(test)]

@@ -1,13 +1,17 @@
 //! Training: configuration, learning-rate schedule, SGD, checkpoints,
-//! metrics, one training step, and the pretraining loop.
+//! metrics, one training step, the pretraining loop, and the layout of the
+//! folders runs leave (run, checkpoint and classifier folders).
 
 pub mod checkpoint;
 pub mod config;
+pub mod encoder_source;
 pub mod metrics;
 pub mod pretrain;
+pub mod run_dir;
 pub mod schedule;
 pub mod sgd;
 pub mod step;
 
 pub use config::{Method, PretrainConfig};
 pub use pretrain::{pretrain, RunOptions};
+pub use run_dir::{CheckpointDir, ClassifierDir, RunDir};
