@@ -32,7 +32,6 @@ fn layer(module: &str) -> Option<usize> {
 fn code_only(source: &str) -> String {
     let c: Vec<char> = source.chars().collect();
     let mut out = String::with_capacity(source.len());
-    let blank = |out: &mut String, ch: char| out.push(if ch == '\n' { '\n' } else { ' ' });
     let mut i = 0;
     while i < c.len() {
         let next = c.get(i + 1).copied();
@@ -41,45 +40,9 @@ fn code_only(source: &str) -> String {
                 i += 1;
             }
         } else if c[i] == '/' && next == Some('*') {
-            let mut depth = 0;
-            while i < c.len() {
-                if c[i] == '/' && c.get(i + 1) == Some(&'*') {
-                    depth += 1;
-                    i += 2;
-                    out.push_str("  ");
-                } else if c[i] == '*' && c.get(i + 1) == Some(&'/') {
-                    depth -= 1;
-                    i += 2;
-                    out.push_str("  ");
-                    if depth == 0 {
-                        break;
-                    }
-                } else {
-                    blank(&mut out, c[i]);
-                    i += 1;
-                }
-            }
-        } else if c[i] == 'r'
-            && (next == Some('"') || next == Some('#'))
-            && !ident(c.get(i.wrapping_sub(1)))
-        {
-            // A raw string r"..." or r#"..."#.
-            let hashes = c[i + 1..].iter().take_while(|&&h| h == '#').count();
-            if c.get(i + 1 + hashes) != Some(&'"') {
-                out.push(c[i]);
-                i += 1;
-                continue;
-            }
-            i += 2 + hashes;
-            let close: String = std::iter::once('"')
-                .chain(std::iter::repeat('#').take(hashes))
-                .collect();
-            while i < c.len() && !c[i..].iter().collect::<String>().starts_with(&close) {
-                blank(&mut out, c[i]);
-                i += 1;
-            }
-            i += close.len();
-            out.push_str("\"\"");
+            i = skip_block_comment(&c, i, &mut out);
+        } else if c[i] == 'r' && !ident(c.get(i.wrapping_sub(1))) && raw_string_at(&c, i) {
+            i = skip_raw_string(&c, i, &mut out);
         } else if c[i] == '"' {
             i += 1;
             while i < c.len() && c[i] != '"' {
@@ -108,6 +71,56 @@ fn code_only(source: &str) -> String {
         }
     }
     out
+}
+
+/// A space for `ch`, or the newline it is.
+fn blank(out: &mut String, ch: char) {
+    out.push(if ch == '\n' { '\n' } else { ' ' });
+}
+
+/// Blanks the (nested) block comment that opens at `c[i]`; returns the
+/// index after it.
+fn skip_block_comment(c: &[char], mut i: usize, out: &mut String) -> usize {
+    let mut depth = 0;
+    while i < c.len() {
+        if c[i] == '/' && c.get(i + 1) == Some(&'*') {
+            depth += 1;
+            i += 2;
+            out.push_str("  ");
+        } else if c[i] == '*' && c.get(i + 1) == Some(&'/') {
+            depth -= 1;
+            i += 2;
+            out.push_str("  ");
+            if depth == 0 {
+                break;
+            }
+        } else {
+            blank(out, c[i]);
+            i += 1;
+        }
+    }
+    i
+}
+
+/// Whether a raw string `r"..."` or `r#"..."#` opens at `c[i]` (an `r`).
+fn raw_string_at(c: &[char], i: usize) -> bool {
+    let hashes = c[i + 1..].iter().take_while(|&&h| h == '#').count();
+    c.get(i + 1 + hashes) == Some(&'"')
+}
+
+/// Blanks the raw string that opens at `c[i]`; returns the index after it.
+fn skip_raw_string(c: &[char], i: usize, out: &mut String) -> usize {
+    let hashes = c[i + 1..].iter().take_while(|&&h| h == '#').count();
+    let close: Vec<char> = std::iter::once('"')
+        .chain(std::iter::repeat_n('#', hashes))
+        .collect();
+    let mut i = i + 2 + hashes;
+    while i < c.len() && !c[i..].starts_with(&close) {
+        blank(out, c[i]);
+        i += 1;
+    }
+    out.push_str("\"\"");
+    i + close.len()
 }
 
 fn ident(c: Option<&char>) -> bool {
@@ -276,6 +289,7 @@ fn the_scanner_finds_paths_and_skips_comments_and_strings() {
         "use crate::{data::Manifest, geo};\n\
          // use crate::cli;\n\
          let s = \"crate::eval\"; let c = '\"'; /* crate::report */ crate::model::x();\n\
+         let r = r#\"crate::bench\"#;\n\
          /// [`crate::demo`]\n\
          use super::super::train::Sgd;\n",
     );
@@ -283,12 +297,10 @@ fn the_scanner_finds_paths_and_skips_comments_and_strings() {
     assert_eq!(references(lines[0], 2), ["data", "geo"]);
     assert!(references(lines[1], 2).is_empty());
     assert_eq!(references(lines[2], 2), ["model"]);
-    assert!(references(lines[3], 2).is_empty());
-    assert_eq!(references(lines[4], 2), ["train"]);
-    assert!(
-        references(lines[4], 3).is_empty(),
-        "still inside the module"
-    );
+    assert!(references(lines[3], 2).is_empty(), "raw string");
+    assert!(references(lines[4], 2).is_empty(), "doc comment");
+    assert_eq!(references(lines[5], 2), ["train"]);
+    assert!(references(lines[5], 3).is_empty(), "inside the module");
 }
 
 #[test]
