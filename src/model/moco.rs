@@ -216,7 +216,7 @@ impl Moco {
         let out = torch_ext::autocast_bf16(im_q.device(), amp, || {
             self.step(im_q, im_k, geo_labels, shuffle_seed)
         })??;
-        let (loss, applied) = optimise(out)?;
+        let (loss, applied) = optimise(out).inspect_err(|_| self.queue.discard())?;
         if !loss.is_finite() {
             self.queue.discard();
             self.restore_bn_stats()?;

@@ -1272,3 +1272,38 @@ impl Drop for StopSignal {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A monitor builder that must not be reached, or that fails visibly.
+    fn failing_build(_: &Manifest, _: &PretrainConfig) -> anyhow::Result<Box<dyn EpochMonitor>> {
+        anyhow::bail!("the builder ran")
+    }
+
+    #[test]
+    fn a_monitor_is_built_only_for_knn_every_and_its_absence_is_an_error() {
+        let manifest = Manifest::default();
+        let off = PretrainConfig {
+            knn_every: 0,
+            ..Default::default()
+        };
+        let built = build_monitor(&off, &manifest, Some(&failing_build)).unwrap();
+        assert!(built.is_none(), "knn_every 0 builds nothing");
+        let on = PretrainConfig {
+            knn_every: 2,
+            ..Default::default()
+        };
+        let err = build_monitor(&on, &manifest, Some(&failing_build))
+            .err()
+            .unwrap();
+        assert_eq!(err.to_string(), "the builder ran");
+        let err = build_monitor(&on, &manifest, None).err().unwrap();
+        assert!(
+            err.to_string()
+                .starts_with("knn_every is 2 but pretrain was given no epoch monitor"),
+            "{err}"
+        );
+    }
+}
