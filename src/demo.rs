@@ -268,7 +268,8 @@ pub fn run(out: &Path, quick: bool, seed: u64) -> anyhow::Result<DemoResult> {
             run_dir.display()
         );
         let t = Instant::now();
-        crate::train::pretrain(&config, &run_dir, &RunOptions::default())?;
+        let monitor: &crate::train::BuildMonitor = &crate::eval::knn::KnnMonitor::build;
+        crate::train::pretrain(&config, &run_dir, &RunOptions::default(), Some(monitor))?;
         let seconds = t.elapsed().as_secs_f64();
         let encoder = Encoder::load(&run_dir, Device::Cpu)?;
         rows.push(evaluate_encoder(

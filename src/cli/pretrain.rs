@@ -221,7 +221,8 @@ pub(super) fn pretrain_cmd(a: &PretrainArgs) -> anyhow::Result<()> {
         stop_after: a.stop_after,
         quiet: false,
     };
-    let outcome = crate::train::pretrain(&config, &a.out, &options)?;
+    let monitor: &crate::train::BuildMonitor = &crate::eval::knn::KnnMonitor::build;
+    let outcome = crate::train::pretrain(&config, &a.out, &options, Some(monitor))?;
     println!(
         "{} epochs, {} steps done{}; last checkpoint {}",
         outcome.epochs_done,

@@ -11,9 +11,12 @@ use super::encoder::Encoder;
 use super::features::{extract_warning_once, to_vec};
 use super::task::Task;
 use crate::data::augment::ViewTransform;
+use crate::data::Manifest;
 use crate::model::moco::normalize;
 use crate::model::ResNet;
 use crate::progress;
+use crate::train::monitor::EpochMonitor;
+use crate::train::PretrainConfig;
 
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct KnnConfig {
@@ -43,6 +46,71 @@ impl Default for KnnConfig {
             k: 20,
             temperature: 0.07,
         }
+    }
+}
+
+/// The kNN monitor of pretraining (`knn_every`): weighted kNN top-1 of the
+/// query encoder's backbone, the manifest's `knn_train_split` rows as the
+/// bank and its `knn_test_split` rows as the queries (center crops at the
+/// pretraining image size, batches of 256).
+pub struct KnnMonitor {
+    task: Task,
+    knn: KnnConfig,
+    image_size: u32,
+}
+
+impl KnnMonitor {
+    /// The monitor of a run with `config` over `manifest` (every row,
+    /// whatever the pretraining split); unreadable images follow the run's
+    /// `on_bad_image`. Errors: the kNN splits lack labels (or rows).
+    pub fn new(manifest: &Manifest, config: &PretrainConfig) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let mut task = Task::new(
+            std::sync::Arc::new(manifest.clone()),
+            super::Target::Label,
+            &config.knn_train_split,
+            &config.knn_test_split,
+            None,
+        )
+        .context("--knn-every needs labels on the kNN splits")?;
+        task.on_bad_image = config.on_bad_image;
+        Ok(Self {
+            task,
+            knn: KnnConfig {
+                k: config.knn_k,
+                temperature: config.knn_t,
+            },
+            image_size: config.image_size,
+        })
+    }
+
+    /// [`KnnMonitor::new`] boxed, as `pretrain` builds its monitor (a
+    /// [`crate::train::monitor::BuildMonitor`]).
+    pub fn build(
+        manifest: &Manifest,
+        config: &PretrainConfig,
+    ) -> anyhow::Result<Box<dyn EpochMonitor>> {
+        Ok(Box::new(Self::new(manifest, config)?))
+    }
+}
+
+impl EpochMonitor for KnnMonitor {
+    fn evaluate(
+        &mut self,
+        backbone: &ResNet,
+        device: Device,
+        _epoch: usize,
+    ) -> anyhow::Result<f64> {
+        let report = knn_eval(
+            backbone,
+            device,
+            &self.task,
+            self.image_size,
+            256,
+            &self.knn,
+            true,
+        )?;
+        Ok(report.top1)
     }
 }
 

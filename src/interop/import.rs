@@ -101,11 +101,12 @@ pub fn import_moco(pth: &Path, out: &Path) -> anyhow::Result<Imported> {
         .chain(moco.vs_k.variables().into_keys())
         .collect();
     if let Some(queue) = tensors.get("queue") {
-        tch::no_grad(|| moco.queue.f_copy_(queue))?;
+        moco.queue.load(Some(queue), None)?;
         used.push("queue".into());
     }
     if let Some(ptr) = tensors.get("queue_ptr") {
-        moco.queue_ptr = ptr.int64_value(&[0]).rem_euclid(queue_size);
+        let ptr = ptr.int64_value(&[0]).rem_euclid(queue_size);
+        moco.queue.load(None, Some(ptr))?;
         used.push("queue_ptr".into());
     }
     for name in &used {
@@ -122,7 +123,7 @@ pub fn import_moco(pth: &Path, out: &Path) -> anyhow::Result<Imported> {
     let state = TrainState {
         // Its config is inferred from tensor shapes: a resume may set the rest.
         imported_from: Some(pth.display().to_string()),
-        ..TrainState::at(&config, geo_classes, epoch, 0, moco.queue_ptr)
+        ..TrainState::at(&config, geo_classes, epoch, 0, moco.queue.ptr())
     };
     let checkpoint = checkpoint::save(out, &moco, &sgd, &state)?;
     crate::formats::atomic_write::write_string(

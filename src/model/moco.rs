@@ -19,6 +19,7 @@ use tch::nn::{self, Module, ModuleT};
 use tch::{Device, Kind, Tensor};
 
 use super::heads::{GeoHead, ProjectionHead};
+use super::queue::KeyQueue;
 use super::resnet::{ResNet, ResNetConfig};
 use super::torch_ext;
 
@@ -87,6 +88,14 @@ pub struct StepOutput {
     pub geo_accuracy: Option<Tensor>,
 }
 
+/// The loss was NaN or infinite; the query encoder, the BatchNorm
+/// statistics, the optimiser state and the queue were left as they were
+/// (the key encoder had already taken its momentum step towards the
+/// unchanged query encoder).
+#[derive(Debug, thiserror::Error)]
+#[error("loss became {0}")]
+pub struct NonFiniteLoss(pub f64);
+
 pub struct Moco {
     pub config: MocoConfig,
     pub resnet: ResNetConfig,
@@ -97,9 +106,9 @@ pub struct Moco {
     pub encoder_q: Encoder,
     encoder_k: Encoder,
     geo_head: Option<GeoHead>,
-    /// [dim, queue_size] normalised keys, the oldest at `queue_ptr`.
-    pub queue: Tensor,
-    pub queue_ptr: i64,
+    /// The negative keys; a step's keys join it when the step is
+    /// committed (see [`Moco::train_step`]).
+    pub queue: KeyQueue,
     /// Key and query parameters, pairwise, for the momentum update;
     /// trainable parameters only, BN running statistics stay the key
     /// encoder's own (as in the reference).
@@ -109,9 +118,6 @@ pub struct Moco {
     /// of them from before the last step (see [`Moco::save_bn_stats`]).
     bn_stats: Vec<Tensor>,
     bn_stats_saved: Vec<Tensor>,
-    /// This step's keys, enqueued once the backward pass (which reads the
-    /// queue through `q @ queue`) is done: see [`Moco::enqueue_pending_keys`].
-    pending_keys: Option<Tensor>,
 }
 
 impl Moco {
@@ -151,8 +157,7 @@ impl Moco {
             .filter(|t| !t.requires_grad() && t.kind() == Kind::Float)
             .collect();
         let bn_stats_saved = bn_stats.iter().map(Tensor::zeros_like).collect();
-        let queue = Tensor::randn([config.dim, config.queue_size], (Kind::Float, device));
-        let queue = normalize(&queue, 0);
+        let queue = KeyQueue::new(config.dim, config.queue_size, device);
         Ok(Self {
             config,
             resnet,
@@ -162,10 +167,8 @@ impl Moco {
             encoder_k,
             geo_head,
             queue,
-            queue_ptr: 0,
             momentum_k,
             momentum_q,
-            pending_keys: None,
             bn_stats,
             bn_stats_saved,
         })
@@ -192,10 +195,42 @@ impl Moco {
         bn_groups_for(self.config.bn_groups, batch)
     }
 
+    /// One training step, the whole MoCo protocol in order: keeps the
+    /// BatchNorm statistics ([`Moco::save_bn_stats`]), runs [`Moco::step`]
+    /// (under bf16 autocast with `amp`), hands its output to `optimise`
+    /// (backward pass and optimiser step; it returns the loss read back on
+    /// the host, and what the caller wants of the step), and then commits
+    /// the step's keys to the queue. A non-finite loss instead discards the
+    /// keys, restores the BN statistics and fails with [`NonFiniteLoss`]
+    /// (`optimise` must then leave the weights alone itself).
+    pub fn train_step<T>(
+        &mut self,
+        im_q: &Tensor,
+        im_k: &Tensor,
+        geo_labels: Option<&Tensor>,
+        shuffle_seed: u64,
+        amp: bool,
+        optimise: impl FnOnce(StepOutput) -> anyhow::Result<(f64, T)>,
+    ) -> anyhow::Result<T> {
+        self.save_bn_stats()?;
+        let out = torch_ext::autocast_bf16(im_q.device(), amp, || {
+            self.step(im_q, im_k, geo_labels, shuffle_seed)
+        })??;
+        let (loss, applied) = optimise(out).inspect_err(|_| self.queue.discard())?;
+        if !loss.is_finite() {
+            self.queue.discard();
+            self.restore_bn_stats()?;
+            return Err(NonFiniteLoss(loss).into());
+        }
+        self.queue.commit();
+        Ok(applied)
+    }
+
     /// One training forward: query and key images [N, 3, H, W], geo labels
     /// [N] (for the geo variants), a seed for the shuffle permutation.
-    /// Updates the key encoder (before computing keys); the keys join the
-    /// queue at [`Moco::enqueue_pending_keys`], after the backward pass.
+    /// Updates the key encoder (before computing keys); the keys are
+    /// pushed to the queue, to join it when the step is committed, after
+    /// the backward pass (see [`Moco::train_step`]).
     pub fn step(
         &mut self,
         im_q: &Tensor,
@@ -209,7 +244,6 @@ impl Moco {
             "queue size {} is not a multiple of the batch size {n}",
             self.config.queue_size
         );
-        self.enqueue_pending_keys();
         let groups = self.groups_for(n);
         let q_raw = self.encoder_q.forward_grouped(im_q, groups, true);
         let q = normalize(&q_raw, 1);
@@ -222,7 +256,7 @@ impl Moco {
         });
         // The queue as it is, no copy (the reference clones it, 32 MB at the
         // paper's K = 65536): the keys are enqueued after the backward pass.
-        let (moco_loss, logits) = info_nce(&q, &k, &self.queue, self.config.temperature);
+        let (moco_loss, logits) = info_nce(&q, &k, self.queue.keys(), self.config.temperature);
         let moco_accuracy = top1(&logits, &Tensor::zeros([n], (Kind::Int64, logits.device())));
         let (geo_loss, geo_accuracy) = match &self.geo_head {
             Some(head) => {
@@ -244,7 +278,7 @@ impl Moco {
             Some(l) => &moco_loss * self.config.alpha + l * self.config.beta,
             None => &moco_loss * self.config.alpha,
         };
-        self.pending_keys = Some(k);
+        self.queue.push(k);
         Ok(StepOutput {
             loss,
             moco_loss,
@@ -257,40 +291,15 @@ impl Moco {
     /// Keeps a copy of the BatchNorm running statistics (one multi-tensor
     /// copy), so that a step whose batch turns out bad (a NaN loss) can be
     /// undone completely: the forward pass updates them before anyone knows.
-    pub fn save_bn_stats(&mut self) -> anyhow::Result<()> {
+    fn save_bn_stats(&mut self) -> anyhow::Result<()> {
         tch::no_grad(|| torch_ext::foreach_copy(&self.bn_stats_saved, &self.bn_stats))?;
         Ok(())
     }
 
     /// Puts back the statistics of [`Moco::save_bn_stats`].
-    pub fn restore_bn_stats(&mut self) -> anyhow::Result<()> {
+    fn restore_bn_stats(&mut self) -> anyhow::Result<()> {
         tch::no_grad(|| torch_ext::foreach_copy(&self.bn_stats, &self.bn_stats_saved))?;
         Ok(())
-    }
-
-    /// Puts the last step's keys into the queue. Call after its backward
-    /// pass: the enqueue writes the queue in place, and autograd refuses a
-    /// backward through `q @ queue` once the queue has changed.
-    pub fn enqueue_pending_keys(&mut self) {
-        if let Some(k) = self.pending_keys.take() {
-            self.enqueue(&k);
-        }
-    }
-
-    /// Forgets the last step's keys (the step was not applied).
-    pub fn discard_pending_keys(&mut self) {
-        self.pending_keys = None;
-    }
-
-    /// Replaces the oldest keys with `keys` [N, dim].
-    pub fn enqueue(&mut self, keys: &Tensor) {
-        let n = keys.size()[0];
-        tch::no_grad(|| {
-            self.queue
-                .narrow(1, self.queue_ptr, n)
-                .copy_(&keys.transpose(0, 1).to_kind(self.queue.kind()));
-        });
-        self.queue_ptr = (self.queue_ptr + n) % self.config.queue_size;
     }
 
     /// The geo head's logits for a query projection (before normalisation).
@@ -430,20 +439,6 @@ mod tests {
     }
 
     #[test]
-    fn queue_enqueue_wraps() {
-        let mut m = tiny(None, 6);
-        let keys = |v: f64| Tensor::full([2, 8], v, (Kind::Float, Device::Cpu));
-        m.enqueue(&keys(1.0));
-        m.enqueue(&keys(2.0));
-        m.enqueue(&keys(3.0));
-        assert_eq!(m.queue_ptr, 0);
-        m.enqueue(&keys(4.0));
-        assert_eq!(m.queue_ptr, 2);
-        let first_row: Vec<f32> = m.queue.get(0).try_into().unwrap();
-        assert_eq!(first_row, vec![4.0, 4.0, 2.0, 2.0, 3.0, 3.0]);
-    }
-
-    #[test]
     fn permutation_round_trips() {
         for seed in 0..20 {
             let x = Tensor::arange(10, (Kind::Int64, Device::Cpu));
@@ -480,10 +475,10 @@ mod tests {
         let total = out.loss.double_value(&[]);
         let parts = out.moco_loss.double_value(&[]) + out.geo_loss.unwrap().double_value(&[]);
         assert!((total - parts).abs() < 1e-5);
-        assert_eq!(m.queue_ptr, 0, "keys wait for the backward pass");
+        assert_eq!(m.queue.ptr(), 0, "keys wait for the backward pass");
         out.loss.backward();
-        m.enqueue_pending_keys();
-        assert_eq!(m.queue_ptr, 4);
+        m.queue.commit();
+        assert_eq!(m.queue.ptr(), 4);
         let err = m
             .step(
                 &x.narrow(0, 0, 3),

@@ -4,10 +4,12 @@
 pub mod device;
 pub mod heads;
 pub mod moco;
+pub mod queue;
 pub mod resnet;
 pub mod torch_ext;
 pub mod weights;
 
 pub use device::{parse_device, DeviceSpec};
-pub use moco::{Moco, MocoConfig};
+pub use moco::{Moco, MocoConfig, NonFiniteLoss};
+pub use queue::KeyQueue;
 pub use resnet::{Arch, ResNet, ResNetConfig};

@@ -35,6 +35,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
 use super::config::PretrainConfig;
+use super::metrics::EpochMeter;
 use super::sgd::Sgd;
 use crate::formats::atomic_write::write_string;
 use crate::formats::safetensors::read_safetensors;
@@ -56,10 +57,10 @@ pub struct TrainState {
     /// Batches of the next epoch already done (a mid-epoch checkpoint).
     #[serde(default)]
     pub batch_in_epoch: usize,
-    /// Running sums of that epoch's step metrics (loss, InfoNCE, accuracy,
-    /// geo loss, geo accuracy), for its epoch row.
+    /// Running sums of that epoch's step metrics, for its epoch row (older
+    /// checkpoints store them as an array, which loads too).
     #[serde(default)]
-    pub epoch_sums: [f64; 5],
+    pub epoch_sums: EpochMeter,
     /// SHA-256 of `model.safetensors`, hex; set by [`save`].
     #[serde(default)]
     pub model_sha256: Option<String>,
@@ -146,7 +147,7 @@ impl TrainState {
             geo_classes,
             config: config.clone(),
             batch_in_epoch: 0,
-            epoch_sums: [0.0; 5],
+            epoch_sums: EpochMeter::default(),
             model_sha256: None,
             rows: None,
             rows_sha256: None,
@@ -252,7 +253,7 @@ pub fn save(run_dir: &Path, moco: &Moco, sgd: &Sgd, state: &TrainState) -> anyho
         vars.sort_by(|a, b| a.0.cmp(&b.0));
         named.extend(vars);
     }
-    named.push(("queue".to_string(), moco.queue.shallow_clone()));
+    named.push(("queue".to_string(), moco.queue.keys().shallow_clone()));
     for (n, t) in sgd.state() {
         named.push((format!("{OPTIMIZER_PREFIX}{n}"), t.shallow_clone()));
     }
@@ -303,7 +304,7 @@ fn check_fits(
         .map(|(n, t)| (n, t.size()))
         .collect();
     wanted.sort();
-    wanted.push(("queue".to_string(), moco.queue.size()));
+    wanted.push(("queue".to_string(), moco.queue.keys().size()));
     let trained: std::collections::HashSet<String> = moco.vs_q.variables().into_keys().collect();
     let mut problems: Vec<String> = wanted
         .iter()
@@ -390,18 +391,14 @@ pub fn load(dir: &Path, moco: &mut Moco, sgd: &mut Sgd) -> anyhow::Result<TrainS
     for vs in [&moco.vs_q, &moco.vs_k] {
         copy_named(vs, &tensors, "", &tensors_path)?;
     }
-    tch::no_grad(|| -> anyhow::Result<()> {
-        let queue = take("queue")?;
-        anyhow::ensure!(
-            queue.size() == moco.queue.size(),
-            "{file}: queue has shape {:?}, the model {:?}",
-            queue.size(),
-            moco.queue.size()
-        );
-        moco.queue.f_copy_(queue)?;
-        Ok(())
-    })?;
-    moco.queue_ptr = state.queue_ptr;
+    let queue = take("queue")?;
+    anyhow::ensure!(
+        queue.size() == moco.queue.keys().size(),
+        "{file}: queue has shape {:?}, the model {:?}",
+        queue.size(),
+        moco.queue.keys().size()
+    );
+    moco.queue.load(Some(queue), Some(state.queue_ptr))?;
     sgd.load_state(tensors.iter().filter_map(|(n, t)| {
         n.strip_prefix(OPTIMIZER_PREFIX)
             .map(|p| (p.to_string(), t.shallow_clone()))
@@ -458,6 +455,68 @@ mod tests {
         let mut same = crate::model::moco::tiny_for_tests(Some(3), 16);
         let mut sgd = Sgd::new(same.vs_q.variables(), 0.9, 1e-4);
         assert_eq!(load(&ckpt, &mut same, &mut sgd).unwrap().step, 5);
+    }
+
+    #[test]
+    fn an_old_state_with_positional_epoch_sums_loads_into_named_fields() {
+        // state.json as geossl wrote it before the named meter (2246f0d).
+        let config = serde_json::to_string(&PretrainConfig::default()).unwrap();
+        let old = format!(
+            r#"{{
+  "epoch": 1,
+  "step": 7,
+  "queue_ptr": 24,
+  "seed": 0,
+  "geo_classes": 4,
+  "config": {config},
+  "batch_in_epoch": 3,
+  "epoch_sums": [
+    20.25,
+    18.5,
+    0.0625,
+    1.75,
+    0.3333333333333333
+  ],
+  "model_sha256": "00",
+  "rows": 40,
+  "rows_sha256": "11"
+}}"#
+        );
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("state.json"), old).unwrap();
+        let state = read_state(dir.path()).unwrap();
+        assert_eq!((state.epoch, state.step, state.batch_in_epoch), (1, 7, 3));
+        let sums = state.epoch_sums;
+        assert_eq!(
+            (sums.loss, sums.moco_loss, sums.moco_acc, sums.geo_loss),
+            (20.25, 18.5, 0.0625, 1.75)
+        );
+        assert_eq!(sums.geo_acc, 1.0 / 3.0);
+    }
+
+    #[test]
+    fn a_mid_epoch_state_round_trips_its_named_epoch_sums() {
+        let dir = tempfile::tempdir().unwrap();
+        let moco = crate::model::moco::tiny_for_tests(None, 16);
+        let sgd = Sgd::new(moco.vs_q.variables(), 0.9, 1e-4);
+        let sums = EpochMeter {
+            loss: 0.1 + 0.2,
+            moco_loss: 2.5,
+            moco_acc: 1.0 / 7.0,
+            geo_loss: 0.0,
+            geo_acc: 0.0,
+        };
+        let state = TrainState {
+            batch_in_epoch: 2,
+            epoch_sums: sums,
+            ..TrainState::at(&PretrainConfig::default(), None, 0, 2, 8)
+        };
+        let ckpt = save(dir.path(), &moco, &sgd, &state).unwrap();
+        let text = std::fs::read_to_string(ckpt.join("state.json")).unwrap();
+        assert!(text.contains("\"moco_loss\": 2.5"), "named: {text}");
+        let back = read_state(&ckpt).unwrap();
+        assert_eq!(back.epoch_sums, sums);
+        assert_eq!((back.batch_in_epoch, back.queue_ptr), (2, 8));
     }
 
     #[test]

@@ -79,6 +79,87 @@ impl MetricsRow {
     }
 }
 
+/// Running sums of an epoch's step metrics, for the epoch row's means; a
+/// mid-epoch checkpoint stores them (`epoch_sums` in `state.json`) so that a
+/// resumed epoch's row is exact. A metric added to [`MetricsRow`] is summed
+/// here, in [`EpochMeter::add`].
+///
+/// Stored as named fields; the positional `[loss, moco_loss, moco_acc,
+/// geo_loss, geo_acc]` array of older checkpoints still loads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(from = "EpochMeterForm")]
+pub struct EpochMeter {
+    /// Total loss (alpha InfoNCE + beta geo cross-entropy).
+    pub loss: f64,
+    /// InfoNCE.
+    pub moco_loss: f64,
+    /// MoCo top-1 accuracy of the positive key.
+    pub moco_acc: f64,
+    /// Geo cross-entropy (0 per step without the geo task).
+    pub geo_loss: f64,
+    /// Geo top-1 accuracy (0 per step without the geo task).
+    pub geo_acc: f64,
+}
+
+impl EpochMeter {
+    /// Adds a step row's metrics.
+    pub fn add(&mut self, row: &MetricsRow) {
+        self.loss += row.loss;
+        self.moco_loss += row.moco_loss;
+        self.moco_acc += row.moco_acc;
+        self.geo_loss += row.geo_loss.unwrap_or(0.0);
+        self.geo_acc += row.geo_acc.unwrap_or(0.0);
+    }
+
+    /// The means over an epoch of `batches` steps.
+    pub fn mean(&self, batches: usize) -> EpochMeter {
+        let n = batches as f64;
+        EpochMeter {
+            loss: self.loss / n,
+            moco_loss: self.moco_loss / n,
+            moco_acc: self.moco_acc / n,
+            geo_loss: self.geo_loss / n,
+            geo_acc: self.geo_acc / n,
+        }
+    }
+}
+
+/// The stored forms of [`EpochMeter`]: named (this geossl), or the
+/// positional array of older checkpoints.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum EpochMeterForm {
+    Named {
+        loss: f64,
+        moco_loss: f64,
+        moco_acc: f64,
+        geo_loss: f64,
+        geo_acc: f64,
+    },
+    Positional([f64; 5]),
+}
+
+impl From<EpochMeterForm> for EpochMeter {
+    fn from(form: EpochMeterForm) -> Self {
+        match form {
+            EpochMeterForm::Named {
+                loss,
+                moco_loss,
+                moco_acc,
+                geo_loss,
+                geo_acc,
+            }
+            | EpochMeterForm::Positional([loss, moco_loss, moco_acc, geo_loss, geo_acc]) => Self {
+                loss,
+                moco_loss,
+                moco_acc,
+                geo_loss,
+                geo_acc,
+            },
+        }
+    }
+}
+
 pub struct MetricsLog {
     jsonl: File,
     csv: File,
@@ -237,4 +318,73 @@ pub fn read_rows(run_dir: &Path) -> anyhow::Result<Vec<MetricsRow>> {
                 .with_context(|| format!("{}:{}: not a metrics row", path.display(), i + 1))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step_row(loss: f64, geo: Option<f64>) -> MetricsRow {
+        MetricsRow {
+            kind: "step".into(),
+            epoch: 1,
+            step: 1,
+            lr: 0.1,
+            loss,
+            moco_loss: loss / 2.0,
+            moco_acc: 0.25,
+            geo_loss: geo,
+            geo_acc: geo.map(|g| g / 10.0),
+            pairs_per_s: 1.0,
+            seconds: None,
+            knn_top1: None,
+            time: None,
+        }
+    }
+
+    #[test]
+    fn the_meter_sums_by_name_and_means_over_batches() {
+        let mut m = EpochMeter::default();
+        m.add(&step_row(2.0, Some(1.0)));
+        m.add(&step_row(4.0, Some(3.0)));
+        m.add(&step_row(6.0, None));
+        let mean = m.mean(4);
+        assert_eq!(
+            mean,
+            EpochMeter {
+                loss: 3.0,
+                moco_loss: 1.5,
+                moco_acc: 0.1875,
+                geo_loss: 1.0,
+                geo_acc: 0.1,
+            }
+        );
+    }
+
+    #[test]
+    fn the_meter_loads_the_old_array_and_round_trips_named() {
+        let old: EpochMeter = serde_json::from_str("[1.5, 0.5, 0.25, 1.0, 0.125]").unwrap();
+        assert_eq!(
+            (
+                old.loss,
+                old.moco_loss,
+                old.moco_acc,
+                old.geo_loss,
+                old.geo_acc
+            ),
+            (1.5, 0.5, 0.25, 1.0, 0.125)
+        );
+        let text = serde_json::to_string(&old).unwrap();
+        assert!(text.contains("\"moco_acc\":0.25"), "{text}");
+        // Sums that need every bit of an f64 come back identical.
+        let exact = EpochMeter {
+            loss: 0.1 + 0.2,
+            moco_loss: std::f64::consts::PI / 3.0,
+            ..old
+        };
+        let back: EpochMeter =
+            serde_json::from_str(&serde_json::to_string(&exact).unwrap()).unwrap();
+        assert_eq!(back, exact);
+        assert!(serde_json::from_str::<EpochMeter>("[1.0, 2.0]").is_err());
+    }
 }

@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod encoder_source;
 pub mod metrics;
+pub mod monitor;
 pub mod pretrain;
 pub mod run_dir;
 pub mod schedule;
@@ -13,5 +14,6 @@ pub mod sgd;
 pub mod step;
 
 pub use config::{Method, PretrainConfig};
+pub use monitor::{BuildMonitor, EpochMonitor};
 pub use pretrain::{pretrain, RunOptions};
 pub use run_dir::{CheckpointDir, ClassifierDir, RunDir};

@@ -1,4 +1,8 @@
 //! The pretraining loop: data, MoCo step, SGD, schedule, logs, checkpoints.
+//!
+//! [`pretrain`] is setup ([`load`], [`start_point`], [`Run::open`]), then
+//! [`Run::run_epoch`] per epoch (as the reference's `train()`), then
+//! [`Run::finish`].
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -8,13 +12,13 @@ use anyhow::Context;
 
 use super::checkpoint::{self, TrainState};
 use super::config::{PretrainConfig, SettingChange, CHANGEABLE_ON_RESUME};
-use super::metrics::{MetricsLog, MetricsRow};
+use super::metrics::{EpochMeter, MetricsLog, MetricsRow};
+use super::monitor::{BuildMonitor, EpochMonitor};
+use super::schedule::LrSchedule;
 use super::sgd::Sgd;
 use super::step::{train_step, DeviceBatch, NonFiniteLoss, StepSettings};
-use crate::data::loader::{BadImagePolicy, PairLoader};
+use crate::data::loader::{BadImagePolicy, PairBatch, PairLoader};
 use crate::data::{Manifest, Split};
-use crate::eval::knn::{knn_eval, KnnConfig};
-use crate::eval::{Target, Task};
 use crate::model::{parse_device, torch_ext, Moco};
 use crate::progress;
 use tch::{Device, Tensor};
@@ -82,17 +86,20 @@ fn seed_for_step(seed: u64, step: u64) -> u64 {
         ^ step.wrapping_add(1).wrapping_mul(0xD1B5_4A32_D192_ED03)
 }
 
-/// Pretrains `config` into `run_dir` (see the module documentation).
+/// Pretrains `config` into `run_dir` (see the module documentation),
+/// asking `monitor` (built by the caller, see [`BuildMonitor`]) for a
+/// figure at the end of the epochs `knn_every` selects.
 ///
-/// Errors: bad settings; `--resume` that would change what the run is
-/// (every differing setting named, old and new value) or onto a checkpoint
-/// whose tensors do not fit the model; a data loader that fails or stops
-/// early; a non-finite loss; and an invocation asked to train that ran no
-/// optimiser step.
+/// Errors: bad settings; `knn_every > 0` without a monitor; `--resume`
+/// that would change what the run is (every differing setting named, old
+/// and new value) or onto a checkpoint whose tensors do not fit the model;
+/// a data loader that fails or stops early; a non-finite loss; and an
+/// invocation asked to train that ran no optimiser step.
 pub fn pretrain(
     config: &PretrainConfig,
     run_dir: &Path,
     options: &RunOptions,
+    monitor: Option<&BuildMonitor>,
 ) -> anyhow::Result<PretrainOutcome> {
     config.validate()?;
     anyhow::ensure!(
@@ -101,46 +108,93 @@ pub fn pretrain(
     );
     // Recorded absolute in config.toml and the checkpoints, so that
     // `--resume`, `report` and `export` find it from any working directory.
-    let config = &PretrainConfig {
+    let config = PretrainConfig {
         manifest: std::path::absolute(&config.manifest)
             .with_context(|| format!("{}: cannot make absolute", config.manifest.display()))?,
         ..config.clone()
     };
+    let mut loaded = load(&config, monitor)?;
+    let start = start_point(&config, run_dir, options, &mut loaded)?;
+    if let Some(finished) = already_finished(&config, run_dir, &start, options.quiet)? {
+        return Ok(finished);
+    }
+    let mut run = Run::open(config, run_dir, options, loaded, start)?;
+    while run.epoch < run.end {
+        if let Some(interrupted) = run.run_epoch()? {
+            return Ok(interrupted);
+        }
+    }
+    run.finish()
+}
+
+/// A pretraining invocation under way: the model, optimiser, data, logs,
+/// and where training stands.
+struct Run<'a> {
+    /// The run's config, manifest path absolute.
+    config: PretrainConfig,
+    run_dir: &'a Path,
+    quiet: bool,
+    device: Device,
+    geo_classes: Option<i64>,
+    rows: TrainingRows,
+    loader: PairLoader,
+    moco: Moco,
+    sgd: Sgd,
+    monitor: Option<Box<dyn EpochMonitor>>,
+    schedule: LrSchedule,
+    /// Batches (optimiser steps) per epoch.
+    batches: usize,
+    /// Epochs done; the invocation stops at `end`.
+    epoch: usize,
+    end: usize,
+    /// Optimiser steps done.
+    step: u64,
+    /// Where a resumed mid-epoch checkpoint left its epoch.
+    first_batch: usize,
+    resumed_sums: EpochMeter,
+    last_checkpoint: Option<PathBuf>,
+    last_saved: Instant,
+    /// Where this invocation started, for its messages.
+    steps_at_start: u64,
+    first_epoch: usize,
+    log: MetricsLog,
+    bad_images: BadImageLog,
+    stop: StopSignal,
+    progress_lines: ProgressLines,
+}
+
+/// What [`load`] prepares before it knows where the run starts.
+struct Loaded {
+    device: Device,
+    geo_classes: Option<i64>,
+    rows: TrainingRows,
+    manifest_source: PathBuf,
+    images: usize,
+    loader: PairLoader,
+    moco: Moco,
+    sgd: Sgd,
+    monitor: Option<Box<dyn EpochMonitor>>,
+}
+
+/// Where a run starts: a new run, or its newest intact checkpoint.
+struct StartPoint {
+    epoch: usize,
+    step: u64,
+    first_batch: usize,
+    sums: EpochMeter,
+    last_checkpoint: Option<PathBuf>,
+    line: String,
+}
+
+/// Reads the manifest, builds the monitor, the data loader, the model and
+/// the optimiser of `config` (manifest path absolute); sets libtorch's
+/// threads and seed.
+fn load(config: &PretrainConfig, monitor: Option<&BuildMonitor>) -> anyhow::Result<Loaded> {
     let manifest = Manifest::read(&config.manifest)?;
-    let geo_classes = if config.method.geo() {
-        let max = manifest
-            .records
-            .iter()
-            .map(|r| r.geo_cluster)
-            .try_fold(0u32, |m, c| c.map(|c| m.max(c)));
-        let Some(max) = max else {
-            anyhow::bail!(
-                "{}: method {:?} needs the geo_cluster column on every row; run `geossl cluster --manifest {} --out ...` first",
-                config.manifest.display(),
-                config.method,
-                config.manifest.display()
-            );
-        };
-        Some(max as i64 + 1)
-    } else {
-        None
-    };
+    let geo_classes = geo_class_count(config, &manifest)?;
     // The kNN monitor sees every row of its two splits, whatever the
     // pretraining split.
-    let knn_task = if config.knn_every > 0 {
-        let mut task = Task::new(
-            std::sync::Arc::new(manifest.clone()),
-            Target::Label,
-            &config.knn_train_split,
-            &config.knn_test_split,
-            None,
-        )
-        .context("--knn-every needs labels on the kNN splits")?;
-        task.on_bad_image = config.on_bad_image;
-        Some(task)
-    } else {
-        None
-    };
+    let monitor = build_monitor(config, &manifest, monitor)?;
     let manifest = training_rows(manifest, &config.split)?;
     let rows = TrainingRows {
         count: manifest.records.len(),
@@ -160,46 +214,92 @@ pub fn pretrain(
     if config.channels_last {
         moco.to_channels_last()?;
     }
-    let mut sgd = Sgd::new(moco.vs_q.variables(), config.momentum, config.weight_decay);
+    let sgd = Sgd::new(moco.vs_q.variables(), config.momentum, config.weight_decay);
+    Ok(Loaded {
+        device,
+        geo_classes,
+        rows,
+        manifest_source,
+        images,
+        loader,
+        moco,
+        sgd,
+        monitor,
+    })
+}
 
+/// Classes of the geo head (largest `geo_cluster` + 1) for the geo
+/// variants, `None` for the others. Errors: a row without a cluster.
+fn geo_class_count(config: &PretrainConfig, manifest: &Manifest) -> anyhow::Result<Option<i64>> {
+    if !config.method.geo() {
+        return Ok(None);
+    }
+    let max = manifest
+        .records
+        .iter()
+        .map(|r| r.geo_cluster)
+        .try_fold(0u32, |m, c| c.map(|c| m.max(c)));
+    let Some(max) = max else {
+        anyhow::bail!(
+            "{}: method {:?} needs the geo_cluster column on every row; run `geossl cluster --manifest {} --out ...` first",
+            config.manifest.display(),
+            config.method,
+            config.manifest.display()
+        );
+    };
+    Ok(Some(max as i64 + 1))
+}
+
+/// The run's epoch monitor, built by `build` when `knn_every > 0`.
+fn build_monitor(
+    config: &PretrainConfig,
+    manifest: &Manifest,
+    build: Option<&BuildMonitor>,
+) -> anyhow::Result<Option<Box<dyn EpochMonitor>>> {
+    if config.knn_every == 0 {
+        return Ok(None);
+    }
+    let build = build.ok_or_else(|| {
+        anyhow::anyhow!(
+            "knn_every is {} but pretrain was given no epoch monitor to run (the caller must pass one, e.g. eval::knn::KnnMonitor::build)",
+            config.knn_every
+        )
+    })?;
+    build(manifest, config).map(Some)
+}
+
+/// Where the run starts: from the newest intact checkpoint with
+/// `--resume`, else from the beginning (clearing what an attempt without a
+/// checkpoint left). Errors: checkpoints there without `--resume`, and
+/// those of [`resume_from`].
+fn start_point(
+    config: &PretrainConfig,
+    run_dir: &Path,
+    options: &RunOptions,
+    loaded: &mut Loaded,
+) -> anyhow::Result<StartPoint> {
     std::fs::create_dir_all(run_dir)
         .with_context(|| format!("{}: cannot create", run_dir.display()))?;
     let existing = checkpoint::candidates(run_dir)?;
-    let (mut epoch, mut step) = (0usize, 0u64);
-    let (mut first_batch, mut resumed_sums) = (0usize, [0.0f64; 5]);
-    let mut last_checkpoint = None;
-    let mut start_line = format!("{}: starting a new run", run_dir.display());
+    let mut start = StartPoint {
+        epoch: 0,
+        step: 0,
+        first_batch: 0,
+        sums: EpochMeter::default(),
+        last_checkpoint: None,
+        line: format!("{}: starting a new run", run_dir.display()),
+    };
     match (options.resume, existing.is_empty()) {
         (true, false) => {
-            let Resumed {
-                dir,
-                state,
-                changes,
-            } = resume_from(run_dir, &existing, config, geo_classes, &rows, &mut moco, &mut sgd)?;
-            (epoch, step) = (state.epoch, state.step);
-            (first_batch, resumed_sums) = (state.batch_in_epoch, state.epoch_sums);
-            let changed = if changes.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    "; changed: {}",
-                    changes
-                        .iter()
-                        .map(|c| c.to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            };
-            start_line = format!(
-                "resuming from {} (epoch {epoch}, batch {first_batch}, step {step}){changed}",
-                dir.display()
-            );
-            last_checkpoint = Some(dir);
+            let (geo_classes, rows) = (loaded.geo_classes, &loaded.rows);
+            let (moco, sgd) = (&mut loaded.moco, &mut loaded.sgd);
+            let resumed = resume_from(run_dir, &existing, config, geo_classes, rows, moco, sgd)?;
+            start = StartPoint::resumed(resumed);
         }
         (true, true) => {
             // A scheduler's re-run of a job killed before its first
             // checkpoint: what that attempt logged belongs to no checkpoint.
-            start_line = format!(
+            start.line = format!(
                 "{}: no checkpoint to resume from yet; starting from the beginning (the earlier attempt's metrics, TensorBoard events and bad-image list are discarded)",
                 run_dir.display()
             );
@@ -213,6 +313,55 @@ pub fn pretrain(
         ),
         (false, true) => discard_attempt(run_dir)?,
     }
+    Ok(start)
+}
+
+impl StartPoint {
+    /// The start at a resumed checkpoint, with its line for the console
+    /// and `resumes.log` (the settings changed on this resume).
+    fn resumed(resumed: Resumed) -> Self {
+        let Resumed {
+            dir,
+            state,
+            changes,
+        } = resumed;
+        let (epoch, first_batch, step) = (state.epoch, state.batch_in_epoch, state.step);
+        let changed = if changes.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; changed: {}",
+                changes
+                    .iter()
+                    .map(|c| c.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        Self {
+            epoch,
+            step,
+            first_batch,
+            sums: state.epoch_sums,
+            line: format!(
+                "resuming from {} (epoch {epoch}, batch {first_batch}, step {step}){changed}",
+                dir.display()
+            ),
+            last_checkpoint: Some(dir),
+        }
+    }
+}
+
+/// The outcome of a resume whose checkpoint has done every epoch (said on
+/// stderr unless `quiet`), `None` when there is training to do. Errors: a
+/// checkpoint past `epochs`.
+fn already_finished(
+    config: &PretrainConfig,
+    run_dir: &Path,
+    start: &StartPoint,
+    quiet: bool,
+) -> anyhow::Result<Option<PretrainOutcome>> {
+    let (epoch, first_batch, step) = (start.epoch, start.first_batch, start.step);
     if epoch > config.epochs || (epoch == config.epochs && first_batch > 0) {
         anyhow::bail!(
             "{}: the checkpoint is past --epochs {} ({epoch} epochs and {first_batch} batches done); pass --epochs {} or more to continue it",
@@ -221,325 +370,479 @@ pub fn pretrain(
             epoch + 1
         );
     }
-    if epoch == config.epochs {
-        if !options.quiet {
-            eprintln!(
-                "{}: already finished ({epoch} of {} epochs, {step} steps); nothing to train (raise --epochs to continue it)",
-                run_dir.display(),
-                config.epochs
-            );
-        }
-        return Ok(PretrainOutcome {
-            epochs_done: epoch,
-            steps_done: step,
-            last_checkpoint,
-            interrupted_by: None,
-            already_finished: true,
-        });
+    if epoch < config.epochs {
+        return Ok(None);
     }
-    if last_checkpoint.is_some() {
-        append_resume_log(run_dir, &start_line)?;
-    }
-    let mut bad_images =
-        BadImageLog::open(run_dir, &manifest_source, images, config.max_bad_fraction)?;
-    let stop = StopSignal::register()?;
-    crate::formats::atomic_write::write_string(&run_dir.join("config.toml"), &config.to_toml()?)?;
-    let mut log = MetricsLog::open(run_dir, step)?;
-    let schedule = config.schedule();
-    let batches = loader.batches_per_epoch();
-    let end = options
-        .stop_after
-        .map_or(config.epochs, |n| (epoch + n).min(config.epochs));
-    if !options.quiet {
-        eprintln!("{start_line}");
-        eprint!(
-            "{}",
-            startup_summary(config, device, &loader, images, batches, epoch, end)
+    if !quiet {
+        eprintln!(
+            "{}: already finished ({epoch} of {} epochs, {step} steps); nothing to train (raise --epochs to continue it)",
+            run_dir.display(),
+            config.epochs
         );
     }
-    let progress_lines = !options.quiet && !std::io::stderr().is_terminal();
-    let mut last_progress_line: Option<Instant> = None;
-    let (steps_at_start, first_epoch) = (step, epoch);
-    let mut last_saved = Instant::now();
-    let save_due = |step: u64, last_saved: &Instant| {
-        (config.checkpoint_every_steps > 0 && step % config.checkpoint_every_steps == 0)
-            || (config.checkpoint_every_minutes > 0.0
-                && last_saved.elapsed().as_secs_f64() >= 60.0 * config.checkpoint_every_minutes)
-    };
+    Ok(Some(PretrainOutcome {
+        epochs_done: epoch,
+        steps_done: step,
+        last_checkpoint: start.last_checkpoint.clone(),
+        interrupted_by: None,
+        already_finished: true,
+    }))
+}
 
-    while epoch < end {
+impl<'a> Run<'a> {
+    /// Opens the run's logs from `start` (a resume is noted in
+    /// `resumes.log`), writes `config.toml`, registers the stop signals
+    /// and says what the run is about to do.
+    fn open(
+        config: PretrainConfig,
+        run_dir: &'a Path,
+        options: &RunOptions,
+        l: Loaded,
+        start: StartPoint,
+    ) -> anyhow::Result<Self> {
+        if start.last_checkpoint.is_some() {
+            append_resume_log(run_dir, &start.line)?;
+        }
+        let bad_images = BadImageLog::open(
+            run_dir,
+            &l.manifest_source,
+            l.images,
+            config.max_bad_fraction,
+        )?;
+        let stop = StopSignal::register()?;
+        crate::formats::atomic_write::write_string(
+            &run_dir.join("config.toml"),
+            &config.to_toml()?,
+        )?;
+        let log = MetricsLog::open(run_dir, start.step)?;
+        let batches = l.loader.batches_per_epoch();
+        let (epoch, step) = (start.epoch, start.step);
+        let end = options
+            .stop_after
+            .map_or(config.epochs, |n| (epoch + n).min(config.epochs));
+        if !options.quiet {
+            eprintln!("{}", start.line);
+            let summary =
+                startup_summary(&config, l.device, &l.loader, l.images, batches, epoch, end);
+            eprint!("{summary}");
+        }
+        Ok(Self {
+            schedule: config.schedule(),
+            run_dir,
+            quiet: options.quiet,
+            device: l.device,
+            geo_classes: l.geo_classes,
+            rows: l.rows,
+            loader: l.loader,
+            moco: l.moco,
+            sgd: l.sgd,
+            monitor: l.monitor,
+            batches,
+            epoch,
+            end,
+            step,
+            first_batch: start.first_batch,
+            resumed_sums: start.sums,
+            last_checkpoint: start.last_checkpoint,
+            last_saved: Instant::now(),
+            steps_at_start: step,
+            first_epoch: epoch,
+            log,
+            bad_images,
+            stop,
+            progress_lines: ProgressLines::new(!options.quiet && !std::io::stderr().is_terminal()),
+            config,
+        })
+    }
+
+    /// One epoch, from where a resumed checkpoint left it: a step per
+    /// batch (step rows, progress, mid-epoch checkpoints when due), then
+    /// the epoch row, the monitor and the epoch's checkpoint. Stops between
+    /// steps on SIGINT/SIGTERM after a checkpoint (its outcome returned).
+    fn run_epoch(&mut self) -> anyhow::Result<Option<PretrainOutcome>> {
         let started = Instant::now();
-        let bar = if options.quiet {
-            indicatif::ProgressBar::hidden()
-        } else {
-            progress::bar(
-                batches as u64,
-                &format!("epoch {}/{}", epoch + 1, config.epochs),
-            )
-        };
-        // loss, moco_loss, moco_acc, geo_loss, geo_acc
-        let mut sums = std::mem::take(&mut resumed_sums);
+        let bar = self.epoch_bar();
+        let mut meter = std::mem::take(&mut self.resumed_sums);
         let mut lr = 0.0;
-        let first = std::mem::take(&mut first_batch);
+        let first = std::mem::take(&mut self.first_batch);
         bar.set_position(first as u64);
         // Drawn now and redrawn while the first batch loads (large images
         // take a while), so the bar is there from the start.
         bar.enable_steady_tick(Duration::from_millis(500));
         let mut next_batch = first;
         let mut save_at_epoch_end = false;
-        for (b, batch) in (first..).zip(loader.epoch(epoch as u64, first)) {
-            if let Some(signal) = stop.received() {
-                let state = TrainState {
-                    batch_in_epoch: b,
-                    epoch_sums: sums,
-                    ..TrainState::at(config, geo_classes, epoch, step, moco.queue_ptr)
-                };
-                let dir = save(run_dir, &moco, &sgd, state, &rows, &mut log)?;
-                bar.finish_and_clear();
-                eprintln!(
-                    "{signal}: stopped at epoch {}, batch {b}/{batches} (step {step}); checkpoint {}; continue with --resume",
-                    epoch + 1,
-                    dir.display()
-                );
-                return Ok(PretrainOutcome {
-                    epochs_done: epoch,
-                    steps_done: step,
-                    last_checkpoint: Some(dir),
-                    interrupted_by: Some(signal),
-                    already_finished: false,
-                });
+        for (b, batch) in (first..).zip(self.loader.epoch(self.epoch as u64, first)) {
+            if let Some(signal) = self.stop.received() {
+                return self.interrupt(signal, b, meter, &bar).map(Some);
             }
             let batch = batch.with_context(|| {
                 format!(
-                    "pretraining stopped at epoch {}, batch {b}/{batches}, after {} optimiser step(s) in this invocation",
-                    epoch + 1,
-                    step - steps_at_start
+                    "pretraining stopped at epoch {}, batch {b}/{}, after {} optimiser step(s) in this invocation",
+                    self.epoch + 1,
+                    self.batches,
+                    self.step - self.steps_at_start
                 )
             })?;
-            bad_images.record(&batch.bad)?;
-            let step_started = Instant::now();
-            lr = schedule.lr(epoch, b, batches);
-            let q = to_model_input(&batch.query, device, config.channels_last)?;
-            let k = to_model_input(&batch.key, device, config.channels_last)?;
-            let geo = batch
-                .geo
-                .map(|g| g.to_device_(device, g.kind(), true, false));
-            let shuffle_seed = seed_for_step(config.seed, step);
-            let device_batch = DeviceBatch {
-                query: &q,
-                key: &k,
-                geo: geo.as_ref(),
-            };
-            let settings = StepSettings {
-                lr,
-                shuffle_seed,
-                amp: config.amp,
-            };
-            let out = match train_step(&mut moco, &mut sgd, &device_batch, settings) {
-                Err(e) if e.is::<NonFiniteLoss>() => anyhow::bail!(
-                    "{e} at epoch {}, step {}; training stopped. The last good checkpoint is {}",
-                    epoch + 1,
-                    step + 1,
-                    last_checkpoint
-                        .as_ref()
-                        .map_or("none (no checkpoint yet)".to_string(), |p: &PathBuf| p
-                            .display()
-                            .to_string())
-                ),
-                r => r?,
-            };
-            step += 1;
-            next_batch = b + 1;
-            let m = MetricsRow {
-                kind: "step".into(),
-                epoch: epoch + 1,
-                step,
-                lr,
-                loss: out.loss,
-                moco_loss: out.moco_loss,
-                moco_acc: out.moco_accuracy,
-                geo_loss: out.geo_loss,
-                geo_acc: out.geo_accuracy,
-                pairs_per_s: config.batch_size as f64 / step_started.elapsed().as_secs_f64(),
-                seconds: None,
-                knn_top1: None,
-                time: Some(crate::formats::tensorboard::now()),
-            };
-            for (s, v) in sums.iter_mut().zip([
-                m.loss,
-                m.moco_loss,
-                m.moco_acc,
-                m.geo_loss.unwrap_or(0.0),
-                m.geo_acc.unwrap_or(0.0),
-            ]) {
-                *s += v;
-            }
-            log.step(&m)?;
-            let done_here = b + 1 - first;
-            let epoch_pairs_per_s =
-                (done_here * config.batch_size) as f64 / started.elapsed().as_secs_f64();
-            // Position first: the message's redraw then shows both.
-            bar.inc(1);
-            bar.set_message(format!(
-                "epoch {}/{} loss {:.3} lr {:.4} {:.0} pairs/s",
-                epoch + 1,
-                config.epochs,
-                m.loss,
-                lr,
-                epoch_pairs_per_s
-            ));
-            if progress_lines
-                && last_progress_line.is_none_or(|t| t.elapsed() >= PROGRESS_LINE_EVERY)
-            {
-                let left = started
-                    .elapsed()
-                    .mul_f64((batches - b - 1) as f64 / done_here as f64);
-                eprintln!(
-                    "epoch {}/{} batch {}/{batches} (step {step}): loss {:.4} lr {:.5} {:.1} pairs/s; epoch ends in about {}",
-                    epoch + 1,
-                    config.epochs,
-                    b + 1,
-                    m.loss,
-                    lr,
-                    epoch_pairs_per_s,
-                    indicatif::HumanDuration(left)
-                );
-                last_progress_line = Some(Instant::now());
-            }
-            if save_due(step, &last_saved) {
-                if b + 1 < batches {
-                    let state = TrainState {
-                        batch_in_epoch: b + 1,
-                        epoch_sums: sums,
-                        ..TrainState::at(config, geo_classes, epoch, step, moco.queue_ptr)
-                    };
-                    last_checkpoint = Some(save(run_dir, &moco, &sgd, state, &rows, &mut log)?);
-                    last_saved = Instant::now();
+            self.bad_images.record(&batch.bad)?;
+            let row = self.train_batch(batch, b)?;
+            (lr, next_batch) = (row.lr, b + 1);
+            meter.add(&row);
+            self.log.step(&row)?;
+            self.show_step(&bar, &row, (b, first), started);
+            if self.save_due() {
+                if b + 1 < self.batches {
+                    self.save_checkpoint(b + 1, meter)?;
                 } else {
                     save_at_epoch_end = true;
                 }
             }
         }
         bar.finish_and_clear();
+        self.check_epoch_complete(next_batch)?;
+        self.epoch += 1;
+        self.end_epoch(meter, lr, started, save_at_epoch_end)?;
+        Ok(None)
+    }
+
+    /// The epoch's progress bar (hidden when quiet).
+    fn epoch_bar(&self) -> indicatif::ProgressBar {
+        if self.quiet {
+            return indicatif::ProgressBar::hidden();
+        }
+        progress::bar(
+            self.batches as u64,
+            &format!("epoch {}/{}", self.epoch + 1, self.config.epochs),
+        )
+    }
+
+    /// One optimiser step on batch `b` of the epoch; its step row. Errors:
+    /// a non-finite loss (naming the last good checkpoint).
+    fn train_batch(&mut self, batch: PairBatch, b: usize) -> anyhow::Result<MetricsRow> {
+        let step_started = Instant::now();
+        let (config, device) = (&self.config, self.device);
+        let lr = self.schedule.lr(self.epoch, b, self.batches);
+        let q = to_model_input(&batch.query, device, config.channels_last)?;
+        let k = to_model_input(&batch.key, device, config.channels_last)?;
+        let geo = batch
+            .geo
+            .map(|g| g.to_device_(device, g.kind(), true, false));
+        let device_batch = DeviceBatch {
+            query: &q,
+            key: &k,
+            geo: geo.as_ref(),
+        };
+        let settings = StepSettings {
+            lr,
+            shuffle_seed: seed_for_step(config.seed, self.step),
+            amp: config.amp,
+        };
+        let out = match train_step(&mut self.moco, &mut self.sgd, &device_batch, settings) {
+            Err(e) if e.is::<NonFiniteLoss>() => anyhow::bail!(
+                "{e} at epoch {}, step {}; training stopped. The last good checkpoint is {}",
+                self.epoch + 1,
+                self.step + 1,
+                self.last_checkpoint_named("none (no checkpoint yet)")
+            ),
+            r => r?,
+        };
+        self.step += 1;
+        Ok(MetricsRow {
+            kind: "step".into(),
+            epoch: self.epoch + 1,
+            step: self.step,
+            lr,
+            loss: out.loss,
+            moco_loss: out.moco_loss,
+            moco_acc: out.moco_accuracy,
+            geo_loss: out.geo_loss,
+            geo_acc: out.geo_accuracy,
+            pairs_per_s: self.config.batch_size as f64 / step_started.elapsed().as_secs_f64(),
+            seconds: None,
+            knn_top1: None,
+            time: Some(crate::formats::tensorboard::now()),
+        })
+    }
+
+    /// The bar's position and message after the step of batch `b` (this
+    /// invocation began the epoch at batch `first`), and a progress line
+    /// when one is due.
+    fn show_step(
+        &mut self,
+        bar: &indicatif::ProgressBar,
+        row: &MetricsRow,
+        (b, first): (usize, usize),
+        started: Instant,
+    ) {
+        let (epochs, done_here) = (self.config.epochs, b + 1 - first);
+        let epoch_pairs_per_s =
+            (done_here * self.config.batch_size) as f64 / started.elapsed().as_secs_f64();
+        // Position first: the message's redraw then shows both.
+        bar.inc(1);
+        bar.set_message(format!(
+            "epoch {}/{epochs} loss {:.3} lr {:.4} {:.0} pairs/s",
+            self.epoch + 1,
+            row.loss,
+            row.lr,
+            epoch_pairs_per_s
+        ));
+        if !self.progress_lines.due() {
+            return;
+        }
+        let (batch, batches) = (b + 1, self.batches);
+        let left = started
+            .elapsed()
+            .mul_f64((batches - batch) as f64 / done_here as f64);
+        eprintln!(
+            "epoch {}/{epochs} batch {batch}/{batches} (step {}): loss {:.4} lr {:.5} {:.1} pairs/s; epoch ends in about {}",
+            self.epoch + 1,
+            self.step,
+            row.loss,
+            row.lr,
+            epoch_pairs_per_s,
+            indicatif::HumanDuration(left)
+        );
+        self.progress_lines.printed();
+    }
+
+    /// Whether a mid-epoch checkpoint is due after this step (every
+    /// `checkpoint_every_steps` steps or `checkpoint_every_minutes`).
+    fn save_due(&self) -> bool {
+        let config = &self.config;
+        (config.checkpoint_every_steps > 0 && self.step % config.checkpoint_every_steps == 0)
+            || (config.checkpoint_every_minutes > 0.0
+                && self.last_saved.elapsed().as_secs_f64()
+                    >= 60.0 * config.checkpoint_every_minutes)
+    }
+
+    /// Saves a checkpoint at `batch_in_epoch` batches into the current epoch
+    /// (0: at the epoch's start) with the epoch's sums so far.
+    fn save_checkpoint(
+        &mut self,
+        batch_in_epoch: usize,
+        epoch_sums: EpochMeter,
+    ) -> anyhow::Result<PathBuf> {
+        let state = TrainState {
+            batch_in_epoch,
+            epoch_sums,
+            ..TrainState::at(
+                &self.config,
+                self.geo_classes,
+                self.epoch,
+                self.step,
+                self.moco.queue.ptr(),
+            )
+        };
+        let (moco, sgd) = (&self.moco, &self.sgd);
+        let dir = save(self.run_dir, moco, sgd, state, &self.rows, &mut self.log)?;
+        self.last_checkpoint = Some(dir.clone());
+        self.last_saved = Instant::now();
+        Ok(dir)
+    }
+
+    /// A stop signal before batch `b`: a checkpoint there, and the outcome.
+    fn interrupt(
+        &mut self,
+        signal: &'static str,
+        b: usize,
+        sums: EpochMeter,
+        bar: &indicatif::ProgressBar,
+    ) -> anyhow::Result<PretrainOutcome> {
+        let dir = self.save_checkpoint(b, sums)?;
+        bar.finish_and_clear();
+        eprintln!(
+            "{signal}: stopped at epoch {}, batch {b}/{} (step {}); checkpoint {}; continue with --resume",
+            self.epoch + 1,
+            self.batches,
+            self.step,
+            dir.display()
+        );
+        Ok(PretrainOutcome {
+            epochs_done: self.epoch,
+            steps_done: self.step,
+            last_checkpoint: Some(dir),
+            interrupted_by: Some(signal),
+            already_finished: false,
+        })
+    }
+
+    /// The last checkpoint's folder, or `none` when there is none yet.
+    fn last_checkpoint_named(&self, none: &str) -> String {
+        self.last_checkpoint
+            .as_ref()
+            .map_or(none.to_string(), |p| p.display().to_string())
+    }
+
+    /// Fails when the loader ended the epoch early without an error.
+    fn check_epoch_complete(&self, next_batch: usize) -> anyhow::Result<()> {
         // A loader whose producer died (a panic in a worker) ends the
         // stream without an error; an epoch must not pass for complete.
         anyhow::ensure!(
-            next_batch == batches,
-            "the data loader ended epoch {} after {next_batch} of its {batches} batches without reporting an error (a worker thread stopped; see above); training stopped after {} optimiser step(s) in this invocation. The last checkpoint is {}",
-            epoch + 1,
-            step - steps_at_start,
-            last_checkpoint
-                .as_ref()
-                .map_or("none".to_string(), |p: &PathBuf| p.display().to_string())
+            next_batch == self.batches,
+            "the data loader ended epoch {} after {next_batch} of its {} batches without reporting an error (a worker thread stopped; see above); training stopped after {} optimiser step(s) in this invocation. The last checkpoint is {}",
+            self.epoch + 1,
+            self.batches,
+            self.step - self.steps_at_start,
+            self.last_checkpoint_named("none")
         );
-        epoch += 1;
-        let n = batches as f64;
+        Ok(())
+    }
+
+    /// After an epoch (already counted in `self.epoch`): its row with the
+    /// monitor's figure, the console lines, the epoch's checkpoint when due.
+    /// Errors: a monitor failure under `on_bad_image = fail`, once the
+    /// epoch's checkpoint is saved.
+    fn end_epoch(
+        &mut self,
+        sums: EpochMeter,
+        lr: f64,
+        started: Instant,
+        save_at_epoch_end: bool,
+    ) -> anyhow::Result<()> {
+        let row = self.epoch_row(sums, lr, started);
+        let (knn_top1, monitor_failed) = self.monitor_epoch();
+        let row = MetricsRow { knn_top1, ..row };
+        self.log.epoch(&row)?;
+        if !self.quiet {
+            self.print_epoch(&row);
+        }
+        let (epoch, config) = (self.epoch, &self.config);
+        if epoch % config.checkpoint_every == 0
+            || epoch == config.epochs
+            || epoch == self.end
+            || save_at_epoch_end
+            || self.save_due()
+            || monitor_failed.is_some()
+        {
+            self.save_checkpoint(0, EpochMeter::default())?;
+        }
+        if let Some(e) = monitor_failed {
+            self.bad_images.summarise();
+            return Err(e.context(format!(
+                "the kNN monitor of epoch {epoch} failed (--on-bad-image fail); the epoch's checkpoint is saved ({}), so --resume goes on after it",
+                self.last_checkpoint_named("none"),
+            )));
+        }
+        Ok(())
+    }
+
+    /// The epoch row: means of the step metrics, the last step's lr, the
+    /// epoch's throughput and duration (no monitor figure yet).
+    fn epoch_row(&self, sums: EpochMeter, lr: f64, started: Instant) -> MetricsRow {
+        let mean = sums.mean(self.batches);
         let seconds = started.elapsed().as_secs_f64();
-        let em = MetricsRow {
+        MetricsRow {
             kind: "epoch".into(),
-            epoch,
-            step,
+            epoch: self.epoch,
+            step: self.step,
             lr,
-            loss: sums[0] / n,
-            moco_loss: sums[1] / n,
-            moco_acc: sums[2] / n,
-            geo_loss: geo_classes.map(|_| sums[3] / n),
-            geo_acc: geo_classes.map(|_| sums[4] / n),
-            pairs_per_s: (batches * config.batch_size) as f64 / seconds,
+            loss: mean.loss,
+            moco_loss: mean.moco_loss,
+            moco_acc: mean.moco_acc,
+            geo_loss: self.geo_classes.map(|_| mean.geo_loss),
+            geo_acc: self.geo_classes.map(|_| mean.geo_acc),
+            pairs_per_s: (self.batches * self.config.batch_size) as f64 / seconds,
             seconds: Some(seconds),
             knn_top1: None,
             time: Some(crate::formats::tensorboard::now()),
+        }
+    }
+
+    /// The monitor's figure when this epoch is one it runs at, and its
+    /// error when that must stop the run (`on_bad_image = fail`).
+    fn monitor_epoch(&mut self) -> (Option<f64>, Option<anyhow::Error>) {
+        let (epoch, every) = (self.epoch, self.config.knn_every);
+        let Some(monitor) = self.monitor.as_mut() else {
+            return (None, None);
         };
+        if !(epoch % every == 0 || epoch == self.end) {
+            return (None, None);
+        }
         // The monitor only watches: a figure it cannot compute (every test
         // image unreadable, say) is a warning and a missing value, never
         // the end of the epochs trained. Under --on-bad-image fail it stops
         // the run, but only once this epoch's checkpoint is saved, so that
         // a scheduler's re-run of the same --resume line moves on.
-        let mut monitor_failed = None;
-        let em = MetricsRow {
-            knn_top1: match &knn_task {
-                Some(task) if epoch % config.knn_every == 0 || epoch == end => {
-                    let knn = KnnConfig {
-                        k: config.knn_k,
-                        temperature: config.knn_t,
-                    };
-                    let backbone = &moco.encoder_q.backbone;
-                    let size = config.image_size;
-                    match knn_eval(backbone, device, task, size, 256, &knn, true) {
-                        Ok(report) => Some(report.top1),
-                        Err(e) if config.on_bad_image == BadImagePolicy::Fail => {
-                            monitor_failed = Some(e);
-                            None
-                        }
-                        Err(e) => {
-                            tracing::warn!(
-                                "epoch {epoch}: the kNN monitor gave no figure, none is recorded for this epoch: {e:#}"
-                            );
-                            None
-                        }
-                    }
-                }
-                _ => None,
-            },
-            ..em
-        };
-        log.epoch(&em)?;
-        if !options.quiet {
-            eprintln!(
-                "epoch {epoch}/{}: loss {:.4} (InfoNCE {:.4}, acc {:.3}{}) lr {:.5} {:.1} pairs/s",
-                config.epochs,
-                em.loss,
-                em.moco_loss,
-                em.moco_acc,
-                em.geo_loss.map_or(String::new(), |g| format!(
-                    "; geo {:.4}, acc {:.3}",
-                    g,
-                    em.geo_acc.unwrap_or(0.0)
-                )),
-                lr,
-                em.pairs_per_s
-            );
-            if let Some(k) = em.knn_top1 {
-                eprintln!("epoch {epoch}: kNN top-1 {:.2}%", 100.0 * k);
+        match monitor.evaluate(&self.moco.encoder_q.backbone, self.device, epoch) {
+            Ok(top1) => (Some(top1), None),
+            Err(e) if self.config.on_bad_image == BadImagePolicy::Fail => (None, Some(e)),
+            Err(e) => {
+                tracing::warn!(
+                    "epoch {epoch}: the kNN monitor gave no figure, none is recorded for this epoch: {e:#}"
+                );
+                (None, None)
             }
         }
-        if epoch % config.checkpoint_every == 0
-            || epoch == config.epochs
-            || epoch == end
-            || save_at_epoch_end
-            || save_due(step, &last_saved)
-            || monitor_failed.is_some()
-        {
-            let state = TrainState::at(config, geo_classes, epoch, step, moco.queue_ptr);
-            last_checkpoint = Some(save(run_dir, &moco, &sgd, state, &rows, &mut log)?);
-            last_saved = Instant::now();
-        }
-        if let Some(e) = monitor_failed {
-            bad_images.summarise();
-            return Err(e.context(format!(
-                "the kNN monitor of epoch {epoch} failed (--on-bad-image fail); the epoch's checkpoint is saved ({}), so --resume goes on after it",
-                last_checkpoint
-                    .as_ref()
-                    .map_or("none".to_string(), |p: &PathBuf| p.display().to_string()),
-            )));
+    }
+
+    /// The epoch's console lines: means, lr and throughput; the monitor's
+    /// figure.
+    fn print_epoch(&self, row: &MetricsRow) {
+        let epoch = self.epoch;
+        eprintln!(
+            "epoch {epoch}/{}: loss {:.4} (InfoNCE {:.4}, acc {:.3}{}) lr {:.5} {:.1} pairs/s",
+            self.config.epochs,
+            row.loss,
+            row.moco_loss,
+            row.moco_acc,
+            row.geo_loss.map_or(String::new(), |g| format!(
+                "; geo {:.4}, acc {:.3}",
+                g,
+                row.geo_acc.unwrap_or(0.0)
+            )),
+            row.lr,
+            row.pairs_per_s
+        );
+        if let Some(k) = row.knn_top1 {
+            eprintln!("epoch {epoch}: kNN top-1 {:.2}%", 100.0 * k);
         }
     }
-    // A net under the checks above: an invocation asked to train that
-    // trained nothing must not look like a success.
-    anyhow::ensure!(
-        step > steps_at_start,
-        "no optimiser step ran (epochs {}..{end} of {}, {batches} batches each); nothing was trained",
-        first_epoch + 1,
-        config.epochs
-    );
-    bad_images.summarise();
-    Ok(PretrainOutcome {
-        epochs_done: epoch,
-        steps_done: step,
-        last_checkpoint,
-        interrupted_by: None,
-        already_finished: false,
-    })
+
+    /// The outcome once every epoch of the invocation ran. Errors: no
+    /// optimiser step ran.
+    fn finish(self) -> anyhow::Result<PretrainOutcome> {
+        // A net under the checks above: an invocation asked to train that
+        // trained nothing must not look like a success.
+        anyhow::ensure!(
+            self.step > self.steps_at_start,
+            "no optimiser step ran (epochs {}..{} of {}, {} batches each); nothing was trained",
+            self.first_epoch + 1,
+            self.end,
+            self.config.epochs,
+            self.batches
+        );
+        self.bad_images.summarise();
+        Ok(PretrainOutcome {
+            epochs_done: self.epoch,
+            steps_done: self.step,
+            last_checkpoint: self.last_checkpoint,
+            interrupted_by: None,
+            already_finished: false,
+        })
+    }
+}
+
+/// Progress lines for a job log (stderr not a terminal): the first step's,
+/// then one every [`PROGRESS_LINE_EVERY`].
+struct ProgressLines {
+    enabled: bool,
+    last: Option<Instant>,
+}
+
+impl ProgressLines {
+    fn new(enabled: bool) -> Self {
+        Self {
+            enabled,
+            last: None,
+        }
+    }
+
+    fn due(&self) -> bool {
+        self.enabled && self.last.is_none_or(|t| t.elapsed() >= PROGRESS_LINE_EVERY)
+    }
+
+    fn printed(&mut self) {
+        self.last = Some(Instant::now());
+    }
 }
 
 /// What a checkpoint records of the training rows (see
@@ -621,38 +924,11 @@ fn startup_summary(
     epoch: usize,
     end: usize,
 ) -> String {
-    use std::fmt::Write;
-    let mut s = String::new();
-    let device_name = match device {
-        Device::Cuda(i) => format!("cuda:{i}"),
-        Device::Mps => "mps".to_string(),
-        Device::Vulkan => "vulkan".to_string(),
-        Device::Cpu => "cpu".to_string(),
-    };
-    let threads = if config.threads > 0 {
-        config.threads.to_string()
-    } else {
-        format!("{} (libtorch's default)", tch::get_num_threads())
-    };
-    let _ = writeln!(
-        s,
-        "pretrain {}: {} width {}{}, {} px crops of {} px, on {device_name}, {threads} CPU threads",
-        config.method.name(),
-        config.arch.name(),
-        config.width,
-        if config.small_input {
-            " (small-input stem)"
-        } else {
-            ""
-        },
-        config.image_size,
-        config.aug().pre_size.unwrap_or(config.image_size),
-    );
     let places = &loader.index().locations;
     let single = places.iter().filter(|l| l.views.len() < 2).count();
-    let _ = writeln!(
-        s,
-        "data: {} images at {} places (split {}){}",
+    let mut s = model_line(config, device);
+    s += &format!(
+        "data: {} images at {} places (split {}){}\n",
         images,
         places.len(),
         config.split,
@@ -664,10 +940,54 @@ fn startup_summary(
             String::new()
         }
     );
+    s += &steps_lines(config, batches, epoch, end);
+    if config.method.temporal() && single == places.len() {
+        s += &format!(
+            "warning: no place has two views (location_id with several images), so temporal positives never occur and {} reduces to {}\n",
+            config.method.name(),
+            if config.method.geo() {
+                "MoCo-v2 + Geo (moco-geo)"
+            } else {
+                "MoCo-v2 (moco)"
+            }
+        );
+    }
+    s
+}
+
+/// The summary's first line: method, model, crops, device and threads.
+fn model_line(config: &PretrainConfig, device: Device) -> String {
+    let device_name = match device {
+        Device::Cuda(i) => format!("cuda:{i}"),
+        Device::Mps => "mps".to_string(),
+        Device::Vulkan => "vulkan".to_string(),
+        Device::Cpu => "cpu".to_string(),
+    };
+    let threads = if config.threads > 0 {
+        config.threads.to_string()
+    } else {
+        format!("{} (libtorch's default)", tch::get_num_threads())
+    };
+    format!(
+        "pretrain {}: {} width {}{}, {} px crops of {} px, on {device_name}, {threads} CPU threads\n",
+        config.method.name(),
+        config.arch.name(),
+        config.width,
+        if config.small_input {
+            " (small-input stem)"
+        } else {
+            ""
+        },
+        config.image_size,
+        config.aug().pre_size.unwrap_or(config.image_size),
+    )
+}
+
+/// The summary's steps (schedule, batch, learning rate) and checkpoints lines.
+fn steps_lines(config: &PretrainConfig, batches: usize, epoch: usize, end: usize) -> String {
     let schedule = config.schedule();
-    let _ = writeln!(
-        s,
-        "steps: {batches} per epoch, epochs {}..{end} of {} ({} steps in this invocation); global batch {}, lr {} ({} x {}/256, {})",
+    let mut s = format!(
+        "steps: {batches} per epoch, epochs {}..{end} of {} ({} steps in this invocation); global batch {}, lr {} ({} x {}/256, {})\n",
         epoch + 1,
         config.epochs,
         (end - epoch) * batches,
@@ -684,19 +1004,7 @@ fn startup_summary(
     if config.checkpoint_every_minutes > 0.0 {
         every.push(format!("every {} minutes", config.checkpoint_every_minutes));
     }
-    let _ = writeln!(s, "checkpoints: {}", every.join(", "));
-    if config.method.temporal() && single == places.len() {
-        let _ = writeln!(
-            s,
-            "warning: no place has two views (location_id with several images), so temporal positives never occur and {} reduces to {}",
-            config.method.name(),
-            if config.method.geo() {
-                "MoCo-v2 + Geo (moco-geo)"
-            } else {
-                "MoCo-v2 (moco)"
-            }
-        );
-    }
+    s += &format!("checkpoints: {}\n", every.join(", "));
     s
 }
 
@@ -823,51 +1131,9 @@ fn resume_from(
                 continue;
             }
         };
-        let mut diff = config.resume_diff(&state.config)?;
-        if state.imported_from.is_some() {
-            // The config of an imported checkpoint is a guess; what must
-            // hold (the model's shapes) is checked on its tensors below.
-            let guessed = std::mem::take(&mut diff.refused);
-            diff.allowed.extend(guessed);
-        }
-        if state.geo_classes != geo_classes {
-            let show = |g: Option<i64>| g.map_or("none".to_string(), |k| k.to_string());
-            diff.refused.push(SettingChange {
-                key: "geo classes (largest geo_cluster of the manifest + 1)".into(),
-                old: show(state.geo_classes),
-                new: show(geo_classes),
-            });
-        }
-        if let Some(sha) = state.rows_sha256.as_ref().filter(|s| **s != rows.sha256) {
-            let show = |n: Option<usize>, sha: &str| {
-                format!(
-                    "{} rows (fingerprint {})",
-                    n.map_or("?".to_string(), |n| n.to_string()),
-                    &sha[..12.min(sha.len())]
-                )
-            };
-            diff.refused.push(SettingChange {
-                key: format!("training rows of the manifest (split {})", config.split),
-                old: show(state.rows, sha),
-                new: show(Some(rows.count), &rows.sha256),
-            });
-        }
+        let diff = resume_diff(config, &state, geo_classes, rows)?;
         if !diff.refused.is_empty() {
-            anyhow::bail!(
-                "{}: --resume would change what this run is; these settings differ from those of its checkpoint {}:\n  {}\nResume with the checkpoint's values (drop these flags: the run's config.toml supplies them), or start a new run in another --out. Only these may change on --resume: {}",
-                run_dir.display(),
-                dir.display(),
-                diff.refused
-                    .iter()
-                    .map(|c| c.to_string())
-                    .collect::<Vec<_>>()
-                    .join("\n  "),
-                CHANGEABLE_ON_RESUME
-                    .iter()
-                    .map(|k| format!("--{}", k.replace('_', "-")))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
+            return Err(refused_resume(run_dir, dir, &diff.refused));
         }
         match checkpoint::load(dir, moco, sgd) {
             Ok(state) => {
@@ -902,6 +1168,67 @@ fn resume_from(
     anyhow::bail!(
         "no intact checkpoint to resume from: {}",
         damaged.join("; ")
+    )
+}
+
+/// How the requested run differs from checkpoint `state`'s: the settings
+/// that may change on `--resume` and those that may not (including the
+/// geo classes and the training rows).
+fn resume_diff(
+    config: &PretrainConfig,
+    state: &TrainState,
+    geo_classes: Option<i64>,
+    rows: &TrainingRows,
+) -> anyhow::Result<super::config::ResumeDiff> {
+    let mut diff = config.resume_diff(&state.config)?;
+    if state.imported_from.is_some() {
+        // The config of an imported checkpoint is a guess; what must
+        // hold (the model's shapes) is checked on its tensors below.
+        let guessed = std::mem::take(&mut diff.refused);
+        diff.allowed.extend(guessed);
+    }
+    if state.geo_classes != geo_classes {
+        let show = |g: Option<i64>| g.map_or("none".to_string(), |k| k.to_string());
+        diff.refused.push(SettingChange {
+            key: "geo classes (largest geo_cluster of the manifest + 1)".into(),
+            old: show(state.geo_classes),
+            new: show(geo_classes),
+        });
+    }
+    if let Some(sha) = state.rows_sha256.as_ref().filter(|s| **s != rows.sha256) {
+        let show = |n: Option<usize>, sha: &str| {
+            format!(
+                "{} rows (fingerprint {})",
+                n.map_or("?".to_string(), |n| n.to_string()),
+                &sha[..12.min(sha.len())]
+            )
+        };
+        diff.refused.push(SettingChange {
+            key: format!("training rows of the manifest (split {})", config.split),
+            old: show(state.rows, sha),
+            new: show(Some(rows.count), &rows.sha256),
+        });
+    }
+    Ok(diff)
+}
+
+/// The refusal of a `--resume` onto checkpoint `dir` that would change
+/// the `refused` settings.
+fn refused_resume(run_dir: &Path, dir: &Path, refused: &[SettingChange]) -> anyhow::Error {
+    anyhow::anyhow!(
+"{}: --resume would change what this run is; these settings differ from those of its checkpoint {}:\n  {}\nResume with the checkpoint's values (drop these flags: the run's config.toml supplies them), or start a new run in another --out. Only these may change on --resume: {}",
+run_dir.display(),
+dir.display(),
+refused
+    .iter()
+    .map(|c| c.to_string())
+    .collect::<Vec<_>>()
+    .join("\n  "),
+CHANGEABLE_ON_RESUME
+    .iter()
+    .map(|k| format!("--{}", k.replace('_', "-")))
+    .collect::<Vec<_>>()
+    .join(", ")
     )
 }
 
@@ -943,5 +1270,40 @@ impl Drop for StopSignal {
         for id in self.ids.drain(..) {
             signal_hook::low_level::unregister(id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A monitor builder that must not be reached, or that fails visibly.
+    fn failing_build(_: &Manifest, _: &PretrainConfig) -> anyhow::Result<Box<dyn EpochMonitor>> {
+        anyhow::bail!("the builder ran")
+    }
+
+    #[test]
+    fn a_monitor_is_built_only_for_knn_every_and_its_absence_is_an_error() {
+        let manifest = Manifest::default();
+        let off = PretrainConfig {
+            knn_every: 0,
+            ..Default::default()
+        };
+        let built = build_monitor(&off, &manifest, Some(&failing_build)).unwrap();
+        assert!(built.is_none(), "knn_every 0 builds nothing");
+        let on = PretrainConfig {
+            knn_every: 2,
+            ..Default::default()
+        };
+        let err = build_monitor(&on, &manifest, Some(&failing_build))
+            .err()
+            .unwrap();
+        assert_eq!(err.to_string(), "the builder ran");
+        let err = build_monitor(&on, &manifest, None).err().unwrap();
+        assert!(
+            err.to_string()
+                .starts_with("knn_every is 2 but pretrain was given no epoch monitor"),
+            "{err}"
+        );
     }
 }

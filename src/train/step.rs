@@ -1,6 +1,7 @@
 //! One pretraining step, the unit that `pretrain` repeats and `geossl bench
 //! step` times: MoCo forward (momentum update, shuffled key pass, losses),
-//! backward, SGD update.
+//! backward, SGD update. [`Moco::train_step`] holds the MoCo side (BN
+//! statistics, when keys join the queue); this adds the optimiser.
 //!
 //! The step never waits for the device in the middle: a NaN/inf loss is
 //! detected on the device and makes the fused SGD kernel skip its update,
@@ -10,7 +11,8 @@
 use tch::{Device, Kind, Tensor};
 
 use super::sgd::Sgd;
-use crate::model::{torch_ext, Moco};
+use crate::model::Moco;
+pub use crate::model::NonFiniteLoss;
 
 /// Scalars of one step.
 #[derive(Debug, Clone, Copy)]
@@ -21,14 +23,6 @@ pub struct StepStats {
     pub geo_loss: Option<f64>,
     pub geo_accuracy: Option<f64>,
 }
-
-/// The loss was NaN or infinite; the query encoder, the BatchNorm
-/// statistics, the optimiser state and the queue were left as they were
-/// (the key encoder had already taken its momentum step towards the
-/// unchanged query encoder).
-#[derive(Debug, thiserror::Error)]
-#[error("loss became {0}")]
-pub struct NonFiniteLoss(pub f64);
 
 /// A batch on the model's device.
 pub struct DeviceBatch<'a> {
@@ -48,42 +42,43 @@ pub struct StepSettings {
     pub amp: bool,
 }
 
+/// One step of `moco` and `sgd` on `batch`: its scalars, or a
+/// [`NonFiniteLoss`] error after which nothing trained has changed (the
+/// fused SGD kernel skips its update on the device-side check below).
 pub fn train_step(
     moco: &mut Moco,
     sgd: &mut Sgd,
     batch: &DeviceBatch,
     settings: StepSettings,
 ) -> anyhow::Result<StepStats> {
-    let device = batch.query.device();
-    moco.save_bn_stats()?;
-    let out = torch_ext::autocast_bf16(device, settings.amp, || {
-        moco.step(batch.query, batch.key, batch.geo, settings.shuffle_seed)
-    })??;
-    let found_inf = tch::no_grad(|| out.loss.isfinite().logical_not().to_kind(Kind::Float));
-    sgd.backward_step(&out.loss, settings.lr, Some(&found_inf))?;
-    let mut scalars = vec![out.loss.detach(), out.moco_loss.detach(), out.moco_accuracy];
-    if let (Some(l), Some(a)) = (&out.geo_loss, &out.geo_accuracy) {
-        scalars.push(l.detach());
-        scalars.push(a.shallow_clone());
-    }
-    let scalars: Vec<Tensor> = scalars.iter().map(|t| t.to_kind(Kind::Double)).collect();
-    let host: Vec<f64> = Tensor::stack(&scalars, 0)
-        .to_device(Device::Cpu)
-        .try_into()?;
-    let loss = host[0];
-    if !loss.is_finite() {
-        moco.discard_pending_keys();
-        moco.restore_bn_stats()?;
-        return Err(NonFiniteLoss(loss).into());
-    }
-    moco.enqueue_pending_keys();
-    Ok(StepStats {
-        loss,
-        moco_loss: host[1],
-        moco_accuracy: host[2],
-        geo_loss: host.get(3).copied(),
-        geo_accuracy: host.get(4).copied(),
-    })
+    moco.train_step(
+        batch.query,
+        batch.key,
+        batch.geo,
+        settings.shuffle_seed,
+        settings.amp,
+        |out| {
+            let found_inf = tch::no_grad(|| out.loss.isfinite().logical_not().to_kind(Kind::Float));
+            sgd.backward_step(&out.loss, settings.lr, Some(&found_inf))?;
+            let mut scalars = vec![out.loss.detach(), out.moco_loss.detach(), out.moco_accuracy];
+            if let (Some(l), Some(a)) = (&out.geo_loss, &out.geo_accuracy) {
+                scalars.push(l.detach());
+                scalars.push(a.shallow_clone());
+            }
+            let scalars: Vec<Tensor> = scalars.iter().map(|t| t.to_kind(Kind::Double)).collect();
+            let host: Vec<f64> = Tensor::stack(&scalars, 0)
+                .to_device(Device::Cpu)
+                .try_into()?;
+            let stats = StepStats {
+                loss: host[0],
+                moco_loss: host[1],
+                moco_accuracy: host[2],
+                geo_loss: host.get(3).copied(),
+                geo_accuracy: host.get(4).copied(),
+            };
+            Ok((stats.loss, stats))
+        },
+    )
 }
 
 #[cfg(test)]
@@ -121,7 +116,7 @@ mod tests {
         let stats = train_step(&mut moco, &mut sgd, &batch, settings).unwrap();
         assert!(stats.loss.is_finite() && stats.geo_loss.is_some());
         assert!((stats.loss - stats.moco_loss - stats.geo_loss.unwrap()).abs() < 1e-5);
-        assert_eq!(moco.queue_ptr, 4);
+        assert_eq!(moco.queue.ptr(), 4);
         let changed = before
             .iter()
             .zip(snapshot(&moco))
@@ -148,7 +143,7 @@ mod tests {
         train_step(&mut moco, &mut sgd, &good, settings).unwrap();
         let weights = snapshot(&moco);
         let buffers: Vec<Tensor> = sgd.state().map(|(_, t)| t.copy()).collect();
-        let queue = moco.queue.copy();
+        let queue = moco.queue.keys().copy();
         // One NaN pixel poisons the batch statistics and so the loss.
         let bad = x.copy();
         let _ = bad.get(0).get(0).get(0).get(0).fill_(f64::NAN);
@@ -167,11 +162,11 @@ mod tests {
             assert!(a.equal(b), "momentum buffers unchanged");
         }
         assert!(
-            queue.equal(&moco.queue) && moco.queue_ptr == 4,
+            queue.equal(moco.queue.keys()) && moco.queue.ptr() == 4,
             "queue unchanged"
         );
         // Training goes on from there.
         train_step(&mut moco, &mut sgd, &good, settings).unwrap();
-        assert_eq!(moco.queue_ptr, 8);
+        assert_eq!(moco.queue.ptr(), 8);
     }
 }
