@@ -36,6 +36,7 @@ use tch::{Device, Tensor};
 
 use super::config::PretrainConfig;
 use super::metrics::EpochMeter;
+use super::run_dir::{CheckpointDir, RunDir};
 use super::sgd::Sgd;
 use crate::formats::atomic_write::write_string;
 use crate::formats::safetensors::read_safetensors;
@@ -209,12 +210,12 @@ pub fn candidates(run_dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 pub fn checkpoints_dir(run_dir: &Path) -> PathBuf {
-    run_dir.join("checkpoints")
+    RunDir::new(run_dir).checkpoints()
 }
 
 /// The newest complete checkpoint, if any.
 pub fn latest(run_dir: &Path) -> anyhow::Result<Option<PathBuf>> {
-    let pointer = checkpoints_dir(run_dir).join("latest");
+    let pointer = RunDir::new(run_dir).latest_pointer();
     match std::fs::read_to_string(&pointer) {
         Ok(name) => {
             let dir = checkpoints_dir(run_dir).join(name.trim());
@@ -261,13 +262,13 @@ pub fn save(run_dir: &Path, moco: &Moco, sgd: &Sgd, state: &TrainState) -> anyho
         .into_iter()
         .map(|(n, t)| (n, t.detach().to_device(Device::Cpu).contiguous()))
         .collect();
-    let tensors_path = tmp.join("model.safetensors");
+    let tensors_path = CheckpointDir::new(&tmp).model_safetensors();
     Tensor::write_safetensors(&named, &tensors_path)
         .with_context(|| format!("{}: cannot write", tensors_path.display()))?;
     fsync(&tensors_path)?;
     let mut state = state.clone();
     state.model_sha256 = Some(sha256_file(&tensors_path)?);
-    let state_path = tmp.join("state.json");
+    let state_path = CheckpointDir::new(&tmp).state_json();
     std::fs::write(&state_path, serde_json::to_string_pretty(&state)?)?;
     fsync(&state_path)?;
     let final_dir = dir.join(&name);
@@ -277,13 +278,13 @@ pub fn save(run_dir: &Path, moco: &Moco, sgd: &Sgd, state: &TrainState) -> anyho
     std::fs::rename(&tmp, &final_dir)
         .with_context(|| format!("{}: cannot rename into place", final_dir.display()))?;
     fsync(&dir)?;
-    write_string(&dir.join("latest"), &name)?;
+    write_string(&RunDir::new(run_dir).latest_pointer(), &name)?;
     Ok(final_dir)
 }
 
 /// The `state.json` of checkpoint folder `dir`.
 pub fn read_state(dir: &Path) -> anyhow::Result<TrainState> {
-    let state_path = dir.join("state.json");
+    let state_path = CheckpointDir::new(dir).state_json();
     serde_json::from_str(
         &std::fs::read_to_string(&state_path)
             .with_context(|| format!("{}: cannot read", state_path.display()))?,
@@ -371,7 +372,7 @@ pub fn prune(run_dir: &Path, keep: Option<&Path>) -> anyhow::Result<()> {
 /// the intact tensors do not fit `moco`.
 pub fn load(dir: &Path, moco: &mut Moco, sgd: &mut Sgd) -> anyhow::Result<TrainState> {
     let state = read_state(dir)?;
-    let tensors_path = dir.join("model.safetensors");
+    let tensors_path = CheckpointDir::new(dir).model_safetensors();
     if let Some(expected) = &state.model_sha256 {
         let actual = sha256_file(&tensors_path)?;
         anyhow::ensure!(

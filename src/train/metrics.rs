@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
+use super::run_dir::RunDir;
 use crate::formats::tensorboard::EventWriter;
 
 /// One row of the log: a step (`kind = "step"`) or an epoch's means
@@ -178,8 +179,8 @@ impl MetricsLog {
     /// Opens the logs of `run_dir`, keeping only what happened up to
     /// `keep_until_step` (0 for a fresh run).
     pub fn open(run_dir: &Path, keep_until_step: u64) -> anyhow::Result<Self> {
-        let jsonl_path = run_dir.join("metrics.jsonl");
-        let csv_path = run_dir.join("metrics.csv");
+        let jsonl_path = RunDir::new(run_dir).metrics_jsonl();
+        let csv_path = RunDir::new(run_dir).metrics_csv();
         // The kept rows, parsed in the same pass (a line torn by a crash is
         // dropped), feed the rebuilt TensorBoard file below.
         let mut kept = Vec::new();
@@ -215,9 +216,7 @@ impl MetricsLog {
             jsonl: open(&jsonl_path)?,
             csv,
             jsonl_path,
-            tensorboard: EventWriter::create(&crate::formats::tensorboard::log_dir(
-                run_dir, "pretrain",
-            ))?,
+            tensorboard: EventWriter::create(&RunDir::new(run_dir).tensorboard("pretrain"))?,
             tensorboard_flushed: Instant::now(),
         };
         for row in &kept {
@@ -304,7 +303,7 @@ fn truncate_lines(path: &Path, mut keep: impl FnMut(&str) -> bool) -> anyhow::Re
 /// Reads every row of a run's `metrics.jsonl` (none when there is no file
 /// yet), naming the line of any that does not parse.
 pub fn read_rows(run_dir: &Path) -> anyhow::Result<Vec<MetricsRow>> {
-    let path = run_dir.join("metrics.jsonl");
+    let path = RunDir::new(run_dir).metrics_jsonl();
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
