@@ -76,7 +76,7 @@ impl Encoder {
         let state = checkpoint::read_state(&dir)?;
         Self::from_tensors(
             state.config.resnet(),
-            state.config.image_size,
+            state.config.data.image_size,
             &dir.join("model.safetensors"),
             "encoder_q.",
             device,

@@ -17,6 +17,7 @@ use crate::eval::knn::{knn_eval, KnnConfig};
 use crate::eval::{Target, Task};
 use crate::model::{parse_device, torch_ext, Moco};
 use crate::progress;
+use crate::settings;
 use tch::{Device, Tensor};
 
 /// What a finished (or stopped) invocation did.
@@ -53,15 +54,16 @@ pub fn training_rows(mut manifest: Manifest, split: &str) -> anyhow::Result<Mani
     if split == "all" {
         return Ok(manifest);
     }
-    let wanted: Split = split
-        .parse()
-        .map_err(|e: String| anyhow::anyhow!("--split {split}: {e} (or all)"))?;
+    let wanted: Split = split.parse().map_err(|e: String| {
+        anyhow::anyhow!("{} {split}: {e} (or all)", settings::name("split"))
+    })?;
     let total = manifest.records.len();
     manifest.records.retain(|r| r.split == Some(wanted));
     anyhow::ensure!(
         !manifest.records.is_empty(),
-        "{}: none of the {total} rows has split = {split} (use --split all to train on every row)",
-        manifest.source.display()
+        "{}: none of the {total} rows has split = {split} (use {} all to train on every row)",
+        manifest.source.display(),
+        settings::name("split")
     );
     Ok(manifest)
 }
@@ -97,7 +99,8 @@ pub fn pretrain(
     config.validate()?;
     anyhow::ensure!(
         options.stop_after != Some(0),
-        "--stop-after must be at least 1 (epochs to run in this invocation)"
+        "{} must be at least 1 (epochs to run in this invocation)",
+        settings::name("stop_after")
     );
     // Recorded absolute in config.toml and the checkpoints, so that
     // `--resume`, `report` and `export` find it from any working directory.
@@ -127,16 +130,16 @@ pub fn pretrain(
     };
     // The kNN monitor sees every row of its two splits, whatever the
     // pretraining split.
-    let knn_task = if config.knn_every > 0 {
+    let knn_task = if config.monitor.knn_every > 0 {
         let mut task = Task::new(
             std::sync::Arc::new(manifest.clone()),
             Target::Label,
-            &config.knn_train_split,
-            &config.knn_test_split,
+            &config.monitor.knn_train_split,
+            &config.monitor.knn_test_split,
             None,
         )
         .context("--knn-every needs labels on the kNN splits")?;
-        task.on_bad_image = config.on_bad_image;
+        task.on_bad_image = config.run.on_bad_image;
         Some(task)
     } else {
         None
@@ -146,21 +149,25 @@ pub fn pretrain(
         count: manifest.records.len(),
         sha256: checkpoint::rows_fingerprint(&manifest),
     };
-    if config.threads > 0 {
-        tch::set_num_threads(config.threads as i32);
+    if config.run.threads > 0 {
+        tch::set_num_threads(config.run.threads as i32);
     }
-    let device = parse_device(&config.device)
+    let device = parse_device(&config.run.device)
         .map_err(anyhow::Error::msg)?
         .resolve()?;
-    tch::manual_seed(config.seed as i64);
+    tch::manual_seed(config.run.seed as i64);
 
     let (manifest_source, images) = (manifest.source.clone(), manifest.records.len());
     let loader = PairLoader::new(manifest, config.loader(device.is_cuda()))?;
     let mut moco = Moco::new(device, config.resnet(), config.moco(geo_classes))?;
-    if config.channels_last {
+    if config.run.channels_last {
         moco.to_channels_last()?;
     }
-    let mut sgd = Sgd::new(moco.vs_q.variables(), config.momentum, config.weight_decay);
+    let mut sgd = Sgd::new(
+        moco.vs_q.variables(),
+        config.optimizer.momentum,
+        config.optimizer.weight_decay,
+    );
 
     std::fs::create_dir_all(run_dir)
         .with_context(|| format!("{}: cannot create", run_dir.display()))?;
@@ -213,20 +220,22 @@ pub fn pretrain(
         ),
         (false, true) => discard_attempt(run_dir)?,
     }
-    if epoch > config.epochs || (epoch == config.epochs && first_batch > 0) {
+    if epoch > config.optimizer.epochs || (epoch == config.optimizer.epochs && first_batch > 0) {
         anyhow::bail!(
-            "{}: the checkpoint is past --epochs {} ({epoch} epochs and {first_batch} batches done); pass --epochs {} or more to continue it",
+            "{}: the checkpoint is past {epochs} {} ({epoch} epochs and {first_batch} batches done); pass {epochs} {} or more to continue it",
             run_dir.display(),
-            config.epochs,
-            epoch + 1
+            config.optimizer.epochs,
+            epoch + 1,
+            epochs = settings::name("epochs")
         );
     }
-    if epoch == config.epochs {
+    if epoch == config.optimizer.epochs {
         if !options.quiet {
             eprintln!(
-                "{}: already finished ({epoch} of {} epochs, {step} steps); nothing to train (raise --epochs to continue it)",
+                "{}: already finished ({epoch} of {} epochs, {step} steps); nothing to train (raise {} to continue it)",
                 run_dir.display(),
-                config.epochs
+                config.optimizer.epochs,
+                settings::name("epochs")
             );
         }
         return Ok(PretrainOutcome {
@@ -240,16 +249,20 @@ pub fn pretrain(
     if last_checkpoint.is_some() {
         append_resume_log(run_dir, &start_line)?;
     }
-    let mut bad_images =
-        BadImageLog::open(run_dir, &manifest_source, images, config.max_bad_fraction)?;
+    let mut bad_images = BadImageLog::open(
+        run_dir,
+        &manifest_source,
+        images,
+        config.run.max_bad_fraction,
+    )?;
     let stop = StopSignal::register()?;
     crate::formats::atomic_write::write_string(&run_dir.join("config.toml"), &config.to_toml()?)?;
     let mut log = MetricsLog::open(run_dir, step)?;
     let schedule = config.schedule();
     let batches = loader.batches_per_epoch();
-    let end = options
-        .stop_after
-        .map_or(config.epochs, |n| (epoch + n).min(config.epochs));
+    let end = options.stop_after.map_or(config.optimizer.epochs, |n| {
+        (epoch + n).min(config.optimizer.epochs)
+    });
     if !options.quiet {
         eprintln!("{start_line}");
         eprint!(
@@ -262,9 +275,9 @@ pub fn pretrain(
     let (steps_at_start, first_epoch) = (step, epoch);
     let mut last_saved = Instant::now();
     let save_due = |step: u64, last_saved: &Instant| {
-        (config.checkpoint_every_steps > 0 && step % config.checkpoint_every_steps == 0)
-            || (config.checkpoint_every_minutes > 0.0
-                && last_saved.elapsed().as_secs_f64() >= 60.0 * config.checkpoint_every_minutes)
+        (config.run.checkpoint_every_steps > 0 && step % config.run.checkpoint_every_steps == 0)
+            || (config.run.checkpoint_every_minutes > 0.0
+                && last_saved.elapsed().as_secs_f64() >= 60.0 * config.run.checkpoint_every_minutes)
     };
 
     while epoch < end {
@@ -274,7 +287,7 @@ pub fn pretrain(
         } else {
             progress::bar(
                 batches as u64,
-                &format!("epoch {}/{}", epoch + 1, config.epochs),
+                &format!("epoch {}/{}", epoch + 1, config.optimizer.epochs),
             )
         };
         // loss, moco_loss, moco_acc, geo_loss, geo_acc
@@ -319,12 +332,12 @@ pub fn pretrain(
             bad_images.record(&batch.bad)?;
             let step_started = Instant::now();
             lr = schedule.lr(epoch, b, batches);
-            let q = to_model_input(&batch.query, device, config.channels_last)?;
-            let k = to_model_input(&batch.key, device, config.channels_last)?;
+            let q = to_model_input(&batch.query, device, config.run.channels_last)?;
+            let k = to_model_input(&batch.key, device, config.run.channels_last)?;
             let geo = batch
                 .geo
                 .map(|g| g.to_device_(device, g.kind(), true, false));
-            let shuffle_seed = seed_for_step(config.seed, step);
+            let shuffle_seed = seed_for_step(config.run.seed, step);
             let device_batch = DeviceBatch {
                 query: &q,
                 key: &k,
@@ -333,7 +346,7 @@ pub fn pretrain(
             let settings = StepSettings {
                 lr,
                 shuffle_seed,
-                amp: config.amp,
+                amp: config.run.amp,
             };
             let out = match train_step(&mut moco, &mut sgd, &device_batch, settings) {
                 Err(e) if e.is::<NonFiniteLoss>() => anyhow::bail!(
@@ -360,7 +373,8 @@ pub fn pretrain(
                 moco_acc: out.moco_accuracy,
                 geo_loss: out.geo_loss,
                 geo_acc: out.geo_accuracy,
-                pairs_per_s: config.batch_size as f64 / step_started.elapsed().as_secs_f64(),
+                pairs_per_s: config.optimizer.batch_size as f64
+                    / step_started.elapsed().as_secs_f64(),
                 seconds: None,
                 knn_top1: None,
                 time: Some(crate::formats::tensorboard::now()),
@@ -377,13 +391,13 @@ pub fn pretrain(
             log.step(&m)?;
             let done_here = b + 1 - first;
             let epoch_pairs_per_s =
-                (done_here * config.batch_size) as f64 / started.elapsed().as_secs_f64();
+                (done_here * config.optimizer.batch_size) as f64 / started.elapsed().as_secs_f64();
             // Position first: the message's redraw then shows both.
             bar.inc(1);
             bar.set_message(format!(
                 "epoch {}/{} loss {:.3} lr {:.4} {:.0} pairs/s",
                 epoch + 1,
-                config.epochs,
+                config.optimizer.epochs,
                 m.loss,
                 lr,
                 epoch_pairs_per_s
@@ -397,7 +411,7 @@ pub fn pretrain(
                 eprintln!(
                     "epoch {}/{} batch {}/{batches} (step {step}): loss {:.4} lr {:.5} {:.1} pairs/s; epoch ends in about {}",
                     epoch + 1,
-                    config.epochs,
+                    config.optimizer.epochs,
                     b + 1,
                     m.loss,
                     lr,
@@ -445,7 +459,7 @@ pub fn pretrain(
             moco_acc: sums[2] / n,
             geo_loss: geo_classes.map(|_| sums[3] / n),
             geo_acc: geo_classes.map(|_| sums[4] / n),
-            pairs_per_s: (batches * config.batch_size) as f64 / seconds,
+            pairs_per_s: (batches * config.optimizer.batch_size) as f64 / seconds,
             seconds: Some(seconds),
             knn_top1: None,
             time: Some(crate::formats::tensorboard::now()),
@@ -458,16 +472,16 @@ pub fn pretrain(
         let mut monitor_failed = None;
         let em = MetricsRow {
             knn_top1: match &knn_task {
-                Some(task) if epoch % config.knn_every == 0 || epoch == end => {
+                Some(task) if epoch % config.monitor.knn_every == 0 || epoch == end => {
                     let knn = KnnConfig {
-                        k: config.knn_k,
-                        temperature: config.knn_t,
+                        k: config.monitor.knn_k,
+                        temperature: config.monitor.knn_t,
                     };
                     let backbone = &moco.encoder_q.backbone;
-                    let size = config.image_size;
+                    let size = config.data.image_size;
                     match knn_eval(backbone, device, task, size, 256, &knn, true) {
                         Ok(report) => Some(report.top1),
-                        Err(e) if config.on_bad_image == BadImagePolicy::Fail => {
+                        Err(e) if config.run.on_bad_image == BadImagePolicy::Fail => {
                             monitor_failed = Some(e);
                             None
                         }
@@ -487,7 +501,7 @@ pub fn pretrain(
         if !options.quiet {
             eprintln!(
                 "epoch {epoch}/{}: loss {:.4} (InfoNCE {:.4}, acc {:.3}{}) lr {:.5} {:.1} pairs/s",
-                config.epochs,
+                config.optimizer.epochs,
                 em.loss,
                 em.moco_loss,
                 em.moco_acc,
@@ -503,8 +517,8 @@ pub fn pretrain(
                 eprintln!("epoch {epoch}: kNN top-1 {:.2}%", 100.0 * k);
             }
         }
-        if epoch % config.checkpoint_every == 0
-            || epoch == config.epochs
+        if epoch % config.run.checkpoint_every == 0
+            || epoch == config.optimizer.epochs
             || epoch == end
             || save_at_epoch_end
             || save_due(step, &last_saved)
@@ -530,7 +544,7 @@ pub fn pretrain(
         step > steps_at_start,
         "no optimiser step ran (epochs {}..{end} of {}, {batches} batches each); nothing was trained",
         first_epoch + 1,
-        config.epochs
+        config.optimizer.epochs
     );
     bad_images.summarise();
     Ok(PretrainOutcome {
@@ -629,8 +643,8 @@ fn startup_summary(
         Device::Vulkan => "vulkan".to_string(),
         Device::Cpu => "cpu".to_string(),
     };
-    let threads = if config.threads > 0 {
-        config.threads.to_string()
+    let threads = if config.run.threads > 0 {
+        config.run.threads.to_string()
     } else {
         format!("{} (libtorch's default)", tch::get_num_threads())
     };
@@ -638,15 +652,15 @@ fn startup_summary(
         s,
         "pretrain {}: {} width {}{}, {} px crops of {} px, on {device_name}, {threads} CPU threads",
         config.method.name(),
-        config.arch.name(),
-        config.width,
-        if config.small_input {
+        config.model.arch.name(),
+        config.model.width,
+        if config.model.small_input {
             " (small-input stem)"
         } else {
             ""
         },
-        config.image_size,
-        config.aug().pre_size.unwrap_or(config.image_size),
+        config.data.image_size,
+        config.aug().pre_size.unwrap_or(config.data.image_size),
     );
     let places = &loader.index().locations;
     let single = places.iter().filter(|l| l.views.len() < 2).count();
@@ -669,20 +683,23 @@ fn startup_summary(
         s,
         "steps: {batches} per epoch, epochs {}..{end} of {} ({} steps in this invocation); global batch {}, lr {} ({} x {}/256, {})",
         epoch + 1,
-        config.epochs,
+        config.optimizer.epochs,
         (end - epoch) * batches,
-        config.batch_size,
+        config.optimizer.batch_size,
         schedule.base_lr,
-        config.lr,
-        config.batch_size,
-        if config.cos { "cosine" } else { "step decay" }
+        config.optimizer.lr,
+        config.optimizer.batch_size,
+        if config.optimizer.cos { "cosine" } else { "step decay" }
     );
-    let mut every = vec![format!("every {} epochs", config.checkpoint_every)];
-    if config.checkpoint_every_steps > 0 {
-        every.push(format!("every {} steps", config.checkpoint_every_steps));
+    let mut every = vec![format!("every {} epochs", config.run.checkpoint_every)];
+    if config.run.checkpoint_every_steps > 0 {
+        every.push(format!("every {} steps", config.run.checkpoint_every_steps));
     }
-    if config.checkpoint_every_minutes > 0.0 {
-        every.push(format!("every {} minutes", config.checkpoint_every_minutes));
+    if config.run.checkpoint_every_minutes > 0.0 {
+        every.push(format!(
+            "every {} minutes",
+            config.run.checkpoint_every_minutes
+        ));
     }
     let _ = writeln!(s, "checkpoints: {}", every.join(", "));
     if config.method.temporal() && single == places.len() {
