@@ -26,6 +26,9 @@ use crate::eval::finetune::{train_classifier, FinetuneConfig, TrainView};
 use crate::eval::knn::{knn_eval_encoder, KnnConfig};
 use crate::eval::probe::{linear_probe_to, ProbeConfig};
 use crate::eval::task::{Target, Task};
+use crate::train::config::{
+    DataConfig, MocoSettings, ModelConfig, MonitorConfig, OptimizerConfig, RunConfig,
+};
 use crate::train::{Method, PretrainConfig, RunDir, RunOptions};
 
 /// The demo's budget.
@@ -97,25 +100,42 @@ pub fn pretrain_config(
     PretrainConfig {
         manifest: manifest.to_path_buf(),
         method,
-        arch: crate::model::Arch::Resnet18,
-        width: budget.width,
-        small_input: true,
-        image_size: budget.image_size,
-        epochs: budget.epochs,
-        batch_size: budget.batch_size,
-        lr: 0.24,
-        // Well below the training images, so the queue never holds a
-        // query's own key from the previous epoch as a negative.
-        moco_k: 256,
-        moco_m: 0.99,
-        moco_t: 0.2,
-        bn_groups: 2,
-        crop_min_scale: 0.8,
-        seed,
-        device: "cpu".into(),
-        checkpoint_every: budget.epochs,
-        // kNN top-1 on the val split every other epoch, for the curves.
-        knn_every: 2,
+        model: ModelConfig {
+            arch: crate::model::Arch::Resnet18,
+            width: budget.width,
+            small_input: true,
+        },
+        optimizer: OptimizerConfig {
+            epochs: budget.epochs,
+            batch_size: budget.batch_size,
+            lr: 0.24,
+            ..Default::default()
+        },
+        moco: MocoSettings {
+            // Well below the training images, so the queue never holds a
+            // query's own key from the previous epoch as a negative.
+            moco_k: 256,
+            moco_m: 0.99,
+            moco_t: 0.2,
+            bn_groups: 2,
+            ..Default::default()
+        },
+        data: DataConfig {
+            image_size: budget.image_size,
+            crop_min_scale: 0.8,
+            ..Default::default()
+        },
+        run: RunConfig {
+            seed,
+            device: "cpu".into(),
+            checkpoint_every: budget.epochs,
+            ..Default::default()
+        },
+        monitor: MonitorConfig {
+            // kNN top-1 on the val split every other epoch, for the curves.
+            knn_every: 2,
+            ..Default::default()
+        },
         ..Default::default()
     }
 }
@@ -263,8 +283,8 @@ pub fn run(out: &Path, quick: bool, seed: u64) -> anyhow::Result<DemoResult> {
             budget.image_size,
             budget.epochs,
             budget.batch_size,
-            config.moco_k,
-            config.moco_t,
+            config.moco.moco_k,
+            config.moco.moco_t,
             run_dir.display()
         );
         let t = Instant::now();
@@ -309,9 +329,9 @@ pub fn run(out: &Path, quick: bool, seed: u64) -> anyhow::Result<DemoResult> {
         epochs: budget.epochs,
         cosine: true,
         batch_size: budget.batch_size,
-        weight_decay: base.weight_decay,
+        weight_decay: base.optimizer.weight_decay,
         view: TrainView::ResizedCropFlip,
-        crop_min_scale: base.crop_min_scale,
+        crop_min_scale: base.data.crop_min_scale,
         seed,
         ..Default::default()
     };

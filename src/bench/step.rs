@@ -9,11 +9,12 @@ use std::time::Instant;
 
 use tch::{Device, Kind, Tensor};
 
-use crate::model::resnet::{Arch, ResNetConfig};
-use crate::model::{Moco, MocoConfig};
+use crate::model::resnet::Arch;
+use crate::model::Moco;
 use crate::train::pretrain::to_model_input;
 use crate::train::sgd::Sgd;
 use crate::train::step::{train_step, DeviceBatch, StepSettings};
+use crate::train::PretrainConfig;
 
 /// The settings of `geossl bench step` (the reference's; the CLI holds its
 /// defaults).
@@ -43,6 +44,19 @@ pub struct StepBenchConfig {
     pub seed: u64,
 }
 
+impl StepBenchConfig {
+    /// The pretraining config that this bench times: the defaults, with
+    /// the bench's model and MoCo settings.
+    pub fn pretrain_config(&self) -> PretrainConfig {
+        let mut run = PretrainConfig::default();
+        run.model.arch = self.arch;
+        let m = &mut run.moco;
+        (m.moco_dim, m.moco_k, m.moco_t) = (self.dim, self.queue, self.temperature);
+        m.bn_groups = self.bn_groups;
+        run
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct StepTiming {
     pub median_ms: f64,
@@ -59,26 +73,13 @@ pub fn run(c: &StepBenchConfig) -> anyhow::Result<StepTiming> {
         .map_err(anyhow::Error::msg)?
         .resolve()?;
     tch::manual_seed(c.seed as i64);
-    let resnet = ResNetConfig {
-        arch: c.arch,
-        width: 64,
-        small_input: false,
-    };
-    let config = MocoConfig {
-        dim: c.dim,
-        queue_size: c.queue,
-        momentum: 0.999,
-        temperature: c.temperature,
-        bn_groups: c.bn_groups,
-        geo_classes: Some(c.geo_classes),
-        alpha: 1.0,
-        beta: 1.0,
-    };
-    let mut moco = Moco::new(device, resnet, config)?;
+    let run = c.pretrain_config();
+    let mut moco = Moco::new(device, run.resnet(), run.moco(Some(c.geo_classes)))?;
     if c.channels_last {
         moco.to_channels_last()?;
     }
-    let mut sgd = Sgd::new(moco.vs_q.variables(), 0.9, 1e-4);
+    let o = &run.optimizer;
+    let mut sgd = Sgd::new(moco.vs_q.variables(), o.momentum, o.weight_decay);
     let dims = [c.batch, 3, c.size, c.size];
     let query = to_model_input(
         &Tensor::randn(dims, (Kind::Float, Device::Cpu)),
@@ -105,7 +106,8 @@ pub fn run(c: &StepBenchConfig) -> anyhow::Result<StepTiming> {
         }
         let started = Instant::now();
         let settings = StepSettings {
-            lr: 0.03,
+            // The reference's lr: unscaled by the batch.
+            lr: o.lr,
             shuffle_seed: c.seed.wrapping_add(step as u64),
             amp: c.amp,
         };

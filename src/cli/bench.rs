@@ -8,6 +8,7 @@ use crate::bench::data::DataBenchConfig;
 use crate::bench::step::StepBenchConfig;
 use crate::data::loader::BadImagePolicy;
 use crate::model::Arch;
+use crate::train::PretrainConfig;
 
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
@@ -53,11 +54,11 @@ pub struct StepArgs {
     pub channels_last: bool,
     #[arg(long, default_value_t = 4096)]
     pub queue: i64,
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = PretrainConfig::default().moco.moco_dim)]
     pub dim: i64,
     #[arg(long, default_value_t = 100)]
     pub geo_classes: i64,
-    #[arg(long, default_value_t = 0.02)]
+    #[arg(long, default_value_t = PretrainConfig::default().moco.moco_t)]
     pub temperature: f64,
     /// Shuffle-BN groups (1: none, as the reference).
     #[arg(long, default_value_t = 1)]

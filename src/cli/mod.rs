@@ -80,6 +80,8 @@ pub fn main() -> ExitCode {
         .with_target(false)
         .without_time()
         .try_init();
+    // Messages below the CLI name config fields; here they are flags.
+    crate::settings::set_namer(|field| format!("--{}", field.replace('_', "-")));
     let cli = Cli::parse();
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,210 +2,168 @@
 
 use std::path::PathBuf;
 
-use clap::Args;
+use clap::builder::{
+    BoolValueParser, NonEmptyStringValueParser, PossibleValue, PossibleValuesParser,
+    TypedValueParser,
+};
+use clap::{Arg, ArgAction, ArgMatches, Args};
+
+use crate::train::config::{Field, FieldKind, Settings};
+use crate::train::PretrainConfig;
 
 /// Flags override `--config`, which overrides the defaults (the paper's).
 /// A flag given twice takes its last value, so scripts can append overrides.
 #[derive(Args, Debug, Default)]
 #[command(args_override_self = true)]
 pub struct PretrainArgs {
-    /// Manifest with the images (and, for the *-geo methods, a geo_cluster column).
-    #[arg(long)]
-    pub manifest: Option<PathBuf>,
     /// Run folder: config.toml, metrics.jsonl/.csv, checkpoints/.
-    #[arg(long)]
+    #[arg(long, display_order = 1)]
     pub out: PathBuf,
     /// TOML file with any of the run's settings (keys as in RUN_DIR/config.toml).
-    #[arg(long)]
+    #[arg(long, display_order = 2)]
     pub config: Option<PathBuf>,
     /// Continue from RUN_DIR/checkpoints/latest with the run's settings (flags may change only epochs, device, threads, monitoring, checkpointing and the manifest's location; others are refused). Without a checkpoint yet (a new folder, or a run killed before its first checkpoint) start from the beginning, so that a scheduler can re-run the same command line.
-    #[arg(long)]
+    #[arg(long, display_order = 3)]
     pub resume: bool,
     /// Stop this invocation after N epochs (continue later with --resume).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", display_order = 4)]
     pub stop_after: Option<usize>,
-    /// [default: moco-tp-geo]
-    #[arg(long, value_parser = super::choice::<crate::train::Method>())]
-    pub method: Option<crate::train::Method>,
-    /// Rows to train on: train, val, test or all. [default: train]
-    #[arg(long)]
-    pub split: Option<String>,
-    /// [default: resnet50]
-    #[arg(long, value_parser = super::choice::<crate::model::Arch>())]
-    pub arch: Option<crate::model::Arch>,
-    /// Channels of the first ResNet stage. [default: 64]
-    #[arg(long)]
-    pub width: Option<i64>,
-    /// 3x3 stride-1 stem without max-pool, for small images. [default: false]
-    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
-    pub small_input: Option<bool>,
-    /// [default: 200]
-    #[arg(long)]
-    pub epochs: Option<usize>,
-    /// [default: 256]
-    #[arg(long)]
-    pub batch_size: Option<usize>,
-    /// Learning rate for batch 256, scaled linearly with the batch. [default: 0.03]
-    #[arg(long)]
-    pub lr: Option<f64>,
-    /// SGD momentum. [default: 0.9]
-    #[arg(long)]
-    pub momentum: Option<f64>,
-    /// Weight decay, on all parameters as the paper. [default: 0.0001]
-    #[arg(long)]
-    pub weight_decay: Option<f64>,
-    /// Cosine learning-rate decay (else step decay at --schedule). [default: true]
-    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
-    pub cos: Option<bool>,
-    /// Evaluate the cosine every step instead of every epoch. [default: false]
-    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
-    pub cos_per_step: Option<bool>,
-    /// Step-decay milestones (epochs), comma separated. [default: 120,160]
-    #[arg(long, value_delimiter = ',')]
-    pub schedule: Option<Vec<usize>>,
-    /// Linear warm-up epochs. [default: 0]
-    #[arg(long)]
-    pub warmup_epochs: Option<usize>,
-    /// Projection dimension. [default: 128]
-    #[arg(long)]
-    pub moco_dim: Option<i64>,
-    /// Queue size; a multiple of the batch size. [default: 65536]
-    #[arg(long)]
-    pub moco_k: Option<i64>,
-    /// Key encoder momentum. [default: 0.999]
-    #[arg(long)]
-    pub moco_m: Option<f64>,
-    /// Softmax temperature (0.02 published; 0.07 code default; 0.2 MoCo-v2). [default: 0.02]
-    #[arg(long)]
-    pub moco_t: Option<f64>,
-    /// Shuffle-BN groups (1 disables). [default: 4]
-    #[arg(long)]
-    pub bn_groups: Option<i64>,
-    /// Weight of the InfoNCE loss. [default: 1]
-    #[arg(long)]
-    pub alpha: Option<f64>,
-    /// Weight of the geo loss. [default: 1]
-    #[arg(long)]
-    pub beta: Option<f64>,
-    /// Crop size fed to the network. [default: 224]
-    #[arg(long)]
-    pub image_size: Option<u32>,
-    /// Resize + CenterCrop side before the random crop; 0: twice --image-size. [default: 0]
-    #[arg(long)]
-    pub pre_size: Option<u32>,
-    /// Smallest RandomResizedCrop area (aug+: 0.2; the temporal code: 0.08). [default: 0.2]
-    #[arg(long)]
-    pub crop_min_scale: Option<f64>,
-    /// Iterate over images (as the paper) or locations. [default: image]
-    #[arg(long, value_parser = super::choice::<crate::data::loader::SampleBy>())]
-    pub sample_by: Option<crate::data::loader::SampleBy>,
-    /// [default: 0]
-    #[arg(long)]
-    pub seed: Option<u64>,
-    /// auto, cpu, cuda or cuda:N. [default: auto]
-    #[arg(long)]
-    pub device: Option<String>,
-    /// libtorch CPU threads; 0 keeps libtorch's default. [default: 0]
-    #[arg(long)]
-    pub threads: Option<usize>,
-    /// bf16 autocast of the forward passes. [default: false]
-    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
-    pub amp: Option<bool>,
-    /// Channels-last (NHWC) layout for the convolutions. [default: false]
-    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
-    pub channels_last: Option<bool>,
-    /// Unreadable images: replace them by other samples and list them in RUN/bad_images.csv (skip), or stop (fail). [default: skip]
-    #[arg(long, value_parser = super::choice::<crate::data::loader::BadImagePolicy>())]
-    pub on_bad_image: Option<crate::data::loader::BadImagePolicy>,
-    /// With skip: stop once more than this fraction of the manifest's images is unreadable. [default: 0.01]
-    #[arg(long)]
-    pub max_bad_fraction: Option<f64>,
-    /// Batches prepared ahead by the loader. [default: 4]
-    #[arg(long)]
-    pub prefetch: Option<usize>,
-    /// Checkpoint every N epochs (and at the end). [default: 10]
-    #[arg(long)]
-    pub checkpoint_every: Option<usize>,
-    /// Also checkpoint mid-epoch every N steps, so that a SIGKILL loses at most N steps; 0: never. Only the newest mid-epoch checkpoint is kept. [default: 0]
-    #[arg(long, value_name = "N")]
-    pub checkpoint_every_steps: Option<u64>,
-    /// Also checkpoint mid-epoch once M minutes have passed since the last checkpoint; 0: never. [default: 30]
-    #[arg(long, value_name = "M")]
-    pub checkpoint_every_minutes: Option<f64>,
-    /// kNN top-1 of the query encoder on the manifest's labels every N epochs, into the metrics; 0: never. [default: 0]
-    #[arg(long, value_name = "N")]
-    pub knn_every: Option<usize>,
-    /// Neighbours of --knn-every. [default: 20]
-    #[arg(long)]
-    pub knn_k: Option<usize>,
-    /// Temperature of --knn-every. [default: 0.07]
-    #[arg(long)]
-    pub knn_t: Option<f64>,
-    /// Split whose features form the kNN bank. [default: train]
-    #[arg(long)]
-    pub knn_train_split: Option<String>,
-    /// Split the kNN classifies. [default: val]
-    #[arg(long)]
-    pub knn_test_split: Option<String>,
+    /// Every setting of [`PretrainConfig`] as a flag.
+    #[command(flatten)]
+    pub settings: ConfigFlags,
+}
+
+/// The flag of every [`PretrainConfig`] field (`--batch-size` for
+/// `batch_size`), built from [`PretrainConfig::describe`]: its help is the
+/// field's doc and `[default: X]` from [`PretrainConfig::default`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ConfigFlags {
+    /// The flags given, as (config key, command-line text); a list's items
+    /// joined by commas.
+    pub given: Vec<(&'static str, String)>,
+}
+
+impl ConfigFlags {
+    /// Sets the given flags' fields of `config`.
+    pub fn apply(&self, config: &mut PretrainConfig) -> anyhow::Result<()> {
+        for (key, text) in &self.given {
+            match config.set(key, text) {
+                Some(done) => done.map_err(|e| anyhow::anyhow!("--{}: {e}", flag(key)))?,
+                None => anyhow::bail!("no config key {key}"),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The flag (without dashes) of config key `key`: `batch-size`.
+fn flag(key: &str) -> String {
+    key.replace('_', "-")
+}
+
+/// A config field's flag: the manifest first (as before the run folder),
+/// the others after the command's own flags, in the order of config.toml.
+fn config_arg(field: &Field, order: usize) -> Arg {
+    let help = match (field.help.is_empty(), field.value.is_empty()) {
+        // As clap's derive: without a period at the end.
+        (_, true) => field.help.trim_end_matches('.').to_string(),
+        (true, false) => format!("[default: {}]", field.value),
+        (false, false) => format!("{} [default: {}]", field.help, field.value),
+    };
+    let value_name = field
+        .value_name
+        .map_or_else(|| field.key.to_uppercase(), str::to_string);
+    let key = field.key;
+    // Typed at parse time, so that a bad value is clap's usage error
+    // naming the flag (exit 2), as for a derived flag.
+    let check = move |text: &str| -> Result<String, String> {
+        match PretrainConfig::default().set(key, text) {
+            Some(Ok(())) => Ok(text.to_string()),
+            Some(Err(e)) => Err(e),
+            None => Err(format!("no config key {key}")),
+        }
+    };
+    let arg = Arg::new(key)
+        .long(flag(key))
+        .help(help)
+        .value_name(value_name)
+        .required(false)
+        .display_order(if key == "manifest" { 0 } else { 10 + order });
+    match &field.kind {
+        FieldKind::Value => arg.action(ArgAction::Set).value_parser(check),
+        // Empty is clap's usage error, as for a derived `PathBuf`.
+        FieldKind::Path => arg
+            .action(ArgAction::Set)
+            .value_parser(NonEmptyStringValueParser::new()),
+        FieldKind::Switch => arg
+            .action(ArgAction::Set)
+            .num_args(0..=1)
+            .default_missing_value("true")
+            .value_parser(BoolValueParser::new().map(|b| b.to_string())),
+        FieldKind::List => arg
+            .action(ArgAction::Append)
+            .value_delimiter(',')
+            .value_parser(check),
+        FieldKind::Choice(names) => {
+            arg.action(ArgAction::Set)
+                .value_parser(PossibleValuesParser::new(names.iter().map(
+                    |&(name, help)| {
+                        let value = PossibleValue::new(name);
+                        if help.is_empty() {
+                            value
+                        } else {
+                            value.help(help)
+                        }
+                    },
+                )))
+        }
+    }
+}
+
+impl clap::Args for ConfigFlags {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        let fields = PretrainConfig::default().describe();
+        fields
+            .iter()
+            .enumerate()
+            .fold(cmd, |cmd, (i, field)| cmd.arg(config_arg(field, i)))
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
+}
+
+impl clap::FromArgMatches for ConfigFlags {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        let mut flags = ConfigFlags::default();
+        flags.update_from_arg_matches(matches)?;
+        Ok(flags)
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        for field in PretrainConfig::default().describe() {
+            let Some(values) = matches.get_many::<String>(field.key) else {
+                continue;
+            };
+            let text = values.cloned().collect::<Vec<_>>().join(",");
+            self.given.retain(|(key, _)| *key != field.key);
+            self.given.push((field.key, text));
+        }
+        Ok(())
+    }
 }
 
 impl PretrainArgs {
     /// Defaults, then --config (or, on --resume, the run's saved config), then flags.
-    pub fn resolve(&self) -> anyhow::Result<crate::train::PretrainConfig> {
-        use crate::train::PretrainConfig;
-        let saved = self.out.join("config.toml");
+    pub fn resolve(&self) -> anyhow::Result<PretrainConfig> {
+        let saved = crate::train::RunDir::new(&self.out).config_toml();
         let mut c = match &self.config {
             Some(path) => PretrainConfig::from_toml_file(path)?,
             None if self.resume && saved.is_file() => PretrainConfig::from_run_dir(&self.out)?,
             None => PretrainConfig::default(),
         };
-        macro_rules! set {
-            ($($field:ident),*) => { $( if let Some(v) = &self.$field { c.$field = v.clone(); } )* };
-        }
-        set!(
-            manifest,
-            method,
-            split,
-            arch,
-            width,
-            small_input,
-            epochs,
-            batch_size,
-            lr,
-            momentum,
-            weight_decay,
-            cos,
-            cos_per_step,
-            schedule,
-            warmup_epochs,
-            moco_dim,
-            moco_k,
-            moco_m,
-            moco_t,
-            bn_groups,
-            alpha,
-            beta,
-            image_size,
-            pre_size,
-            crop_min_scale,
-            sample_by,
-            seed,
-            device,
-            threads,
-            amp,
-            channels_last,
-            prefetch,
-            on_bad_image,
-            max_bad_fraction,
-            checkpoint_every,
-            checkpoint_every_steps,
-            checkpoint_every_minutes,
-            knn_every,
-            knn_k,
-            knn_t,
-            knn_train_split,
-            knn_test_split
-        );
+        self.settings.apply(&mut c)?;
         anyhow::ensure!(
             !c.manifest.as_os_str().is_empty(),
             "no manifest: pass --manifest (or set manifest in --config)"
@@ -237,4 +195,136 @@ pub(super) fn pretrain_cmd(a: &PretrainArgs) -> anyhow::Result<()> {
             .map_or("none".to_string(), |p| p.display().to_string())
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        pretrain: PretrainArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<PretrainArgs, clap::Error> {
+        let args = ["pretrain", "--out", "run"].iter().chain(args);
+        Cli::try_parse_from(args).map(|cli| cli.pretrain)
+    }
+
+    #[test]
+    fn every_config_key_is_a_flag_whose_help_shows_its_default() {
+        let cmd = Cli::command();
+        let defaults = toml::Table::try_from(PretrainConfig::default()).unwrap();
+        let fields = PretrainConfig::default().describe();
+        let keys: Vec<&str> = fields.iter().map(|f| f.key).collect();
+        // Every TOML key has its field and every field a TOML key.
+        let mut toml_keys: Vec<&str> = defaults.keys().map(String::as_str).collect();
+        toml_keys.sort();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(sorted, toml_keys);
+        let own = ["out", "config", "resume", "stop_after", "help"];
+        let flags: Vec<&str> = cmd
+            .get_arguments()
+            .map(|a| a.get_id().as_str())
+            .filter(|id| !own.contains(id))
+            .collect();
+        assert_eq!(flags, keys, "one flag per key, in the order of config.toml");
+        for field in &fields {
+            let arg = cmd.get_arguments().find(|a| a.get_id() == field.key);
+            let arg = arg.unwrap();
+            assert_eq!(arg.get_long(), Some(field.key.replace('_', "-").as_str()));
+            let help = arg.get_help().unwrap().to_string();
+            if field.key == "manifest" {
+                assert!(!help.contains("[default:"), "{help}");
+                continue;
+            }
+            let default = help.rsplit_once("[default: ").unwrap().1;
+            // The help's default is the Default's value: set from that text,
+            // a config equals the default one.
+            let text = default.strip_suffix(']').unwrap();
+            let mut config = PretrainConfig::default();
+            config.set(field.key, text).unwrap().unwrap();
+            assert_eq!(config, PretrainConfig::default(), "{}", field.key);
+        }
+    }
+
+    #[test]
+    fn the_help_spells_defaults_as_before() {
+        let help = |key: &str| {
+            let cmd = Cli::command();
+            let arg = cmd.get_arguments().find(|a| a.get_id() == key).unwrap();
+            arg.get_help().unwrap().to_string()
+        };
+        assert_eq!(
+            help("weight_decay"),
+            "Weight decay, on all parameters as the paper. [default: 0.0001]"
+        );
+        assert_eq!(
+            help("schedule"),
+            "Step-decay milestones (epochs), comma separated. [default: 120,160]"
+        );
+        assert_eq!(help("method"), "[default: moco-tp-geo]");
+        assert_eq!(help("alpha"), "Weight of the InfoNCE loss. [default: 1]");
+    }
+
+    #[test]
+    fn flags_override_the_config_file_which_overrides_the_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("run.toml");
+        std::fs::write(&file, "lr = 0.5\nmomentum = 0.8\nmanifest = \"m.csv\"\n").unwrap();
+        let a = parse(&[
+            "--config",
+            file.to_str().unwrap(),
+            "--lr",
+            "0.1",
+            "--lr",
+            "0.2",
+            "--schedule",
+            "5,7",
+            "--amp",
+            "--method",
+            "moco-geo",
+        ])
+        .unwrap();
+        let c = a.resolve().unwrap();
+        assert_eq!(c.optimizer.lr, 0.2, "the last of a flag given twice");
+        assert_eq!(c.optimizer.momentum, 0.8, "from the file");
+        assert_eq!(c.optimizer.weight_decay, 1e-4, "the default");
+        assert_eq!(c.optimizer.schedule, [5, 7]);
+        assert!(c.run.amp);
+        assert_eq!(c.method, crate::train::Method::MocoGeo);
+        let c = parse(&["--manifest", "m.csv", "--amp", "false"])
+            .unwrap()
+            .resolve()
+            .unwrap();
+        assert!(!c.run.amp);
+        assert_eq!(c, {
+            let mut d = PretrainConfig {
+                manifest: "m.csv".into(),
+                ..Default::default()
+            };
+            d.run.amp = false;
+            d
+        });
+    }
+
+    #[test]
+    fn a_bad_value_is_a_usage_error_naming_the_flag() {
+        for (args, flag) in [
+            (["--lr", "abc"], "--lr"),
+            (["--method", "foo"], "--method"),
+            (["--schedule", "1,x"], "--schedule"),
+            (["--amp", "yes"], "--amp"),
+            (["--image-size", "99999999999"], "--image-size"),
+            (["--manifest", ""], "--manifest"),
+        ] {
+            let e = parse(&args).err().unwrap();
+            assert_eq!(e.exit_code(), 2, "a usage error");
+            assert!(e.to_string().contains(flag), "{e}");
+        }
+    }
 }

@@ -53,7 +53,7 @@ impl Encoder {
             ),
             EncoderSource::Checkpoint { dir, state } => Self::from_tensors(
                 state.config.resnet(),
-                state.config.image_size,
+                state.config.data.image_size,
                 &dir.model_safetensors(),
                 "encoder_q.",
                 device,

@@ -68,19 +68,19 @@ impl KnnMonitor {
         let mut task = Task::new(
             std::sync::Arc::new(manifest.clone()),
             super::Target::Label,
-            &config.knn_train_split,
-            &config.knn_test_split,
+            &config.monitor.knn_train_split,
+            &config.monitor.knn_test_split,
             None,
         )
         .context("--knn-every needs labels on the kNN splits")?;
-        task.on_bad_image = config.on_bad_image;
+        task.on_bad_image = config.run.on_bad_image;
         Ok(Self {
             task,
             knn: KnnConfig {
-                k: config.knn_k,
-                temperature: config.knn_t,
+                k: config.monitor.knn_k,
+                temperature: config.monitor.knn_t,
             },
-            image_size: config.image_size,
+            image_size: config.data.image_size,
         })
     }
 

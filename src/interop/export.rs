@@ -232,17 +232,20 @@ fn checkpoint_tensors(
         .filter_map(|(n, t)| export_name(&n, part).map(|n| (n, t)))
         .collect();
     // Each step ran every BN layer once per BN group in training mode.
-    let groups = bn_groups_for(state.config.bn_groups, state.config.batch_size as i64);
+    let groups = bn_groups_for(
+        state.config.moco.bn_groups,
+        state.config.optimizer.batch_size as i64,
+    );
     add_num_batches_tracked(&mut tensors, state.step as i64 * groups);
     let c = &state.config;
     meta.insert("part".into(), format!("{part:?}").to_lowercase());
     meta.insert("method".into(), c.method.name().into());
     meta.insert("epochs".into(), state.epoch.to_string());
     meta.insert("steps".into(), state.step.to_string());
-    meta.insert("arch".into(), c.arch.name().into());
-    meta.insert("width".into(), c.width.to_string());
-    meta.insert("small_input".into(), c.small_input.to_string());
-    meta.insert("moco_dim".into(), c.moco_dim.to_string());
+    meta.insert("arch".into(), c.model.arch.name().into());
+    meta.insert("width".into(), c.model.width.to_string());
+    meta.insert("small_input".into(), c.model.small_input.to_string());
+    meta.insert("moco_dim".into(), c.moco.moco_dim.to_string());
     meta.insert(
         "geo_classes".into(),
         state.geo_classes.map_or("none".into(), |k| k.to_string()),
@@ -259,7 +262,7 @@ fn checkpoint_tensors(
         }
     }
     meta.insert("checkpoint".into(), dir.path().display().to_string());
-    normalisation_metadata(&mut meta, c.image_size);
+    normalisation_metadata(&mut meta, c.data.image_size);
     Ok((tensors, meta))
 }
 

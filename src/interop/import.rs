@@ -20,6 +20,7 @@ use super::torch_load::TorchFile;
 use crate::model::weights::copy_named;
 use crate::model::{Arch, Moco};
 use crate::train::checkpoint::{self, TrainState};
+use crate::train::config::{MocoSettings, ModelConfig, OptimizerConfig};
 use crate::train::sgd::Sgd;
 use crate::train::{Method, PretrainConfig};
 
@@ -77,17 +78,25 @@ pub fn import_moco(pth: &Path, out: &Path) -> anyhow::Result<Imported> {
         } else {
             Method::Moco
         },
-        arch,
-        width: conv1[0],
-        small_input: conv1[2] == 3,
-        epochs: epoch.max(1),
-        batch_size: if queue_size % 256 == 0 {
-            256
-        } else {
-            queue_size as usize
+        model: ModelConfig {
+            arch,
+            width: conv1[0],
+            small_input: conv1[2] == 3,
         },
-        moco_dim: fc_out[0],
-        moco_k: queue_size,
+        optimizer: OptimizerConfig {
+            epochs: epoch.max(1),
+            batch_size: if queue_size % 256 == 0 {
+                256
+            } else {
+                queue_size as usize
+            },
+            ..Default::default()
+        },
+        moco: MocoSettings {
+            moco_dim: fc_out[0],
+            moco_k: queue_size,
+            ..Default::default()
+        },
         ..Default::default()
     };
     let mut moco = Moco::new(Device::Cpu, config.resnet(), config.moco(geo_classes))?;
@@ -119,7 +128,11 @@ pub fn import_moco(pth: &Path, out: &Path) -> anyhow::Result<Imported> {
         "{}: already holds checkpoints; import into a new folder",
         out.display()
     );
-    let sgd = Sgd::new(moco.vs_q.variables(), config.momentum, config.weight_decay);
+    let sgd = Sgd::new(
+        moco.vs_q.variables(),
+        config.optimizer.momentum,
+        config.optimizer.weight_decay,
+    );
     let state = TrainState {
         // Its config is inferred from tensor shapes: a resume may set the rest.
         imported_from: Some(pth.display().to_string()),

@@ -131,14 +131,14 @@ impl Run {
         format!(
             "{} · {} (width {}) at {} px · {} of {} epochs, {} steps · batch {} · seed {}",
             c.method.name(),
-            c.arch.name(),
-            c.width,
-            c.image_size,
+            c.model.arch.name(),
+            c.model.width,
+            c.data.image_size,
             self.last_epoch().map_or(0, |r| r.epoch),
-            c.epochs,
+            c.optimizer.epochs,
             self.rows.iter().map(|r| r.step).max().unwrap_or(0),
-            c.batch_size,
-            c.seed
+            c.optimizer.batch_size,
+            c.run.seed
         )
     }
 }
@@ -249,7 +249,7 @@ fn curves(run: &Run) -> anyhow::Result<String> {
             "knn",
             &format!(
                 "kNN top-1 of the query encoder during training ({} neighbours, T {}, train split {}, test split {}).",
-                run.config.knn_k, run.config.knn_t, run.config.knn_train_split, run.config.knn_test_split
+                run.config.monitor.knn_k, run.config.monitor.knn_t, run.config.monitor.knn_train_split, run.config.monitor.knn_test_split
             ),
             &line_chart("kNN top-1", "epoch", "top-1", &[series("", 3, false, knn)], Some((0.0, 1.0)))?,
         );
@@ -575,7 +575,7 @@ fn pairs_grid(run: &Run, pairs: &[samples::SamplePair]) -> String {
     let mut s = format!(
         "<p>The first {} query/key pairs of epoch 1, drawn by this run's own loader and aug+ augmentation (seed {}). {}</p>\n<div class=\"pairs\">\n",
         pairs.len(),
-        run.config.seed,
+        run.config.run.seed,
         if run.config.method.temporal() {
             "With temporal positives the key is another view of the same place, taken at another time."
         } else {

@@ -169,11 +169,11 @@ mod tests {
         let broken = m.records.len() / 2;
         m.records[broken].path = "broken.jpg".into();
         m.records[broken].location_id = Some("broken-place".into());
-        let config = PretrainConfig {
-            image_size: 16,
+        let mut config = PretrainConfig {
             method: crate::train::Method::MocoTp,
             ..Default::default()
         };
+        config.data.image_size = 16;
         let n = m.records.len();
         let drawn = augmented_pairs(&config, m.clone(), n).unwrap();
         assert_eq!(

@@ -144,7 +144,7 @@ impl TrainState {
             epoch,
             step,
             queue_ptr,
-            seed: config.seed,
+            seed: config.run.seed,
             geo_classes,
             config: config.clone(),
             batch_in_epoch: 0,

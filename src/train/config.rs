@@ -2,8 +2,16 @@
 //! defaults. It is read from a TOML file (`--config run.toml`, any subset of
 //! keys), overridden by command-line flags, and saved resolved as
 //! `RUN_DIR/config.toml`.
+//!
+//! Each default is written once, on its field: [`config_section!`] turns one
+//! line per field (doc, name, type, default) into the struct, its `Default`
+//! and a description of its fields ([`Settings`]) from which the command line
+//! builds its flags and their help. The sections (model, MoCo, optimiser,
+//! data, run, monitor) are flattened: `config.toml` stays one flat table with
+//! the keys of the fields, and the flags are `--` and the key with dashes.
 
 use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
@@ -12,6 +20,7 @@ use crate::data::augment::AugConfig;
 use crate::data::decode::DecodeLimits;
 use crate::data::loader::{BadImagePolicy, LoaderConfig, PairMode, SampleBy};
 use crate::model::{Arch, MocoConfig, ResNetConfig};
+use crate::settings::{self, Choice};
 
 use super::schedule::LrSchedule;
 
@@ -65,6 +74,245 @@ impl crate::settings::Choice for Method {
 }
 crate::settings::choice_by_name!(Method);
 
+/// How a setting takes its value on the command line.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FieldKind {
+    /// One value (`--lr 0.03`).
+    Value,
+    /// A boolean: the flag alone means true (`--amp`), or `--amp false`.
+    Switch,
+    /// A comma-separated list (`--schedule 120,160`).
+    List,
+    /// A file or folder (`--manifest m.csv`); not empty.
+    Path,
+    /// One of these names, each with its help (empty: none).
+    Choice(Vec<(&'static str, &'static str)>),
+}
+
+/// A config field's type as text: how the command line and the help
+/// spell its values.
+pub trait SettingValue: Sized {
+    /// How the flag takes the value.
+    fn kind() -> FieldKind {
+        FieldKind::Value
+    }
+    /// The value as the help shows it (`0.0001`, `120,160`, `moco-tp-geo`).
+    fn show(&self) -> String;
+    /// Parses a command-line value; the error says why it is not one.
+    fn parse(text: &str) -> Result<Self, String>;
+}
+
+macro_rules! setting_from_str {
+    ($($ty:ty),*) => {$(
+        impl SettingValue for $ty {
+            fn show(&self) -> String {
+                self.to_string()
+            }
+            fn parse(text: &str) -> Result<Self, String> {
+                text.parse().map_err(|e: <$ty as std::str::FromStr>::Err| e.to_string())
+            }
+        }
+    )*};
+}
+setting_from_str!(i64, u64, usize, f64, String);
+
+impl SettingValue for u32 {
+    fn show(&self) -> String {
+        self.to_string()
+    }
+    /// Out of range names the range (`-1 is not in 0..=4294967295`).
+    fn parse(text: &str) -> Result<Self, String> {
+        let wide: i64 = text
+            .parse()
+            .map_err(|e: std::num::ParseIntError| e.to_string())?;
+        u32::try_from(wide).map_err(|_| format!("{wide} is not in 0..={}", u32::MAX))
+    }
+}
+
+impl SettingValue for bool {
+    fn kind() -> FieldKind {
+        FieldKind::Switch
+    }
+    fn show(&self) -> String {
+        self.to_string()
+    }
+    fn parse(text: &str) -> Result<Self, String> {
+        text.parse()
+            .map_err(|e: std::str::ParseBoolError| e.to_string())
+    }
+}
+
+impl SettingValue for PathBuf {
+    fn kind() -> FieldKind {
+        FieldKind::Path
+    }
+    fn show(&self) -> String {
+        self.display().to_string()
+    }
+    fn parse(text: &str) -> Result<Self, String> {
+        if text.is_empty() {
+            return Err("a path cannot be empty".to_string());
+        }
+        Ok(PathBuf::from(text))
+    }
+}
+
+impl SettingValue for Vec<usize> {
+    fn kind() -> FieldKind {
+        FieldKind::List
+    }
+    fn show(&self) -> String {
+        let items: Vec<String> = self.iter().map(usize::to_string).collect();
+        items.join(",")
+    }
+    fn parse(text: &str) -> Result<Self, String> {
+        text.split(',').map(usize::parse).collect()
+    }
+}
+
+impl<T: Choice> SettingValue for T {
+    fn kind() -> FieldKind {
+        FieldKind::Choice(T::CHOICES.iter().map(|&(_, n, h)| (n, h)).collect())
+    }
+    fn show(&self) -> String {
+        settings::choice_name(*self).to_string()
+    }
+    fn parse(text: &str) -> Result<Self, String> {
+        settings::parse_choice(text)
+    }
+}
+
+/// One field of a config, as the command line presents it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Field {
+    /// The config key (`batch_size`); its flag is `--batch-size`.
+    pub key: &'static str,
+    /// The first paragraph of the field's doc comment, on one line (may be
+    /// empty): the flag's help.
+    pub help: String,
+    /// The name of the flag's value in the help (`N`); `None`: the key in
+    /// capitals.
+    pub value_name: Option<&'static str>,
+    pub kind: FieldKind,
+    /// The field's value as the command line spells it.
+    pub value: String,
+}
+
+impl Field {
+    fn new<T: SettingValue>(
+        key: &'static str,
+        doc: &[&str],
+        value_name: Option<&'static str>,
+        value: &T,
+    ) -> Self {
+        let paragraph: Vec<&str> = doc
+            .iter()
+            .map(|line| line.trim())
+            .take_while(|line| !line.is_empty())
+            .collect();
+        Field {
+            key,
+            help: paragraph.join(" "),
+            value_name,
+            kind: T::kind(),
+            value: value.show(),
+        }
+    }
+}
+
+/// A config written by [`config_section!`]: its fields by key.
+pub trait Settings {
+    /// Appends each field (a section's fields in its place), in the order of
+    /// `config.toml`.
+    fn fields(&self, out: &mut Vec<Field>);
+    /// Sets field `key` from its command-line text; `None`: no such key.
+    fn set(&mut self, key: &str, text: &str) -> Option<Result<(), String>>;
+    /// Sets field `key` from the next value of `map`; `false`: no such key.
+    fn set_from<'de, A: serde::de::MapAccess<'de>>(
+        &mut self,
+        key: &str,
+        map: &mut A,
+    ) -> Result<bool, A::Error>;
+}
+
+/// Writes a config struct from one line per field: its doc comment, name,
+/// type and default (`=> "N"` after the default names the flag's value in
+/// the help), then optionally the sections flattened into it. Emits the
+/// struct, `impl Default` and `impl Settings`.
+macro_rules! config_section {
+    (
+        $(#[doc = $struct_doc:literal])*
+        pub struct $name:ident {
+            $(
+                $(#[doc = $doc:literal])*
+                $field:ident : $ty:ty = $default:expr $(=> $value_name:literal)?
+            ),* $(,)?
+        }
+        $(sections {
+            $( $(#[doc = $section_doc:literal])* $section:ident : $Section:ty ),* $(,)?
+        })?
+    ) => {
+        $(#[doc = $struct_doc])*
+        #[derive(Debug, Clone, PartialEq, Serialize)]
+        pub struct $name {
+            $( $(#[doc = $doc])* pub $field: $ty, )*
+            $($( $(#[doc = $section_doc])* #[serde(flatten)] pub $section: $Section, )*)?
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self {
+                    $( $field: $default, )*
+                    $($( $section: Default::default(), )*)?
+                }
+            }
+        }
+
+        impl Settings for $name {
+            fn fields(&self, out: &mut Vec<Field>) {
+                $( out.push(Field::new(
+                    stringify!($field),
+                    &[$($doc),*],
+                    None $(.or(Some($value_name)))?,
+                    &self.$field,
+                )); )*
+                $($( self.$section.fields(out); )*)?
+            }
+
+            fn set(&mut self, key: &str, text: &str) -> Option<Result<(), String>> {
+                match key {
+                    $( stringify!($field) => {
+                        return Some(SettingValue::parse(text).map(|v| self.$field = v));
+                    } )*
+                    _ => {}
+                }
+                $($( if let Some(done) = self.$section.set(key, text) {
+                    return Some(done);
+                } )*)?
+                None
+            }
+
+            fn set_from<'de, A: serde::de::MapAccess<'de>>(
+                &mut self,
+                key: &str,
+                map: &mut A,
+            ) -> Result<bool, A::Error> {
+                match key {
+                    $( stringify!($field) => {
+                        self.$field = map.next_value()?;
+                        return Ok(true);
+                    } )*
+                    _ => {}
+                }
+                $($( if self.$section.set_from(key, map)? {
+                    return Ok(true);
+                } )*)?
+                Ok(false)
+            }
+        }
+    };
+}
+
 /// The settings a resumed run may change (config keys; the flag is the key
 /// with dashes): where and how fast it runs (device, threads, layout,
 /// prefetch), how long (epochs: the cosine then decays over the new count,
@@ -106,18 +354,14 @@ pub struct SettingChange {
 }
 
 impl std::fmt::Display for SettingChange {
-    /// `--batch-size: 8 -> 16` for a config key, `geo classes: 3 -> 5` else.
+    /// `batch_size: 8 -> 16` for a config key, named by [`settings::name`]
+    /// (`--batch-size` under the CLI); `geo classes: 3 -> 5` else.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if self.key.contains(' ') {
             write!(f, "{}: {} -> {}", self.key, self.old, self.new)
         } else {
-            write!(
-                f,
-                "--{}: {} -> {}",
-                self.key.replace('_', "-"),
-                self.old,
-                self.new
-            )
+            let key = settings::name(&self.key);
+            write!(f, "{key}: {} -> {}", self.old, self.new)
         }
     }
 }
@@ -132,116 +376,226 @@ pub struct ResumeDiff {
     pub allowed: Vec<SettingChange>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct PretrainConfig {
-    pub manifest: PathBuf,
-    pub method: Method,
-    /// Rows used for pretraining: this split, or every row when "all".
-    pub split: String,
-    pub arch: Arch,
-    pub width: i64,
-    pub small_input: bool,
-    pub epochs: usize,
-    pub batch_size: usize,
-    /// Learning rate for batch 256; the run uses lr x batch / 256.
-    pub lr: f64,
-    pub momentum: f64,
-    pub weight_decay: f64,
-    pub cos: bool,
-    pub cos_per_step: bool,
-    pub schedule: Vec<usize>,
-    pub warmup_epochs: usize,
-    pub moco_dim: i64,
-    pub moco_k: i64,
-    pub moco_m: f64,
-    pub moco_t: f64,
-    pub bn_groups: i64,
-    pub alpha: f64,
-    pub beta: f64,
-    pub image_size: u32,
-    /// Resize + CenterCrop side before the random crop; 0 means 2 x image_size.
-    pub pre_size: u32,
-    pub crop_min_scale: f64,
-    pub sample_by: SampleBy,
-    pub seed: u64,
-    pub device: String,
-    /// libtorch intra-op threads; 0 keeps libtorch's default.
-    pub threads: usize,
-    /// bf16 autocast of the forward passes (PyTorch's torch.autocast).
-    pub amp: bool,
-    /// Channels-last (NHWC) weights and inputs for the convolutions.
-    pub channels_last: bool,
-    pub prefetch: usize,
-    /// Unreadable images: replace and report (skip) or stop (fail).
-    pub on_bad_image: BadImagePolicy,
-    /// With skip: stop once more than this fraction of the images is bad.
-    pub max_bad_fraction: f64,
-    /// Checkpoint every N epochs (and at the end).
-    pub checkpoint_every: usize,
-    /// Also checkpoint mid-epoch every N optimiser steps (0: never), so that
-    /// a SIGKILL loses at most N steps.
-    pub checkpoint_every_steps: u64,
-    /// Also checkpoint mid-epoch once this many minutes have passed since
-    /// the last checkpoint of this invocation (0: never); bounds the work a
-    /// SIGKILL (pre-emption, a scheduler's hard kill) loses in wall-clock.
-    pub checkpoint_every_minutes: f64,
-    /// Weighted-kNN top-1 of the query encoder every N epochs (0: never),
-    /// on the manifest's labels: bank `knn_train_split`, tested on
-    /// `knn_test_split`; logged to the metrics.
-    pub knn_every: usize,
-    pub knn_k: usize,
-    pub knn_t: f64,
-    pub knn_train_split: String,
-    pub knn_test_split: String,
+config_section! {
+    /// Every hyperparameter of a pretraining run, by concern. Serialised
+    /// flat: one key per field, the sections' keys in their place.
+    pub struct PretrainConfig {
+        /// Manifest with the images (and, for the *-geo methods, a
+        /// geo_cluster column).
+        manifest: PathBuf = PathBuf::new(),
+        method: Method = Method::MocoTpGeo,
+        /// Rows to train on: train, val, test or all.
+        split: String = "train".into(),
+    }
+    sections {
+        /// The encoder.
+        model: ModelConfig,
+        /// SGD and its learning-rate schedule.
+        optimizer: OptimizerConfig,
+        /// The MoCo objective: queue, key encoder, losses.
+        moco: MocoSettings,
+        /// The augmentation and sampling of the training pairs.
+        data: DataConfig,
+        /// How the run executes: seed, device, loader, bad images, checkpoints.
+        run: RunConfig,
+        /// The kNN monitor of the metrics.
+        monitor: MonitorConfig,
+    }
 }
 
-impl Default for PretrainConfig {
-    fn default() -> Self {
-        Self {
-            manifest: PathBuf::new(),
-            method: Method::MocoTpGeo,
-            split: "train".into(),
-            arch: Arch::Resnet50,
-            width: 64,
-            small_input: false,
-            epochs: 200,
-            batch_size: 256,
-            lr: 0.03,
-            momentum: 0.9,
-            weight_decay: 1e-4,
-            cos: true,
-            cos_per_step: false,
-            schedule: vec![120, 160],
-            warmup_epochs: 0,
-            moco_dim: 128,
-            moco_k: 65536,
-            moco_m: 0.999,
-            moco_t: 0.02,
-            bn_groups: 4,
-            alpha: 1.0,
-            beta: 1.0,
-            image_size: 224,
-            pre_size: 0,
-            crop_min_scale: 0.2,
-            sample_by: SampleBy::Image,
-            seed: 0,
-            device: "auto".into(),
-            threads: 0,
-            amp: false,
-            channels_last: false,
-            prefetch: 4,
-            on_bad_image: BadImagePolicy::Skip,
-            max_bad_fraction: 0.01,
-            checkpoint_every: 10,
-            checkpoint_every_steps: 0,
-            checkpoint_every_minutes: 30.0,
-            knn_every: 0,
-            knn_k: 20,
-            knn_t: 0.07,
-            knn_train_split: "train".into(),
-            knn_test_split: "val".into(),
+config_section! {
+    /// The ResNet encoder.
+    pub struct ModelConfig {
+        arch: Arch = Arch::Resnet50,
+        /// Channels of the first ResNet stage.
+        width: i64 = 64,
+        /// 3x3 stride-1 stem without max-pool, for small images.
+        small_input: bool = false,
+    }
+}
+
+config_section! {
+    /// SGD with momentum and its learning-rate schedule.
+    pub struct OptimizerConfig {
+        epochs: usize = 200,
+        batch_size: usize = 256,
+        /// Learning rate for batch 256, scaled linearly with the batch.
+        ///
+        /// The run uses lr x batch / 256.
+        lr: f64 = 0.03,
+        /// SGD momentum.
+        momentum: f64 = 0.9,
+        /// Weight decay, on all parameters as the paper.
+        weight_decay: f64 = 1e-4,
+        /// Cosine learning-rate decay (else step decay at --schedule).
+        cos: bool = true,
+        /// Evaluate the cosine every step instead of every epoch.
+        cos_per_step: bool = false,
+        /// Step-decay milestones (epochs), comma separated.
+        schedule: Vec<usize> = vec![120, 160],
+        /// Linear warm-up epochs.
+        warmup_epochs: usize = 0,
+    }
+}
+
+config_section! {
+    /// The MoCo objective (the geo head's classes come from the manifest).
+    pub struct MocoSettings {
+        /// Projection dimension.
+        moco_dim: i64 = 128,
+        /// Queue size; a multiple of the batch size.
+        moco_k: i64 = 65536,
+        /// Key encoder momentum.
+        moco_m: f64 = 0.999,
+        /// Softmax temperature (0.02 published; 0.07 code default; 0.2 MoCo-v2).
+        moco_t: f64 = 0.02,
+        /// Shuffle-BN groups (1 disables).
+        bn_groups: i64 = 4,
+        /// Weight of the InfoNCE loss.
+        alpha: f64 = 1.0,
+        /// Weight of the geo loss.
+        beta: f64 = 1.0,
+    }
+}
+
+config_section! {
+    /// The augmentation (aug+) and sampling of the training pairs.
+    pub struct DataConfig {
+        /// Crop size fed to the network.
+        image_size: u32 = 224,
+        /// Resize + CenterCrop side before the random crop; 0: twice
+        /// --image-size.
+        pre_size: u32 = 0,
+        /// Smallest RandomResizedCrop area (aug+: 0.2; the temporal code: 0.08).
+        crop_min_scale: f64 = 0.2,
+        /// Iterate over images (as the paper) or locations.
+        sample_by: SampleBy = SampleBy::Image,
+    }
+}
+
+config_section! {
+    /// How the run executes: seed, device, loader, bad images, checkpoints.
+    pub struct RunConfig {
+        seed: u64 = 0,
+        /// auto, cpu, cuda or cuda:N.
+        device: String = "auto".into(),
+        /// libtorch CPU threads; 0 keeps libtorch's default.
+        ///
+        /// libtorch's intra-op threads.
+        threads: usize = 0,
+        /// bf16 autocast of the forward passes.
+        ///
+        /// As PyTorch's torch.autocast.
+        amp: bool = false,
+        /// Channels-last (NHWC) layout for the convolutions.
+        channels_last: bool = false,
+        /// Batches prepared ahead by the loader.
+        prefetch: usize = 4,
+        /// Unreadable images: replace them by other samples and list them in
+        /// RUN/bad_images.csv (skip), or stop (fail).
+        on_bad_image: BadImagePolicy = BadImagePolicy::Skip,
+        /// With skip: stop once more than this fraction of the manifest's
+        /// images is unreadable.
+        max_bad_fraction: f64 = 0.01,
+        /// Checkpoint every N epochs (and at the end).
+        checkpoint_every: usize = 10,
+        /// Also checkpoint mid-epoch every N steps, so that a SIGKILL loses
+        /// at most N steps; 0: never. Only the newest mid-epoch checkpoint is
+        /// kept.
+        checkpoint_every_steps: u64 = 0 => "N",
+        /// Also checkpoint mid-epoch once M minutes have passed since the
+        /// last checkpoint; 0: never.
+        ///
+        /// Bounds the work a SIGKILL (pre-emption, a scheduler's hard kill)
+        /// loses in wall-clock.
+        checkpoint_every_minutes: f64 = 30.0 => "M",
+    }
+}
+
+config_section! {
+    /// The weighted-kNN monitor: top-1 of the query encoder on the
+    /// manifest's labels, logged to the metrics.
+    pub struct MonitorConfig {
+        /// kNN top-1 of the query encoder on the manifest's labels every N
+        /// epochs, into the metrics; 0: never.
+        ///
+        /// The bank is `knn_train_split`, the test `knn_test_split`.
+        knn_every: usize = 0 => "N",
+        /// Neighbours of --knn-every.
+        knn_k: usize = 20,
+        /// Temperature of --knn-every.
+        knn_t: f64 = 0.07,
+        /// Split whose features form the kNN bank.
+        knn_train_split: String = "train".into(),
+        /// Split the kNN classifies.
+        knn_test_split: String = "val".into(),
+    }
+}
+
+/// Every key of `config.toml`, in its order.
+static KEYS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
+    PretrainConfig::default()
+        .describe()
+        .iter()
+        .map(|f| f.key)
+        .collect()
+});
+
+/// A key of `config.toml`, checked as it is read, so that the error of an
+/// unknown one points at the key in the file.
+struct Key;
+
+impl<'de> serde::de::DeserializeSeed<'de> for Key {
+    type Value = &'static str;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<&'static str, D::Error> {
+        d.deserialize_identifier(self)
+    }
+}
+
+impl serde::de::Visitor<'_> for Key {
+    type Value = &'static str;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a pretraining setting")
+    }
+    fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<&'static str, E> {
+        match KEYS.iter().find(|k| **k == key) {
+            Some(known) => Ok(known),
+            None => Err(E::unknown_field(key, &KEYS)),
         }
+    }
+}
+
+/// Reads any subset of the keys over the defaults; an unknown or repeated
+/// key is an error that names it (as `deny_unknown_fields`, which serde
+/// does not offer beside `flatten`).
+impl<'de> Deserialize<'de> for PretrainConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Table;
+        impl<'de> serde::de::Visitor<'de> for Table {
+            type Value = PretrainConfig;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a table of pretraining settings")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<PretrainConfig, A::Error> {
+                use serde::de::Error;
+                let mut config = PretrainConfig::default();
+                let mut seen = Vec::new();
+                while let Some(key) = map.next_key_seed(Key)? {
+                    if seen.contains(&key) {
+                        return Err(A::Error::duplicate_field(key));
+                    }
+                    seen.push(key);
+                    if !config.set_from(key, &mut map)? {
+                        return Err(A::Error::unknown_field(key, &KEYS));
+                    }
+                }
+                Ok(config)
+            }
+        }
+        deserializer.deserialize_struct("PretrainConfig", &KEYS, Table)
     }
 }
 
@@ -258,7 +612,7 @@ impl PretrainConfig {
 
     /// `RUN_DIR/config.toml`, with its manifest found by [`Self::manifest_in`].
     pub fn from_run_dir(run_dir: &Path) -> anyhow::Result<Self> {
-        let mut c = Self::from_toml_file(&run_dir.join("config.toml"))?;
+        let mut c = Self::from_toml_file(&super::RunDir::new(run_dir).config_toml())?;
         c.manifest = c.manifest_in(run_dir);
         Ok(c)
     }
@@ -311,72 +665,89 @@ impl PretrainConfig {
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(self.epochs > 0, "epochs must be at least 1");
-        anyhow::ensure!(self.batch_size > 0, "batch-size must be at least 1");
+        let (o, m, d, run, k) = (
+            &self.optimizer,
+            &self.moco,
+            &self.data,
+            &self.run,
+            &self.monitor,
+        );
+        let n = bare_name;
+        anyhow::ensure!(o.epochs > 0, "{} must be at least 1", n("epochs"));
+        anyhow::ensure!(o.batch_size > 0, "{} must be at least 1", n("batch_size"));
         anyhow::ensure!(
-            self.moco_k > 0 && self.moco_k % self.batch_size as i64 == 0,
-            "moco-k (queue size) {} must be a positive multiple of batch-size {}",
-            self.moco_k,
-            self.batch_size
+            m.moco_k > 0 && m.moco_k % o.batch_size as i64 == 0,
+            "{} (queue size) {} must be a positive multiple of {} {}",
+            n("moco_k"),
+            m.moco_k,
+            n("batch_size"),
+            o.batch_size
         );
         anyhow::ensure!(
-            (0.0..1.0).contains(&self.moco_m),
-            "moco-m must be in [0, 1)"
+            (0.0..1.0).contains(&m.moco_m),
+            "{} must be in [0, 1)",
+            n("moco_m")
         );
-        anyhow::ensure!(self.moco_t > 0.0, "moco-t must be positive");
+        anyhow::ensure!(m.moco_t > 0.0, "{} must be positive", n("moco_t"));
         anyhow::ensure!(
-            self.crop_min_scale > 0.0 && self.crop_min_scale <= 1.0,
-            "crop-min-scale must be in (0, 1]"
+            d.crop_min_scale > 0.0 && d.crop_min_scale <= 1.0,
+            "{} must be in (0, 1]",
+            n("crop_min_scale")
         );
-        anyhow::ensure!(self.width > 0, "width must be positive");
-        crate::data::augment::check_image_size(self.image_size)?;
-        if self.knn_every > 0 {
-            anyhow::ensure!(self.knn_k >= 1, "knn-k must be at least 1");
+        anyhow::ensure!(self.model.width > 0, "{} must be positive", n("width"));
+        crate::data::augment::check_image_size(d.image_size)?;
+        if k.knn_every > 0 {
+            anyhow::ensure!(k.knn_k >= 1, "{} must be at least 1", n("knn_k"));
             anyhow::ensure!(
-                self.knn_t > 0.0 && self.knn_t.is_finite(),
-                "knn-t must be positive and finite, got {}",
-                self.knn_t
+                k.knn_t > 0.0 && k.knn_t.is_finite(),
+                "{} must be positive and finite, got {}",
+                n("knn_t"),
+                k.knn_t
             );
         }
         anyhow::ensure!(
-            (0.0..=1.0).contains(&self.max_bad_fraction),
-            "max-bad-fraction must be in [0, 1]"
+            (0.0..=1.0).contains(&run.max_bad_fraction),
+            "{} must be in [0, 1]",
+            n("max_bad_fraction")
         );
         anyhow::ensure!(
-            self.checkpoint_every > 0,
-            "checkpoint-every must be at least 1"
+            run.checkpoint_every > 0,
+            "{} must be at least 1",
+            n("checkpoint_every")
         );
         anyhow::ensure!(
-            self.checkpoint_every_minutes >= 0.0 && self.checkpoint_every_minutes.is_finite(),
-            "checkpoint-every-minutes must be 0 (never) or positive"
+            run.checkpoint_every_minutes >= 0.0 && run.checkpoint_every_minutes.is_finite(),
+            "{} must be 0 (never) or positive",
+            n("checkpoint_every_minutes")
         );
         Ok(())
     }
 
     pub fn resnet(&self) -> ResNetConfig {
         ResNetConfig {
-            arch: self.arch,
-            width: self.width,
-            small_input: self.small_input,
+            arch: self.model.arch,
+            width: self.model.width,
+            small_input: self.model.small_input,
         }
     }
 
     pub fn moco(&self, geo_classes: Option<i64>) -> MocoConfig {
+        let m = &self.moco;
         MocoConfig {
-            dim: self.moco_dim,
-            queue_size: self.moco_k,
-            momentum: self.moco_m,
-            temperature: self.moco_t,
-            bn_groups: self.bn_groups,
+            dim: m.moco_dim,
+            queue_size: m.moco_k,
+            momentum: m.moco_m,
+            temperature: m.moco_t,
+            bn_groups: m.bn_groups,
             geo_classes,
-            alpha: self.alpha,
-            beta: self.beta,
+            alpha: m.alpha,
+            beta: m.beta,
         }
     }
 
     pub fn aug(&self) -> AugConfig {
-        let mut a = AugConfig::aug_plus_pre(self.image_size, self.pre_size);
-        a.scale = (self.crop_min_scale, 1.0);
+        let mut a = AugConfig::aug_plus_pre(self.data.image_size, self.data.pre_size);
+        a.scale = (self.data.crop_min_scale, 1.0);
         a
     }
 
@@ -384,33 +755,53 @@ impl PretrainConfig {
     /// positives or two crops of one image), sampling, seed and labels.
     pub fn loader(&self, pin_memory: bool) -> LoaderConfig {
         LoaderConfig {
-            batch: self.batch_size,
+            batch: self.optimizer.batch_size,
             aug: self.aug(),
             pairs: if self.method.temporal() {
                 PairMode::Temporal
             } else {
                 PairMode::SameImage
             },
-            sample_by: self.sample_by,
-            seed: self.seed,
-            prefetch: self.prefetch,
+            sample_by: self.data.sample_by,
+            seed: self.run.seed,
+            prefetch: self.run.prefetch,
             decode: DecodeLimits::default(),
             geo_labels: self.method.geo(),
             pin_memory,
-            on_bad_image: self.on_bad_image,
+            on_bad_image: self.run.on_bad_image,
         }
     }
 
     /// The run's learning rate: lr x batch / 256 (linear scaling).
     pub fn schedule(&self) -> LrSchedule {
+        let o = &self.optimizer;
         LrSchedule {
-            base_lr: self.lr * self.batch_size as f64 / 256.0,
-            epochs: self.epochs,
-            cosine: self.cos,
-            per_step: self.cos_per_step,
-            milestones: self.schedule.clone(),
-            warmup_epochs: self.warmup_epochs,
+            base_lr: o.lr * o.batch_size as f64 / 256.0,
+            epochs: o.epochs,
+            cosine: o.cos,
+            per_step: o.cos_per_step,
+            milestones: o.schedule.clone(),
+            warmup_epochs: o.warmup_epochs,
         }
+    }
+
+    /// Every field with its current value, in the order of `config.toml`:
+    /// on [`PretrainConfig::default`], the command line's flags and defaults.
+    pub fn describe(&self) -> Vec<Field> {
+        let mut fields = Vec::new();
+        self.fields(&mut fields);
+        fields
+    }
+}
+
+/// A field as the messages of [`PretrainConfig::validate`] have always
+/// spelt it, without a flag's dashes: `batch-size` under the CLI (whose
+/// tests assert that text), the field `batch_size` for a library caller.
+fn bare_name(field: &str) -> String {
+    let name = settings::name(field);
+    match name.strip_prefix("--") {
+        Some(flag) => flag.to_string(),
+        None => name,
     }
 }
 
@@ -422,11 +813,16 @@ mod tests {
     fn defaults_follow_the_paper_and_round_trip_through_toml() {
         let c = PretrainConfig::default();
         assert_eq!(
-            (c.moco_k, c.moco_m, c.moco_t, c.moco_dim),
+            (c.moco.moco_k, c.moco.moco_m, c.moco.moco_t, c.moco.moco_dim),
             (65536, 0.999, 0.02, 128)
         );
         assert_eq!(
-            (c.epochs, c.batch_size, c.lr, c.weight_decay),
+            (
+                c.optimizer.epochs,
+                c.optimizer.batch_size,
+                c.optimizer.lr,
+                c.optimizer.weight_decay
+            ),
             (200, 256, 0.03, 1e-4)
         );
         assert!((c.schedule().base_lr - 0.03).abs() < 1e-12);
@@ -441,6 +837,33 @@ mod tests {
             toml::from_str::<PretrainConfig>("batch_sise = 3").is_err(),
             "typos are errors"
         );
+    }
+
+    #[test]
+    fn config_files_name_the_file_and_key_of_a_typo_or_a_wrong_type() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("run.toml");
+        let read = |text: &str| {
+            std::fs::write(&file, text).unwrap();
+            PretrainConfig::from_toml_file(&file)
+                .unwrap_err()
+                .to_string()
+        };
+        let typo = read("lr = 0.1\nbatch_sise = 3\n");
+        assert!(typo.starts_with(&file.display().to_string()), "{typo}");
+        assert!(typo.contains("line 2"), "{typo}");
+        assert!(
+            typo.contains("unknown field `batch_sise`, expected one of `manifest`, `method`"),
+            "{typo}"
+        );
+        let wrong = read("lr = \"abc\"\n");
+        assert!(wrong.contains("line 1"), "{wrong}");
+        assert!(wrong.contains("lr = \"abc\""), "{wrong}");
+        assert!(wrong.contains("expected f64"), "{wrong}");
+        // A section's field is a key at the top, as before the sections.
+        std::fs::write(&file, "moco_t = 0.2\nknn_every = 3\n").unwrap();
+        let c = PretrainConfig::from_toml_file(&file).unwrap();
+        assert_eq!((c.moco.moco_t, c.monitor.knn_every), (0.2, 3));
     }
 
     #[test]
@@ -465,31 +888,31 @@ mod tests {
     #[test]
     fn resume_refuses_what_defines_the_run_and_allows_the_rest() {
         let old = PretrainConfig::default();
-        let new = PretrainConfig {
-            batch_size: 128,
-            moco_t: 0.2,
+        let mut new = PretrainConfig {
             method: Method::MocoTp,
-            epochs: 300,
-            threads: 4,
-            checkpoint_every_minutes: 5.0,
             ..old.clone()
         };
+        new.optimizer.batch_size = 128;
+        new.moco.moco_t = 0.2;
+        new.optimizer.epochs = 300;
+        new.run.threads = 4;
+        new.run.checkpoint_every_minutes = 5.0;
         let diff = new.resume_diff(&old).unwrap();
         let shown = |v: &[SettingChange]| v.iter().map(|c| c.to_string()).collect::<Vec<_>>();
         assert_eq!(
             shown(&diff.refused),
             [
-                "--batch-size: 256 -> 128",
-                "--method: moco-tp-geo -> moco-tp",
-                "--moco-t: 0.02 -> 0.2"
+                "batch_size: 256 -> 128",
+                "method: moco-tp-geo -> moco-tp",
+                "moco_t: 0.02 -> 0.2"
             ]
         );
         assert_eq!(
             shown(&diff.allowed),
             [
-                "--checkpoint-every-minutes: 30.0 -> 5.0",
-                "--epochs: 200 -> 300",
-                "--threads: 0 -> 4"
+                "checkpoint_every_minutes: 30.0 -> 5.0",
+                "epochs: 200 -> 300",
+                "threads: 0 -> 4"
             ]
         );
         assert!(old.resume_diff(&old).unwrap().refused.is_empty());
@@ -531,46 +954,41 @@ mod tests {
 
     #[test]
     fn validation_messages() {
-        let mut c = PretrainConfig {
-            batch_size: 100,
-            ..Default::default()
-        };
+        let mut c = PretrainConfig::default();
+        c.optimizer.batch_size = 100;
         assert_eq!(
             c.validate().unwrap_err().to_string(),
-            "moco-k (queue size) 65536 must be a positive multiple of batch-size 100"
+            "moco_k (queue size) 65536 must be a positive multiple of batch_size 100"
         );
-        c.batch_size = 256;
+        c.optimizer.batch_size = 256;
         assert!(c.validate().is_ok());
         // Every command's input-side rule, and the kNN monitor's settings
         // when it runs (checked before any epoch, not at its first use).
         let err = |c: PretrainConfig| c.validate().unwrap_err().to_string();
-        let monitored = PretrainConfig {
-            knn_every: 2,
-            ..c.clone()
+        let with = |change: fn(&mut PretrainConfig)| {
+            let mut changed = c.clone();
+            change(&mut changed);
+            changed
+        };
+        let monitored = |change: fn(&mut PretrainConfig)| {
+            let mut changed = with(change);
+            changed.monitor.knn_every = 2;
+            changed
         };
         assert_eq!(
-            err(PretrainConfig {
-                image_size: 7,
-                ..c.clone()
-            }),
+            err(with(|c| c.data.image_size = 7)),
             "image-size must be at least 8 pixels, got 7"
         );
         assert_eq!(
-            err(PretrainConfig {
-                knn_k: 0,
-                ..monitored.clone()
-            }),
-            "knn-k must be at least 1"
+            err(monitored(|c| c.monitor.knn_k = 0)),
+            "knn_k must be at least 1"
         );
         assert_eq!(
-            err(PretrainConfig {
-                knn_t: 0.0,
-                ..monitored.clone()
-            }),
-            "knn-t must be positive and finite, got 0"
+            err(monitored(|c| c.monitor.knn_t = 0.0)),
+            "knn_t must be positive and finite, got 0"
         );
         assert!(
-            PretrainConfig { knn_k: 0, ..c }.validate().is_ok(),
+            with(|c| c.monitor.knn_k = 0).validate().is_ok(),
             "no monitor"
         );
     }

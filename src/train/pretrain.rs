@@ -14,6 +14,7 @@ use super::checkpoint::{self, TrainState};
 use super::config::{PretrainConfig, SettingChange, CHANGEABLE_ON_RESUME};
 use super::metrics::{EpochMeter, MetricsLog, MetricsRow};
 use super::monitor::{BuildMonitor, EpochMonitor};
+use super::run_dir::RunDir;
 use super::schedule::LrSchedule;
 use super::sgd::Sgd;
 use super::step::{train_step, DeviceBatch, NonFiniteLoss, StepSettings};
@@ -21,6 +22,7 @@ use crate::data::loader::{BadImagePolicy, PairBatch, PairLoader};
 use crate::data::{Manifest, Split};
 use crate::model::{parse_device, torch_ext, Moco};
 use crate::progress;
+use crate::settings;
 use tch::{Device, Tensor};
 
 /// What a finished (or stopped) invocation did.
@@ -57,15 +59,16 @@ pub fn training_rows(mut manifest: Manifest, split: &str) -> anyhow::Result<Mani
     if split == "all" {
         return Ok(manifest);
     }
-    let wanted: Split = split
-        .parse()
-        .map_err(|e: String| anyhow::anyhow!("--split {split}: {e} (or all)"))?;
+    let wanted: Split = split.parse().map_err(|e: String| {
+        anyhow::anyhow!("{} {split}: {e} (or all)", settings::name("split"))
+    })?;
     let total = manifest.records.len();
     manifest.records.retain(|r| r.split == Some(wanted));
     anyhow::ensure!(
         !manifest.records.is_empty(),
-        "{}: none of the {total} rows has split = {split} (use --split all to train on every row)",
-        manifest.source.display()
+        "{}: none of the {total} rows has split = {split} (use {} all to train on every row)",
+        manifest.source.display(),
+        settings::name("split")
     );
     Ok(manifest)
 }
@@ -104,7 +107,8 @@ pub fn pretrain(
     config.validate()?;
     anyhow::ensure!(
         options.stop_after != Some(0),
-        "--stop-after must be at least 1 (epochs to run in this invocation)"
+        "{} must be at least 1 (epochs to run in this invocation)",
+        settings::name("stop_after")
     );
     // Recorded absolute in config.toml and the checkpoints, so that
     // `--resume`, `report` and `export` find it from any working directory.
@@ -200,21 +204,25 @@ fn load(config: &PretrainConfig, monitor: Option<&BuildMonitor>) -> anyhow::Resu
         count: manifest.records.len(),
         sha256: checkpoint::rows_fingerprint(&manifest),
     };
-    if config.threads > 0 {
-        tch::set_num_threads(config.threads as i32);
+    if config.run.threads > 0 {
+        tch::set_num_threads(config.run.threads as i32);
     }
-    let device = parse_device(&config.device)
+    let device = parse_device(&config.run.device)
         .map_err(anyhow::Error::msg)?
         .resolve()?;
-    tch::manual_seed(config.seed as i64);
+    tch::manual_seed(config.run.seed as i64);
 
     let (manifest_source, images) = (manifest.source.clone(), manifest.records.len());
     let loader = PairLoader::new(manifest, config.loader(device.is_cuda()))?;
     let mut moco = Moco::new(device, config.resnet(), config.moco(geo_classes))?;
-    if config.channels_last {
+    if config.run.channels_last {
         moco.to_channels_last()?;
     }
-    let sgd = Sgd::new(moco.vs_q.variables(), config.momentum, config.weight_decay);
+    let sgd = Sgd::new(
+        moco.vs_q.variables(),
+        config.optimizer.momentum,
+        config.optimizer.weight_decay,
+    );
     Ok(Loaded {
         device,
         geo_classes,
@@ -256,13 +264,13 @@ fn build_monitor(
     manifest: &Manifest,
     build: Option<&BuildMonitor>,
 ) -> anyhow::Result<Option<Box<dyn EpochMonitor>>> {
-    if config.knn_every == 0 {
+    if config.monitor.knn_every == 0 {
         return Ok(None);
     }
     let build = build.ok_or_else(|| {
         anyhow::anyhow!(
             "knn_every is {} but pretrain was given no epoch monitor to run (the caller must pass one, e.g. eval::knn::KnnMonitor::build)",
-            config.knn_every
+            config.monitor.knn_every
         )
     })?;
     build(manifest, config).map(Some)
@@ -362,22 +370,24 @@ fn already_finished(
     quiet: bool,
 ) -> anyhow::Result<Option<PretrainOutcome>> {
     let (epoch, first_batch, step) = (start.epoch, start.first_batch, start.step);
-    if epoch > config.epochs || (epoch == config.epochs && first_batch > 0) {
+    if epoch > config.optimizer.epochs || (epoch == config.optimizer.epochs && first_batch > 0) {
         anyhow::bail!(
-            "{}: the checkpoint is past --epochs {} ({epoch} epochs and {first_batch} batches done); pass --epochs {} or more to continue it",
+            "{}: the checkpoint is past {epochs} {} ({epoch} epochs and {first_batch} batches done); pass {epochs} {} or more to continue it",
             run_dir.display(),
-            config.epochs,
-            epoch + 1
+            config.optimizer.epochs,
+            epoch + 1,
+            epochs = settings::name("epochs")
         );
     }
-    if epoch < config.epochs {
+    if epoch < config.optimizer.epochs {
         return Ok(None);
     }
     if !quiet {
         eprintln!(
-            "{}: already finished ({epoch} of {} epochs, {step} steps); nothing to train (raise --epochs to continue it)",
+            "{}: already finished ({epoch} of {} epochs, {step} steps); nothing to train (raise {} to continue it)",
             run_dir.display(),
-            config.epochs
+            config.optimizer.epochs,
+            settings::name("epochs")
         );
     }
     Ok(Some(PretrainOutcome {
@@ -407,19 +417,19 @@ impl<'a> Run<'a> {
             run_dir,
             &l.manifest_source,
             l.images,
-            config.max_bad_fraction,
+            config.run.max_bad_fraction,
         )?;
         let stop = StopSignal::register()?;
         crate::formats::atomic_write::write_string(
-            &run_dir.join("config.toml"),
+            &RunDir::new(run_dir).config_toml(),
             &config.to_toml()?,
         )?;
         let log = MetricsLog::open(run_dir, start.step)?;
         let batches = l.loader.batches_per_epoch();
         let (epoch, step) = (start.epoch, start.step);
-        let end = options
-            .stop_after
-            .map_or(config.epochs, |n| (epoch + n).min(config.epochs));
+        let end = options.stop_after.map_or(config.optimizer.epochs, |n| {
+            (epoch + n).min(config.optimizer.epochs)
+        });
         if !options.quiet {
             eprintln!("{}", start.line);
             let summary =
@@ -511,7 +521,7 @@ impl<'a> Run<'a> {
         }
         progress::bar(
             self.batches as u64,
-            &format!("epoch {}/{}", self.epoch + 1, self.config.epochs),
+            &format!("epoch {}/{}", self.epoch + 1, self.config.optimizer.epochs),
         )
     }
 
@@ -521,8 +531,8 @@ impl<'a> Run<'a> {
         let step_started = Instant::now();
         let (config, device) = (&self.config, self.device);
         let lr = self.schedule.lr(self.epoch, b, self.batches);
-        let q = to_model_input(&batch.query, device, config.channels_last)?;
-        let k = to_model_input(&batch.key, device, config.channels_last)?;
+        let q = to_model_input(&batch.query, device, config.run.channels_last)?;
+        let k = to_model_input(&batch.key, device, config.run.channels_last)?;
         let geo = batch
             .geo
             .map(|g| g.to_device_(device, g.kind(), true, false));
@@ -533,8 +543,8 @@ impl<'a> Run<'a> {
         };
         let settings = StepSettings {
             lr,
-            shuffle_seed: seed_for_step(config.seed, self.step),
-            amp: config.amp,
+            shuffle_seed: seed_for_step(config.run.seed, self.step),
+            amp: config.run.amp,
         };
         let out = match train_step(&mut self.moco, &mut self.sgd, &device_batch, settings) {
             Err(e) if e.is::<NonFiniteLoss>() => anyhow::bail!(
@@ -556,7 +566,8 @@ impl<'a> Run<'a> {
             moco_acc: out.moco_accuracy,
             geo_loss: out.geo_loss,
             geo_acc: out.geo_accuracy,
-            pairs_per_s: self.config.batch_size as f64 / step_started.elapsed().as_secs_f64(),
+            pairs_per_s: self.config.optimizer.batch_size as f64
+                / step_started.elapsed().as_secs_f64(),
             seconds: None,
             knn_top1: None,
             time: Some(crate::formats::tensorboard::now()),
@@ -573,9 +584,9 @@ impl<'a> Run<'a> {
         (b, first): (usize, usize),
         started: Instant,
     ) {
-        let (epochs, done_here) = (self.config.epochs, b + 1 - first);
+        let (epochs, done_here) = (self.config.optimizer.epochs, b + 1 - first);
         let epoch_pairs_per_s =
-            (done_here * self.config.batch_size) as f64 / started.elapsed().as_secs_f64();
+            (done_here * self.config.optimizer.batch_size) as f64 / started.elapsed().as_secs_f64();
         // Position first: the message's redraw then shows both.
         bar.inc(1);
         bar.set_message(format!(
@@ -608,10 +619,11 @@ impl<'a> Run<'a> {
     /// `checkpoint_every_steps` steps or `checkpoint_every_minutes`).
     fn save_due(&self) -> bool {
         let config = &self.config;
-        (config.checkpoint_every_steps > 0 && self.step % config.checkpoint_every_steps == 0)
-            || (config.checkpoint_every_minutes > 0.0
+        (config.run.checkpoint_every_steps > 0
+            && self.step % config.run.checkpoint_every_steps == 0)
+            || (config.run.checkpoint_every_minutes > 0.0
                 && self.last_saved.elapsed().as_secs_f64()
-                    >= 60.0 * config.checkpoint_every_minutes)
+                    >= 60.0 * config.run.checkpoint_every_minutes)
     }
 
     /// Saves a checkpoint at `batch_in_epoch` batches into the current epoch
@@ -706,8 +718,8 @@ impl<'a> Run<'a> {
             self.print_epoch(&row);
         }
         let (epoch, config) = (self.epoch, &self.config);
-        if epoch % config.checkpoint_every == 0
-            || epoch == config.epochs
+        if epoch % config.run.checkpoint_every == 0
+            || epoch == config.optimizer.epochs
             || epoch == self.end
             || save_at_epoch_end
             || self.save_due()
@@ -718,7 +730,8 @@ impl<'a> Run<'a> {
         if let Some(e) = monitor_failed {
             self.bad_images.summarise();
             return Err(e.context(format!(
-                "the kNN monitor of epoch {epoch} failed (--on-bad-image fail); the epoch's checkpoint is saved ({}), so --resume goes on after it",
+                "the kNN monitor of epoch {epoch} failed ({} fail); the epoch's checkpoint is saved ({}), so --resume goes on after it",
+                settings::name("on_bad_image"),
                 self.last_checkpoint_named("none"),
             )));
         }
@@ -740,7 +753,7 @@ impl<'a> Run<'a> {
             moco_acc: mean.moco_acc,
             geo_loss: self.geo_classes.map(|_| mean.geo_loss),
             geo_acc: self.geo_classes.map(|_| mean.geo_acc),
-            pairs_per_s: (self.batches * self.config.batch_size) as f64 / seconds,
+            pairs_per_s: (self.batches * self.config.optimizer.batch_size) as f64 / seconds,
             seconds: Some(seconds),
             knn_top1: None,
             time: Some(crate::formats::tensorboard::now()),
@@ -750,7 +763,7 @@ impl<'a> Run<'a> {
     /// The monitor's figure when this epoch is one it runs at, and its
     /// error when that must stop the run (`on_bad_image = fail`).
     fn monitor_epoch(&mut self) -> (Option<f64>, Option<anyhow::Error>) {
-        let (epoch, every) = (self.epoch, self.config.knn_every);
+        let (epoch, every) = (self.epoch, self.config.monitor.knn_every);
         let Some(monitor) = self.monitor.as_mut() else {
             return (None, None);
         };
@@ -764,7 +777,7 @@ impl<'a> Run<'a> {
         // a scheduler's re-run of the same --resume line moves on.
         match monitor.evaluate(&self.moco.encoder_q.backbone, self.device, epoch) {
             Ok(top1) => (Some(top1), None),
-            Err(e) if self.config.on_bad_image == BadImagePolicy::Fail => (None, Some(e)),
+            Err(e) if self.config.run.on_bad_image == BadImagePolicy::Fail => (None, Some(e)),
             Err(e) => {
                 tracing::warn!(
                     "epoch {epoch}: the kNN monitor gave no figure, none is recorded for this epoch: {e:#}"
@@ -780,7 +793,7 @@ impl<'a> Run<'a> {
         let epoch = self.epoch;
         eprintln!(
             "epoch {epoch}/{}: loss {:.4} (InfoNCE {:.4}, acc {:.3}{}) lr {:.5} {:.1} pairs/s",
-            self.config.epochs,
+            self.config.optimizer.epochs,
             row.loss,
             row.moco_loss,
             row.moco_acc,
@@ -807,7 +820,7 @@ impl<'a> Run<'a> {
             "no optimiser step ran (epochs {}..{} of {}, {} batches each); nothing was trained",
             self.first_epoch + 1,
             self.end,
-            self.config.epochs,
+            self.config.optimizer.epochs,
             self.batches
         );
         self.bad_images.summarise();
@@ -877,8 +890,12 @@ fn save(
 /// pretraining TensorBoard events, the bad-image list), so that the run
 /// starting now is the folder's only history.
 fn discard_attempt(run_dir: &Path) -> anyhow::Result<()> {
-    for name in ["metrics.jsonl", "metrics.csv", "bad_images.csv"] {
-        let path = run_dir.join(name);
+    let layout = RunDir::new(run_dir);
+    for path in [
+        layout.metrics_jsonl(),
+        layout.metrics_csv(),
+        layout.bad_images_csv(),
+    ] {
         match std::fs::remove_file(&path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 return Err(e).with_context(|| format!("{}: cannot remove", path.display()))
@@ -886,7 +903,7 @@ fn discard_attempt(run_dir: &Path) -> anyhow::Result<()> {
             _ => {}
         }
     }
-    let tb = crate::formats::tensorboard::log_dir(run_dir, "pretrain");
+    let tb = layout.tensorboard("pretrain");
     if tb.exists() {
         std::fs::remove_dir_all(&tb).with_context(|| format!("{}: cannot remove", tb.display()))?;
     }
@@ -897,7 +914,7 @@ fn discard_attempt(run_dir: &Path) -> anyhow::Result<()> {
 /// continued from and which settings it changed.
 fn append_resume_log(run_dir: &Path, line: &str) -> anyhow::Result<()> {
     use std::io::Write;
-    let path = run_dir.join("resumes.log");
+    let path = RunDir::new(run_dir).resumes_log();
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -963,23 +980,23 @@ fn model_line(config: &PretrainConfig, device: Device) -> String {
         Device::Vulkan => "vulkan".to_string(),
         Device::Cpu => "cpu".to_string(),
     };
-    let threads = if config.threads > 0 {
-        config.threads.to_string()
+    let threads = if config.run.threads > 0 {
+        config.run.threads.to_string()
     } else {
         format!("{} (libtorch's default)", tch::get_num_threads())
     };
     format!(
         "pretrain {}: {} width {}{}, {} px crops of {} px, on {device_name}, {threads} CPU threads\n",
         config.method.name(),
-        config.arch.name(),
-        config.width,
-        if config.small_input {
+        config.model.arch.name(),
+        config.model.width,
+        if config.model.small_input {
             " (small-input stem)"
         } else {
             ""
         },
-        config.image_size,
-        config.aug().pre_size.unwrap_or(config.image_size),
+        config.data.image_size,
+        config.aug().pre_size.unwrap_or(config.data.image_size),
     )
 }
 
@@ -989,20 +1006,23 @@ fn steps_lines(config: &PretrainConfig, batches: usize, epoch: usize, end: usize
     let mut s = format!(
         "steps: {batches} per epoch, epochs {}..{end} of {} ({} steps in this invocation); global batch {}, lr {} ({} x {}/256, {})\n",
         epoch + 1,
-        config.epochs,
+        config.optimizer.epochs,
         (end - epoch) * batches,
-        config.batch_size,
+        config.optimizer.batch_size,
         schedule.base_lr,
-        config.lr,
-        config.batch_size,
-        if config.cos { "cosine" } else { "step decay" }
+        config.optimizer.lr,
+        config.optimizer.batch_size,
+        if config.optimizer.cos { "cosine" } else { "step decay" }
     );
-    let mut every = vec![format!("every {} epochs", config.checkpoint_every)];
-    if config.checkpoint_every_steps > 0 {
-        every.push(format!("every {} steps", config.checkpoint_every_steps));
+    let mut every = vec![format!("every {} epochs", config.run.checkpoint_every)];
+    if config.run.checkpoint_every_steps > 0 {
+        every.push(format!("every {} steps", config.run.checkpoint_every_steps));
     }
-    if config.checkpoint_every_minutes > 0.0 {
-        every.push(format!("every {} minutes", config.checkpoint_every_minutes));
+    if config.run.checkpoint_every_minutes > 0.0 {
+        every.push(format!(
+            "every {} minutes",
+            config.run.checkpoint_every_minutes
+        ));
     }
     s += &format!("checkpoints: {}\n", every.join(", "));
     s
@@ -1031,7 +1051,7 @@ impl BadImageLog {
         total: usize,
         max_fraction: f64,
     ) -> anyhow::Result<Self> {
-        let path = run_dir.join("bad_images.csv");
+        let path = RunDir::new(run_dir).bad_images_csv();
         let mut seen = std::collections::BTreeSet::new();
         if let Ok(mut r) = csv::Reader::from_path(&path) {
             for rec in r.records().flatten() {
@@ -1073,11 +1093,12 @@ impl BadImageLog {
         let limit = self.max_fraction * self.total as f64;
         anyhow::ensure!(
             (self.seen.len() as f64) <= limit,
-            "{} of the {} images of {} could not be read ({:.2}%, more than --max-bad-fraction {}); they are listed in {}",
+            "{} of the {} images of {} could not be read ({:.2}%, more than {} {}); they are listed in {}",
             self.seen.len(),
             self.total,
             self.manifest_source.display(),
             100.0 * self.seen.len() as f64 / self.total as f64,
+            settings::name("max_bad_fraction"),
             self.max_fraction,
             self.path.display()
         );
@@ -1226,7 +1247,7 @@ refused
     .join("\n  "),
 CHANGEABLE_ON_RESUME
     .iter()
-    .map(|k| format!("--{}", k.replace('_', "-")))
+    .map(|k| settings::name(k))
     .collect::<Vec<_>>()
     .join(", ")
     )
@@ -1285,16 +1306,12 @@ mod tests {
     #[test]
     fn a_monitor_is_built_only_for_knn_every_and_its_absence_is_an_error() {
         let manifest = Manifest::default();
-        let off = PretrainConfig {
-            knn_every: 0,
-            ..Default::default()
-        };
+        let mut off = PretrainConfig::default();
+        off.monitor.knn_every = 0;
         let built = build_monitor(&off, &manifest, Some(&failing_build)).unwrap();
         assert!(built.is_none(), "knn_every 0 builds nothing");
-        let on = PretrainConfig {
-            knn_every: 2,
-            ..Default::default()
-        };
+        let mut on = PretrainConfig::default();
+        on.monitor.knn_every = 2;
         let err = build_monitor(&on, &manifest, Some(&failing_build))
             .err()
             .unwrap();
