@@ -68,7 +68,6 @@ pub enum Command {
 }
 
 pub fn main() -> ExitCode {
-    crate::settings::set_namer(|f| format!("--{}", f.replace('_', "-")));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
