@@ -4,12 +4,14 @@
 //! cli -> demo -> {bench, report, eval, interop} -> train -> data
 //! -> {geo, model} -> {formats, progress, settings}
 //!
-//! The check reads the sources (no compiler): every `crate::<module>` path
-//! (in `use` lines, `use crate::{a, b}` groups and inline paths) and every
-//! `super::` chain that climbs out of its top-level module, outside comments
-//! and string literals.
+//! The check parses the sources with syn (no compiler): every `crate::<module>`
+//! path (in `use` trees, expressions, types, patterns and the token bodies of
+//! macro calls) and every `super::` chain that climbs out of its top-level
+//! module. Comments and string literals are not code, so they do not count.
 
+use proc_macro2::{Ident, TokenStream, TokenTree};
 use std::path::{Path, PathBuf};
+use syn::visit::{self, Visit};
 
 /// The layers, top first; modules of one layer may not refer to each other.
 const LAYERS: &[&[&str]] = &[
@@ -27,160 +29,113 @@ fn layer(module: &str) -> Option<usize> {
     LAYERS.iter().position(|l| l.contains(&module))
 }
 
-/// `source` with comments and the contents of string and char literals
-/// replaced by spaces, newlines kept (so line numbers stay).
-fn code_only(source: &str) -> String {
-    let c: Vec<char> = source.chars().collect();
-    let mut out = String::with_capacity(source.len());
-    let mut i = 0;
-    while i < c.len() {
-        let next = c.get(i + 1).copied();
-        if c[i] == '/' && next == Some('/') {
-            while i < c.len() && c[i] != '\n' {
-                i += 1;
+/// Collects the top-level modules a file refers to, as (line, module).
+struct References {
+    /// How deep the file's module sits below the crate root.
+    depth: usize,
+    found: Vec<(usize, String)>,
+}
+
+impl References {
+    /// Where a path names a top-level module: `crate::m::...`, or
+    /// `super::...::m::...` climbing `depth` or more levels.
+    fn target(&self, segments: &[Ident]) -> Option<usize> {
+        let climbs = segments.iter().take_while(|s| *s == "super").count();
+        let at = match segments.first() {
+            Some(first) if first == "crate" => 1,
+            _ if climbs >= self.depth => climbs,
+            _ => return None,
+        };
+        (at < segments.len()).then_some(at)
+    }
+
+    /// Records the top-level module a path names, if any.
+    fn path(&mut self, segments: &[Ident]) {
+        if let Some(at) = self.target(segments) {
+            let target = &segments[at];
+            self.found
+                .push((target.span().start().line, target.to_string()));
+        }
+    }
+
+    /// The modules a `use` tree names, each once (`use crate::a::{b, c}`
+    /// names `a` once), `prefix` being the path above `tree`.
+    fn use_tree(&mut self, tree: &syn::UseTree, prefix: &mut Vec<Ident>) {
+        let name = match tree {
+            syn::UseTree::Path(p) => &p.ident,
+            syn::UseTree::Name(n) => &n.ident,
+            syn::UseTree::Rename(r) => &r.ident,
+            syn::UseTree::Glob(_) => return,
+            syn::UseTree::Group(g) => {
+                return g.items.iter().for_each(|t| self.use_tree(t, prefix));
             }
-        } else if c[i] == '/' && next == Some('*') {
-            i = skip_block_comment(&c, i, &mut out);
-        } else if c[i] == 'r' && !ident(c.get(i.wrapping_sub(1))) && raw_string_at(&c, i) {
-            i = skip_raw_string(&c, i, &mut out);
-        } else if c[i] == '"' {
-            i += 1;
-            while i < c.len() && c[i] != '"' {
-                if c[i] == '\\' {
-                    out.push(' ');
-                    i += 1;
+        };
+        prefix.push(name.clone());
+        if self.target(prefix) == Some(prefix.len() - 1) {
+            self.path(prefix);
+        }
+        if let syn::UseTree::Path(p) = tree {
+            self.use_tree(&p.tree, prefix);
+        }
+        prefix.pop();
+    }
+
+    /// The `a::b::c` chains in a macro body, which syn leaves as tokens.
+    fn tokens(&mut self, tokens: TokenStream) {
+        let mut chain: Vec<Ident> = Vec::new();
+        let mut colons = 0;
+        for token in tokens {
+            match token {
+                TokenTree::Ident(i) if colons == 2 => {
+                    chain.push(i);
+                    colons = 0;
                 }
-                if i < c.len() {
-                    blank(&mut out, c[i]);
+                TokenTree::Punct(p) if p.as_char() == ':' && !chain.is_empty() && colons < 2 => {
+                    colons += 1
                 }
-                i += 1;
-            }
-            i += 1;
-            out.push_str("\"\"");
-        } else if c[i] == '\'' && (next == Some('\\') || c.get(i + 2) == Some(&'\'')) {
-            // A char literal ('"', '\''); a lifetime ('a) stays.
-            i += 1;
-            while i < c.len() && c[i] != '\'' {
-                i += if c[i] == '\\' { 2 } else { 1 };
-            }
-            i += 1;
-            out.push_str("' '");
-        } else {
-            out.push(c[i]);
-            i += 1;
-        }
-    }
-    out
-}
-
-/// A space for `ch`, or the newline it is.
-fn blank(out: &mut String, ch: char) {
-    out.push(if ch == '\n' { '\n' } else { ' ' });
-}
-
-/// Blanks the (nested) block comment that opens at `c[i]`; returns the
-/// index after it.
-fn skip_block_comment(c: &[char], mut i: usize, out: &mut String) -> usize {
-    let mut depth = 0;
-    while i < c.len() {
-        if c[i] == '/' && c.get(i + 1) == Some(&'*') {
-            depth += 1;
-            i += 2;
-            out.push_str("  ");
-        } else if c[i] == '*' && c.get(i + 1) == Some(&'/') {
-            depth -= 1;
-            i += 2;
-            out.push_str("  ");
-            if depth == 0 {
-                break;
-            }
-        } else {
-            blank(out, c[i]);
-            i += 1;
-        }
-    }
-    i
-}
-
-/// Whether a raw string `r"..."` or `r#"..."#` opens at `c[i]` (an `r`).
-fn raw_string_at(c: &[char], i: usize) -> bool {
-    let hashes = c[i + 1..].iter().take_while(|&&h| h == '#').count();
-    c.get(i + 1 + hashes) == Some(&'"')
-}
-
-/// Blanks the raw string that opens at `c[i]`; returns the index after it.
-fn skip_raw_string(c: &[char], i: usize, out: &mut String) -> usize {
-    let hashes = c[i + 1..].iter().take_while(|&&h| h == '#').count();
-    let close: Vec<char> = std::iter::once('"')
-        .chain(std::iter::repeat_n('#', hashes))
-        .collect();
-    let mut i = i + 2 + hashes;
-    while i < c.len() && !c[i..].starts_with(&close) {
-        blank(out, c[i]);
-        i += 1;
-    }
-    out.push_str("\"\"");
-    i + close.len()
-}
-
-fn ident(c: Option<&char>) -> bool {
-    c.is_some_and(|c| c.is_alphanumeric() || *c == '_')
-}
-
-/// The identifier at the start of `s`.
-fn leading_ident(s: &str) -> &str {
-    let end = s
-        .find(|c: char| !(c.is_alphanumeric() || c == '_'))
-        .unwrap_or(s.len());
-    &s[..end]
-}
-
-/// The top-level modules a line of code refers to: `crate::m`, each `m` of
-/// `crate::{m, n::x}`, and `super::...::m` climbing `depth` or more levels
-/// (`depth`: how deep the file's module sits below the crate root).
-fn references(line: &str, depth: usize) -> Vec<String> {
-    let mut found = Vec::new();
-    for (at, _) in line.match_indices("crate::") {
-        if ident(line[..at].chars().last().as_ref()) {
-            continue; // e.g. `mycrate::`
-        }
-        let rest = &line[at + "crate::".len()..];
-        if let Some(group) = rest.strip_prefix('{') {
-            let mut nesting = 0;
-            let mut item_start = true;
-            for (k, ch) in group.char_indices() {
-                match ch {
-                    '{' => nesting += 1,
-                    '}' if nesting == 0 => break,
-                    '}' => nesting -= 1,
-                    ',' if nesting == 0 => item_start = true,
-                    c if c.is_whitespace() => {}
-                    _ if item_start => {
-                        found.push(leading_ident(&group[k..]).to_string());
-                        item_start = false;
+                other => {
+                    self.path(&chain);
+                    chain.clear();
+                    colons = 0;
+                    match other {
+                        TokenTree::Ident(i) => chain.push(i),
+                        TokenTree::Group(g) => self.tokens(g.stream()),
+                        _ => {}
                     }
-                    _ => {}
                 }
             }
-        } else {
-            found.push(leading_ident(rest).to_string());
         }
+        self.path(&chain);
     }
-    for (at, _) in line.match_indices("super::") {
-        if ident(line[..at].chars().last().as_ref()) || line[..at].ends_with("super::") {
-            continue; // counted from the first `super::` of a chain
-        }
-        let mut rest = &line[at..];
-        let mut climbs = 0;
-        while let Some(r) = rest.strip_prefix("super::") {
-            climbs += 1;
-            rest = r.trim_start();
-        }
-        if climbs >= depth {
-            found.push(leading_ident(rest).to_string());
-        }
+}
+
+impl Visit<'_> for References {
+    fn visit_item_use(&mut self, item: &syn::ItemUse) {
+        self.use_tree(&item.tree, &mut Vec::new());
     }
-    found
+
+    fn visit_path(&mut self, path: &syn::Path) {
+        let segments: Vec<Ident> = path.segments.iter().map(|s| s.ident.clone()).collect();
+        self.path(&segments);
+        visit::visit_path(self, path);
+    }
+
+    fn visit_macro(&mut self, mac: &syn::Macro) {
+        visit::visit_macro(self, mac);
+        self.tokens(mac.tokens.clone());
+    }
+}
+
+/// The top-level modules `source` refers to, as (line, module), in line
+/// order; `depth`: how deep the file's module sits below the crate root.
+fn references(source: &str, depth: usize) -> syn::Result<Vec<(usize, String)>> {
+    let mut refs = References {
+        depth,
+        found: Vec::new(),
+    };
+    refs.visit_file(&syn::parse_file(source)?);
+    refs.found.sort_by_key(|(line, _)| *line);
+    Ok(refs.found)
 }
 
 fn rust_files(dir: &Path, files: &mut Vec<PathBuf>) {
@@ -210,7 +165,7 @@ fn module_of(relative: &Path) -> Option<(String, usize)> {
     }
 }
 
-/// Every reference against the layer order, as `file:line: a -> b (code)`.
+/// Every reference against the layer order, as `file:line: a -> b: code`.
 fn violations(src: &Path) -> Vec<String> {
     let mut files = Vec::new();
     rust_files(src, &mut files);
@@ -218,32 +173,30 @@ fn violations(src: &Path) -> Vec<String> {
     let mut found = Vec::new();
     for file in files {
         let relative = file.strip_prefix(src).unwrap();
+        let shown = format!("src/{}", relative.display());
         let Some((module, depth)) = module_of(relative) else {
             continue;
         };
         let Some(from) = layer(&module) else {
-            found.push(format!(
-                "src/{}: module {module} is in no layer",
-                relative.display()
-            ));
+            found.push(format!("{shown}: module {module} is in no layer"));
             continue;
         };
         let source = std::fs::read_to_string(&file).unwrap();
-        let raw: Vec<&str> = source.lines().collect();
-        for (n, line) in code_only(&source).lines().enumerate() {
-            for target in references(line, depth) {
-                let allowed = target == module || layer(&target).is_none_or(|to| to > from);
-                // A name outside LAYERS after crate:: is an item of lib.rs
-                // or a module missing from the table: the second is caught
-                // by `every_module_has_a_layer`.
-                if !allowed {
-                    found.push(format!(
-                        "src/{}:{}: {module} -> {target}: {}",
-                        relative.display(),
-                        n + 1,
-                        raw[n].trim()
-                    ));
-                }
+        let lines: Vec<&str> = source.lines().collect();
+        let targets = match references(&source, depth) {
+            Ok(targets) => targets,
+            Err(e) => {
+                found.push(format!("{shown}: does not parse: {e}"));
+                continue;
+            }
+        };
+        for (line, target) in targets {
+            // A name outside LAYERS after crate:: is an item of lib.rs or a
+            // module missing from the table: the second is caught by
+            // `every_module_has_a_layer`.
+            if target != module && layer(&target).is_some_and(|to| to <= from) {
+                let code = lines[line - 1].trim();
+                found.push(format!("{shown}:{line}: {module} -> {target}: {code}"));
             }
         }
     }
@@ -265,42 +218,43 @@ fn modules_refer_only_to_layers_below() {
 fn every_module_has_a_layer() {
     let lib =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/lib.rs")).unwrap();
-    let code = code_only(&lib);
-    let modules: Vec<&str> = code
-        .lines()
-        .filter_map(|l| {
-            l.trim()
-                .strip_prefix("pub mod ")
-                .or(l.trim().strip_prefix("mod "))
+    let modules: Vec<String> = syn::parse_file(&lib)
+        .unwrap()
+        .items
+        .iter()
+        .filter_map(|item| match item {
+            syn::Item::Mod(m) => Some(m.ident.to_string()),
+            _ => None,
         })
-        .map(|m| m.trim_end_matches(';').trim())
         .collect();
     assert!(
         modules.len() >= 10,
         "read the modules of lib.rs: {modules:?}"
     );
-    let missing: Vec<&&str> = modules.iter().filter(|m| layer(m).is_none()).collect();
+    let missing: Vec<&String> = modules.iter().filter(|m| layer(m).is_none()).collect();
     assert!(missing.is_empty(), "modules in no layer: {missing:?}");
 }
 
 #[test]
 fn the_scanner_finds_paths_and_skips_comments_and_strings() {
-    let code = code_only(
-        "use crate::{data::Manifest, geo};\n\
+    let source = "use crate::{data::Manifest, geo};\n\
          // use crate::cli;\n\
-         let s = \"crate::eval\"; let c = '\"'; /* crate::report */ crate::model::x();\n\
-         let r = r#\"crate::bench\"#;\n\
+         fn f() { let s = \"crate::eval\"; /* crate::report */ crate::model::x(); }\n\
+         fn g() { let r = r#\"crate::bench\"#; anyhow::bail!(\"crate::demo {}\", crate::interop::y()); }\n\
          /// [`crate::demo`]\n\
-         use super::super::train::Sgd;\n",
+         use super::super::train::Sgd;\n";
+    let at = |depth| -> Vec<String> {
+        let found = references(source, depth).unwrap();
+        found
+            .iter()
+            .map(|(line, m)| format!("{line}:{m}"))
+            .collect()
+    };
+    assert_eq!(
+        at(2),
+        ["1:data", "1:geo", "3:model", "4:interop", "6:train"]
     );
-    let lines: Vec<&str> = code.lines().collect();
-    assert_eq!(references(lines[0], 2), ["data", "geo"]);
-    assert!(references(lines[1], 2).is_empty());
-    assert_eq!(references(lines[2], 2), ["model"]);
-    assert!(references(lines[3], 2).is_empty(), "raw string");
-    assert!(references(lines[4], 2).is_empty(), "doc comment");
-    assert_eq!(references(lines[5], 2), ["train"]);
-    assert!(references(lines[5], 3).is_empty(), "inside the module");
+    assert_eq!(at(3), ["1:data", "1:geo", "3:model", "4:interop"], "inside");
 }
 
 #[test]
