@@ -6,8 +6,11 @@
 //! - [`data`]: manifests, importers (fMoW, derived CSVs, GeoImageNet), the
 //!   location index, geo classes, bounded decoding, augmentation, the pair
 //!   loader, summaries, the synthetic dataset;
-//! - [`model`]: devices, ResNet backbones, heads, MoCo;
-//! - [`train`]: configuration, schedule, SGD, checkpoints, metrics, pretraining;
+//! - [`model`]: devices, ResNet backbones, heads, MoCo and its key queue,
+//!   named weights into variable stores, libtorch calls tch lacks
+//!   (`torch_ext`); tensors in, tensors out;
+//! - [`train`]: configuration, the run-folder layout, schedule, SGD,
+//!   checkpoints, metrics, the epoch-monitor hook, pretraining;
 //! - [`eval`]: linear probe, fine-tuning, kNN, per-location classification,
 //!   embeddings;
 //! - [`interop`]: exchange with the Python world (torchvision weights,
@@ -17,7 +20,8 @@
 //! - [`demo`]: the four variants beside the baselines on the built-in
 //!   dataset, end to end (`geossl demo`);
 //! - [`formats`]: the file formats every layer shares (atomic writes,
-//!   `.npy`, TensorBoard event files), at the bottom;
+//!   `.npy`, `.safetensors` reading, TensorBoard event files, the
+//!   classification report), at the bottom;
 //! - [`progress`]: progress bars and lines, at the bottom;
 //! - [`settings`]: how messages name a setting (a config field, or the
 //!   CLI's flag), at the bottom;

@@ -72,7 +72,12 @@ impl KnnMonitor {
             &config.monitor.knn_test_split,
             None,
         )
-        .context("--knn-every needs labels on the kNN splits")?;
+        .with_context(|| {
+            format!(
+                "{} needs labels on the kNN splits",
+                crate::settings::name("knn_every")
+            )
+        })?;
         task.on_bad_image = config.run.on_bad_image;
         Ok(Self {
             task,

@@ -230,8 +230,8 @@ impl Moco {
     /// [N] (for the geo variants), a seed for the shuffle permutation.
     /// Updates the key encoder (before computing keys); the keys are
     /// pushed to the queue, to join it when the step is committed, after
-    /// the backward pass (see [`Moco::train_step`]).
-    pub fn step(
+    /// the backward pass (see [`Moco::train_step`], the only way in).
+    fn step(
         &mut self,
         im_q: &Tensor,
         im_k: &Tensor,

@@ -51,25 +51,25 @@ impl KeyQueue {
     /// Holds `keys` [N, dim] of the step in progress; they join the queue
     /// at [`KeyQueue::commit`]. Keys pushed earlier and never committed are
     /// dropped (their step was not applied).
-    pub fn push(&mut self, keys: Tensor) {
+    pub(super) fn push(&mut self, keys: Tensor) {
         self.pending = Some(keys);
     }
 
     /// Puts the pushed keys into the queue, replacing the oldest. Call after
     /// the step's backward pass (see the module documentation).
-    pub fn commit(&mut self) {
+    pub(super) fn commit(&mut self) {
         if let Some(k) = self.pending.take() {
             self.enqueue(&k);
         }
     }
 
     /// Forgets the pushed keys (the step was not applied).
-    pub fn discard(&mut self) {
+    pub(super) fn discard(&mut self) {
         self.pending = None;
     }
 
     /// Replaces the oldest keys with `keys` [N, dim] at once.
-    pub fn enqueue(&mut self, keys: &Tensor) {
+    pub(super) fn enqueue(&mut self, keys: &Tensor) {
         let n = keys.size()[0];
         tch::no_grad(|| {
             self.keys

@@ -130,11 +130,18 @@ impl EpochMeter {
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum EpochMeterForm {
+    // Each sum defaults to 0, so that a checkpoint written before a metric
+    // was added still loads (its epoch's row then lacks that sum's steps).
     Named {
+        #[serde(default)]
         loss: f64,
+        #[serde(default)]
         moco_loss: f64,
+        #[serde(default)]
         moco_acc: f64,
+        #[serde(default)]
         geo_loss: f64,
+        #[serde(default)]
         geo_acc: f64,
     },
     Positional([f64; 5]),
@@ -385,5 +392,12 @@ mod tests {
             serde_json::from_str(&serde_json::to_string(&exact).unwrap()).unwrap();
         assert_eq!(back, exact);
         assert!(serde_json::from_str::<EpochMeter>("[1.0, 2.0]").is_err());
+        // A checkpoint written before a sum existed loads it as 0.
+        let before_a_new_sum: EpochMeter = serde_json::from_str(r#"{"loss": 2.0}"#).unwrap();
+        let expected = EpochMeter {
+            loss: 2.0,
+            ..Default::default()
+        };
+        assert_eq!(before_a_new_sum, expected);
     }
 }
