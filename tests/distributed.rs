@@ -178,7 +178,7 @@ fn is_bn_statistic(name: &str) -> bool {
 #[test]
 fn two_ranks_compute_what_one_process_with_two_bn_groups_does() {
     let dir = tempfile::tempdir().unwrap();
-    let geo = world(dir.path(), 40, 32, 4);
+    let geo = world(dir.path(), 60, 32, 4);
     let epochs = ["--epochs", "3", "--checkpoint-every", "3"];
     let alone = dir.path().join("alone");
     let mut one = args(&geo, &epochs);
@@ -254,7 +254,7 @@ const WEIGHT_TOLERANCE: f64 = 1e-3;
 #[test]
 fn a_killed_or_stopped_job_resumes_to_the_uninterrupted_result() {
     let dir = tempfile::tempdir().unwrap();
-    let geo = world(dir.path(), 40, 32, 4);
+    let geo = world(dir.path(), 60, 32, 4);
     let flags = args(
         &geo,
         &[
@@ -300,7 +300,10 @@ fn a_killed_or_stopped_job_resumes_to_the_uninterrupted_result() {
     let run = dir.path().join("stopped");
     let mut job = Job::start(dir.path(), "stopped", &flags, &run, &run);
     let t0 = Instant::now();
-    while rows(&run).len() < 5 && t0.elapsed() < Duration::from_secs(120) {
+    let logged = |run: &Path| {
+        std::fs::read_to_string(run.join("metrics.jsonl")).map_or(0, |t| t.lines().count())
+    };
+    while logged(&run) < 5 && t0.elapsed() < Duration::from_secs(120) {
         std::thread::sleep(Duration::from_millis(5));
     }
     for child in &job.ranks {

@@ -1201,9 +1201,7 @@ impl<'a> Run<'a> {
             self.config.optimizer.epochs,
             self.batches
         );
-        if self.ranks.writes() {
-            self.bad_images.summarise();
-        }
+        self.bad_images.summarise();
         Ok(self.outcome(None))
     }
 }
@@ -1537,8 +1535,9 @@ impl BadImageLog {
         Ok(())
     }
 
+    /// Says how many images were skipped (rank 0 alone).
     fn summarise(&self) {
-        if !self.seen.is_empty() {
+        if self.writes && !self.seen.is_empty() {
             eprintln!(
                 "skipped {} unreadable image(s) ({} new in this invocation), each replaced by another sample; listed in {}",
                 self.seen.len(),
