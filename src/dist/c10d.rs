@@ -164,7 +164,9 @@ impl Drop for Store {
 /// `torch.distributed` that data-parallel training needs.
 ///
 /// Every rank must make the same collective calls in the same order, or the
-/// job waits until the timeout and every collective then fails.
+/// job waits until the timeout and every collective then fails. Calls from
+/// several threads at once are safe, but their order across ranks is then
+/// unknown: issue a group's collectives from one thread.
 pub struct ProcessGroup {
     // Declared before `store` so it is dropped first: the group may still
     // talk to the store while it shuts down.
