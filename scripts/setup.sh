@@ -3,9 +3,11 @@
 # and python3: a project-local virtualenv (.venv/) holding the PyPI wheel
 # torch==2.11.0, whose libtorch `tch` links against (LIBTORCH_USE_PYTORCH=1),
 # torchvision + safetensors, which the interop tests load exports with, and
-# tensorboard, whose event reader the tests read geossl's logs with. With
-# GEOSSL_SETUP_TESTS=1 (scripts/test.sh sets it) also Debian's chromium, the
-# headless browser the report tests load pages in.
+# tensorboard, whose event reader the tests read geossl's logs with; Debian's
+# libgloo-dev, the Gloo headers the c10d shim (src/dist/c10d.cpp) compiles
+# against (the wheel ships c10d's headers and Gloo's library, not Gloo's
+# headers). With GEOSSL_SETUP_TESTS=1 (scripts/test.sh sets it) also Debian's
+# chromium, the headless browser the report tests load pages in.
 #
 # Idempotent: a second run checks a stamp file and returns in well under a
 # second. Source it (`. scripts/setup.sh`) to get the build environment
@@ -22,6 +24,9 @@ GEOSSL_VENV="${GEOSSL_VENV:-$GEOSSL_ROOT/.venv}"
 # versions of torch 2.11's cuda-toolkit==13.0.2 (its crt and cccl extras);
 # build.rs compiles the NCCL backend library (src/dist/nccl.cpp) with them.
 GEOSSL_PY_REQUIREMENTS="torch==2.11.0 torchvision==0.26.0 safetensors==0.8.0 numpy tensorboard==2.21.0 nvidia-cuda-crt==13.0.88 nvidia-cuda-cccl==13.0.85"
+# Debian packages the build needs: Gloo's headers (checked by this file).
+GEOSSL_BUILD_DEBIAN_PACKAGES="libgloo-dev"
+GEOSSL_GLOO_HEADER="/usr/include/gloo/config.h"
 # Debian packages of the test suite only.
 GEOSSL_TEST_DEBIAN_PACKAGES="chromium"
 
@@ -40,6 +45,23 @@ if [ ! -f "$GEOSSL_VENV/.geossl-setup-done" ] ||
     ) || {
         echo "geossl setup: installing into $GEOSSL_VENV failed (see above)" >&2
         # `return` when sourced, `exit` when run.
+        return 1 2>/dev/null || exit 1
+    }
+fi
+
+if [ ! -f "$GEOSSL_GLOO_HEADER" ]; then
+    (
+        set -euo pipefail
+        echo "geossl setup: installing Debian packages $GEOSSL_BUILD_DEBIAN_PACKAGES (once)" >&2
+        sudo=""
+        if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+        export DEBIAN_FRONTEND=noninteractive
+        # shellcheck disable=SC2086
+        $sudo apt-get install -y -q $GEOSSL_BUILD_DEBIAN_PACKAGES >/dev/null ||
+            { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q $GEOSSL_BUILD_DEBIAN_PACKAGES >/dev/null; }
+        test -f "$GEOSSL_GLOO_HEADER"
+    ) || {
+        echo "geossl setup: installing $GEOSSL_BUILD_DEBIAN_PACKAGES failed (see above)" >&2
         return 1 2>/dev/null || exit 1
     }
 fi

@@ -19,6 +19,9 @@
 //!   run comparisons (`geossl report`);
 //! - [`demo`]: the four variants beside the baselines on the built-in
 //!   dataset, end to end (`geossl demo`);
+//! - [`dist`]: data-parallel runs on PyTorch's c10d: who this process is
+//!   (torchrun, SLURM, `geossl pretrain --nproc`), process groups (Gloo;
+//!   NCCL) and the collectives training needs;
 //! - [`formats`]: the file formats every layer shares (atomic writes,
 //!   `.npy`, `.safetensors` reading, TensorBoard event files, the
 //!   classification report), at the bottom;
@@ -34,6 +37,7 @@ pub mod bench;
 pub mod cli;
 pub mod data;
 pub mod demo;
+pub mod dist;
 pub mod eval;
 pub mod formats;
 pub mod geo;

@@ -2,7 +2,7 @@
 //! only to modules below it, never to one above it or beside it.
 //!
 //! cli -> demo -> {bench, report, eval, interop} -> train -> data
-//! -> {geo, model} -> {formats, progress, settings}
+//! -> {geo, model} -> dist -> {formats, progress, settings}
 //!
 //! The check parses the sources with syn (no compiler): every `crate::<module>`
 //! path (in `use` trees, expressions, types, patterns and the token bodies of
@@ -21,6 +21,7 @@ const LAYERS: &[&[&str]] = &[
     &["train"],
     &["data"],
     &["geo", "model"],
+    &["dist"],
     &["formats", "progress", "settings"],
 ];
 

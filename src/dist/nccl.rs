@@ -15,9 +15,16 @@
 //! binaries in `target/<profile>/deps/`. To run a carried binary elsewhere,
 //! carry the library with it (bench/gpu-prepare.sh packs both into `.gpu/`).
 
-use std::ffi::{c_char, c_int, c_void, CStr, OsString};
+use std::ffi::{c_char, c_int, CStr, OsString};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail};
+use tch::Device;
+
+use super::c10d::shim_error;
+use super::{GeosslGroup, GeosslStore, ProcessGroup, Store};
 
 /// The library's file name (build.rs writes it under this name).
 pub const LIBRARY_FILE: &str = "libgeossl_nccl.so";
@@ -28,8 +35,14 @@ const INTERFACE: &str = "1";
 
 /// `geossl_nccl_group_new(store, rank, size, device_index, timeout_ms, out)`:
 /// NULL or a malloc'ed error message.
-type GroupNew =
-    unsafe extern "C" fn(*mut c_void, c_int, c_int, c_int, i64, *mut *mut c_void) -> *mut c_char;
+type GroupNew = unsafe extern "C" fn(
+    *mut GeosslStore,
+    c_int,
+    c_int,
+    c_int,
+    i64,
+    *mut *mut GeosslGroup,
+) -> *mut c_char;
 /// `geossl_nccl_built_for()`: "torch <version>, interface <n>", static.
 type BuiltFor = unsafe extern "C" fn() -> *const c_char;
 
@@ -43,27 +56,27 @@ pub struct NcclLibrary {
 }
 
 impl NcclLibrary {
-    /// A ProcessGroupNCCL over `store` (a `GeosslStore*` of c10d.cpp), this
-    /// process being `rank` of `size` on `cuda:device_index`, collectives
-    /// timing out after `timeout_ms`; the result is a `GeosslGroup*` that
-    /// c10d.cpp's collectives and `geossl_group_free` take. Errors: c10d's
-    /// or NCCL's message (no such CUDA device, the rendezvous timed out).
-    ///
-    /// # Safety
-    /// `store` must be a live `GeosslStore*`.
-    pub unsafe fn group_new(
+    /// A ProcessGroupNCCL over `store`, this process being `rank` of
+    /// `size` on `cuda:device_index`, collectives timing out after
+    /// `timeout`: a `GeosslGroup*` (owned by the caller) that c10d.cpp's
+    /// collectives drive. Errors: c10d's or NCCL's message (no such CUDA
+    /// device, the rendezvous timed out).
+    fn group_new(
         &self,
-        store: *mut c_void,
+        store: &Store,
         rank: usize,
         size: usize,
         device_index: usize,
-        timeout_ms: i64,
-    ) -> Result<*mut c_void, String> {
+        timeout: Duration,
+    ) -> Result<*mut GeosslGroup, String> {
         let mut out = std::ptr::null_mut();
-        // SAFETY: the caller passes a live store; ints and an out pointer.
+        let timeout_ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
+        // SAFETY: a live store, ints and an out pointer. The error string is
+        // malloc'ed by the library, freed by shim_error (the same C
+        // allocator the whole process uses).
         let err = unsafe {
             (self.group_new)(
-                store,
+                store.raw(),
                 rank as c_int,
                 size as c_int,
                 device_index as c_int,
@@ -71,17 +84,36 @@ impl NcclLibrary {
                 &mut out,
             )
         };
-        if err.is_null() {
-            return Ok(out);
+        match shim_error(err) {
+            None => Ok(out),
+            Some(msg) => Err(msg),
         }
-        // SAFETY: a NUL-terminated string malloc'ed by the library, freed
-        // exactly once here (the same C allocator the whole process uses).
-        let msg = unsafe { CStr::from_ptr(err) }
-            .to_string_lossy()
-            .into_owned();
-        unsafe { libc::free(err.cast()) };
-        Err(msg)
     }
+}
+
+/// A ProcessGroupNCCL over `store` for `device` (`cuda:LOCAL_RANK`), from
+/// the NCCL library (loaded on first use), as torch.distributed's
+/// `init_process_group("nccl", device_id=device, timeout=timeout)` makes it
+/// (see nccl.cpp). Errors: a non-CUDA device, the library missing or not
+/// built (naming the files tried), or c10d's / NCCL's message, e.g. when
+/// this process sees no such CUDA device.
+pub(super) fn new_group(
+    store: Store,
+    rank: usize,
+    world_size: usize,
+    device: Device,
+    timeout: Duration,
+) -> anyhow::Result<ProcessGroup> {
+    let Device::Cuda(index) = device else {
+        bail!("the NCCL backend serves CUDA tensors, not {device:?}; the CPU needs Gloo");
+    };
+    let lib = library().map_err(|e| anyhow!(e))?;
+    let raw = lib
+        .group_new(&store, rank, world_size, index, timeout)
+        .map_err(|e| anyhow!("{e} (NCCL backend library {})", lib.path.display()))?;
+    // SAFETY: a group the library just made for us with `new GeosslGroup`,
+    // over `store`, of this rank and world size on `device`.
+    Ok(unsafe { ProcessGroup::from_raw(raw, store, rank, world_size, device, timeout) })
 }
 
 /// What this binary expects [`NcclLibrary::built_for`] to be.
@@ -184,6 +216,7 @@ fn load(path: &Path) -> Result<NcclLibrary, String> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::Rendezvous;
     use super::*;
 
     #[test]
@@ -243,5 +276,56 @@ mod tests {
         let lib = library().unwrap_or_else(|e| panic!("{e}"));
         assert!(lib.path.ends_with(LIBRARY_FILE), "{}", lib.path.display());
         assert_eq!(lib.built_for, expected_build());
+    }
+
+    /// A one-rank job on a free loopback port, as torchrun's world size 1.
+    fn one_rank() -> Rendezvous {
+        Rendezvous {
+            rank: 0,
+            world_size: 1,
+            local_rank: 0,
+            local_world_size: 1,
+            master_addr: "127.0.0.1".into(),
+            master_port: 0,
+            agent_store: false,
+            store_prefix: "nccl-test/".into(),
+            launcher: "torchrun",
+        }
+    }
+
+    #[test]
+    fn connecting_with_nccl_makes_a_group_on_a_gpu_and_says_why_not_without() {
+        use super::super::Backend;
+        let timeout = Duration::from_secs(20);
+        let connect = |device| ProcessGroup::connect(&one_rank(), Backend::Nccl, device, timeout);
+        let err = format!("{:#}", connect(Device::Cpu).err().expect("NCCL on the CPU"));
+        assert!(err.contains("serves CUDA tensors, not Cpu"), "{err}");
+        // Loading the library loads libtorch_cuda.so, so the count is real.
+        let built = library().is_ok();
+        let devices = tch::Cuda::device_count();
+        match connect(Device::Cuda(0)) {
+            Ok(pg) => {
+                assert!(built && devices > 0);
+                assert_eq!((pg.rank(), pg.world_size()), (0, 1));
+                let t = tch::Tensor::from_slice(&[1.0f32, 2.0]).to_device(Device::Cuda(0));
+                pg.all_reduce_sum(std::slice::from_ref(&t)).unwrap();
+                assert_eq!(
+                    Vec::<f32>::try_from(t.to_device(Device::Cpu)).unwrap(),
+                    [1.0, 2.0]
+                );
+            }
+            Err(e) => {
+                let err = format!("{e:#}");
+                assert!(err.contains("rank 0 of 1 (torchrun)"), "{err}");
+                if built {
+                    assert_eq!(devices, 0, "{err}");
+                    assert!(err.contains("NCCL needs the CUDA device cuda:0"), "{err}");
+                    assert!(err.contains("sees 0 CUDA device(s)"), "{err}");
+                    assert!(err.contains(LIBRARY_FILE), "{err}");
+                } else {
+                    assert!(err.contains("NCCL backend not built"), "{err}");
+                }
+            }
+        }
     }
 }
