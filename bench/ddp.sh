@@ -2,7 +2,8 @@
 # Data-parallel pretraining on this machine's CPUs, geossl beside PyTorch
 # DDP, same model settings and global batch, side by side:
 #
-#   geossl  2 ranks x 1 thread   geossl pretrain --nproc 2 --threads 1 (Gloo)
+#   geossl  2 ranks x 1 thread   geossl pretrain --nproc 2 --threads 1 (Gloo; torchrun
+#                                --no-python where the binary lacks --nproc)
 #   geossl  1 rank  x 2 threads  geossl pretrain --threads 2
 #   PyTorch 2 ranks x 1 thread   torchrun --nproc-per-node 2 bench/torch_ddp_reference.py --threads 1
 #   PyTorch 1 process x 2 threads  ../shared/bench/torch_reference.py --threads 2
@@ -15,7 +16,8 @@
 #       come from the step rows of the run's metrics.jsonl after --warmup
 #       steps: `step` is the optimiser step alone (the row's pairs_per_s),
 #       `wall` the spacing of consecutive rows (the step plus any wait for
-#       the loader, whose threads share the two cores). PyTorch's inputs are
+#       the loader, whose threads share the cores: RAYON_NUM_THREADS is the
+#       rank's --threads). PyTorch's inputs are
 #       random tensors (no loader), so `step` is the like-for-like column.
 # sync: what averaging gradients costs, i.e. the most that overlapping it
 #       with backward (DDP's Reducer) can save over geossl's one coalesced
@@ -91,10 +93,21 @@ geossl_run() {
     local arch="$1" nproc="$2" threads="$3" out launch=()
     out="$work/run-$arch-${nproc}x$threads"
     rm -rf "$out"
-    [ "$nproc" -gt 1 ] && launch=(--nproc "$nproc")
-    if ! "$geossl" pretrain "${launch[@]}" --threads "$threads" --device cpu --manifest "$manifest" \
+    # geossl's own launcher when this binary has it, else torchrun's (the
+    # same variables either way).
+    if [ "$nproc" -gt 1 ] && "$geossl" pretrain --help | grep -q -- '--nproc'; then
+        launch=("$geossl" pretrain --nproc "$nproc")
+    elif [ "$nproc" -gt 1 ]; then
+        launch=("${torchrun[@]}" --nproc-per-node "$nproc" --no-python "$geossl" pretrain)
+    else
+        launch=("$geossl" pretrain)
+    fi
+    echo "${launch[*]}" >"$out.log"
+    # The loader's decoding threads per rank as its libtorch threads, so that
+    # both layouts use the two cores alike (README: divide the cores).
+    if ! RAYON_NUM_THREADS="$threads" "${launch[@]}" --threads "$threads" --device cpu --manifest "$manifest" \
         --split all --out "$out" --arch "$arch" --image-size "$size" --batch-size "$batch" \
-        --moco-k "$queue" --bn-groups 1 --epochs 1 --checkpoint-every-minutes 0 >"$out.log" 2>&1; then
+        --moco-k "$queue" --bn-groups 1 --epochs 1 --checkpoint-every-minutes 0 >>"$out.log" 2>&1; then
         echo "geossl ${nproc}x$threads failed, see $out.log:" >&2
         tail -5 "$out.log" >&2
         return 1

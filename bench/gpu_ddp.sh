@@ -16,6 +16,11 @@
 # overrides) and .gpu/torch_reference.py from bench/gpu-prepare.sh, and the
 # machine's python3 with torch 2.11 (its torch/lib is the libtorch the
 # binary runs on). Without a GPU it stops after the library check, saying so.
+#
+# GPU_DDP_REHEARSAL=1 runs the same steps on the CPU at toy sizes (Gloo,
+# ResNet-18, batch 32, 64 px): a check of this script's plumbing on a
+# machine without a GPU, before spending a GPU's time on it; its figures mean
+# nothing.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bin="${GEOSSL_BIN:-.gpu/geossl}"
@@ -30,25 +35,30 @@ log="$out/gpu-ddp.log"
 exec > >(tee "$log") 2>&1
 
 echo "--- NCCL library"
-"$bin" info || { echo "gpu_ddp.sh: $bin does not run"; exit 1; }
-if ! "$bin" info | grep -q '^NCCL backend *loaded'; then
+info="$("$bin" info)" || { echo "gpu_ddp.sh: $bin does not run"; exit 1; }
+echo "$info"
+if ! grep -q '^NCCL backend *loaded' <<<"$info"; then
     echo "gpu_ddp.sh: the NCCL library does not load (the 'NCCL backend' line above says why);" \
         "bench/gpu-prepare.sh packs it as .gpu/libgeossl_nccl.so next to .gpu/geossl"
     exit 1
 fi
-echo "--- GPU"
-if ! nvidia-smi -L || ! "$py" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'; then
-    echo "gpu_ddp.sh: no CUDA GPU on this machine (nvidia-smi or torch.cuda.is_available() says none); it needs one"
-    exit 1
-fi
-"$py" -c 'import torch; print("python torch", torch.__version__, torch.cuda.get_device_name(0), "NCCL", torch.cuda.nccl.version())'
-
-batch=256 size=224 queue=65536 warmup=5
-torchrun=("$py" -m torch.distributed.run --standalone --nproc-per-node 1)
-data=/tmp/synth-ddp
-if [ ! -f "$data/manifest.csv" ]; then
+if [ "${GPU_DDP_REHEARSAL:-0}" = 1 ]; then
+    echo "--- REHEARSAL on the CPU at toy sizes (GPU_DDP_REHEARSAL=1): the figures mean nothing"
+    device=cpu arch=resnet18 batch=32 size=64 pre=64 locations=130 data=/tmp/synth-ddp-rehearsal
+else
+    echo "--- GPU"
+    if ! nvidia-smi -L || ! "$py" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'; then
+        echo "gpu_ddp.sh: no CUDA GPU on this machine (nvidia-smi or torch.cuda.is_available() says none); it needs one"
+        exit 1
+    fi
+    "$py" -c 'import torch; print("python torch", torch.__version__, torch.cuda.get_device_name(0), "NCCL", torch.cuda.nccl.version())'
     # ~4100 images: 16 steps of batch 256.
-    "$bin" synth --out "$data" --locations 1300 --size 256 --seed 3 >/dev/null &&
+    device=cuda arch=resnet50 batch=256 size=224 pre=256 locations=1300 data=/tmp/synth-ddp
+fi
+queue=65536 warmup=5
+torchrun=("$py" -m torch.distributed.run --standalone --nproc-per-node 1)
+if [ ! -f "$data/manifest.csv" ]; then
+    "$bin" synth --out "$data" --locations "$locations" --size 256 --seed 3 >/dev/null &&
         "$bin" cluster --manifest "$data/manifest.csv" --k 100 --out "$data/manifest.csv" >/dev/null ||
         { echo "gpu_ddp.sh: making the synthetic set failed"; exit 1; }
 fi
@@ -58,8 +68,8 @@ ours=() theirs=() ours_wall=()
 geossl_ddp() {
     local run="$out/run-nccl"
     rm -rf "$run"
-    "${torchrun[@]}" --no-python "$bin" pretrain --device cuda --manifest "$data/manifest.csv" --split all \
-        --out "$run" --arch resnet50 --image-size "$size" --pre-size 256 --batch-size "$batch" \
+    "${torchrun[@]}" --no-python "$bin" pretrain --device "$device" --manifest "$data/manifest.csv" --split all \
+        --out "$run" --arch "$arch" --image-size "$size" --pre-size "$pre" --batch-size "$batch" \
         --moco-k "$queue" --bn-groups 1 --epochs 1 --amp --channels-last --checkpoint-every-minutes 0 ||
         { echo "geossl pretrain under torchrun failed (exit status $?)"; return; }
     local line
@@ -69,7 +79,7 @@ path, warmup, batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 rows = [r for r in map(json.loads, open(path)) if r["kind"] == "step"]
 step = statistics.median(batch / r["pairs_per_s"] * 1e3 for r in rows[warmup:])
 wall = statistics.median((b["time"] - a["time"]) * 1e3 for a, b in zip(rows[warmup:], rows[warmup + 1:]))
-print(f"GEOSSL_NCCL world=1 steps={len(rows) - warmup} median_ms={step:.1f} wall_ms={wall:.1f} "
+print(f"GEOSSL_DDP world=1 steps={len(rows) - warmup} median_ms={step:.1f} wall_ms={wall:.1f} "
       f"pairs_per_s={batch * 1e3 / step:.1f} wall_pairs_per_s={batch * 1e3 / wall:.1f}")
 EOF
 )" || { echo "reading $run/metrics.jsonl failed"; return; }
@@ -79,7 +89,7 @@ EOF
 }
 torch_ddp() {
     local line
-    line="$("${torchrun[@]}" bench/torch_ddp_reference.py --device cuda --arch resnet50 --batch "$batch" \
+    line="$("${torchrun[@]}" bench/torch_ddp_reference.py --device "$device" --arch "$arch" --batch "$batch" \
         --size "$size" --queue "$queue" --amp --channels-last --steps 10 --warmup "$warmup")" ||
         { echo "PyTorch DDP reference failed"; return; }
     echo "$line"
@@ -90,15 +100,15 @@ for side in ours ref ref ours; do
     if [ "$side" = ours ]; then geossl_ddp; else torch_ddp; fi
 done
 
-echo "--- summary (world size 1 on NCCL; ResNet-50, batch 256, 224 px, channels-last, bf16; median ms/step)"
+echo "--- summary (world size 1 on $device; $arch, batch $batch, $size px, channels-last, bf16; median ms/step)"
 "$py" - "${ours[*]:-}" "${theirs[*]:-}" "${ours_wall[*]:-}" "$batch" <<'EOF'
 import statistics, sys
 o, t, w = ([float(x) for x in a.split()] for a in sys.argv[1:4])
 batch = int(sys.argv[4])
 if o and t:
     mo, mt = statistics.median(o), statistics.median(t)
-    print(f"geossl (torchrun, NCCL) {mo:.1f} ms ({batch * 1e3 / mo:.0f} pairs/s; wall with loader "
-          f"{statistics.median(w):.1f} ms), PyTorch DDP (NCCL) {mt:.1f} ms ({batch * 1e3 / mt:.0f} pairs/s), "
+    print(f"geossl (torchrun) {mo:.1f} ms ({batch * 1e3 / mo:.0f} pairs/s; wall with loader "
+          f"{statistics.median(w):.1f} ms), PyTorch DDP {mt:.1f} ms ({batch * 1e3 / mt:.0f} pairs/s), "
           f"throughput ratio geossl/PyTorch {mt / mo:.3f}")
 else:
     print("incomplete: see the failures above")
