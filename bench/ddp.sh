@@ -14,7 +14,8 @@
 #       virtual machine drifts by +-15% within minutes; the ratios are the
 #       median of per-round ratios, as bench/compare.sh). geossl's figures
 #       come from the step rows of the run's metrics.jsonl after --warmup
-#       steps: `step` is the optimiser step alone (the row's pairs_per_s),
+#       steps: `step` is the optimiser step alone (the row's pairs_per_s;
+#       its median and its fastest, the least disturbed by other load),
 #       `wall` the spacing of consecutive rows (the step plus any wait for
 #       the loader, whose threads share the cores: RAYON_NUM_THREADS is the
 #       rank's --threads). PyTorch's inputs are
@@ -119,7 +120,7 @@ rows = [r for r in map(json.loads, open(path)) if r["kind"] == "step"]
 step = [batch / r["pairs_per_s"] * 1e3 for r in rows[warmup:]]
 wall = [(b["time"] - a["time"]) * 1e3 for a, b in zip(rows[warmup:], rows[warmup + 1:])]
 print(f"GEOSSL arch={arch} nproc={nproc} threads={threads} batch={batch} steps={len(step)} "
-      f"median_ms={statistics.median(step):.1f} wall_ms={statistics.median(wall):.1f} "
+      f"median_ms={statistics.median(step):.1f} min_ms={min(step):.1f} wall_ms={statistics.median(wall):.1f} "
       f"pairs_per_s={batch * 1e3 / statistics.median(step):.1f} wall_pairs_per_s={batch * 1e3 / statistics.median(wall):.1f}")
 EOF
 }
@@ -142,6 +143,7 @@ step_contender() {
     esac
     echo "$line"
     record "$arch" "$who" "$(echo "$line" | field median_ms)"
+    record "$arch" "$who-min" "$(echo "$line" | field min_ms)"
     case "$who" in geossl-*) record "$arch" "$who-wall" "$(echo "$line" | field wall_ms)" ;; esac
 }
 
@@ -200,14 +202,15 @@ names = {"geossl-2x1": "geossl, 2 ranks x 1 thread (Gloo)", "geossl-1x2": "geoss
          "torch-2x1": "PyTorch DDP, 2 ranks x 1 thread (Gloo)", "torch-1x2": "PyTorch, 1 process x 2 threads"}
 for arch in sorted({a for a, _ in ms}):
     if any((arch, w) in ms for w in names):
-        print(f"\n{arch}, global batch {batch}, 64 px, CPU: median ms per step (pairs/s)")
-        print("| run | step | wall (geossl: with loader waits) |")
-        print("|---|---|---|")
+        print(f"\n{arch}, global batch {batch}, 64 px, CPU: ms per step (pairs/s), medians over rounds")
+        print("| run | step, median | step, fastest | wall, median (geossl: with loader waits) |")
+        print("|---|---|---|---|")
         for who, name in names.items():
-            s, w = med(arch, who), med(arch, who + "-wall")
+            s, m, w = med(arch, who), med(arch, who + "-min"), med(arch, who + "-wall")
             if s:
+                fast = f"{m:.1f} ({batch * 1e3 / m:.1f})" if m else "-"
                 wall = f"{w:.1f} ({batch * 1e3 / w:.1f})" if w else "-"
-                print(f"| {name} | {s:.1f} ({batch * 1e3 / s:.1f}) | {wall} |")
+                print(f"| {name} | {s:.1f} ({batch * 1e3 / s:.1f}) | {fast} | {wall} |")
         print("\n| throughput ratio (median of per-round ratios) | step |")
         print("|---|---|")
         for label, a, b in [("geossl 2x1 / PyTorch DDP 2x1", "geossl-2x1", "torch-2x1"),
