@@ -184,8 +184,9 @@ fn load_first(paths: &[PathBuf]) -> Result<NcclLibrary, String> {
 /// Loads one library file and checks it was built for this binary.
 fn load(path: &Path) -> Result<NcclLibrary, String> {
     let failed = |what: String| format!("NCCL backend library {}: {what}", path.display());
-    // SAFETY: loading geossl's own NCCL library; its initialisers only
-    // register what libtorch_cuda's do. It stays loaded for the process's
+    // SAFETY: loading geossl's own NCCL library, which runs no initialisers
+    // of its own; its dependency libtorch_cuda.so registers the CUDA backend
+    // as model::torch_ext::load_cuda does. It stays loaded for the process's
     // life (ProcessGroupNCCL's watchdog threads run its code).
     let lib = unsafe { libloading::Library::new(path) }
         .map_err(|e| failed(format!("cannot load: {e}")))?;
@@ -256,7 +257,7 @@ mod tests {
         );
         // A file that is not a shared library: the loader's reason.
         let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
-        let err = load_first(&[manifest.clone()]).err().unwrap();
+        let err = load_first(std::slice::from_ref(&manifest)).err().unwrap();
         assert!(
             err.contains(&*manifest.to_string_lossy()) && err.contains("cannot load"),
             "{err}"
@@ -298,7 +299,10 @@ mod tests {
         use super::super::Backend;
         let timeout = Duration::from_secs(20);
         let connect = |device| ProcessGroup::connect(&one_rank(), Backend::Nccl, device, timeout);
-        let err = format!("{:#}", connect(Device::Cpu).err().expect("NCCL on the CPU"));
+        let Err(err) = connect(Device::Cpu) else {
+            panic!("NCCL on the CPU")
+        };
+        let err = format!("{err:#}");
         assert!(err.contains("serves CUDA tensors, not Cpu"), "{err}");
         // Loading the library loads libtorch_cuda.so, so the count is real.
         let built = library().is_ok();
