@@ -19,7 +19,11 @@
 GEOSSL_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 GEOSSL_VENV="${GEOSSL_VENV:-$GEOSSL_ROOT/.venv}"
 # Changing this list re-runs the install in existing virtualenvs.
-GEOSSL_PY_REQUIREMENTS="torch==2.11.0 torchvision==0.26.0 safetensors==0.8.0 numpy tensorboard==2.21.0"
+# nvidia-cuda-crt and nvidia-cuda-cccl: the CUDA headers that NCCL's and
+# c10d's headers include and the torch wheel's nvidia-* packages lack, at the
+# versions of torch 2.11's cuda-toolkit==13.0.2 (its crt and cccl extras);
+# build.rs compiles the NCCL backend library (src/dist/nccl.cpp) with them.
+GEOSSL_PY_REQUIREMENTS="torch==2.11.0 torchvision==0.26.0 safetensors==0.8.0 numpy tensorboard==2.21.0 nvidia-cuda-crt==13.0.88 nvidia-cuda-cccl==13.0.85"
 # Debian packages the build needs: Gloo's headers (checked by this file).
 GEOSSL_BUILD_DEBIAN_PACKAGES="libgloo-dev"
 GEOSSL_GLOO_HEADER="/usr/include/gloo/config.h"

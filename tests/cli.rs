@@ -734,6 +734,17 @@ fn help_and_info() {
         .assert()
         .success()
         .stdout(predicate::str::contains("libtorch threads"));
+    // build.rs places libgeossl_nccl.so beside the binary, where it is found.
+    let nccl = match option_env!("GEOSSL_NCCL_NOT_BUILT") {
+        None => "NCCL backend       loaded ",
+        Some(_) => "NCCL backend       unavailable: NCCL backend not built",
+    };
+    geossl()
+        .arg("info")
+        .env_remove("GEOSSL_NCCL_LIB")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(nccl));
     geossl()
         .arg("index")
         .assert()

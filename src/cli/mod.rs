@@ -125,6 +125,13 @@ fn info_cmd() -> anyhow::Result<()> {
         Err(e) => format!("failed to load: {e}"),
     };
     println!("libtorch CUDA lib  {cuda_library}");
+    // After CUDA: the NCCL library links libtorch_cuda.so (bench/gpu_ddp.sh
+    // checks this line before training).
+    let nccl = match crate::dist::nccl::library() {
+        Ok(lib) => format!("loaded {} ({})", lib.path.display(), lib.built_for),
+        Err(e) => format!("unavailable: {e}"),
+    };
+    println!("NCCL backend       {nccl}");
     println!("libtorch threads   {}", tch::get_num_threads());
     println!("CUDA devices       {}", tch::Cuda::device_count());
     println!("cuDNN available    {}", tch::Cuda::cudnn_is_available());

@@ -12,7 +12,7 @@
 //! catch a change when the pin moves.
 
 mod c10d;
-mod nccl;
+pub mod nccl;
 mod rendezvous;
 
 use std::time::Duration;
@@ -20,7 +20,6 @@ use std::time::Duration;
 pub use c10d::ProcessGroup;
 // The seam for the NCCL library's binding (nccl.rs): raw handles in and out.
 pub(crate) use c10d::Store;
-#[allow(unused_imports)]
 pub(crate) use c10d::{GeosslGroup, GeosslStore};
 pub use rendezvous::Rendezvous;
 
