@@ -1,8 +1,9 @@
 //! Starting data-parallel pretraining the three ways users do, end to end
 //! with the binary on CPU (Gloo): `geossl pretrain --nproc N`, torchrun
 //! (`--no-python`, the project venv's), and SLURM's `srun` (simulated by its
-//! variables); a killed rank is named and stops the job; a launcher inside
-//! a launched job is refused.
+//! variables); SIGTERM to the launcher stops every rank at one checkpoint; a
+//! killed rank is named and stops the job; a launcher inside a launched job
+//! is refused.
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -242,26 +243,26 @@ fn environment_variable(pid: u32, name: &str) -> Option<String> {
         .find_map(|v| v.strip_prefix(&prefix).map(str::to_string))
 }
 
-#[test]
-fn the_launcher_names_a_killed_rank_and_stops_the_job() {
-    let dir = tempfile::tempdir().unwrap();
-    let geo = world(dir.path(), 40, 16, 3);
-    let out = dir.path().join("killed");
+/// `geossl pretrain --nproc 2` of many epochs on a small world, started in
+/// `dir/NAME` with stderr into `dir/NAME.log`, and returned once training
+/// is under way (rank 0 has logged a step) with the pid of rank `rank`.
+fn training_launcher(dir: &Path, name: &str, rank: &str) -> (Child, u32) {
+    let geo = world(dir, 40, 16, 3);
+    let out = dir.join(name);
     let mut args = pretrain_args(&geo, &out, 500);
-    // A long timeout: the other rank must fail on the broken connection,
-    // not by waiting for it (nor by the launcher's SIGKILL after it).
+    // A long timeout: a rank must stop on the broken connection, not by
+    // waiting for it (nor by the launcher's SIGKILL after it).
     args.extend(["--nproc", "2", "--dist-timeout", "900"].map(OsString::from));
-    let log = dir.path().join("killed.log");
+    let log = dir.join(format!("{name}.log"));
     let mut launcher = process(bin(), &args, &log).spawn().unwrap();
-    // Kill rank 1 once training is under way (rank 0 has logged a step).
     let start = Instant::now();
-    let rank1 = loop {
-        let rank1 = (children_of(launcher.id()).into_iter())
-            .find(|&pid| environment_variable(pid, "RANK").as_deref() == Some("1"));
+    loop {
+        let pid = (children_of(launcher.id()).into_iter())
+            .find(|&pid| environment_variable(pid, "RANK").as_deref() == Some(rank));
         let stepped = std::fs::read_to_string(out.join("metrics.jsonl"))
             .is_ok_and(|m| m.contains("\"kind\":\"step\""));
-        if let (Some(pid), true) = (rank1, stepped) {
-            break pid;
+        if let (Some(pid), true) = (pid, stepped) {
+            return (launcher, pid);
         }
         if start.elapsed() > JOB_BOUND || launcher.try_wait().unwrap().is_some() {
             let _ = launcher.kill();
@@ -271,7 +272,32 @@ fn the_launcher_names_a_killed_rank_and_stops_the_job() {
             );
         }
         std::thread::sleep(Duration::from_millis(50));
-    };
+    }
+}
+
+#[test]
+fn sigterm_to_the_launcher_stops_every_rank_at_one_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut launcher, _) = training_launcher(dir.path(), "stopped", "0");
+    // SAFETY: kill(2) on our own child, not reaped yet.
+    assert_eq!(
+        unsafe { libc::kill(launcher.id() as i32, libc::SIGTERM) },
+        0
+    );
+    let status = wait_bounded(&mut launcher, Duration::from_secs(120));
+    let stderr = std::fs::read_to_string(dir.path().join("stopped.log")).unwrap();
+    let status = status.unwrap_or_else(|| panic!("no stop:\n{stderr}"));
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(stderr.contains("SIGTERM: stopped at epoch"), "{stderr}");
+    let latest = dir.path().join("stopped/checkpoints/latest");
+    assert!(latest.is_file(), "a checkpoint: {stderr}");
+}
+
+#[test]
+fn the_launcher_names_a_killed_rank_and_stops_the_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut launcher, rank1) = training_launcher(dir.path(), "killed", "1");
+    let log = dir.path().join("killed.log");
     // SAFETY: kill(2) on a child of our child, alive (its parent reaps it).
     assert_eq!(unsafe { libc::kill(rank1 as i32, libc::SIGKILL) }, 0);
     let killed_at = Instant::now();
