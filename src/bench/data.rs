@@ -83,6 +83,7 @@ pub fn run(c: &DataBenchConfig) -> anyhow::Result<DataTiming> {
             geo_labels: false,
             pin_memory: false,
             on_bad_image: c.on_bad_image,
+            shard: Default::default(),
         },
     )?;
     let started = Instant::now();

@@ -194,6 +194,8 @@ pub(super) fn pretrain_cmd(a: &PretrainArgs) -> anyhow::Result<()> {
         resume: a.resume,
         stop_after: a.stop_after,
         quiet: false,
+        rendezvous: crate::dist::Rendezvous::from_env()?,
+        dist_timeout: std::time::Duration::from_secs(a.dist_timeout),
     };
     let monitor: &crate::train::BuildMonitor = &crate::eval::knn::KnnMonitor::build;
     let outcome = crate::train::pretrain(&config, &a.out, &options, Some(monitor))?;

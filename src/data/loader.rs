@@ -71,6 +71,27 @@ pub struct LoaderConfig {
     pub pin_memory: bool,
     /// What an unreadable image does to a batch.
     pub on_bad_image: BadImagePolicy,
+    /// This process's part of every batch in data-parallel training.
+    pub shard: Shard,
+}
+
+/// One rank's part of each global batch (PyTorch's `DistributedSampler`
+/// with `drop_last`, but contiguous): with `world` ranks and the global
+/// batch `B = LoaderConfig::batch`, rank `r` gets the `b = B / world`
+/// samples `order[i*B + r*b .. i*B + (r+1)*b]` of global batch `i`, each
+/// with the randomness of its global position, so the ranks' parts put
+/// together are exactly the one-process batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub rank: usize,
+    pub world: usize,
+}
+
+impl Default for Shard {
+    /// The whole batch: a single-process run.
+    fn default() -> Self {
+        Self { rank: 0, world: 1 }
+    }
 }
 
 /// What to do with an image that cannot be decoded (missing, empty,
@@ -192,6 +213,12 @@ pub struct PairLoader {
 impl PairLoader {
     pub fn new(manifest: Manifest, config: LoaderConfig) -> anyhow::Result<Self> {
         anyhow::ensure!(config.batch > 0, "batch size must be positive");
+        let Shard { rank, world } = config.shard;
+        anyhow::ensure!(
+            world > 0 && rank < world && config.batch % world == 0,
+            "rank {rank} of {world}: the global batch {} does not split evenly over the ranks",
+            config.batch
+        );
         if config.geo_labels {
             if let Some(r) = manifest.records.iter().find(|r| r.geo_cluster.is_none()) {
                 anyhow::bail!(
@@ -227,9 +254,15 @@ impl PairLoader {
         }
     }
 
-    /// Full batches per epoch (the last partial batch is dropped).
+    /// Full (global) batches per epoch (the last partial batch is
+    /// dropped), whatever the shard.
     pub fn batches_per_epoch(&self) -> usize {
         self.anchors_per_epoch() / self.config.batch
+    }
+
+    /// Samples of this rank in each batch: the global batch over the ranks.
+    pub fn rank_batch(&self) -> usize {
+        self.config.batch / self.config.shard.world
     }
 
     /// The anchor rows of `epoch`, shuffled.
@@ -248,7 +281,8 @@ impl PairLoader {
         order
     }
 
-    /// Batches of `epoch` from batch `first` on, prepared in the background.
+    /// Batches of `epoch` from batch `first` on (this shard's part of
+    /// each), prepared in the background.
     pub fn epoch(&self, epoch: u64, first: usize) -> BatchIter<PairBatch> {
         let order = self.epoch_order(epoch);
         let (manifest, index, config) = (
@@ -256,9 +290,11 @@ impl PairLoader {
             self.index.clone(),
             self.config.clone(),
         );
+        let part = self.rank_batch();
         prefetch(first..self.batches_per_epoch(), config.prefetch, move |b| {
-            let anchors = &order[b * config.batch..(b + 1) * config.batch];
-            make_batch(&manifest, &index, &config, epoch, b * config.batch, anchors)
+            let start = b * config.batch + config.shard.rank * part;
+            let anchors = &order[start..start + part];
+            make_batch(&manifest, &index, &config, epoch, start, anchors)
         })
     }
 }
@@ -622,6 +658,7 @@ mod tests {
             geo_labels: false,
             pin_memory: false,
             on_bad_image: BadImagePolicy::Skip,
+            shard: Shard::default(),
         }
     }
 
@@ -782,6 +819,65 @@ mod tests {
         rows.sort();
         rows.dedup();
         assert_eq!(rows.len(), (n / 8) * 8);
+    }
+
+    #[test]
+    fn the_shards_of_a_batch_put_together_are_the_one_process_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = world(dir.path());
+        let mut cfg = config(PairMode::Temporal, 8);
+        cfg.geo_labels = true;
+        let mut m2 = m.clone();
+        m2.records
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, r)| r.geo_cluster = Some((i % 3) as u32));
+        let whole = PairLoader::new(m2.clone(), cfg.clone()).unwrap();
+        let shards: Vec<PairLoader> = (0..2)
+            .map(|rank| {
+                let shard = Shard { rank, world: 2 };
+                PairLoader::new(
+                    m2.clone(),
+                    LoaderConfig {
+                        shard,
+                        ..cfg.clone()
+                    },
+                )
+                .unwrap()
+            })
+            .collect();
+        assert_eq!(shards[1].batches_per_epoch(), whole.batches_per_epoch());
+        assert_eq!(shards[1].rank_batch(), 4);
+        // From a mid-epoch batch too (a resume).
+        let expected: Vec<PairBatch> = whole.epoch(3, 2).map(|b| b.unwrap()).collect();
+        let parts: Vec<Vec<PairBatch>> = shards
+            .iter()
+            .map(|s| s.epoch(3, 2).map(|b| b.unwrap()).collect())
+            .collect();
+        assert_eq!(parts[0].len(), expected.len());
+        for (i, e) in expected.iter().enumerate() {
+            let (a, b) = (&parts[0][i], &parts[1][i]);
+            assert_eq!(a.query.size(), vec![4, 3, 12, 12]);
+            let cat = |f: fn(&PairBatch) -> &Tensor| Tensor::cat(&[f(a), f(b)], 0);
+            assert!(cat(|p| &p.query).equal(&e.query), "queries of batch {i}");
+            assert!(cat(|p| &p.key).equal(&e.key), "keys of batch {i}");
+            let geo = Tensor::cat(&[a.geo.as_ref().unwrap(), b.geo.as_ref().unwrap()], 0);
+            assert!(geo.equal(e.geo.as_ref().unwrap()));
+            assert_eq!([a.rows.clone(), b.rows.clone()].concat(), e.rows);
+            assert_eq!(
+                [a.key_rows.clone(), b.key_rows.clone()].concat(),
+                e.key_rows
+            );
+        }
+        let odd = LoaderConfig {
+            shard: Shard { rank: 0, world: 3 },
+            ..cfg
+        };
+        let err = PairLoader::new(m2, odd).err().unwrap().to_string();
+        assert_eq!(
+            err,
+            "rank 0 of 3: the global batch 8 does not split evenly over the ranks"
+        );
     }
 
     #[test]

@@ -173,6 +173,8 @@ pub struct ProcessGroup {
     rank: usize,
     world_size: usize,
     device: Device,
+    /// How long a collective may wait for the other ranks.
+    timeout: Duration,
 }
 
 // SAFETY: c10d backends accept work from any thread (Gloo queues it to its
@@ -259,7 +261,7 @@ impl ProcessGroup {
             bail!("{msg}");
         }
         // SAFETY: `out` is a group the shim just made for us.
-        Ok(unsafe { Self::from_raw(out, store, rank, world_size, Device::Cpu) })
+        Ok(unsafe { Self::from_raw(out, store, rank, world_size, Device::Cpu, timeout) })
     }
 
     /// Takes ownership of `raw` (a `GeosslGroup*` from the shim or the NCCL
@@ -267,13 +269,15 @@ impl ProcessGroup {
     ///
     /// # Safety
     /// `raw` is a live group made with `new GeosslGroup`, owned by no one
-    /// else, over `store`, of rank `rank` in `world_size` on `device`.
+    /// else, over `store`, of rank `rank` in `world_size` on `device`, its
+    /// collectives bounded by `timeout`.
     pub(crate) unsafe fn from_raw(
         raw: *mut GeosslGroup,
         store: Store,
         rank: usize,
         world_size: usize,
         device: Device,
+        timeout: Duration,
     ) -> Self {
         Self {
             raw: NonNull::new(raw).expect("a non-null GeosslGroup"),
@@ -281,6 +285,7 @@ impl ProcessGroup {
             rank,
             world_size,
             device,
+            timeout,
         }
     }
 
@@ -313,6 +318,7 @@ impl ProcessGroup {
                 rank: self.rank,
                 world_size: self.world_size,
                 elapsed: start.elapsed(),
+                timeout: self.timeout,
                 message,
             }),
         }
@@ -455,6 +461,15 @@ mod tests {
     /// ProcessGroupGloo over one TCPStore on a free loopback port; results
     /// in rank order.
     fn on_ranks<T: Send>(world: usize, body: impl Fn(ProcessGroup) -> T + Sync) -> Vec<T> {
+        on_ranks_with(world, TIMEOUT, body)
+    }
+
+    /// [`on_ranks`] with groups whose collectives time out after `timeout`.
+    fn on_ranks_with<T: Send>(
+        world: usize,
+        timeout: Duration,
+        body: impl Fn(ProcessGroup) -> T + Sync,
+    ) -> Vec<T> {
         let (port_tx, port_rx) = std::sync::mpsc::channel();
         let port_rx = std::sync::Mutex::new(port_rx);
         let body = &body;
@@ -473,7 +488,7 @@ mod tests {
                             let port = port_rx.lock().unwrap().recv().unwrap();
                             Store::tcp("127.0.0.1", port, false, world, TIMEOUT, "t/").unwrap()
                         };
-                        body(ProcessGroup::gloo(store, rank, world, TIMEOUT, true).unwrap())
+                        body(ProcessGroup::gloo(store, rank, world, timeout, true).unwrap())
                     })
                 })
                 .collect();
@@ -591,5 +606,115 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("Another rank has probably exited"), "{text}");
+    }
+
+    #[test]
+    fn a_rank_that_skips_a_collective_fails_the_others_at_the_timeout() {
+        let timeout = Duration::from_secs(2);
+        let rank_0_done = std::sync::Barrier::new(2);
+        let out = on_ranks_with(2, timeout, |pg| {
+            if pg.rank() == 1 {
+                // Skips the all-reduce; leaves (drops its group) only after.
+                rank_0_done.wait();
+                return None;
+            }
+            let start = Instant::now();
+            let err = pg.all_reduce_sum(&[Tensor::ones([8], (Kind::Float, Device::Cpu))]);
+            let took = start.elapsed();
+            rank_0_done.wait();
+            Some((err.unwrap_err(), took))
+        });
+        let (err, took) = out[0].as_ref().unwrap();
+        assert!(*took >= timeout / 2 && *took < 5 * timeout, "took {took:?}");
+        let text = err.to_string();
+        assert!(text.contains("within the timeout of 2 s"), "{text}");
+    }
+
+    /// Marks a child process of the tests below as a rank.
+    const CHILD: &str = "GEOSSL_DIST_TEST_RANK_PROCESS";
+
+    /// One rank of the two-process tests: joins from torchrun's variables,
+    /// sums its rank + 1 with the other's, and returns (its groups dropped,
+    /// then the test harness exits).
+    #[test]
+    #[ignore = "a child process of the two_processes_* tests"]
+    fn rank_process() {
+        assert!(
+            std::env::var(CHILD).is_ok(),
+            "run by the two_processes_* tests"
+        );
+        let rdzv = Rendezvous::from_env().unwrap().expect("torchrun variables");
+        let pg = ProcessGroup::connect(&rdzv, Backend::Gloo, Device::Cpu, TIMEOUT).unwrap();
+        let t = Tensor::from_slice(&[rdzv.rank as f32 + 1.0]);
+        pg.all_reduce_sum(std::slice::from_ref(&t)).unwrap();
+        assert_eq!(f32::try_from(&t).unwrap(), 3.0);
+        pg.barrier().unwrap();
+    }
+
+    /// Runs [`rank_process`] as ranks 0 and 1 with torchrun's variables
+    /// (`extra` added) and checks both pass and exit within a deadline.
+    fn two_rank_processes(port: u16, extra: &[(&str, &str)]) {
+        let exe = std::env::current_exe().unwrap();
+        let mut children: Vec<_> = (0..2)
+            .map(|rank| {
+                let mut cmd = std::process::Command::new(&exe);
+                cmd.args(["dist::c10d::tests::rank_process", "--exact", "--ignored"])
+                    .env(CHILD, "1")
+                    .env_remove("SLURM_PROCID")
+                    .env_remove("GEOSSL_LAUNCHER")
+                    .env_remove("TORCHELASTIC_USE_AGENT_STORE")
+                    .stdout(std::process::Stdio::piped());
+                for (k, v) in [("RANK", rank.to_string()), ("LOCAL_RANK", rank.to_string())] {
+                    cmd.env(k, v);
+                }
+                cmd.envs([("WORLD_SIZE", "2"), ("LOCAL_WORLD_SIZE", "2")])
+                    .envs([
+                        ("MASTER_ADDR", "127.0.0.1"),
+                        ("MASTER_PORT", &port.to_string()),
+                    ])
+                    .envs(extra.iter().copied());
+                cmd.spawn().unwrap()
+            })
+            .collect();
+        let deadline = Instant::now() + 3 * TIMEOUT;
+        for (rank, child) in children.iter_mut().enumerate() {
+            let status = loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    break status;
+                }
+                if Instant::now() > deadline {
+                    child.kill().unwrap();
+                    panic!("rank {rank} did not exit by the deadline");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            };
+            let mut out = String::new();
+            std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut out).unwrap();
+            assert!(
+                status.success() && out.contains("1 passed"),
+                "rank {rank}: {status}\n{out}"
+            );
+        }
+    }
+
+    #[test]
+    fn two_processes_join_from_the_environment_and_exit() {
+        // Rank 0 hosts the store on a port free a moment ago.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        two_rank_processes(port, &[]);
+    }
+
+    #[test]
+    fn two_processes_join_torchruns_agent_store() {
+        // This process plays torchrun's agent, hosting the store.
+        let agent = Store::tcp("127.0.0.1", 0, true, 2, TIMEOUT, "").unwrap();
+        two_rank_processes(
+            agent.port().unwrap(),
+            &[("TORCHELASTIC_USE_AGENT_STORE", "True")],
+        );
     }
 }

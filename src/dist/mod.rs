@@ -43,12 +43,13 @@ pub enum Backend {
 /// A failed collective: which op, this rank and the world size, how long it
 /// waited, c10d's message, and what it usually means. c10d fails a
 /// collective when a peer's connection closes (another rank exited) or when
-/// the timeout passes (another rank is stuck, or took a different path).
+/// the group's timeout passes (another rank is stuck, or took a different
+/// path and makes other collective calls).
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "rank {rank} of {world_size}: {op} failed after {:.1} s: {message}. Another rank has \
-     probably exited (see its log) or the network failed; the job stops.",
-    elapsed.as_secs_f64()
+    "rank {rank} of {world_size}: {op} failed after {:.1} s: {message}. {}",
+    elapsed.as_secs_f64(),
+    self.meaning()
 )]
 pub struct CollectiveError {
     /// "all_reduce", "all_gather", "broadcast" or "barrier".
@@ -57,6 +58,27 @@ pub struct CollectiveError {
     pub world_size: usize,
     /// From the call to its failure.
     pub elapsed: Duration,
+    /// The group's timeout.
+    pub timeout: Duration,
     /// c10d's (Gloo's, NCCL's) message.
     pub message: String,
+}
+
+impl CollectiveError {
+    /// What the failure usually means, by whether the timeout passed (90%
+    /// of it: Gloo may start its clock a little before the call's).
+    fn meaning(&self) -> String {
+        if self.elapsed.as_secs_f64() >= 0.9 * self.timeout.as_secs_f64() {
+            format!(
+                "No other rank answered within the timeout of {} s: another rank is probably \
+                 stuck or took a different path (every rank must make the same collective \
+                 calls); the job stops.",
+                self.timeout.as_secs_f64()
+            )
+        } else {
+            "Another rank has probably exited (see its log) or the network failed; the job \
+             stops."
+                .into()
+        }
+    }
 }

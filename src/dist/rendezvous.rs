@@ -241,3 +241,253 @@ impl Vars<'_> {
             .with_context(|| format!("{name} is read as SLURM's task list, e.g. \"4(x2)\""))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `from_vars` over exactly `vars`.
+    fn rdzv(vars: &[(&str, &str)]) -> anyhow::Result<Option<Rendezvous>> {
+        Rendezvous::from_vars(|name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        })
+    }
+
+    /// The full error text (with its causes).
+    fn error(vars: &[(&str, &str)]) -> String {
+        format!("{:#}", rdzv(vars).unwrap_err())
+    }
+
+    const TORCHRUN: &[(&str, &str)] = &[
+        ("RANK", "3"),
+        ("WORLD_SIZE", "4"),
+        ("LOCAL_RANK", "1"),
+        ("LOCAL_WORLD_SIZE", "2"),
+        ("MASTER_ADDR", "node7"),
+        ("MASTER_PORT", "29500"),
+        ("TORCHELASTIC_RESTART_COUNT", "2"),
+        ("TORCHELASTIC_USE_AGENT_STORE", "True"),
+    ];
+
+    const SLURM: &[(&str, &str)] = &[
+        ("SLURM_PROCID", "5"),
+        ("SLURM_NTASKS", "8"),
+        ("SLURM_LOCALID", "1"),
+        ("SLURM_TASKS_PER_NODE", "4(x2)"),
+        ("MASTER_ADDR", "gpu01"),
+        ("MASTER_PORT", "29400"),
+    ];
+
+    /// `base` with `changes` applied: a value replaces or adds, None removes.
+    fn with<'a>(
+        base: &[(&'a str, &'a str)],
+        changes: &[(&'a str, Option<&'a str>)],
+    ) -> Vec<(&'a str, &'a str)> {
+        let mut out: Vec<_> = base
+            .iter()
+            .filter(|(k, _)| !changes.iter().any(|(c, _)| c == k))
+            .copied()
+            .collect();
+        out.extend(changes.iter().filter_map(|(k, v)| v.map(|v| (*k, v))));
+        out
+    }
+
+    #[test]
+    fn no_launcher_is_a_single_process_run() {
+        assert_eq!(rdzv(&[]).unwrap(), None);
+        assert_eq!(
+            rdzv(&[("MASTER_ADDR", "x"), ("LOCAL_RANK", "0")]).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn torchrun_with_its_agent_store() {
+        let r = rdzv(TORCHRUN).unwrap().unwrap();
+        let expected = Rendezvous {
+            rank: 3,
+            world_size: 4,
+            local_rank: 1,
+            local_world_size: 2,
+            master_addr: "node7".into(),
+            master_port: 29500,
+            agent_store: true,
+            store_prefix: "geossl/restart2/".into(),
+            launcher: "torchrun",
+        };
+        assert_eq!(r, expected);
+    }
+
+    #[test]
+    fn torchrun_without_agent_store_has_rank_0_host_it() {
+        for value in [None, Some("False"), Some("0")] {
+            let vars = with(TORCHRUN, &[("TORCHELASTIC_USE_AGENT_STORE", value)]);
+            assert!(!rdzv(&vars).unwrap().unwrap().agent_store, "{value:?}");
+        }
+        let vars = with(TORCHRUN, &[("TORCHELASTIC_USE_AGENT_STORE", Some("1"))]);
+        assert!(rdzv(&vars).unwrap().unwrap().agent_store);
+        let vars = with(TORCHRUN, &[("TORCHELASTIC_RESTART_COUNT", None)]);
+        assert_eq!(
+            rdzv(&vars).unwrap().unwrap().store_prefix,
+            "geossl/restart0/"
+        );
+    }
+
+    #[test]
+    fn geossl_nproc_uses_torchruns_variables() {
+        let vars = with(TORCHRUN, &[("GEOSSL_LAUNCHER", Some("nproc"))]);
+        assert_eq!(rdzv(&vars).unwrap().unwrap().launcher, "geossl --nproc");
+        let e = error(&[("GEOSSL_LAUNCHER", "nproc")]);
+        assert!(
+            e.contains("GEOSSL_LAUNCHER=nproc but RANK is not set"),
+            "{e}"
+        );
+        let e = error(&with(TORCHRUN, &[("GEOSSL_LAUNCHER", Some("mpirun"))]));
+        assert!(e.contains("GEOSSL_LAUNCHER=\"mpirun\""), "{e}");
+    }
+
+    #[test]
+    fn slurm_with_srun_task_lists() {
+        let r = rdzv(SLURM).unwrap().unwrap();
+        assert_eq!(
+            (r.rank, r.world_size, r.local_rank, r.local_world_size),
+            (5, 8, 1, 4)
+        );
+        assert_eq!((r.master_addr.as_str(), r.master_port), ("gpu01", 29400));
+        assert_eq!((r.agent_store, r.launcher), (false, "SLURM"));
+        let vars = with(SLURM, &[("SLURM_TASKS_PER_NODE", Some("3,2(x2)"))]);
+        assert_eq!(rdzv(&vars).unwrap().unwrap().local_world_size, 3);
+        // --ntasks-per-node wins over the task list.
+        let vars = with(
+            SLURM,
+            &[
+                ("SLURM_NTASKS_PER_NODE", Some("2")),
+                ("SLURM_LOCALID", Some("0")),
+            ],
+        );
+        assert_eq!(rdzv(&vars).unwrap().unwrap().local_world_size, 2);
+    }
+
+    #[test]
+    fn a_one_task_slurm_job_without_a_master_is_single_process() {
+        let one = [
+            ("SLURM_PROCID", "0"),
+            ("SLURM_NTASKS", "1"),
+            ("SLURM_LOCALID", "0"),
+        ];
+        assert_eq!(rdzv(&one).unwrap(), None);
+        let vars = with(
+            SLURM,
+            &[
+                ("SLURM_PROCID", Some("0")),
+                ("SLURM_NTASKS", Some("1")),
+                ("SLURM_LOCALID", Some("0")),
+                ("SLURM_TASKS_PER_NODE", Some("1")),
+            ],
+        );
+        assert_eq!(rdzv(&vars).unwrap().unwrap().world_size, 1);
+    }
+
+    #[test]
+    fn torchruns_variables_win_over_slurms() {
+        let mut vars = SLURM.to_vec();
+        vars.extend(with(
+            TORCHRUN,
+            &[("MASTER_ADDR", None), ("MASTER_PORT", None)],
+        ));
+        let r = rdzv(&vars).unwrap().unwrap();
+        assert_eq!((r.launcher, r.rank, r.world_size), ("torchrun", 3, 4));
+    }
+
+    #[test]
+    fn errors_name_the_variable_and_its_value() {
+        let cases: &[(&[(&str, &str)], &[(&str, Option<&str>)], &str)] = &[
+            (
+                TORCHRUN,
+                &[("WORLD_SIZE", None)],
+                "torchrun: WORLD_SIZE is not set; torchrun",
+            ),
+            (
+                TORCHRUN,
+                &[("RANK", Some("two"))],
+                "torchrun: RANK=\"two\" is not a whole number",
+            ),
+            (
+                TORCHRUN,
+                &[("RANK", Some("4"))],
+                "torchrun: RANK=4 is not below WORLD_SIZE=4",
+            ),
+            (
+                TORCHRUN,
+                &[("WORLD_SIZE", Some("0")), ("RANK", Some("0"))],
+                "WORLD_SIZE=0",
+            ),
+            (
+                TORCHRUN,
+                &[("LOCAL_RANK", Some("2"))],
+                "LOCAL_RANK=2 is not below LOCAL_WORLD_SIZE=2",
+            ),
+            (
+                TORCHRUN,
+                &[("LOCAL_WORLD_SIZE", Some("5"))],
+                "LOCAL_WORLD_SIZE=5 is not within 1..=WORLD_SIZE=4",
+            ),
+            (
+                TORCHRUN,
+                &[("MASTER_PORT", Some("70000"))],
+                "MASTER_PORT=\"70000\" is not a TCP port",
+            ),
+            (
+                TORCHRUN,
+                &[("MASTER_PORT", Some("0"))],
+                "MASTER_PORT=\"0\" is not a TCP port",
+            ),
+            (
+                TORCHRUN,
+                &[("TORCHELASTIC_RESTART_COUNT", Some("x"))],
+                "TORCHELASTIC_RESTART_COUNT=\"x\"",
+            ),
+            (
+                SLURM,
+                &[("SLURM_PROCID", Some("8"))],
+                "SLURM: SLURM_PROCID=8 is not below SLURM_NTASKS=8",
+            ),
+            (
+                SLURM,
+                &[("SLURM_NTASKS", None)],
+                "SLURM: SLURM_NTASKS is not set; srun sets",
+            ),
+            (
+                SLURM,
+                &[("SLURM_TASKS_PER_NODE", Some("(x2)"))],
+                "SLURM_TASKS_PER_NODE=\"\" is not a whole number",
+            ),
+            (
+                SLURM,
+                &[("SLURM_TASKS_PER_NODE", None)],
+                "SLURM_TASKS_PER_NODE is not set",
+            ),
+            (
+                SLURM,
+                &[("SLURM_LOCALID", Some("4"))],
+                "SLURM_LOCALID=4 is not below the tasks per node=4",
+            ),
+            (
+                SLURM,
+                &[("MASTER_ADDR", None)],
+                "MASTER_ADDR is not set; under SLURM, export them",
+            ),
+        ];
+        for (base, changes, expected) in cases {
+            let e = error(&with(base, changes));
+            assert!(e.contains(expected), "{changes:?}: {e}");
+        }
+        let e = error(&with(SLURM, &[("MASTER_PORT", None)]));
+        assert!(
+            e.contains("scontrol show hostnames \"$SLURM_JOB_NODELIST\" | head -n 1"),
+            "{e}"
+        );
+    }
+}

@@ -11,6 +11,17 @@
 //! batch order, the keys after a random permutation that is undone
 //! afterwards. This is the SplitBatchNorm emulation of the MoCo authors'
 //! single-GPU demo, applied to both encoders as DDP does.
+//!
+//! Across processes (data-parallel training, see [`Moco::set_process_group`])
+//! the key pass is the reference's own `_batch_shuffle_ddp` /
+//! `_batch_unshuffle_ddp`: the key images of every rank are gathered, rank
+//! 0's permutation of the global batch is broadcast, each rank encodes its
+//! slice of the shuffled batch (in `bn_groups` groups of its own), the keys
+//! are gathered and unshuffled, and each rank takes its own slice as
+//! positives while the queue receives every rank's keys. So W ranks with
+//! `bn_groups` g compute what one process with `bn_groups` W*g does.
+
+use std::sync::Arc;
 
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -22,6 +33,7 @@ use super::heads::{GeoHead, ProjectionHead};
 use super::queue::KeyQueue;
 use super::resnet::{ResNet, ResNetConfig};
 use super::torch_ext;
+use crate::dist::ProcessGroup;
 
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct MocoConfig {
@@ -118,6 +130,8 @@ pub struct Moco {
     /// of them from before the last step (see [`Moco::save_bn_stats`]).
     bn_stats: Vec<Tensor>,
     bn_stats_saved: Vec<Tensor>,
+    /// The ranks of a data-parallel run; `None` in a single process.
+    group: Option<Arc<ProcessGroup>>,
 }
 
 impl Moco {
@@ -171,7 +185,38 @@ impl Moco {
             momentum_q,
             bn_stats,
             bn_stats_saved,
+            group: None,
         })
+    }
+
+    /// Makes this model one rank of a data-parallel run: the key pass then
+    /// shuffles across the ranks (see the module documentation), the
+    /// batches given to [`Moco::train_step`] are this rank's part of the
+    /// global batch, and the queue takes the keys of every rank.
+    pub fn set_process_group(&mut self, group: Arc<ProcessGroup>) {
+        self.group = Some(group);
+    }
+
+    /// The process group of a data-parallel run, `None` in a single process.
+    pub fn process_group(&self) -> Option<&Arc<ProcessGroup>> {
+        self.group.as_ref()
+    }
+
+    /// Copies root's parameters, BatchNorm statistics (both encoders and
+    /// the geo head) and queue keys into every rank, as DDP's start-up
+    /// broadcast of the module state. Does nothing in a single process.
+    pub fn broadcast_from(&self, root: usize) -> anyhow::Result<()> {
+        let Some(group) = &self.group else {
+            return Ok(());
+        };
+        let mut tensors: Vec<Tensor> = Vec::new();
+        for vs in [&self.vs_q, &self.vs_k] {
+            let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+            vars.sort_by(|a, b| a.0.cmp(&b.0));
+            tensors.extend(vars.into_iter().map(|(_, t)| t));
+        }
+        tensors.push(self.queue.keys().shallow_clone());
+        broadcast_in_place(group, &tensors, root)
     }
 
     /// theta_k <- m theta_k + (1 - m) theta_q, for every trainable parameter.
@@ -239,21 +284,36 @@ impl Moco {
         shuffle_seed: u64,
     ) -> anyhow::Result<StepOutput> {
         let n = im_q.size()[0];
+        let global = n * self.group.as_ref().map_or(1, |g| g.world_size() as i64);
         anyhow::ensure!(
-            self.config.queue_size % n == 0,
-            "queue size {} is not a multiple of the batch size {n}",
-            self.config.queue_size
+            self.config.queue_size % global == 0,
+            "queue size {} is not a multiple of the {}batch size {global}",
+            self.config.queue_size,
+            if self.group.is_some() { "global " } else { "" }
         );
         let groups = self.groups_for(n);
         let q_raw = self.encoder_q.forward_grouped(im_q, groups, true);
         let q = normalize(&q_raw, 1);
         self.momentum_update()?;
-        let k = tch::no_grad(|| {
-            let (perm, inverse) = shuffle_permutation(n, shuffle_seed, im_k.device());
-            let shuffled = im_k.index_select(0, &perm);
-            let k = normalize(&self.encoder_k.forward_grouped(&shuffled, groups, true), 1);
-            k.index_select(0, &inverse)
-        });
+        // `keys`: what joins the queue; `k`: this rank's positives.
+        let (keys, k) = match &self.group {
+            None => {
+                let k = tch::no_grad(|| {
+                    let (perm, inverse) = shuffle_permutation(n, shuffle_seed, im_k.device());
+                    let shuffled = im_k.index_select(0, &perm);
+                    let k = normalize(&self.encoder_k.forward_grouped(&shuffled, groups, true), 1);
+                    k.index_select(0, &inverse)
+                });
+                (k.shallow_clone(), k)
+            }
+            Some(group) => {
+                let keys = tch::no_grad(|| {
+                    keys_across_ranks(group, &self.encoder_k, im_k, groups, shuffle_seed)
+                })?;
+                let k = keys.narrow(0, group.rank() as i64 * n, n);
+                (keys, k)
+            }
+        };
         // The queue as it is, no copy (the reference clones it, 32 MB at the
         // paper's K = 65536): the keys are enqueued after the backward pass.
         let (moco_loss, logits) = info_nce(&q, &k, self.queue.keys(), self.config.temperature);
@@ -278,7 +338,7 @@ impl Moco {
             Some(l) => &moco_loss * self.config.alpha + l * self.config.beta,
             None => &moco_loss * self.config.alpha,
         };
-        self.queue.push(k);
+        self.queue.push(keys);
         Ok(StepOutput {
             loss,
             moco_loss,
@@ -306,6 +366,66 @@ impl Moco {
     pub fn geo_logits(&self, q_raw: &Tensor) -> Option<Tensor> {
         self.geo_head.as_ref().map(|h| h.forward(q_raw))
     }
+}
+
+/// The normalised keys [W*n, dim] of the global batch, in batch order
+/// (rank r's samples at r*n..(r+1)*n), from this rank's key images `im_k`
+/// [n, 3, H, W]: the reference's `_batch_shuffle_ddp` (gather the images,
+/// rank 0's permutation of the global batch, this rank's slice of the
+/// shuffled batch through the key encoder in `groups` BN groups) and
+/// `_batch_unshuffle_ddp` (gather the keys, undo the permutation).
+/// Rank 0's permutation is the one a single process would draw from
+/// `shuffle_seed` for the global batch.
+fn keys_across_ranks(
+    group: &ProcessGroup,
+    encoder_k: &Encoder,
+    im_k: &Tensor,
+    groups: i64,
+    shuffle_seed: u64,
+) -> anyhow::Result<Tensor> {
+    let (rank, world, n) = (
+        group.rank() as i64,
+        group.world_size() as i64,
+        im_k.size()[0],
+    );
+    let channels_last = !im_k.is_contiguous();
+    let gathered = group.all_gather(&im_k.contiguous())?;
+    let images = match channels_last {
+        true => torch_ext::contiguous(&gathered, true)?,
+        false => gathered,
+    };
+    let (perm, _) = shuffle_permutation(n * world, shuffle_seed, im_k.device());
+    group.broadcast(std::slice::from_ref(&perm), 0)?;
+    let mine = images.index_select(0, &perm.narrow(0, rank * n, n));
+    let k = normalize(&encoder_k.forward_grouped(&mine, groups, true), 1);
+    let keys = group.all_gather(&k.contiguous())?;
+    Ok(keys.index_select(0, &perm.argsort(0, false)))
+}
+
+/// Broadcasts `tensors` from `root` in place, in one coalesced call;
+/// those not contiguous (channels-last weights) travel as contiguous
+/// copies that are copied back.
+pub fn broadcast_in_place(
+    group: &ProcessGroup,
+    tensors: &[Tensor],
+    root: usize,
+) -> anyhow::Result<()> {
+    let dense: Vec<Tensor> = tensors
+        .iter()
+        .map(|t| match t.is_contiguous() {
+            true => t.shallow_clone(),
+            false => t.contiguous(),
+        })
+        .collect();
+    group.broadcast(&dense, root)?;
+    tch::no_grad(|| -> anyhow::Result<()> {
+        for (t, d) in tensors.iter().zip(&dense) {
+            if !t.is_contiguous() {
+                t.shallow_clone().f_copy_(d)?;
+            }
+        }
+        Ok(())
+    })
 }
 
 /// Effective number of BN groups for a batch: at most `bn_groups`, with at

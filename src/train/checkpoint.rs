@@ -77,6 +77,14 @@ pub struct TrainState {
     /// `--resume` may set any setting (the tensors must still fit).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub imported_from: Option<String>,
+    /// Ranks of the data-parallel job that wrote it (1: a single process,
+    /// and every checkpoint written before geossl trained on several).
+    #[serde(default = "one_rank")]
+    pub world_size: usize,
+}
+
+fn one_rank() -> usize {
+    1
 }
 
 /// Hex SHA-256 of what the loader takes from each training row (path,
@@ -153,6 +161,7 @@ impl TrainState {
             rows: None,
             rows_sha256: None,
             imported_from: None,
+            world_size: 1,
         }
     }
 }

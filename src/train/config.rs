@@ -769,6 +769,7 @@ impl PretrainConfig {
             geo_labels: self.method.geo(),
             pin_memory,
             on_bad_image: self.run.on_bad_image,
+            shard: Default::default(),
         }
     }
 

@@ -3,9 +3,20 @@
 //! [`pretrain`] is setup ([`load`], [`start_point`], [`Run::open`]), then
 //! [`Run::run_epoch`] per epoch (as the reference's `train()`), then
 //! [`Run::finish`].
+//!
+//! Data-parallel (a [`RunOptions::rendezvous`]): every rank runs this loop
+//! on its part of each global batch ([`Shard`]); the step's all-reduce
+//! carries each rank's [`StepFlags`], so that a stop signal on any rank, a
+//! checkpoint due on rank 0's clock or an unreadable image acts on every
+//! rank after the same step. Rank 0 alone writes the run folder (config,
+//! metrics, TensorBoard, checkpoints, resumes.log, bad_images.csv) and
+//! talks; the others wait at a barrier after each checkpoint and at the
+//! end. Every rank reads the same checkpoint on `--resume`; rank 0's
+//! state is then broadcast, before anyone writes.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -17,10 +28,11 @@ use super::monitor::{BuildMonitor, EpochMonitor};
 use super::run_dir::RunDir;
 use super::schedule::LrSchedule;
 use super::sgd::Sgd;
-use super::step::{train_step, DeviceBatch, NonFiniteLoss, StepSettings};
-use crate::data::loader::{BadImagePolicy, PairBatch, PairLoader};
+use super::step::{train_step_with_flags, DeviceBatch, NonFiniteLoss, StepFlags, StepSettings};
+use crate::data::loader::{BadImage, BadImagePolicy, PairBatch, PairLoader, Shard};
 use crate::data::{Manifest, Split};
-use crate::model::{parse_device, torch_ext, Moco};
+use crate::dist::{Backend, CollectiveError, ProcessGroup, Rendezvous};
+use crate::model::{parse_device, torch_ext, DeviceSpec, Moco};
 use crate::progress;
 use crate::settings;
 use tch::{Device, Tensor};
@@ -38,7 +50,7 @@ pub struct PretrainOutcome {
 }
 
 /// Options of one invocation that are not part of the run's config.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RunOptions {
     /// Continue from the newest intact checkpoint; without one (a run
     /// killed before its first checkpoint, or a new folder) start from the
@@ -48,6 +60,27 @@ pub struct RunOptions {
     pub stop_after: Option<usize>,
     /// No start-up summary, progress bar or progress lines.
     pub quiet: bool,
+    /// This process's place in a data-parallel job, from the launcher's
+    /// environment ([`Rendezvous::from_env`]); `None`: a single process.
+    /// Rank 0 alone writes the run folder and talks; every rank trains its
+    /// part of each global batch (see the module documentation).
+    pub rendezvous: Option<Rendezvous>,
+    /// How long a collective waits for the other ranks before it fails
+    /// (c10d's process-group timeout).
+    pub dist_timeout: Duration,
+}
+
+impl Default for RunOptions {
+    /// A single-process run, from the beginning, with every message.
+    fn default() -> Self {
+        Self {
+            resume: false,
+            stop_after: None,
+            quiet: false,
+            rendezvous: None,
+            dist_timeout: crate::dist::DEFAULT_TIMEOUT,
+        }
+    }
 }
 
 /// How often a run whose stderr is not a terminal (a batch job's log)
@@ -117,18 +150,26 @@ pub fn pretrain(
             .with_context(|| format!("{}: cannot make absolute", config.manifest.display()))?,
         ..config.clone()
     };
-    let mut loaded = load(&config, monitor)?;
+    let mut loaded = load(&config, monitor, options)?;
     let start = start_point(&config, run_dir, options, &mut loaded)?;
-    if let Some(finished) = already_finished(&config, run_dir, &start, options.quiet)? {
+    let quiet = options.quiet || !loaded.ranks.writes();
+    if let Some(finished) = already_finished(&config, run_dir, &start, quiet)? {
         return Ok(finished);
+    }
+    // Every rank has read its checkpoint: from here rank 0 may write.
+    loaded.sync_from_rank0()?;
+    if loaded.ranks.writes() {
+        start.prepare_folder(run_dir)?;
     }
     let mut run = Run::open(config, run_dir, options, loaded, start)?;
     while run.epoch < run.end {
-        if let Some(interrupted) = run.run_epoch()? {
-            return Ok(interrupted);
+        match run.run_epoch() {
+            Ok(Some(interrupted)) => return Ok(interrupted),
+            Ok(None) => {}
+            Err(e) => return Err(run.explain_collective_failure(e)),
         }
     }
-    run.finish()
+    run.finish().map_err(|e| run.explain_collective_failure(e))
 }
 
 /// A pretraining invocation under way: the model, optimiser, data, logs,
@@ -137,7 +178,9 @@ struct Run<'a> {
     /// The run's config, manifest path absolute.
     config: PretrainConfig,
     run_dir: &'a Path,
+    /// No bar, lines or summary (asked for, or a rank other than 0).
     quiet: bool,
+    ranks: Ranks,
     device: Device,
     geo_classes: Option<i64>,
     rows: TrainingRows,
@@ -158,17 +201,60 @@ struct Run<'a> {
     resumed_sums: EpochMeter,
     last_checkpoint: Option<PathBuf>,
     last_saved: Instant,
+    /// Data-parallel: the last step's reduced flag saying that a
+    /// time-based checkpoint is due on rank 0's clock.
+    time_due: bool,
+    /// Data-parallel: a stop signal met at an epoch's last step, acted on
+    /// once the epoch is complete.
+    stop_at_epoch_end: Option<&'static str>,
     /// Where this invocation started, for its messages.
     steps_at_start: u64,
     first_epoch: usize,
-    log: MetricsLog,
+    /// The metrics files; rank 0's alone.
+    log: Option<MetricsLog>,
     bad_images: BadImageLog,
     stop: StopSignal,
     progress_lines: ProgressLines,
 }
 
+/// This process's place in the run: alone, or one rank of a data-parallel
+/// job.
+#[derive(Clone)]
+struct Ranks {
+    group: Option<Arc<ProcessGroup>>,
+    /// Who started the job, for messages ("torchrun", "SLURM", ...).
+    launcher: &'static str,
+}
+
+impl Ranks {
+    fn rank(&self) -> usize {
+        self.group.as_ref().map_or(0, |g| g.rank())
+    }
+
+    fn world(&self) -> usize {
+        self.group.as_ref().map_or(1, |g| g.world_size())
+    }
+
+    /// Whether this process writes the run folder and talks (rank 0).
+    fn writes(&self) -> bool {
+        self.rank() == 0
+    }
+
+    /// Waits for every rank (nothing in a single process); `why` names
+    /// what they wait for in the error.
+    fn barrier(&self, why: &str) -> anyhow::Result<()> {
+        if let Some(group) = &self.group {
+            group
+                .barrier()
+                .with_context(|| format!("waiting for {why}"))?;
+        }
+        Ok(())
+    }
+}
+
 /// What [`load`] prepares before it knows where the run starts.
 struct Loaded {
+    ranks: Ranks,
     device: Device,
     geo_classes: Option<i64>,
     rows: TrainingRows,
@@ -188,17 +274,29 @@ struct StartPoint {
     sums: EpochMeter,
     last_checkpoint: Option<PathBuf>,
     line: String,
+    /// What an earlier attempt without a checkpoint left is to be removed
+    /// ([`StartPoint::prepare_folder`]), with this line for `resumes.log`.
+    discard: Option<Option<&'static str>>,
 }
 
 /// Reads the manifest, builds the monitor, the data loader, the model and
 /// the optimiser of `config` (manifest path absolute); sets libtorch's
-/// threads and seed.
-fn load(config: &PretrainConfig, monitor: Option<&BuildMonitor>) -> anyhow::Result<Loaded> {
+/// threads and seed; joins the data-parallel job of `options` (its
+/// process group, this rank's device and part of each batch).
+fn load(
+    config: &PretrainConfig,
+    monitor: Option<&BuildMonitor>,
+    options: &RunOptions,
+) -> anyhow::Result<Loaded> {
     let manifest = Manifest::read(&config.manifest)?;
     let geo_classes = geo_class_count(config, &manifest)?;
     // The kNN monitor sees every row of its two splits, whatever the
-    // pretraining split.
-    let monitor = build_monitor(config, &manifest, monitor)?;
+    // pretraining split; only rank 0 runs it.
+    let writes = options.rendezvous.as_ref().is_none_or(|r| r.rank == 0);
+    let monitor = match writes {
+        true => build_monitor(config, &manifest, monitor)?,
+        false => None,
+    };
     let manifest = training_rows(manifest, &config.split)?;
     let rows = TrainingRows {
         count: manifest.records.len(),
@@ -207,16 +305,35 @@ fn load(config: &PretrainConfig, monitor: Option<&BuildMonitor>) -> anyhow::Resu
     if config.run.threads > 0 {
         tch::set_num_threads(config.run.threads as i32);
     }
-    let device = parse_device(&config.run.device)
-        .map_err(anyhow::Error::msg)?
-        .resolve()?;
+    let spec = parse_device(&config.run.device).map_err(anyhow::Error::msg)?;
+    let (device, ranks) = match &options.rendezvous {
+        None => (
+            spec.resolve()?,
+            Ranks {
+                group: None,
+                launcher: "",
+            },
+        ),
+        Some(rdzv) => join(config, spec, rdzv, options.dist_timeout)?,
+    };
     tch::manual_seed(config.run.seed as i64);
 
     let (manifest_source, images) = (manifest.source.clone(), manifest.records.len());
-    let loader = PairLoader::new(manifest, config.loader(device.is_cuda()))?;
+    let shard = Shard {
+        rank: ranks.rank(),
+        world: ranks.world(),
+    };
+    let loader_config = crate::data::loader::LoaderConfig {
+        shard,
+        ..config.loader(device.is_cuda())
+    };
+    let loader = PairLoader::new(manifest, loader_config)?;
     let mut moco = Moco::new(device, config.resnet(), config.moco(geo_classes))?;
     if config.run.channels_last {
         moco.to_channels_last()?;
+    }
+    if let Some(group) = &ranks.group {
+        moco.set_process_group(group.clone());
     }
     let sgd = Sgd::new(
         moco.vs_q.variables(),
@@ -224,6 +341,7 @@ fn load(config: &PretrainConfig, monitor: Option<&BuildMonitor>) -> anyhow::Resu
         config.optimizer.weight_decay,
     );
     Ok(Loaded {
+        ranks,
         device,
         geo_classes,
         rows,
@@ -234,6 +352,68 @@ fn load(config: &PretrainConfig, monitor: Option<&BuildMonitor>) -> anyhow::Resu
         sgd,
         monitor,
     })
+}
+
+/// Joins the data-parallel job of `rdzv`: this rank's device (CUDA
+/// device LOCAL_RANK for `cuda` and for `auto` on a machine with CUDA, as
+/// torchrun's one-process-per-GPU convention), and its process group (Gloo
+/// on the CPU, NCCL on CUDA, collectives failing after `timeout`).
+/// Errors: a global batch that does not split over the ranks; a failed
+/// rendezvous.
+fn join(
+    config: &PretrainConfig,
+    spec: DeviceSpec,
+    rdzv: &Rendezvous,
+    timeout: Duration,
+) -> anyhow::Result<(Device, Ranks)> {
+    let batch = config.optimizer.batch_size;
+    anyhow::ensure!(
+        batch % rdzv.world_size == 0,
+        "{} {batch} is the global batch, split over the {} ranks of this {} job: it must be a multiple of the world size {}",
+        settings::name("batch_size"),
+        rdzv.world_size,
+        rdzv.launcher,
+        rdzv.world_size
+    );
+    let device = match spec {
+        DeviceSpec::Cpu => Device::Cpu,
+        DeviceSpec::Cuda(_) => DeviceSpec::Cuda(rdzv.local_rank).resolve()?,
+        DeviceSpec::Auto => match DeviceSpec::Auto.resolve()? {
+            Device::Cuda(_) => DeviceSpec::Cuda(rdzv.local_rank).resolve()?,
+            other => other,
+        },
+    };
+    let backend = match device {
+        Device::Cuda(_) => Backend::Nccl,
+        _ => Backend::Gloo,
+    };
+    let group = ProcessGroup::connect(rdzv, backend, device, timeout)?;
+    let ranks = Ranks {
+        group: Some(Arc::new(group)),
+        launcher: rdzv.launcher,
+    };
+    Ok((device, ranks))
+}
+
+impl Loaded {
+    /// Copies rank 0's model (parameters, BatchNorm statistics, queue) and
+    /// SGD momentum buffers into every rank, once each rank has built or
+    /// resumed its own (as DDP's start-up broadcast): the ranks then start
+    /// identical whatever their initialisation. Nothing in a single process.
+    fn sync_from_rank0(&self) -> anyhow::Result<()> {
+        let Some(group) = &self.ranks.group else {
+            return Ok(());
+        };
+        let synced = || -> anyhow::Result<()> {
+            self.moco.broadcast_from(0)?;
+            let buffers: Vec<Tensor> = self.sgd.state().map(|(_, t)| t.shallow_clone()).collect();
+            match buffers.is_empty() {
+                true => Ok(()),
+                false => crate::model::moco::broadcast_in_place(group, &buffers, 0),
+            }
+        };
+        synced().context("copying rank 0's model to every rank at the start")
+    }
 }
 
 /// Classes of the geo head (largest `geo_cluster` + 1) for the geo
@@ -277,17 +457,21 @@ fn build_monitor(
 }
 
 /// Where the run starts: from the newest intact checkpoint with
-/// `--resume`, else from the beginning (clearing what an attempt without a
-/// checkpoint left). Errors: checkpoints there without `--resume`, and
-/// those of [`resume_from`].
+/// `--resume`, else from the beginning (what an attempt without a
+/// checkpoint left is cleared by [`StartPoint::prepare_folder`]). Reads
+/// only (every rank of a data-parallel job reads the same checkpoint).
+/// Errors: checkpoints there without `--resume`, and those of
+/// [`resume_from`].
 fn start_point(
     config: &PretrainConfig,
     run_dir: &Path,
     options: &RunOptions,
     loaded: &mut Loaded,
 ) -> anyhow::Result<StartPoint> {
-    std::fs::create_dir_all(run_dir)
-        .with_context(|| format!("{}: cannot create", run_dir.display()))?;
+    if loaded.ranks.writes() {
+        std::fs::create_dir_all(run_dir)
+            .with_context(|| format!("{}: cannot create", run_dir.display()))?;
+    }
     let existing = checkpoint::candidates(run_dir)?;
     let mut start = StartPoint {
         epoch: 0,
@@ -296,13 +480,14 @@ fn start_point(
         sums: EpochMeter::default(),
         last_checkpoint: None,
         line: format!("{}: starting a new run", run_dir.display()),
+        discard: None,
     };
     match (options.resume, existing.is_empty()) {
         (true, false) => {
             let (geo_classes, rows) = (loaded.geo_classes, &loaded.rows);
             let (moco, sgd) = (&mut loaded.moco, &mut loaded.sgd);
             let resumed = resume_from(run_dir, &existing, config, geo_classes, rows, moco, sgd)?;
-            start = StartPoint::resumed(resumed);
+            start = StartPoint::resumed(resumed, loaded.ranks.world());
         }
         (true, true) => {
             // A scheduler's re-run of a job killed before its first
@@ -311,30 +496,43 @@ fn start_point(
                 "{}: no checkpoint to resume from yet; starting from the beginning (the earlier attempt's metrics, TensorBoard events and bad-image list are discarded)",
                 run_dir.display()
             );
-            discard_attempt(run_dir)?;
-            append_resume_log(run_dir, "no checkpoint yet; started from the beginning")?;
+            start.discard = Some(Some("no checkpoint yet; started from the beginning"));
         }
         (false, false) => anyhow::bail!(
             "{}: the run folder already has checkpoints ({}); pass --resume to continue it or choose another --out",
             run_dir.display(),
             existing[0].display()
         ),
-        (false, true) => discard_attempt(run_dir)?,
+        (false, true) => start.discard = Some(None),
     }
     Ok(start)
 }
 
 impl StartPoint {
+    /// Clears what an attempt without a checkpoint left, when the run
+    /// starts from the beginning, noting a `--resume` that found nothing
+    /// in `resumes.log` (rank 0's part of [`start_point`]).
+    fn prepare_folder(&self, run_dir: &Path) -> anyhow::Result<()> {
+        if let Some(note) = self.discard {
+            discard_attempt(run_dir)?;
+            if let Some(note) = note {
+                append_resume_log(run_dir, note)?;
+            }
+        }
+        Ok(())
+    }
+
     /// The start at a resumed checkpoint, with its line for the console
-    /// and `resumes.log` (the settings changed on this resume).
-    fn resumed(resumed: Resumed) -> Self {
+    /// and `resumes.log` (the settings changed on this resume, and the
+    /// number of ranks when it is not the checkpoint's `world_size`).
+    fn resumed(resumed: Resumed, world_size: usize) -> Self {
         let Resumed {
             dir,
             state,
             changes,
         } = resumed;
         let (epoch, first_batch, step) = (state.epoch, state.batch_in_epoch, state.step);
-        let changed = if changes.is_empty() {
+        let mut changed = if changes.is_empty() {
             String::new()
         } else {
             format!(
@@ -346,6 +544,14 @@ impl StartPoint {
                     .join(", ")
             )
         };
+        if state.world_size != world_size {
+            // Allowed: the global batch, so the optimisation, is the same;
+            // only how it is split over the ranks (and their BN groups) differs.
+            changed += &format!(
+                "; world size {} -> {world_size} (the global batch is split over {world_size} rank(s) now)",
+                state.world_size
+            );
+        }
         Self {
             epoch,
             step,
@@ -356,6 +562,7 @@ impl StartPoint {
                 dir.display()
             ),
             last_checkpoint: Some(dir),
+            discard: None,
         }
     }
 }
@@ -402,7 +609,8 @@ fn already_finished(
 impl<'a> Run<'a> {
     /// Opens the run's logs from `start` (a resume is noted in
     /// `resumes.log`), writes `config.toml`, registers the stop signals
-    /// and says what the run is about to do.
+    /// and says what the run is about to do; rank 0 alone writes and talks
+    /// while the others wait, then every rank reads the bad-image list.
     fn open(
         config: PretrainConfig,
         run_dir: &'a Path,
@@ -410,36 +618,49 @@ impl<'a> Run<'a> {
         l: Loaded,
         start: StartPoint,
     ) -> anyhow::Result<Self> {
-        if start.last_checkpoint.is_some() {
+        let writes = l.ranks.writes();
+        if writes && start.last_checkpoint.is_some() {
             append_resume_log(run_dir, &start.line)?;
         }
+        let stop = StopSignal::register()?;
+        let log = match writes {
+            true => {
+                crate::formats::atomic_write::write_string(
+                    &RunDir::new(run_dir).config_toml(),
+                    &config.to_toml()?,
+                )?;
+                Some(MetricsLog::open(run_dir, start.step)?)
+            }
+            false => None,
+        };
+        // The list as rank 0 left it (an attempt without a checkpoint
+        // discarded): every rank counts the same unreadable images.
+        l.ranks.barrier("rank 0 to prepare the run folder")?;
         let bad_images = BadImageLog::open(
             run_dir,
             &l.manifest_source,
             l.images,
             config.run.max_bad_fraction,
+            writes,
         )?;
-        let stop = StopSignal::register()?;
-        crate::formats::atomic_write::write_string(
-            &RunDir::new(run_dir).config_toml(),
-            &config.to_toml()?,
-        )?;
-        let log = MetricsLog::open(run_dir, start.step)?;
         let batches = l.loader.batches_per_epoch();
         let (epoch, step) = (start.epoch, start.step);
         let end = options.stop_after.map_or(config.optimizer.epochs, |n| {
             (epoch + n).min(config.optimizer.epochs)
         });
-        if !options.quiet {
+        let quiet = options.quiet || !writes;
+        if !quiet {
             eprintln!("{}", start.line);
-            let summary =
+            let mut summary =
                 startup_summary(&config, l.device, &l.loader, l.images, batches, epoch, end);
+            summary += &ranks_line(&l.ranks, &config, l.device);
             eprint!("{summary}");
         }
         Ok(Self {
             schedule: config.schedule(),
             run_dir,
-            quiet: options.quiet,
+            quiet,
+            ranks: l.ranks,
             device: l.device,
             geo_classes: l.geo_classes,
             rows: l.rows,
@@ -455,12 +676,14 @@ impl<'a> Run<'a> {
             resumed_sums: start.sums,
             last_checkpoint: start.last_checkpoint,
             last_saved: Instant::now(),
+            time_due: false,
+            stop_at_epoch_end: None,
             steps_at_start: step,
             first_epoch: epoch,
             log,
             bad_images,
             stop,
-            progress_lines: ProgressLines::new(!options.quiet && !std::io::stderr().is_terminal()),
+            progress_lines: ProgressLines::new(!quiet && !std::io::stderr().is_terminal()),
             config,
         })
     }
@@ -468,7 +691,9 @@ impl<'a> Run<'a> {
     /// One epoch, from where a resumed checkpoint left it: a step per
     /// batch (step rows, progress, mid-epoch checkpoints when due), then
     /// the epoch row, the monitor and the epoch's checkpoint. Stops between
-    /// steps on SIGINT/SIGTERM after a checkpoint (its outcome returned).
+    /// steps on SIGINT/SIGTERM after a checkpoint (its outcome returned);
+    /// data-parallel, after the step in whose all-reduce a rank said so
+    /// (after the epoch's end when that was its last step).
     fn run_epoch(&mut self) -> anyhow::Result<Option<PretrainOutcome>> {
         let started = Instant::now();
         let bar = self.epoch_bar();
@@ -482,10 +707,11 @@ impl<'a> Run<'a> {
         let mut next_batch = first;
         let mut save_at_epoch_end = false;
         for (b, batch) in (first..).zip(self.loader.epoch(self.epoch as u64, first)) {
-            if let Some(signal) = self.stop.received() {
+            let alone = self.ranks.group.is_none();
+            if let Some(signal) = self.stop.received().filter(|_| alone) {
                 return self.interrupt(signal, b, meter, &bar).map(Some);
             }
-            let batch = batch.with_context(|| {
+            let mut batch = batch.with_context(|| {
                 format!(
                     "pretraining stopped at epoch {}, batch {b}/{}, after {} optimiser step(s) in this invocation",
                     self.epoch + 1,
@@ -493,13 +719,27 @@ impl<'a> Run<'a> {
                     self.step - self.steps_at_start
                 )
             })?;
-            self.bad_images.record(&batch.bad)?;
-            let row = self.train_batch(batch, b)?;
+            let bad = std::mem::take(&mut batch.bad);
+            if alone {
+                self.bad_images.record(&bad)?;
+            }
+            let (row, flags) = self.train_batch(batch, b, self.flags(bad.len()))?;
             (lr, next_batch) = (row.lr, b + 1);
             meter.add(&row);
-            self.log.step(&row)?;
+            if let Some(log) = &mut self.log {
+                log.step(&row)?;
+            }
             self.show_step(&bar, &row, (b, first), started);
-            if self.save_due() {
+            if !alone {
+                self.after_step_of_all_ranks(flags, &bad)?;
+            }
+            if let Some(signal) = stop_signal_of_any_rank(flags).filter(|_| !alone) {
+                if b + 1 < self.batches {
+                    return self.interrupt(signal, b + 1, meter, &bar).map(Some);
+                }
+                self.stop_at_epoch_end = Some(signal);
+                save_at_epoch_end = true;
+            } else if self.save_due() {
                 if b + 1 < self.batches {
                     self.save_checkpoint(b + 1, meter)?;
                 } else {
@@ -511,7 +751,55 @@ impl<'a> Run<'a> {
         self.check_epoch_complete(next_batch)?;
         self.epoch += 1;
         self.end_epoch(meter, lr, started, save_at_epoch_end)?;
-        Ok(None)
+        Ok(self.stop_at_epoch_end.take().map(|signal| {
+            self.stop_message(signal, 0);
+            self.outcome(Some(signal))
+        }))
+    }
+
+    /// This rank's flags for the step's all-reduce: its stop signal, a
+    /// time-based checkpoint due (rank 0's clock alone decides), and the
+    /// unreadable images replaced in its part of the batch.
+    fn flags(&self, bad_images: usize) -> StepFlags {
+        let signal = self.stop.received();
+        StepFlags {
+            sigint: u32::from(signal == Some("SIGINT")),
+            sigterm: u32::from(signal == Some("SIGTERM")),
+            checkpoint_due: u32::from(self.ranks.writes() && self.minutes_due()),
+            bad_images: bad_images as u32,
+        }
+    }
+
+    /// Data-parallel, after each step: the checkpoint flag of rank 0's
+    /// clock, and the unreadable images of every rank (gathered only when
+    /// some rank met one), which rank 0 lists and every rank counts against
+    /// `max_bad_fraction`. `bad`: this rank's, in this step's batch.
+    fn after_step_of_all_ranks(
+        &mut self,
+        flags: StepFlags,
+        bad: &[BadImage],
+    ) -> anyhow::Result<()> {
+        self.time_due = flags.checkpoint_due > 0;
+        let Some(group) = self.ranks.group.as_ref().filter(|_| flags.bad_images > 0) else {
+            return Ok(());
+        };
+        let mine: Vec<(&str, &str)> = bad
+            .iter()
+            .map(|b| (b.path.as_str(), b.error.as_str()))
+            .collect();
+        let gathered = group
+            .all_gather_bytes(&serde_json::to_vec(&mine)?)
+            .context("gathering the unreadable images of every rank")?;
+        let mut all = Vec::new();
+        for bytes in gathered {
+            let records: Vec<(String, String)> = serde_json::from_slice(&bytes)?;
+            all.extend(
+                records
+                    .into_iter()
+                    .map(|(path, error)| BadImage { path, error }),
+            );
+        }
+        self.bad_images.record(&all)
     }
 
     /// The epoch's progress bar (hidden when quiet).
@@ -525,9 +813,16 @@ impl<'a> Run<'a> {
         )
     }
 
-    /// One optimiser step on batch `b` of the epoch; its step row. Errors:
-    /// a non-finite loss (naming the last good checkpoint).
-    fn train_batch(&mut self, batch: PairBatch, b: usize) -> anyhow::Result<MetricsRow> {
+    /// One optimiser step on batch `b` of the epoch, with this rank's
+    /// `flags`; its step row and the flags summed over the ranks. Errors: a
+    /// non-finite loss or a failed collective (naming the last good
+    /// checkpoint).
+    fn train_batch(
+        &mut self,
+        batch: PairBatch,
+        b: usize,
+        flags: StepFlags,
+    ) -> anyhow::Result<(MetricsRow, StepFlags)> {
         let step_started = Instant::now();
         let (config, device) = (&self.config, self.device);
         let lr = self.schedule.lr(self.epoch, b, self.batches);
@@ -546,7 +841,14 @@ impl<'a> Run<'a> {
             shuffle_seed: seed_for_step(config.run.seed, self.step),
             amp: config.run.amp,
         };
-        let out = match train_step(&mut self.moco, &mut self.sgd, &device_batch, settings) {
+        let step = train_step_with_flags(
+            &mut self.moco,
+            &mut self.sgd,
+            &device_batch,
+            settings,
+            flags,
+        );
+        let (out, flags) = match step {
             Err(e) if e.is::<NonFiniteLoss>() => anyhow::bail!(
                 "{e} at epoch {}, step {}; training stopped. The last good checkpoint is {}",
                 self.epoch + 1,
@@ -556,7 +858,7 @@ impl<'a> Run<'a> {
             r => r?,
         };
         self.step += 1;
-        Ok(MetricsRow {
+        let row = MetricsRow {
             kind: "step".into(),
             epoch: self.epoch + 1,
             step: self.step,
@@ -571,7 +873,8 @@ impl<'a> Run<'a> {
             seconds: None,
             knn_top1: None,
             time: Some(crate::formats::tensorboard::now()),
-        })
+        };
+        Ok((row, flags))
     }
 
     /// The bar's position and message after the step of batch `b` (this
@@ -616,18 +919,29 @@ impl<'a> Run<'a> {
     }
 
     /// Whether a mid-epoch checkpoint is due after this step (every
-    /// `checkpoint_every_steps` steps or `checkpoint_every_minutes`).
+    /// `checkpoint_every_steps` steps or `checkpoint_every_minutes`; the
+    /// minutes on rank 0's clock, as the last step's all-reduce said, in a
+    /// data-parallel run, so that every rank decides alike).
     fn save_due(&self) -> bool {
         let config = &self.config;
         (config.run.checkpoint_every_steps > 0
             && self.step % config.run.checkpoint_every_steps == 0)
-            || (config.run.checkpoint_every_minutes > 0.0
-                && self.last_saved.elapsed().as_secs_f64()
-                    >= 60.0 * config.run.checkpoint_every_minutes)
+            || match self.ranks.group {
+                None => self.minutes_due(),
+                Some(_) => self.time_due,
+            }
+    }
+
+    /// Whether `checkpoint_every_minutes` have passed on this process's
+    /// clock since the last checkpoint.
+    fn minutes_due(&self) -> bool {
+        let minutes = self.config.run.checkpoint_every_minutes;
+        minutes > 0.0 && self.last_saved.elapsed().as_secs_f64() >= 60.0 * minutes
     }
 
     /// Saves a checkpoint at `batch_in_epoch` batches into the current epoch
-    /// (0: at the epoch's start) with the epoch's sums so far.
+    /// (0: at the epoch's start) with the epoch's sums so far: rank 0
+    /// writes it while the others wait for it at a barrier.
     fn save_checkpoint(
         &mut self,
         batch_in_epoch: usize,
@@ -644,10 +958,22 @@ impl<'a> Run<'a> {
                 self.moco.queue.ptr(),
             )
         };
+        let state = TrainState {
+            world_size: self.ranks.world(),
+            ..state
+        };
         let (moco, sgd) = (&self.moco, &self.sgd);
-        let dir = save(self.run_dir, moco, sgd, state, &self.rows, &mut self.log)?;
+        let dir = match &mut self.log {
+            Some(log) => save(self.run_dir, moco, sgd, state, &self.rows, log)?,
+            None => {
+                checkpoint::checkpoints_dir(self.run_dir).join(checkpoint::checkpoint_name(&state))
+            }
+        };
+        self.ranks
+            .barrier(&format!("every rank after checkpoint {}", dir.display()))?;
         self.last_checkpoint = Some(dir.clone());
         self.last_saved = Instant::now();
+        self.time_due = false;
         Ok(dir)
     }
 
@@ -659,22 +985,59 @@ impl<'a> Run<'a> {
         sums: EpochMeter,
         bar: &indicatif::ProgressBar,
     ) -> anyhow::Result<PretrainOutcome> {
-        let dir = self.save_checkpoint(b, sums)?;
+        self.save_checkpoint(b, sums)?;
         bar.finish_and_clear();
+        self.stop_message(signal, b);
+        Ok(self.outcome(Some(signal)))
+    }
+
+    /// Says (rank 0) where a stop signal stopped the run: before batch `b`
+    /// of the current epoch, at its last checkpoint.
+    fn stop_message(&self, signal: &str, b: usize) {
+        if !self.ranks.writes() {
+            return;
+        }
+        // After an epoch's end (b = 0), `epoch` is already the next one's.
+        let epoch = self.epoch + 1;
+        let received = match (self.ranks.group.is_some(), self.stop.received()) {
+            (true, None) => " (received by another rank)",
+            _ => "",
+        };
         eprintln!(
-            "{signal}: stopped at epoch {}, batch {b}/{} (step {}); checkpoint {}; continue with --resume",
-            self.epoch + 1,
+            "{signal}{received}: stopped at epoch {epoch}, batch {b}/{} (step {}); checkpoint {}; continue with --resume",
             self.batches,
             self.step,
-            dir.display()
+            self.last_checkpoint_named("none")
         );
-        Ok(PretrainOutcome {
+    }
+
+    /// What this invocation did, stopped by `interrupted_by` or not.
+    fn outcome(&self, interrupted_by: Option<&'static str>) -> PretrainOutcome {
+        PretrainOutcome {
             epochs_done: self.epoch,
             steps_done: self.step,
-            last_checkpoint: Some(dir),
-            interrupted_by: Some(signal),
+            last_checkpoint: self.last_checkpoint.clone(),
+            interrupted_by,
             already_finished: false,
-        })
+        }
+    }
+
+    /// `e` with where training stopped and the last good checkpoint, when
+    /// a collective failed (another rank exited, or the timeout passed);
+    /// other errors say so themselves.
+    fn explain_collective_failure(&self, e: anyhow::Error) -> anyhow::Error {
+        if !e.chain().any(|c| c.is::<CollectiveError>()) {
+            return e;
+        }
+        let context = format!(
+            "rank {} of {}: training stopped at epoch {} after step {}. The last good checkpoint is {}",
+            self.ranks.rank(),
+            self.ranks.world(),
+            self.epoch + 1,
+            self.step,
+            self.last_checkpoint_named("none (no checkpoint yet)")
+        );
+        e.context(context)
     }
 
     /// The last checkpoint's folder, or `none` when there is none yet.
@@ -711,9 +1074,11 @@ impl<'a> Run<'a> {
         save_at_epoch_end: bool,
     ) -> anyhow::Result<()> {
         let row = self.epoch_row(sums, lr, started);
-        let (knn_top1, monitor_failed) = self.monitor_epoch();
+        let (knn_top1, monitor_failed) = self.monitor_epoch()?;
         let row = MetricsRow { knn_top1, ..row };
-        self.log.epoch(&row)?;
+        if let Some(log) = &mut self.log {
+            log.epoch(&row)?;
+        }
         if !self.quiet {
             self.print_epoch(&row);
         }
@@ -761,15 +1126,27 @@ impl<'a> Run<'a> {
     }
 
     /// The monitor's figure when this epoch is one it runs at, and its
-    /// error when that must stop the run (`on_bad_image = fail`).
-    fn monitor_epoch(&mut self) -> (Option<f64>, Option<anyhow::Error>) {
+    /// error when that must stop the run (`on_bad_image = fail`). Rank 0
+    /// alone runs it; the others wait for its outcome (a broadcast), so
+    /// that every rank saves and stops alike. Errors: a failed collective.
+    fn monitor_epoch(&mut self) -> anyhow::Result<(Option<f64>, Option<anyhow::Error>)> {
         let (epoch, every) = (self.epoch, self.config.monitor.knn_every);
+        if every == 0 || !(epoch % every == 0 || epoch == self.end) {
+            return Ok((None, None));
+        }
+        let outcome = self.run_monitor(epoch);
+        match &self.ranks.group {
+            None => Ok(outcome),
+            Some(group) => share_monitor_outcome(group, outcome, self.device),
+        }
+    }
+
+    /// The monitor's figure at `epoch` (none on a rank without the
+    /// monitor), and its error when that must stop the run.
+    fn run_monitor(&mut self, epoch: usize) -> (Option<f64>, Option<anyhow::Error>) {
         let Some(monitor) = self.monitor.as_mut() else {
             return (None, None);
         };
-        if !(epoch % every == 0 || epoch == self.end) {
-            return (None, None);
-        }
         // The monitor only watches: a figure it cannot compute (every test
         // image unreadable, say) is a warning and a missing value, never
         // the end of the epochs trained. Under --on-bad-image fail it stops
@@ -812,9 +1189,10 @@ impl<'a> Run<'a> {
 
     /// The outcome once every epoch of the invocation ran. Errors: no
     /// optimiser step ran.
-    fn finish(self) -> anyhow::Result<PretrainOutcome> {
+    fn finish(&self) -> anyhow::Result<PretrainOutcome> {
         // A net under the checks above: an invocation asked to train that
         // trained nothing must not look like a success.
+        self.ranks.barrier("every rank to finish")?;
         anyhow::ensure!(
             self.step > self.steps_at_start,
             "no optimiser step ran (epochs {}..{} of {}, {} batches each); nothing was trained",
@@ -824,14 +1202,58 @@ impl<'a> Run<'a> {
             self.batches
         );
         self.bad_images.summarise();
-        Ok(PretrainOutcome {
-            epochs_done: self.epoch,
-            steps_done: self.step,
-            last_checkpoint: self.last_checkpoint,
-            interrupted_by: None,
-            already_finished: false,
-        })
+        Ok(self.outcome(None))
     }
+}
+
+/// The stop signal some rank received, from a step's reduced flags.
+fn stop_signal_of_any_rank(flags: StepFlags) -> Option<&'static str> {
+    match (flags.sigint, flags.sigterm) {
+        (0, 0) => None,
+        (0, _) => Some("SIGTERM"),
+        _ => Some("SIGINT"),
+    }
+}
+
+/// Rank 0's monitor `outcome` on every rank (a broadcast of [figure or
+/// NaN, failed]): the others learn whether it failed, to save and stop
+/// alike. Errors: a failed collective.
+fn share_monitor_outcome(
+    group: &ProcessGroup,
+    (top1, failed): (Option<f64>, Option<anyhow::Error>),
+    device: Device,
+) -> anyhow::Result<(Option<f64>, Option<anyhow::Error>)> {
+    let values = [
+        top1.unwrap_or(f64::NAN),
+        f64::from(u8::from(failed.is_some())),
+    ];
+    let shared = Tensor::from_slice(&values).to_device(device);
+    group
+        .broadcast(std::slice::from_ref(&shared), 0)
+        .context("waiting for rank 0's kNN monitor")?;
+    if group.rank() == 0 {
+        return Ok((top1, failed));
+    }
+    let v: Vec<f64> = shared.to_device(Device::Cpu).try_into()?;
+    let failed = (v[1] > 0.0).then(|| anyhow::anyhow!("rank 0's kNN monitor failed (see its log)"));
+    Ok((v[0].is_finite().then_some(v[0]), failed))
+}
+
+/// The start-up summary's line of a data-parallel run: ranks, launcher,
+/// backend, and how the global batch splits; nothing in a single process.
+fn ranks_line(ranks: &Ranks, config: &PretrainConfig, device: Device) -> String {
+    if ranks.group.is_none() {
+        return String::new();
+    }
+    let world = ranks.world();
+    let batch = config.optimizer.batch_size;
+    format!(
+        "data-parallel: {world} ranks started by {} ({} on {}), global batch {batch} = {world} x {} per rank; rank 0 writes the run folder\n",
+        ranks.launcher,
+        if device.is_cuda() { "NCCL" } else { "Gloo" },
+        if device.is_cuda() { "cuda:LOCAL_RANK" } else { "cpu" },
+        batch / world
+    )
 }
 
 /// Progress lines for a job log (stderr not a terminal): the first step's,
@@ -1040,16 +1462,20 @@ struct BadImageLog {
     total: usize,
     max_fraction: f64,
     new_this_run: usize,
+    /// Write the list and warn (rank 0), or only count.
+    writes: bool,
 }
 
 impl BadImageLog {
     /// The log of `run_dir` for a run over `total` images of the manifest
-    /// read from `manifest_source`.
+    /// read from `manifest_source`; only counted, not written, unless
+    /// `writes` (rank 0).
     fn open(
         run_dir: &Path,
         manifest_source: &Path,
         total: usize,
         max_fraction: f64,
+        writes: bool,
     ) -> anyhow::Result<Self> {
         let path = RunDir::new(run_dir).bad_images_csv();
         let mut seen = std::collections::BTreeSet::new();
@@ -1067,6 +1493,7 @@ impl BadImageLog {
             total,
             max_fraction,
             new_this_run: 0,
+            writes,
         })
     }
 
@@ -1076,6 +1503,9 @@ impl BadImageLog {
                 continue;
             }
             self.new_this_run += 1;
+            if !self.writes {
+                continue;
+            }
             let fresh = !self.path.exists();
             let file = std::fs::OpenOptions::new()
                 .create(true)
@@ -1105,8 +1535,9 @@ impl BadImageLog {
         Ok(())
     }
 
+    /// Says how many images were skipped (rank 0 alone).
     fn summarise(&self) {
-        if !self.seen.is_empty() {
+        if self.writes && !self.seen.is_empty() {
             eprintln!(
                 "skipped {} unreadable image(s) ({} new in this invocation), each replaced by another sample; listed in {}",
                 self.seen.len(),

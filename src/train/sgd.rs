@@ -53,13 +53,26 @@ impl Sgd {
         lr: f64,
         skip_if: Option<&Tensor>,
     ) -> anyhow::Result<()> {
-        let grads = Tensor::f_run_backward(&[loss], &self.params, false, false)?;
+        let grads = self.gradients(loss)?;
         self.step(lr, &grads, skip_if)
     }
 
+    /// The gradients of `loss` for every parameter, in name order (freshly
+    /// allocated, as `torch.autograd.grad`), for a caller that combines
+    /// them (the all-reduce of data-parallel training) before [`Sgd::step`].
+    pub fn gradients(&self, loss: &Tensor) -> anyhow::Result<Vec<Tensor>> {
+        Ok(Tensor::f_run_backward(&[loss], &self.params, false, false)?)
+    }
+
     /// One update with `grads[i]` the gradient of the i-th parameter in
-    /// name order.
-    fn step(&mut self, lr: f64, grads: &[Tensor], skip_if: Option<&Tensor>) -> anyhow::Result<()> {
+    /// name order (see [`Sgd::gradients`]); none at all when `skip_if` (a
+    /// scalar on the device) is non-zero.
+    pub fn step(
+        &mut self,
+        lr: f64,
+        grads: &[Tensor],
+        skip_if: Option<&Tensor>,
+    ) -> anyhow::Result<()> {
         anyhow::ensure!(
             grads.len() == self.params.len(),
             "{} gradients for {} parameters",

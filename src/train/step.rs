@@ -7,10 +7,20 @@
 //! detected on the device and makes the fused SGD kernel skip its update,
 //! and the scalars (losses, accuracies) come back in one transfer at the
 //! end, the step's only sync, as `loss.item()` is the reference's.
+//!
+//! In data-parallel training (a [`Moco`] with a process group) the
+//! gradients, the step's scalars and each rank's [`StepFlags`] go through
+//! ONE coalesced all-reduce after the backward pass (DDP's gradient
+//! averaging without the Reducer, whose hooks the `autograd.grad`-style
+//! backward would bypass); the gradients are then divided by the world
+//! size, the NaN/inf check reads the reduced loss (so every rank skips or
+//! applies the same step), and the scalars reported are the ranks' means.
 
 use tch::{Device, Kind, Tensor};
 
 use super::sgd::Sgd;
+use crate::dist::ProcessGroup;
+use crate::model::moco::StepOutput;
 use crate::model::Moco;
 pub use crate::model::NonFiniteLoss;
 
@@ -42,6 +52,45 @@ pub struct StepSettings {
     pub amp: bool,
 }
 
+/// What each rank says at a step of a data-parallel run; summed over the
+/// ranks in the step's all-reduce, so that every rank takes the same
+/// decision after the same step. Small counts, exact in the f64 they
+/// travel as.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StepFlags {
+    /// Ranks that have received SIGINT since the run began.
+    pub sigint: u32,
+    /// Ranks that have received SIGTERM since the run began.
+    pub sigterm: u32,
+    /// A time-based checkpoint is due (set on rank 0 alone: its clock decides).
+    pub checkpoint_due: u32,
+    /// Unreadable images replaced in this step's batch.
+    pub bad_images: u32,
+}
+
+impl StepFlags {
+    const LEN: usize = 4;
+
+    fn to_values(self) -> [f64; Self::LEN] {
+        [
+            self.sigint,
+            self.sigterm,
+            self.checkpoint_due,
+            self.bad_images,
+        ]
+        .map(f64::from)
+    }
+
+    fn from_values(v: &[f64]) -> Self {
+        Self {
+            sigint: v[0] as u32,
+            sigterm: v[1] as u32,
+            checkpoint_due: v[2] as u32,
+            bad_images: v[3] as u32,
+        }
+    }
+}
+
 /// One step of `moco` and `sgd` on `batch`: its scalars, or a
 /// [`NonFiniteLoss`] error after which nothing trained has changed (the
 /// fused SGD kernel skips its update on the device-side check below).
@@ -51,34 +100,116 @@ pub fn train_step(
     batch: &DeviceBatch,
     settings: StepSettings,
 ) -> anyhow::Result<StepStats> {
+    train_step_with_flags(moco, sgd, batch, settings, StepFlags::default()).map(|(s, _)| s)
+}
+
+/// [`train_step`] that also hands this rank's `flags` to the step's
+/// all-reduce and returns them summed over the ranks (as given in a single
+/// process). With a process group, `batch` is this rank's part of the
+/// global batch and the scalars are the ranks' means. Errors also: a
+/// failed collective ([`crate::dist::CollectiveError`]).
+pub fn train_step_with_flags(
+    moco: &mut Moco,
+    sgd: &mut Sgd,
+    batch: &DeviceBatch,
+    settings: StepSettings,
+    flags: StepFlags,
+) -> anyhow::Result<(StepStats, StepFlags)> {
+    let group = moco.process_group().cloned();
     moco.train_step(
         batch.query,
         batch.key,
         batch.geo,
         settings.shuffle_seed,
         settings.amp,
-        |out| {
-            let found_inf = tch::no_grad(|| out.loss.isfinite().logical_not().to_kind(Kind::Float));
-            sgd.backward_step(&out.loss, settings.lr, Some(&found_inf))?;
-            let mut scalars = vec![out.loss.detach(), out.moco_loss.detach(), out.moco_accuracy];
-            if let (Some(l), Some(a)) = (&out.geo_loss, &out.geo_accuracy) {
-                scalars.push(l.detach());
-                scalars.push(a.shallow_clone());
+        |out| match group {
+            None => {
+                let found_inf =
+                    tch::no_grad(|| out.loss.isfinite().logical_not().to_kind(Kind::Float));
+                sgd.backward_step(&out.loss, settings.lr, Some(&found_inf))?;
+                let host: Vec<f64> = Tensor::stack(&step_scalars(&out), 0)
+                    .to_device(Device::Cpu)
+                    .try_into()?;
+                let stats = StepStats::from_values(&host, 1.0);
+                Ok((stats.loss, (stats, flags)))
             }
-            let scalars: Vec<Tensor> = scalars.iter().map(|t| t.to_kind(Kind::Double)).collect();
-            let host: Vec<f64> = Tensor::stack(&scalars, 0)
-                .to_device(Device::Cpu)
-                .try_into()?;
-            let stats = StepStats {
-                loss: host[0],
-                moco_loss: host[1],
-                moco_accuracy: host[2],
-                geo_loss: host.get(3).copied(),
-                geo_accuracy: host.get(4).copied(),
-            };
-            Ok((stats.loss, stats))
+            Some(group) => optimise_across_ranks(&group, sgd, &out, settings.lr, flags),
         },
     )
+}
+
+/// The step's scalars as f64 device scalars: loss, InfoNCE, its accuracy,
+/// and the geo loss and accuracy for the geo variants.
+fn step_scalars(out: &StepOutput) -> Vec<Tensor> {
+    let mut scalars = vec![
+        out.loss.detach(),
+        out.moco_loss.detach(),
+        out.moco_accuracy.shallow_clone(),
+    ];
+    if let (Some(l), Some(a)) = (&out.geo_loss, &out.geo_accuracy) {
+        scalars.push(l.detach());
+        scalars.push(a.shallow_clone());
+    }
+    scalars.iter().map(|t| t.to_kind(Kind::Double)).collect()
+}
+
+impl StepStats {
+    /// From [`step_scalars`] read back, summed over `ranks` ranks.
+    fn from_values(host: &[f64], ranks: f64) -> Self {
+        Self {
+            loss: host[0] / ranks,
+            moco_loss: host[1] / ranks,
+            moco_accuracy: host[2] / ranks,
+            geo_loss: host.get(3).map(|v| v / ranks),
+            geo_accuracy: host.get(4).map(|v| v / ranks),
+        }
+    }
+}
+
+/// Backward, then one all-reduce of [gradients..., scalars and flags],
+/// gradients divided by the world size, the SGD step skipped on every rank
+/// when the reduced loss is not finite, and the reduced scalars read back
+/// (the step's one sync). Returns the mean loss and (mean scalars, summed
+/// flags).
+fn optimise_across_ranks(
+    group: &ProcessGroup,
+    sgd: &mut Sgd,
+    out: &StepOutput,
+    lr: f64,
+    flags: StepFlags,
+) -> anyhow::Result<(f64, (StepStats, StepFlags))> {
+    let grads = sgd.gradients(&out.loss)?;
+    let mut scalars = step_scalars(out);
+    let stats_len = scalars.len();
+    let device = out.loss.device();
+    scalars.extend(flags.to_values().map(|v| Tensor::from(v).to_device(device)));
+    let packed = Tensor::stack(&scalars, 0);
+    // Channels-last gradients travel as contiguous copies, copied back.
+    let dense: Vec<Tensor> = grads
+        .iter()
+        .map(|g| match g.is_contiguous() {
+            true => g.shallow_clone(),
+            false => g.contiguous(),
+        })
+        .chain([packed.shallow_clone()])
+        .collect();
+    group.all_reduce_sum(&dense)?;
+    let world = group.world_size() as f64;
+    tch::no_grad(|| -> anyhow::Result<()> {
+        for (g, d) in grads.iter().zip(&dense) {
+            if !g.is_contiguous() {
+                g.shallow_clone().f_copy_(d)?;
+            }
+            let _ = g.shallow_clone().f_div_scalar_(world)?;
+        }
+        Ok(())
+    })?;
+    let found_inf = tch::no_grad(|| packed.get(0).isfinite().logical_not().to_kind(Kind::Float));
+    sgd.step(lr, &grads, Some(&found_inf))?;
+    let host: Vec<f64> = packed.to_device(Device::Cpu).try_into()?;
+    let stats = StepStats::from_values(&host[..stats_len], world);
+    let flags = StepFlags::from_values(&host[stats_len..]);
+    Ok((stats.loss, (stats, flags)))
 }
 
 #[cfg(test)]
@@ -123,6 +254,117 @@ mod tests {
             .filter(|(a, b)| !a.equal(b))
             .count();
         assert_eq!(changed, before.len(), "every trained parameter moved");
+    }
+
+    /// The tiny model of these tests, built under a lock: libtorch's
+    /// generator is global, and every thread must draw the same weights.
+    fn tiny_locked(bn_groups: i64) -> (Moco, Sgd) {
+        static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _lock = BUILD.lock().unwrap();
+        let (mut moco, sgd) = tiny();
+        moco.config.bn_groups = bn_groups;
+        (moco, sgd)
+    }
+
+    /// Two steps of `moco` on `x` [N, 3, 16, 16]: the scalars of each and
+    /// the trained weights, queue and SGD momentum buffers after them.
+    fn two_steps(
+        moco: &mut Moco,
+        sgd: &mut Sgd,
+        x: &Tensor,
+        geo: &Tensor,
+    ) -> (Vec<StepStats>, Vec<Tensor>) {
+        let batch = DeviceBatch {
+            query: x,
+            key: &x.flip([3]),
+            geo: Some(geo),
+        };
+        let stats = (0..2)
+            .map(|step| {
+                let settings = StepSettings {
+                    lr: 0.1,
+                    shuffle_seed: step,
+                    amp: false,
+                };
+                train_step(moco, sgd, &batch, settings).unwrap()
+            })
+            .collect();
+        // Trained weights only: each rank keeps BatchNorm running
+        // statistics of its own samples (no SyncBN), unlike the one
+        // process whose groups update them one after the other.
+        let mut vars: Vec<_> = moco.vs_q.variables().into_iter().collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut state: Vec<Tensor> = vars
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad())
+            .map(|(_, t)| t.copy())
+            .collect();
+        state.push(moco.queue.keys().copy());
+        state.extend(sgd.state().map(|(_, t)| t.copy()));
+        (stats, state)
+    }
+
+    #[test]
+    fn two_ranks_in_threads_step_like_one_process_with_two_bn_groups() {
+        tch::manual_seed(3);
+        let x = Tensor::randn([8, 3, 16, 16], (Kind::Float, Device::Cpu));
+        let geo = Tensor::from_slice(&[0i64, 1, 2, 0, 1, 1, 2, 0]);
+        let (mut moco, mut sgd) = tiny_locked(2);
+        let (expected, expected_state) = two_steps(&mut moco, &mut sgd, &x, &geo);
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let ranks: Vec<_> = (0..2usize)
+            .map(|rank| {
+                let (x, geo) = (
+                    x.narrow(0, 4 * rank as i64, 4),
+                    geo.narrow(0, 4 * rank as i64, 4),
+                );
+                std::thread::spawn(move || {
+                    let rdzv = crate::dist::Rendezvous {
+                        rank,
+                        world_size: 2,
+                        local_rank: rank,
+                        local_world_size: 2,
+                        master_addr: "127.0.0.1".into(),
+                        master_port: port,
+                        agent_store: false,
+                        store_prefix: String::new(),
+                        launcher: "a unit test",
+                    };
+                    let timeout = std::time::Duration::from_secs(60);
+                    let group = crate::dist::ProcessGroup::connect(
+                        &rdzv,
+                        crate::dist::Backend::Gloo,
+                        Device::Cpu,
+                        timeout,
+                    )
+                    .unwrap();
+                    let (mut moco, mut sgd) = tiny_locked(1);
+                    moco.set_process_group(std::sync::Arc::new(group));
+                    moco.broadcast_from(0).unwrap();
+                    two_steps(&mut moco, &mut sgd, &x, &geo)
+                })
+            })
+            .collect();
+        let ranks: Vec<_> = ranks.into_iter().map(|h| h.join().unwrap()).collect();
+        for (stats, state) in &ranks {
+            for (a, b) in expected.iter().zip(stats) {
+                assert!((a.loss - b.loss).abs() < 1e-5, "{a:?} {b:?}");
+                assert!((a.moco_accuracy - b.moco_accuracy).abs() < 1e-9);
+                assert!((a.geo_loss.unwrap() - b.geo_loss.unwrap()).abs() < 1e-5);
+            }
+            for (a, b) in expected_state.iter().zip(state) {
+                assert!(a.allclose(b, 1e-4, 1e-5, false), "{a:?} {b:?}");
+            }
+        }
+        // The ranks' weights, queue and buffers are identical: every rank
+        // applied the same reduced gradients.
+        for (a, b) in ranks[0].1.iter().zip(&ranks[1].1) {
+            assert!(a.equal(b));
+        }
     }
 
     #[test]

@@ -1,0 +1,324 @@
+//! Data-parallel pretraining end to end, with the binary: two ranks
+//! started as torchrun starts them (RANK, WORLD_SIZE, LOCAL_RANK,
+//! LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT) on Gloo, each with one CPU
+//! thread. Two ranks at global batch B compute what one process at batch B
+//! with `--bn-groups 2` does; a rank killed mid-run makes the other fail
+//! at once, and `--resume` then ends bit for bit like an uninterrupted
+//! two-rank run, as does a SIGTERM to both (a pre-emption).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+mod common;
+use common::world;
+
+/// The tiny network and data of every run here (32 px crops of the
+/// built-in world's 32 px images, global batch 16).
+const TINY: [&str; 22] = [
+    "--method",
+    "moco-tp-geo",
+    "--arch",
+    "resnet18",
+    "--width",
+    "4",
+    "--small-input",
+    "true",
+    "--image-size",
+    "32",
+    "--batch-size",
+    "16",
+    "--moco-k",
+    "64",
+    "--moco-t",
+    "0.2",
+    "--threads",
+    "1",
+    "--device",
+    "cpu",
+    "--lr",
+    "0.12",
+];
+
+/// A port nobody listens on now (other test binaries run jobs on this
+/// machine at the same time: never a fixed port).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `geossl pretrain` as rank `rank` of `world`, torchrun's variables set,
+/// its stderr into `log`.
+fn rank_process(rank: usize, world: usize, port: u16, args: &[String], log: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_geossl"))
+        .arg("pretrain")
+        .args(args)
+        .env("RANK", rank.to_string())
+        .env("WORLD_SIZE", world.to_string())
+        .env("LOCAL_RANK", rank.to_string())
+        .env("LOCAL_WORLD_SIZE", world.to_string())
+        .env("MASTER_ADDR", "127.0.0.1")
+        .env("MASTER_PORT", port.to_string())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("geossl starts")
+}
+
+/// A 2-rank job: rank 0 writes `out`, rank 1 is given `rank1_out` (the
+/// same folder in real use; another one shows that it writes nothing).
+struct Job {
+    ranks: Vec<Child>,
+    logs: Vec<PathBuf>,
+}
+
+impl Job {
+    fn start(dir: &Path, name: &str, args: &[String], out: &Path, rank1_out: &Path) -> Self {
+        let port = free_port();
+        let (mut ranks, mut logs) = (Vec::new(), Vec::new());
+        for (rank, out) in [out, rank1_out].iter().enumerate() {
+            let log = dir.join(format!("{name}-rank{rank}.log"));
+            let mut all = args.to_vec();
+            all.extend(["--out".to_string(), out.display().to_string()]);
+            ranks.push(rank_process(rank, 2, port, &all, &log));
+            logs.push(log);
+        }
+        Self { ranks, logs }
+    }
+
+    fn log(&self, rank: usize) -> String {
+        std::fs::read_to_string(&self.logs[rank]).unwrap()
+    }
+
+    /// Waits for both ranks (at most `limit`); fails unless both succeed.
+    fn succeeds(mut self, limit: Duration) -> Self {
+        for rank in 0..2 {
+            let status = wait(&mut self.ranks[rank], limit);
+            assert!(
+                status.is_some_and(|s| s.success()),
+                "rank {rank}: {status:?}\n{}",
+                self.log(rank)
+            );
+        }
+        self
+    }
+}
+
+/// The child's exit status, or None after `limit` (then it is killed).
+fn wait(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let t0 = Instant::now();
+    while t0.elapsed() < limit {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+fn args(manifest: &Path, extra: &[&str]) -> Vec<String> {
+    let mut a = vec!["--manifest".to_string(), manifest.display().to_string()];
+    a.extend(TINY.iter().chain(extra).map(|s| s.to_string()));
+    a
+}
+
+fn rows(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Every metrics row without its wall-clock fields.
+fn history(run: &Path) -> Vec<serde_json::Value> {
+    rows(run)
+        .into_iter()
+        .map(|mut v| {
+            let o = v.as_object_mut().unwrap();
+            for k in ["pairs_per_s", "seconds", "time"] {
+                o.remove(k);
+            }
+            v
+        })
+        .collect()
+}
+
+fn tensors(run: &Path, checkpoint: &str) -> BTreeMap<String, tch::Tensor> {
+    let file = run
+        .join("checkpoints")
+        .join(checkpoint)
+        .join("model.safetensors");
+    tch::Tensor::read_safetensors(file)
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
+fn model_bytes(run: &Path, checkpoint: &str) -> Vec<u8> {
+    let dir = run.join("checkpoints").join(checkpoint);
+    std::fs::read(dir.join("model.safetensors")).unwrap()
+}
+
+/// BatchNorm running statistics: each rank keeps its own (no SyncBN, as
+/// the reference), so they are not the one-process run's, whose groups
+/// update them one after the other.
+fn is_bn_statistic(name: &str) -> bool {
+    name.ends_with("running_mean")
+        || name.ends_with("running_var")
+        || name.ends_with("num_batches_tracked")
+}
+
+#[test]
+fn two_ranks_compute_what_one_process_with_two_bn_groups_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let geo = world(dir.path(), 60, 32, 4);
+    let epochs = ["--epochs", "3", "--checkpoint-every", "3"];
+    let alone = dir.path().join("alone");
+    let mut one = args(&geo, &epochs);
+    one.extend(["--bn-groups", "2", "--out"].map(String::from));
+    one.push(alone.display().to_string());
+    let status = Command::new(env!("CARGO_BIN_EXE_geossl"))
+        .arg("pretrain")
+        .args(&one)
+        .output()
+        .unwrap();
+    assert!(status.status.success(), "{status:?}");
+
+    let (two, rank1_out) = (dir.path().join("two"), dir.path().join("rank1"));
+    let job = Job::start(
+        dir.path(),
+        "two",
+        &args(&geo, &[&epochs[..], &["--bn-groups", "1"]].concat()),
+        &two,
+        &rank1_out,
+    )
+    .succeeds(Duration::from_secs(300));
+    assert!(!rank1_out.exists(), "rank 1 wrote nothing");
+    assert!(job.log(1).is_empty(), "rank 1 is quiet: {}", job.log(1));
+    assert!(
+        job.log(0).contains("data-parallel: 2 ranks"),
+        "{}",
+        job.log(0)
+    );
+
+    // Per-step losses: the same steps, once each (rank 0 alone logs).
+    let (a, b) = (rows(&alone), rows(&two));
+    assert_eq!(a.len(), b.len(), "one row per step and epoch");
+    let mut loss_diff = 0f64;
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!((&x["kind"], &x["step"]), (&y["kind"], &y["step"]));
+        for k in ["loss", "moco_loss", "geo_loss", "moco_acc", "geo_acc"] {
+            let (x, y) = (x[k].as_f64().unwrap(), y[k].as_f64().unwrap());
+            loss_diff = loss_diff.max((x - y).abs());
+        }
+    }
+    // Weights, the queue and the momentum buffers of the final checkpoint.
+    let (wa, wb) = (tensors(&alone, "epoch-0003"), tensors(&two, "epoch-0003"));
+    assert_eq!(wa.keys().collect::<Vec<_>>(), wb.keys().collect::<Vec<_>>());
+    let mut weight_diff = 0f64;
+    for (name, t) in wa.iter().filter(|(n, _)| !is_bn_statistic(n)) {
+        let d = (t - &wb[name]).abs().max().double_value(&[]);
+        weight_diff = weight_diff.max(d);
+    }
+    eprintln!(
+        "{} steps: max |loss difference| {loss_diff:.3e}, max |weight difference| {weight_diff:.3e}",
+        a.iter().filter(|r| r["kind"] == "step").count()
+    );
+    // Not bit for bit: float32 sums in another order (each rank's mean
+    // over 8 samples then the all-reduce, against one mean over 16; BN
+    // statistics and gradients of the same groups summed in another
+    // order), ~1e-7 relative per step, which SGD then carries on. Measured
+    // here: see the report; the bounds are well above that and far below
+    // what a real difference gives (a wrong key permutation, group or
+    // mean moves the first step's loss by > 1e-2).
+    assert!(loss_diff < LOSS_TOLERANCE, "losses differ by {loss_diff}");
+    assert!(
+        weight_diff < WEIGHT_TOLERANCE,
+        "weights differ by {weight_diff}"
+    );
+}
+
+/// Largest per-step difference of losses and accuracies allowed (see
+/// the test).
+const LOSS_TOLERANCE: f64 = 1e-3;
+/// Largest difference of a weight, queue key or momentum buffer allowed.
+const WEIGHT_TOLERANCE: f64 = 1e-3;
+
+#[test]
+fn a_killed_or_stopped_job_resumes_to_the_uninterrupted_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let geo = world(dir.path(), 60, 32, 4);
+    let flags = args(
+        &geo,
+        &[
+            "--epochs",
+            "2",
+            "--checkpoint-every",
+            "2",
+            "--checkpoint-every-steps",
+            "3",
+            "--resume",
+        ],
+    );
+    let straight = dir.path().join("straight");
+    Job::start(dir.path(), "straight", &flags, &straight, &straight)
+        .succeeds(Duration::from_secs(300));
+    let last = "epoch-0002";
+
+    // SIGKILL of rank 1 once a mid-epoch checkpoint exists: rank 0 fails
+    // at once, naming the collective and the last good checkpoint.
+    let run = dir.path().join("killed");
+    let mut job = Job::start(dir.path(), "killed", &flags, &run, &run);
+    let t0 = Instant::now();
+    while !run.join("checkpoints/latest").exists() && t0.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    job.ranks[1].kill().unwrap();
+    let killed = Instant::now();
+    let status = wait(&mut job.ranks[0], Duration::from_secs(60));
+    let took = killed.elapsed();
+    let _ = job.ranks[1].wait();
+    let log = job.log(0);
+    eprintln!("rank 0 exited {took:?} after rank 1 was killed: {status:?}");
+    assert!(status.is_some_and(|s| !s.success()), "{status:?}: {log}");
+    assert!(took < Duration::from_secs(30), "{took:?}");
+    assert!(log.contains("The last good checkpoint is"), "{log}");
+    assert!(!rows(&run).is_empty());
+    Job::start(dir.path(), "killed-resumed", &flags, &run, &run).succeeds(Duration::from_secs(300));
+    assert_eq!(model_bytes(&run, last), model_bytes(&straight, last));
+    assert_eq!(history(&run), history(&straight));
+
+    // SIGTERM to both ranks (torchrun's or SLURM's pre-emption): one
+    // checkpoint, a clean exit, and --resume finishes the same run.
+    let run = dir.path().join("stopped");
+    let mut job = Job::start(dir.path(), "stopped", &flags, &run, &run);
+    let t0 = Instant::now();
+    let logged = |run: &Path| {
+        std::fs::read_to_string(run.join("metrics.jsonl")).map_or(0, |t| t.lines().count())
+    };
+    while logged(&run) < 5 && t0.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for child in &job.ranks {
+        // SAFETY: a plain kill(2) on our own child.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    }
+    for rank in 0..2 {
+        let status = wait(&mut job.ranks[rank], Duration::from_secs(60));
+        assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    }
+    let log = job.log(0);
+    assert!(log.contains("SIGTERM: stopped at epoch"), "{log}");
+    assert_eq!(log.matches("SIGTERM").count(), 1, "{log}");
+    Job::start(dir.path(), "stopped-resumed", &flags, &run, &run)
+        .succeeds(Duration::from_secs(300));
+    assert_eq!(model_bytes(&run, last), model_bytes(&straight, last));
+    assert_eq!(history(&run), history(&straight));
+}
