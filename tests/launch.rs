@@ -135,9 +135,19 @@ fn nproc_2_runs_to_the_end_as_one_run() {
     let mut args = pretrain_args(&geo, &out, 2);
     args.extend(["--nproc", "2"].map(OsString::from));
     let log = dir.path().join("nproc.log");
-    let stderr = run(process(bin(), &args, &log), &log, true);
+    let stdout = dir.path().join("nproc.out");
+    let mut launcher = process(bin(), &args, &log);
+    launcher.stdout(File::create(&stdout).unwrap());
+    let stderr = run(launcher, &log, true);
     assert!(stderr.contains("--nproc: started 2 ranks"), "{stderr}");
+    assert!(
+        stderr.contains("data-parallel: 2 ranks started by geossl --nproc"),
+        "{stderr}"
+    );
     assert_one_run_of(&out, &reference, 2);
+    let done = format!("2 epochs, {} steps done", reference.len());
+    let stdout = std::fs::read_to_string(stdout).unwrap();
+    assert_eq!(stdout.matches(&done).count(), 1, "rank 0 alone: {stdout}");
 }
 
 #[test]
@@ -155,7 +165,11 @@ fn torchrun_no_python_runs_the_binary_as_its_ranks() {
     args.push(bin().into());
     args.extend(pretrain_args(&geo, &out, 2));
     let log = dir.path().join("torchrun.log");
-    run(process(&torchrun, &args, &log), &log, true);
+    let stderr = run(process(&torchrun, &args, &log), &log, true);
+    assert!(
+        stderr.contains("data-parallel: 2 ranks started by torchrun"),
+        "{stderr}"
+    );
     assert_one_run_of(&out, &reference, 2);
 }
 
@@ -204,6 +218,10 @@ fn slurm_tasks_meet_at_master_addr_and_need_it() {
             status.is_some_and(|s| s.success()),
             "task {r}: {status:?}\n{stderr}"
         );
+        if r == 0 {
+            let started = "data-parallel: 2 ranks started by SLURM";
+            assert!(stderr.contains(started), "{stderr}");
+        }
     }
     assert_one_run_of(&out, &reference, 1);
 

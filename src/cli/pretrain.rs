@@ -199,6 +199,10 @@ pub(super) fn pretrain_cmd(a: &PretrainArgs) -> anyhow::Result<()> {
     };
     let monitor: &crate::train::BuildMonitor = &crate::eval::knn::KnnMonitor::build;
     let outcome = crate::train::pretrain(&config, &a.out, &options, Some(monitor))?;
+    // Rank 0 alone talks (every rank's outcome is the same).
+    if options.rendezvous.as_ref().is_some_and(|r| r.rank != 0) {
+        return Ok(());
+    }
     println!(
         "{} epochs, {} steps done{}; last checkpoint {}",
         outcome.epochs_done,
