@@ -1,9 +1,9 @@
 //! Starting data-parallel pretraining the three ways users do, end to end
 //! with the binary on CPU (Gloo): `geossl pretrain --nproc N`, torchrun
 //! (`--no-python`, the project venv's), and SLURM's `srun` (simulated by its
-//! variables); SIGTERM to the launcher stops every rank at one checkpoint; a
-//! killed rank is named and stops the job; a launcher inside a launched job
-//! is refused.
+//! variables); SIGTERM to the launcher, or its death, stops every rank at
+//! one checkpoint; a killed rank is named and stops the job; a launcher
+//! inside a launched job is refused.
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -309,6 +309,34 @@ fn sigterm_to_the_launcher_stops_every_rank_at_one_checkpoint() {
     assert!(stderr.contains("SIGTERM: stopped at epoch"), "{stderr}");
     let latest = dir.path().join("stopped/checkpoints/latest");
     assert!(latest.is_file(), "a checkpoint: {stderr}");
+}
+
+/// Whether process `pid` is still running (a zombie is not: it waits only
+/// to be reaped, by whoever adopted it).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+    })
+}
+
+#[test]
+fn a_killed_launcher_leaves_no_rank_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut launcher, _) = training_launcher(dir.path(), "orphaned", "0");
+    let ranks = children_of(launcher.id());
+    assert_eq!(ranks.len(), 2, "{ranks:?}");
+    launcher.kill().unwrap();
+    launcher.wait().unwrap();
+    // The kernel sends each rank SIGTERM (PR_SET_PDEATHSIG): they stop
+    // together at a checkpoint.
+    let start = Instant::now();
+    while ranks.iter().any(|&pid| running(pid)) {
+        assert!(start.elapsed() < Duration::from_secs(120), "ranks run on");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let stderr = std::fs::read_to_string(dir.path().join("orphaned.log")).unwrap();
+    assert!(stderr.contains("SIGTERM: stopped at epoch"), "{stderr}");
 }
 
 #[test]
