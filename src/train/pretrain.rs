@@ -950,6 +950,7 @@ impl<'a> Run<'a> {
         let state = TrainState {
             batch_in_epoch,
             epoch_sums,
+            world_size: self.ranks.world(),
             ..TrainState::at(
                 &self.config,
                 self.geo_classes,
@@ -958,13 +959,15 @@ impl<'a> Run<'a> {
                 self.moco.queue.ptr(),
             )
         };
-        let state = TrainState {
-            world_size: self.ranks.world(),
-            ..state
-        };
         let (moco, sgd) = (&self.moco, &self.sgd);
         let dir = match &mut self.log {
-            Some(log) => save(self.run_dir, moco, sgd, state, &self.rows, log)?,
+            Some(log) => {
+                let dir = save(self.run_dir, moco, sgd, state, &self.rows, log)?;
+                // Complete on disk: the last good one even when another
+                // rank fails at the barrier below.
+                self.last_checkpoint = Some(dir.clone());
+                dir
+            }
             None => {
                 checkpoint::checkpoints_dir(self.run_dir).join(checkpoint::checkpoint_name(&state))
             }
