@@ -164,7 +164,9 @@ impl Drop for Store {
 /// `torch.distributed` that data-parallel training needs.
 ///
 /// Every rank must make the same collective calls in the same order, or the
-/// job waits until the timeout and every collective then fails.
+/// job waits until the timeout and every collective then fails. Calls from
+/// several threads at once are safe, but their order across ranks is then
+/// unknown: issue a group's collectives from one thread.
 pub struct ProcessGroup {
     // Declared before `store` so it is dropped first: the group may still
     // talk to the store while it shuts down.
@@ -505,6 +507,10 @@ mod tests {
                 Tensor::from_slice(&[r, 10.0 * r]),
                 Tensor::from_slice(&[pg.rank() as i64, 7]),
                 Tensor::full([4], 0.5 * r, (Kind::Float, Device::Cpu)),
+                // Alone in its dtype and not contiguous: reduced through a copy.
+                Tensor::from_slice(&[pg.rank() as i32 + 1; 6])
+                    .view([2, 3])
+                    .tr(),
             ];
             pg.all_reduce_sum(&ts).unwrap();
             ts.map(|t| {
@@ -516,6 +522,7 @@ mod tests {
             assert_eq!(ts[1], vec![3.0, 30.0]);
             assert_eq!(ts[2], vec![1.0, 14.0]);
             assert_eq!(ts[3], vec![1.5; 4]);
+            assert_eq!(ts[4], vec![3.0; 6]);
         }
     }
 
@@ -539,7 +546,7 @@ mod tests {
         let out = on_ranks(2, |pg| {
             let r = pg.rank() as i64;
             let ts = [
-                Tensor::from_slice(&[r as f32 + 0.5; 3]),
+                Tensor::from_slice(&[r as f32 + 0.5; 3]).set_requires_grad(true),
                 Tensor::from_slice(&[r, r + 100]),
             ];
             pg.broadcast(&ts, 1).unwrap();

@@ -280,6 +280,11 @@ mod tests {
         ("MASTER_PORT", "29400"),
     ];
 
+    /// Launcher variables, as (name, value).
+    type Env = &'static [(&'static str, &'static str)];
+    /// Changes to them: a value replaces or adds, None removes.
+    type Changes = &'static [(&'static str, Option<&'static str>)];
+
     /// `base` with `changes` applied: a value replaces or adds, None removes.
     fn with<'a>(
         base: &[(&'a str, &'a str)],
@@ -403,7 +408,7 @@ mod tests {
 
     #[test]
     fn errors_name_the_variable_and_its_value() {
-        let cases: &[(&[(&str, &str)], &[(&str, Option<&str>)], &str)] = &[
+        let cases: &[(Env, Changes, &str)] = &[
             (
                 TORCHRUN,
                 &[("WORLD_SIZE", None)],
