@@ -502,6 +502,7 @@ mod tests {
             (20.25, 18.5, 0.0625, 1.75)
         );
         assert_eq!(sums.geo_acc, 1.0 / 3.0);
+        assert_eq!(state.world_size, 1, "written by a single process");
     }
 
     #[test]
@@ -519,6 +520,7 @@ mod tests {
         let state = TrainState {
             batch_in_epoch: 2,
             epoch_sums: sums,
+            world_size: 4,
             ..TrainState::at(&PretrainConfig::default(), None, 0, 2, 8)
         };
         let ckpt = save(dir.path(), &moco, &sgd, &state).unwrap();
@@ -527,6 +529,7 @@ mod tests {
         let back = read_state(&ckpt).unwrap();
         assert_eq!(back.epoch_sums, sums);
         assert_eq!((back.batch_in_epoch, back.queue_ptr), (2, 8));
+        assert_eq!(back.world_size, 4);
     }
 
     #[test]

@@ -1738,6 +1738,36 @@ mod tests {
     }
 
     #[test]
+    fn a_resume_on_another_number_of_ranks_is_noted() {
+        let resumed = |written_by: usize, now: usize| {
+            let state = TrainState {
+                batch_in_epoch: 3,
+                world_size: written_by,
+                ..TrainState::at(&PretrainConfig::default(), None, 1, 9, 0)
+            };
+            let dir = PathBuf::from("run/checkpoints/epoch-0001-batch-000003");
+            let changes = Vec::new();
+            StartPoint::resumed(
+                Resumed {
+                    dir,
+                    state,
+                    changes,
+                },
+                now,
+            )
+            .line
+        };
+        assert_eq!(
+            resumed(2, 2),
+            "resuming from run/checkpoints/epoch-0001-batch-000003 (epoch 1, batch 3, step 9)"
+        );
+        assert_eq!(
+            resumed(1, 2),
+            "resuming from run/checkpoints/epoch-0001-batch-000003 (epoch 1, batch 3, step 9); world size 1 -> 2 (the global batch is split over 2 rank(s) now)"
+        );
+    }
+
+    #[test]
     fn a_monitor_is_built_only_for_knn_every_and_its_absence_is_an_error() {
         let manifest = Manifest::default();
         let mut off = PretrainConfig::default();
