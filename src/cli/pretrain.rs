@@ -13,7 +13,7 @@ use crate::train::PretrainConfig;
 
 /// Flags override `--config`, which overrides the defaults (the paper's).
 /// A flag given twice takes its last value, so scripts can append overrides.
-#[derive(Args, Debug, Default)]
+#[derive(Args, Debug)]
 #[command(args_override_self = true)]
 pub struct PretrainArgs {
     /// Run folder: config.toml, metrics.jsonl/.csv, checkpoints/.
@@ -28,6 +28,15 @@ pub struct PretrainArgs {
     /// Stop this invocation after N epochs (continue later with --resume).
     #[arg(long, value_name = "N", display_order = 4)]
     pub stop_after: Option<usize>,
+    /// Start N ranks of this command on this machine, data-parallel, as `torchrun --nproc-per-node N` would (Gloo on CPU; NCCL on CUDA, rank r on cuda:r). --batch-size stays the global batch. SIGINT/SIGTERM reach every rank; one failing stops the others. Under torchrun or srun leave it out: each of their tasks is one rank.
+    #[arg(long, value_name = "N", display_order = 5,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub nproc: Option<u32>,
+    /// In a run of several processes (torchrun, srun, --nproc): how long joining the ranks and each collective wait for the other ranks before the job fails (a rank died or hangs). The default is PyTorch's, 30 minutes.
+    #[arg(long, value_name = "SECONDS", display_order = 6,
+          default_value_t = crate::dist::DEFAULT_TIMEOUT.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub dist_timeout: u64,
     /// Every setting of [`PretrainConfig`] as a flag.
     #[command(flatten)]
     pub settings: ConfigFlags,
@@ -174,15 +183,26 @@ impl PretrainArgs {
 
 pub(super) fn pretrain_cmd(a: &PretrainArgs) -> anyhow::Result<()> {
     let config = a.resolve()?;
+    if let Some(nproc) = a.nproc {
+        // The ranks run this command line without --nproc (the settings
+        // were resolved above, so that a bad one fails once, here).
+        let args = crate::dist::launch::without_flag(std::env::args_os().skip(1), "--nproc");
+        let exit_timeout = std::time::Duration::from_secs(a.dist_timeout);
+        return crate::dist::launch::run_local_ranks(&args, nproc as usize, exit_timeout);
+    }
     let options = crate::train::RunOptions {
         resume: a.resume,
         stop_after: a.stop_after,
         quiet: false,
         rendezvous: crate::dist::Rendezvous::from_env()?,
-        ..Default::default()
+        dist_timeout: std::time::Duration::from_secs(a.dist_timeout),
     };
     let monitor: &crate::train::BuildMonitor = &crate::eval::knn::KnnMonitor::build;
     let outcome = crate::train::pretrain(&config, &a.out, &options, Some(monitor))?;
+    // Rank 0 alone talks (every rank's outcome is the same).
+    if options.rendezvous.as_ref().is_some_and(|r| r.rank != 0) {
+        return Ok(());
+    }
     println!(
         "{} epochs, {} steps done{}; last checkpoint {}",
         outcome.epochs_done,
@@ -228,7 +248,15 @@ mod tests {
         let mut sorted = keys.clone();
         sorted.sort();
         assert_eq!(sorted, toml_keys);
-        let own = ["out", "config", "resume", "stop_after", "help"];
+        let own = [
+            "out",
+            "config",
+            "resume",
+            "stop_after",
+            "nproc",
+            "dist_timeout",
+            "help",
+        ];
         let flags: Vec<&str> = cmd
             .get_arguments()
             .map(|a| a.get_id().as_str())
@@ -312,6 +340,22 @@ mod tests {
             d.run.amp = false;
             d
         });
+    }
+
+    #[test]
+    fn nproc_and_dist_timeout_default_to_one_process_and_pytorchs_timeout() {
+        let a = parse(&[]).unwrap();
+        assert_eq!((a.nproc, a.dist_timeout), (None, 1800));
+        let a = parse(&["--nproc", "2", "--dist-timeout", "60"]).unwrap();
+        assert_eq!((a.nproc, a.dist_timeout), (Some(2), 60));
+        for args in [["--nproc", "0"], ["--dist-timeout", "0"]] {
+            let e = parse(&args).err().unwrap();
+            assert_eq!(e.exit_code(), 2, "a usage error");
+            assert!(e.to_string().contains(args[0]), "{e}");
+        }
+        let cmd = Cli::command();
+        let arg = cmd.get_arguments().find(|a| a.get_id() == "dist_timeout");
+        assert_eq!(arg.unwrap().get_default_values(), ["1800"]);
     }
 
     #[test]

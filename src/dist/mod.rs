@@ -12,6 +12,7 @@
 //! catch a change when the pin moves.
 
 mod c10d;
+pub mod launch;
 pub mod nccl;
 mod rendezvous;
 
