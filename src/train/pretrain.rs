@@ -354,9 +354,8 @@ fn load(
     })
 }
 
-/// Joins the data-parallel job of `rdzv`: this rank's device (CUDA
-/// device LOCAL_RANK for `cuda` and for `auto` on a machine with CUDA, as
-/// torchrun's one-process-per-GPU convention), and its process group (Gloo
+/// Joins the data-parallel job of `rdzv`: this rank's device (for `cuda`,
+/// and `auto` on a machine with CUDA, see [`rank_cuda_device`]), and its process group (Gloo
 /// on the CPU, NCCL on CUDA, collectives failing after `timeout`).
 /// Errors: a global batch that does not split over the ranks; a failed
 /// rendezvous.
@@ -377,9 +376,9 @@ fn join(
     );
     let device = match spec {
         DeviceSpec::Cpu => Device::Cpu,
-        DeviceSpec::Cuda(_) => DeviceSpec::Cuda(rdzv.local_rank).resolve()?,
+        DeviceSpec::Cuda(_) => rank_cuda_device(rdzv.local_rank)?,
         DeviceSpec::Auto => match DeviceSpec::Auto.resolve()? {
-            Device::Cuda(_) => DeviceSpec::Cuda(rdzv.local_rank).resolve()?,
+            Device::Cuda(_) => rank_cuda_device(rdzv.local_rank)?,
             other => other,
         },
     };
@@ -393,6 +392,22 @@ fn join(
         launcher: rdzv.launcher,
     };
     Ok((device, ranks))
+}
+
+/// The CUDA device of the rank with `local_rank`: `cuda:LOCAL_RANK`
+/// (torchrun's one process per GPU), except where the process sees a single
+/// GPU, which is then its own (SLURM's `--gpus-per-task=1` or a per-task
+/// `CUDA_VISIBLE_DEVICES` bind one GPU to each task, as `cuda:0`).
+/// Errors: no CUDA device, or fewer than LOCAL_RANK + 1 of them.
+fn rank_cuda_device(local_rank: usize) -> anyhow::Result<Device> {
+    // Loads libtorch's CUDA library (and fails without a device) before
+    // counting the devices.
+    DeviceSpec::Cuda(0).resolve()?;
+    let index = match tch::Cuda::device_count() {
+        1 => 0,
+        _ => local_rank,
+    };
+    DeviceSpec::Cuda(index).resolve()
 }
 
 impl Loaded {
@@ -1251,10 +1266,14 @@ fn ranks_line(ranks: &Ranks, config: &PretrainConfig, device: Device) -> String 
     let world = ranks.world();
     let batch = config.optimizer.batch_size;
     format!(
-        "data-parallel: {world} ranks started by {} ({} on {}), global batch {batch} = {world} x {} per rank; rank 0 writes the run folder\n",
+        "data-parallel: {world} rank{} started by {} ({} on {}), global batch {batch} = {world} x {} per rank; rank 0 writes the run folder\n",
+        if world == 1 { "" } else { "s" },
         ranks.launcher,
         if device.is_cuda() { "NCCL" } else { "Gloo" },
-        if device.is_cuda() { "cuda:LOCAL_RANK" } else { "cpu" },
+        match device {
+            Device::Cuda(i) => format!("cuda:{i} on rank 0"),
+            _ => "cpu".to_string(),
+        },
         batch / world
     )
 }
