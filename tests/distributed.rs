@@ -350,4 +350,32 @@ fn a_killed_or_stopped_job_resumes_to_the_uninterrupted_result() {
         .succeeds(Duration::from_secs(300));
     assert_eq!(model_bytes(&run, last), model_bytes(&straight, last));
     assert_eq!(history(&run), history(&straight));
+
+    // Ranks that see different run folders (node-local disks): rank 0
+    // resumes the finished run, rank 1 finds no checkpoint. Both refuse at
+    // once, before any rank writes, instead of training different epochs
+    // or waiting for each other until the timeout.
+    let mut more = flags.clone();
+    let epochs = more.iter().position(|f| f == "--epochs").unwrap();
+    more[epochs + 1] = "3".to_string();
+    let elsewhere = dir.path().join("elsewhere");
+    let before = history(&straight);
+    let mut job = Job::start(dir.path(), "split", &more, &straight, &elsewhere);
+    for rank in 0..2 {
+        let status = wait(&mut job.ranks[rank], Duration::from_secs(60));
+        assert!(status.is_some_and(|s| !s.success()), "{status:?}");
+        let log = job.log(rank);
+        assert!(
+            log.contains(
+                "rank 1 starts at a new run (no checkpoint) but rank 0 at epoch 2, batch 0"
+            ),
+            "rank {rank}: {log}"
+        );
+        assert!(
+            log.contains("every rank must see the same run folder"),
+            "{log}"
+        );
+    }
+    assert_eq!(history(&straight), before, "nothing written");
+    assert!(!elsewhere.join("metrics.jsonl").exists());
 }

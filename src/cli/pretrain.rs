@@ -32,7 +32,7 @@ pub struct PretrainArgs {
     #[arg(long, value_name = "N", display_order = 5,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub nproc: Option<u32>,
-    /// In a run of several processes (torchrun, srun, --nproc): how long joining the ranks and each collective wait for the other ranks before the job fails (a rank died or hangs). The default is PyTorch's, 30 minutes.
+    /// In a run of several processes (torchrun, srun, --nproc): how long joining the ranks and each collective wait for the other ranks before the job fails (a rank died or hangs). Work rank 0 does alone while the others wait (writing a checkpoint, the --knn-every monitor) must fit in it too. The default is PyTorch's, 30 minutes.
     #[arg(long, value_name = "SECONDS", display_order = 6,
           default_value_t = crate::dist::DEFAULT_TIMEOUT.as_secs(),
           value_parser = clap::value_parser!(u64).range(1..))]
@@ -184,8 +184,14 @@ impl PretrainArgs {
 pub(super) fn pretrain_cmd(a: &PretrainArgs) -> anyhow::Result<()> {
     let config = a.resolve()?;
     if let Some(nproc) = a.nproc {
-        // The ranks run this command line without --nproc (the settings
-        // were resolved above, so that a bad one fails once, here).
+        // The ranks run this command line without --nproc; a bad setting
+        // fails once, here, rather than once per rank.
+        config.validate()?;
+        anyhow::ensure!(
+            config.optimizer.batch_size % nproc as usize == 0,
+            "--batch-size {} is the global batch, split over the --nproc {nproc} ranks: it must be a multiple of {nproc}",
+            config.optimizer.batch_size
+        );
         let args = crate::dist::launch::without_flag(std::env::args_os().skip(1), "--nproc");
         let exit_timeout = std::time::Duration::from_secs(a.dist_timeout);
         return crate::dist::launch::run_local_ranks(&args, nproc as usize, exit_timeout);

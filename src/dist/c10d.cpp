@@ -19,20 +19,6 @@
 #include <vector>
 
 namespace {
-char *error_copy(const char *what) {
-  size_t n = std::strlen(what) + 1;
-  char *out = static_cast<char *>(std::malloc(n));
-  if (out != nullptr) std::memcpy(out, what, n);
-  return out;
-}
-
-// c10::Error's what() carries a C++ backtrace; its message alone is what a
-// user can act on.
-const char *message(const std::exception &e) {
-  if (auto *c10 = dynamic_cast<const c10::Error *>(&e)) return c10->what_without_backtrace();
-  return e.what();
-}
-
 // Waits for a collective; Work::wait rethrows the backend's exception.
 void finish(const c10::intrusive_ptr<c10d::Work> &work) { work->wait(); }
 
@@ -93,17 +79,6 @@ std::shared_ptr<::gloo::transport::Device> gloo_device(const char *loopback_host
 }
 }  // namespace
 
-// Variadic: braced initialisers in `body` contain unparenthesised commas.
-#define GUARDED(...)                        \
-  try {                                     \
-    __VA_ARGS__;                            \
-    return nullptr;                         \
-  } catch (const std::exception &e) {       \
-    return error_copy(message(e));          \
-  } catch (...) {                           \
-    return error_copy("unknown C++ error"); \
-  }
-
 extern "C" {
 
 void geossl_c10d_free_error(char *e) { std::free(e); }
@@ -116,7 +91,7 @@ void geossl_c10d_free_error(char *e) { std::free(e); }
 // rendezvous does, with the same timeout.
 char *geossl_store_tcp(const char *host, int port, int is_server, int world_size,
                        int64_t timeout_ms, const char *prefix, GeosslStore **out) {
-  GUARDED({
+  GEOSSL_GUARDED({
     c10d::TCPStoreOptions opts;
     opts.port = static_cast<std::uint16_t>(port);
     opts.isServer = is_server != 0;
@@ -132,7 +107,7 @@ char *geossl_store_tcp(const char *host, int port, int is_server, int world_size
 
 // The port the store's TCPStore listens on (or connects to).
 char *geossl_store_port(GeosslStore *store, int *port) {
-  GUARDED({
+  GEOSSL_GUARDED({
     c10::intrusive_ptr<c10d::Store> s = store->store;
     if (auto *prefixed = dynamic_cast<c10d::PrefixStore *>(s.get())) s = prefixed->getUnderlyingStore();
     auto *tcp = dynamic_cast<c10d::TCPStore *>(s.get());
@@ -151,7 +126,7 @@ void geossl_store_free(GeosslStore *store) { delete store; }
 // loopback (loopback_host non-NULL) binds loopback directly.
 char *geossl_group_gloo(GeosslStore *store, int rank, int size, int64_t timeout_ms,
                         const char *loopback_host, GeosslGroup **out) {
-  GUARDED({
+  GEOSSL_GUARDED({
     auto opts = c10d::ProcessGroupGloo::Options::create(std::chrono::milliseconds(timeout_ms));
     const char *ifnames = std::getenv("GLOO_SOCKET_IFNAME");
     if (ifnames != nullptr && std::strlen(ifnames) > 0) {
@@ -169,12 +144,22 @@ char *geossl_group_gloo(GeosslStore *store, int rank, int size, int64_t timeout_
   })
 }
 
-void geossl_group_free(GeosslGroup *group) { delete group; }
+// Shuts the backend down first, as torch.distributed.destroy_process_group
+// does (ProcessGroupNCCL warns, and may hang at exit, when destroyed
+// without; Gloo's shutdown does nothing). Errors are moot at this point.
+void geossl_group_free(GeosslGroup *group) {
+  if (group == nullptr) return;
+  try {
+    group->backend->shutdown();
+  } catch (...) {
+  }
+  delete group;
+}
 
 // tensors[i] = sum over ranks of tensors[i], in place; one allreduce per
 // dtype on a flat buffer (torch's allreduce_coalesced, any dtype mix).
 char *geossl_all_reduce_sum(GeosslGroup *group, at::Tensor **tensors, int n) {
-  GUARDED({
+  GEOSSL_GUARDED({
     auto ts = detached(tensors, n);
     c10d::AllreduceOptions opts;
     opts.reduceOp = c10d::ReduceOp::SUM;
@@ -185,7 +170,7 @@ char *geossl_all_reduce_sum(GeosslGroup *group, at::Tensor **tensors, int n) {
 // *out = every rank's `input` ([n, ...]) concatenated in rank order along
 // dim 0 ([size * n, ...]): torch.distributed.all_gather_into_tensor.
 char *geossl_all_gather(GeosslGroup *group, at::Tensor *input, at::Tensor **out) {
-  GUARDED({
+  GEOSSL_GUARDED({
     at::Tensor in = input->detach().contiguous();
     std::vector<int64_t> sizes = in.sizes().vec();
     TORCH_CHECK(!sizes.empty(), "all_gather needs a tensor of at least one dimension");
@@ -199,7 +184,7 @@ char *geossl_all_gather(GeosslGroup *group, at::Tensor *input, at::Tensor **out)
 // tensors[i] = root's tensors[i], in place; one broadcast per dtype on a
 // flat buffer (as torch's _broadcast_coalesced).
 char *geossl_broadcast(GeosslGroup *group, at::Tensor **tensors, int n, int root) {
-  GUARDED({
+  GEOSSL_GUARDED({
     auto ts = detached(tensors, n);
     c10d::BroadcastOptions opts;
     opts.rootRank = root;
@@ -208,5 +193,5 @@ char *geossl_broadcast(GeosslGroup *group, at::Tensor **tensors, int n, int root
 }
 
 // Returns once every rank has entered the barrier.
-char *geossl_barrier(GeosslGroup *group) { GUARDED(finish(group->backend->barrier())) }
+char *geossl_barrier(GeosslGroup *group) { GEOSSL_GUARDED(finish(group->backend->barrier())) }
 }

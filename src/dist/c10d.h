@@ -15,6 +15,11 @@
 #include <torch/csrc/distributed/c10d/Backend.hpp>
 #include <torch/csrc/distributed/c10d/Store.hpp>
 
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <string>
+
 // A key-value store (TCPStore behind a PrefixStore) the ranks rendezvous on.
 struct GeosslStore {
   c10::intrusive_ptr<c10d::Store> store;
@@ -27,6 +32,36 @@ struct GeosslGroup {
   int rank;
   int size;
 };
+
+// The error conventions of both libraries (the shim's and the NCCL one).
+namespace geossl_shim {
+// A malloc'ed copy of `what`, freed by geossl_c10d_free_error.
+inline char *error_copy(const std::string &what) {
+  char *out = static_cast<char *>(std::malloc(what.size() + 1));
+  if (out != nullptr) std::memcpy(out, what.c_str(), what.size() + 1);
+  return out;
+}
+
+// c10::Error's what() carries a C++ backtrace; its message alone is what a
+// user can act on.
+inline std::string message(const std::exception &e) {
+  if (auto *c10 = dynamic_cast<const c10::Error *>(&e)) return c10->what_without_backtrace();
+  return e.what();
+}
+}  // namespace geossl_shim
+
+// Runs `body` and returns NULL, or the exception's message as a malloc'ed
+// string. Variadic: braced initialisers in `body` contain unparenthesised
+// commas.
+#define GEOSSL_GUARDED(...)                                   \
+  try {                                                       \
+    __VA_ARGS__;                                              \
+    return nullptr;                                           \
+  } catch (const std::exception &e) {                         \
+    return geossl_shim::error_copy(geossl_shim::message(e));  \
+  } catch (...) {                                             \
+    return geossl_shim::error_copy("unknown C++ error");      \
+  }
 
 extern "C" {
 void geossl_c10d_free_error(char *e);

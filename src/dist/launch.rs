@@ -13,8 +13,9 @@
 //! Behaviour, as torchrun's: children inherit stdout/stderr; SIGINT/SIGTERM
 //! received by the launcher are forwarded to every child; the first child
 //! that exits non-zero or by a signal is named (rank, pid, status or signal),
-//! the others get a timeout to exit on their own (they fail fast on the
-//! broken connection), then the rest are SIGKILLed and the launcher fails.
+//! the others get SIGTERM and at most 30 s to exit (on Gloo they fail at
+//! once on the broken connection), then the rest are SIGKILLed and the
+//! launcher fails.
 //! Unlike torchrun the children stay in the launcher's process group, so
 //! Ctrl-C in a terminal reaches them directly as well; a second SIGINT is
 //! harmless to geossl (it only notes the signal). Should the launcher itself
@@ -50,13 +51,17 @@ const RANK_VARIABLES: [&str; 5] = [
     "GEOSSL_LAUNCHER",
 ];
 
+/// The longest the other ranks get between SIGTERM and SIGKILL once one
+/// rank failed: torchrun's 30 s (`PContext.close(death_sig, timeout=30)`).
+pub const STOP_GRACE: Duration = Duration::from_secs(30);
+
 /// Runs `nproc` ranks of this executable (`std::env::current_exe`) with
 /// `args` (the command line after the program name, without `--nproc`)
 /// and waits for them: Ok when every rank exits 0.
 ///
-/// `exit_timeout` is how long the other ranks get to exit on their own
-/// after one failed, before they are SIGKILLed (pretrain passes its
-/// `--dist-timeout`, the longest a collective waits).
+/// After a rank fails the others get SIGTERM, then SIGKILL after
+/// `exit_timeout` or [`STOP_GRACE`], whichever is shorter (pretrain passes
+/// its `--dist-timeout`).
 ///
 /// Errors: launcher variables already set (this process is a rank of a
 /// torchrun or SLURM job: each rank would start `nproc` more), no free
@@ -67,6 +72,7 @@ pub fn run_local_ranks(
     nproc: usize,
     exit_timeout: Duration,
 ) -> anyhow::Result<()> {
+    let exit_timeout = exit_timeout.min(STOP_GRACE);
     let set = launcher_variables(|name| std::env::var(name).ok());
     anyhow::ensure!(
         set.is_empty(),
@@ -243,14 +249,18 @@ impl LocalRanks {
                 let r = &self.ranks[i];
                 if first_failure.is_none() {
                     tracing::error!(
-                        "--nproc: rank {} (pid {}) {}; waiting up to {} s for the other ranks \
-                         to exit (they stop on the broken connection), then killing them",
+                        "--nproc: rank {} (pid {}) {}; stopping the other ranks (SIGTERM, \
+                         SIGKILL after {} s), as torchrun does",
                         r.rank,
                         r.child.id(),
                         describe(r.status.unwrap()),
                         exit_timeout.as_secs()
                     );
                     first_failure = Some((i, Instant::now() + exit_timeout));
+                    // A rank blocked in a collective may not notice the
+                    // death (NCCL: until its watchdog's timeout); SIGTERM
+                    // reaches it between steps.
+                    self.signal_running(libc::SIGTERM);
                 }
             }
             if self.ranks.iter().all(|r| r.status.is_some()) {
@@ -486,8 +496,10 @@ mod tests {
     #[test]
     fn a_killed_rank_is_named_and_the_others_are_killed_after_the_timeout() {
         let dir = tempfile::tempdir().unwrap();
-        // Rank 1 dies by SIGKILL; rank 0 would run on for a minute.
-        let script = r#"if [ "$RANK" = 1 ]; then sleep 0.2; kill -9 $$; fi; exec sleep 60"#;
+        // Rank 1 dies by SIGKILL; rank 0 ignores the SIGTERM that follows
+        // and would run on for a minute.
+        let script =
+            r#"if [ "$RANK" = 1 ]; then sleep 0.2; kill -9 $$; fi; trap '' TERM; exec sleep 60"#;
         let ranks = shell_ranks(script, dir.path(), 2);
         let pids: Vec<u32> = ranks.ranks.iter().map(|r| r.child.id()).collect();
         let start = Instant::now();

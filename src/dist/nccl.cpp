@@ -30,31 +30,6 @@
 // with both strings instead of crashing on a changed struct layout.
 #define GEOSSL_NCCL_INTERFACE "1"
 
-namespace {
-char *error_copy(const std::string &what) {
-  char *out = static_cast<char *>(std::malloc(what.size() + 1));
-  if (out != nullptr) std::memcpy(out, what.c_str(), what.size() + 1);
-  return out;
-}
-
-// c10::Error's what() carries a C++ backtrace; its message alone is what a
-// user can act on.
-std::string message(const std::exception &e) {
-  if (auto *c10 = dynamic_cast<const c10::Error *>(&e)) return c10->what_without_backtrace();
-  return e.what();
-}
-}  // namespace
-
-#define GUARDED(...)                        \
-  try {                                     \
-    __VA_ARGS__;                            \
-    return nullptr;                         \
-  } catch (const std::exception &e) {       \
-    return error_copy(message(e));          \
-  } catch (...) {                           \
-    return error_copy("unknown C++ error"); \
-  }
-
 extern "C" {
 
 // "torch <version>, interface <n>": see GEOSSL_NCCL_INTERFACE.
@@ -71,7 +46,7 @@ const char *geossl_nccl_built_for() { return "torch " TORCH_VERSION ", interface
 // rendezvous failure shows up here rather than at the first collective.
 char *geossl_nccl_group_new(GeosslStore *store, int rank, int size, int device_index,
                             int64_t timeout_ms, GeosslGroup **out) {
-  GUARDED({
+  GEOSSL_GUARDED({
     int devices = static_cast<int>(c10::cuda::device_count());
     TORCH_CHECK(device_index >= 0 && device_index < devices, "NCCL needs the CUDA device cuda:",
                 device_index, " but this process sees ", devices, " CUDA device(s)",

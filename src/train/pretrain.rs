@@ -152,6 +152,7 @@ pub fn pretrain(
     };
     let mut loaded = load(&config, monitor, options)?;
     let start = start_point(&config, run_dir, options, &mut loaded)?;
+    loaded.ranks.agree_on_start(&start, run_dir)?;
     let quiet = options.quiet || !loaded.ranks.writes();
     if let Some(finished) = already_finished(&config, run_dir, &start, quiet)? {
         return Ok(finished);
@@ -240,6 +241,57 @@ impl Ranks {
         self.rank() == 0
     }
 
+    /// Checks that every rank starts where rank 0 does (the same
+    /// checkpoint, epoch, batch and step), before any collective whose
+    /// count depends on it: ranks that read different run folders (an
+    /// `--out` on node-local disks) would otherwise train different epochs
+    /// in silence or wait for each other until the timeout. Every rank sees
+    /// every rank's start (one all-gather), so all fail together.
+    fn agree_on_start(&self, start: &StartPoint, run_dir: &Path) -> anyhow::Result<()> {
+        let Some(group) = &self.group else {
+            return Ok(());
+        };
+        let checkpoint = start
+            .last_checkpoint
+            .as_ref()
+            .and_then(|p| p.file_name())
+            .map(|n| n.to_string_lossy().into_owned());
+        // The checkpoint's folder name holds its epoch and batch; its hash
+        // tells two different checkpoints at one position apart.
+        let name_hash = checkpoint.as_deref().map_or(0, |n| {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            n.hash(&mut h);
+            h.finish() as i64
+        });
+        let mine = [
+            start.epoch as i64,
+            start.first_batch as i64,
+            start.step as i64,
+            i64::from(checkpoint.is_some()),
+            name_hash,
+        ];
+        let all: Vec<i64> = group
+            .all_gather(&Tensor::from_slice(&mine))
+            .context("comparing where each rank starts")?
+            .try_into()?;
+        let starts: Vec<&[i64]> = all.chunks(mine.len()).collect();
+        let Some(other) = starts.iter().position(|s| *s != starts[0]) else {
+            return Ok(());
+        };
+        let describe = |s: &[i64]| match s[3] {
+            0 => "a new run (no checkpoint)".to_string(),
+            _ => format!("epoch {}, batch {}, step {}", s[0], s[1], s[2]),
+        };
+        anyhow::bail!(
+            "rank {other} starts at {} but rank 0 at {} in {}: every rank must see the same run folder (put {} on a file system that all ranks share)",
+            describe(starts[other]),
+            describe(starts[0]),
+            run_dir.display(),
+            settings::name("out")
+        )
+    }
+
     /// Waits for every rank (nothing in a single process); `why` names
     /// what they wait for in the error.
     fn barrier(&self, why: &str) -> anyhow::Result<()> {
@@ -314,7 +366,7 @@ fn load(
                 launcher: "",
             },
         ),
-        Some(rdzv) => join(config, spec, rdzv, options.dist_timeout)?,
+        Some(rdzv) => join(config, spec, rdzv, options.dist_timeout, options.quiet)?,
     };
     tch::manual_seed(config.run.seed as i64);
 
@@ -364,6 +416,7 @@ fn join(
     spec: DeviceSpec,
     rdzv: &Rendezvous,
     timeout: Duration,
+    quiet: bool,
 ) -> anyhow::Result<(Device, Ranks)> {
     let batch = config.optimizer.batch_size;
     anyhow::ensure!(
@@ -376,9 +429,9 @@ fn join(
     );
     let device = match spec {
         DeviceSpec::Cpu => Device::Cpu,
-        DeviceSpec::Cuda(_) => rank_cuda_device(rdzv.local_rank)?,
+        DeviceSpec::Cuda(_) => rank_cuda_device(rdzv)?,
         DeviceSpec::Auto => match DeviceSpec::Auto.resolve()? {
-            Device::Cuda(_) => rank_cuda_device(rdzv.local_rank)?,
+            Device::Cuda(_) => rank_cuda_device(rdzv)?,
             other => other,
         },
     };
@@ -386,6 +439,16 @@ fn join(
         Device::Cuda(_) => Backend::Nccl,
         _ => Backend::Gloo,
     };
+    if rdzv.rank == 0 && !quiet {
+        eprintln!(
+            "rank 0: waiting for {} rank(s) at {}:{} ({} {} s)",
+            rdzv.world_size,
+            rdzv.master_addr,
+            rdzv.master_port,
+            settings::name("dist_timeout"),
+            timeout.as_secs()
+        );
+    }
     let group = ProcessGroup::connect(rdzv, backend, device, timeout)?;
     let ranks = Ranks {
         group: Some(Arc::new(group)),
@@ -398,16 +461,33 @@ fn join(
 /// (torchrun's one process per GPU), except where the process sees a single
 /// GPU, which is then its own (SLURM's `--gpus-per-task=1` or a per-task
 /// `CUDA_VISIBLE_DEVICES` bind one GPU to each task, as `cuda:0`).
-/// Errors: no CUDA device, or fewer than LOCAL_RANK + 1 of them.
-fn rank_cuda_device(local_rank: usize) -> anyhow::Result<Device> {
+/// A `--device cuda:K` index is not used: the rank decides. Errors: no
+/// CUDA device, fewer than LOCAL_RANK + 1 of them, or several ranks of
+/// this machine all seeing the same single GPU (NCCL refuses that).
+fn rank_cuda_device(rdzv: &Rendezvous) -> anyhow::Result<Device> {
     // Loads libtorch's CUDA library (and fails without a device) before
     // counting the devices.
     DeviceSpec::Cuda(0).resolve()?;
-    let index = match tch::Cuda::device_count() {
+    let visible = tch::Cuda::device_count() as usize;
+    let index = match visible {
         1 => 0,
-        _ => local_rank,
+        _ => rdzv.local_rank,
     };
+    anyhow::ensure!(
+        visible > 1 || rdzv.local_world_size == 1 || one_gpu_per_task(),
+        "{} ranks on this machine (LOCAL_WORLD_SIZE) but this rank sees a single CUDA device: give each rank its own GPU (fewer ranks, or CUDA_VISIBLE_DEVICES per rank)",
+        rdzv.local_world_size
+    );
     DeviceSpec::Cuda(index).resolve()
+}
+
+/// Whether the launcher bound one GPU to each task (SLURM's
+/// `--gpus-per-task=1`, or a CUDA_VISIBLE_DEVICES naming one device):
+/// then each rank's single visible GPU is a different one.
+fn one_gpu_per_task() -> bool {
+    let one = |var: &str| std::env::var(var).is_ok_and(|v| v.trim() == "1");
+    one("SLURM_GPUS_PER_TASK")
+        || std::env::var("CUDA_VISIBLE_DEVICES").is_ok_and(|v| !v.contains(',') && !v.is_empty())
 }
 
 impl Loaded {
@@ -1265,8 +1345,10 @@ fn ranks_line(ranks: &Ranks, config: &PretrainConfig, device: Device) -> String 
     }
     let world = ranks.world();
     let batch = config.optimizer.batch_size;
+    let per_rank = (batch / world) as i64;
+    let groups = crate::model::moco::bn_groups_for(config.moco.bn_groups, per_rank);
     format!(
-        "data-parallel: {world} rank{} started by {} ({} on {}), global batch {batch} = {world} x {} per rank; rank 0 writes the run folder\n",
+        "data-parallel: {world} rank{} started by {} ({} on {}), global batch {batch} = {world} x {} per rank, BatchNorm over {} groups of {} (--bn-groups {groups} per rank); rank 0 writes the run folder\n",
         if world == 1 { "" } else { "s" },
         ranks.launcher,
         if device.is_cuda() { "NCCL" } else { "Gloo" },
@@ -1274,7 +1356,9 @@ fn ranks_line(ranks: &Ranks, config: &PretrainConfig, device: Device) -> String 
             Device::Cuda(i) => format!("cuda:{i} on rank 0"),
             _ => "cpu".to_string(),
         },
-        batch / world
+        batch / world,
+        world as i64 * groups,
+        per_rank / groups
     )
 }
 
