@@ -49,39 +49,35 @@ if [ ! -f "$GEOSSL_VENV/.geossl-setup-done" ] ||
     }
 fi
 
-if [ ! -f "$GEOSSL_GLOO_HEADER" ]; then
+# Installs the Debian packages $1 (once; apt-get update only when the first
+# try fails), then runs the check $2; fails naming the packages.
+geossl_apt_install() {
     (
         set -euo pipefail
-        echo "geossl setup: installing Debian packages $GEOSSL_BUILD_DEBIAN_PACKAGES (once)" >&2
+        echo "geossl setup: installing Debian packages $1 (once)" >&2
         sudo=""
         if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
         export DEBIAN_FRONTEND=noninteractive
         # shellcheck disable=SC2086
-        $sudo apt-get install -y -q $GEOSSL_BUILD_DEBIAN_PACKAGES >/dev/null ||
-            { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q $GEOSSL_BUILD_DEBIAN_PACKAGES >/dev/null; }
-        test -f "$GEOSSL_GLOO_HEADER"
+        $sudo apt-get install -y -q $1 >/dev/null ||
+            { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q $1 >/dev/null; }
+        eval "$2"
     ) || {
-        echo "geossl setup: installing $GEOSSL_BUILD_DEBIAN_PACKAGES failed (see above)" >&2
-        return 1 2>/dev/null || exit 1
+        echo "geossl setup: installing $1 failed (see above)" >&2
+        return 1
     }
+}
+
+if [ ! -f "$GEOSSL_GLOO_HEADER" ]; then
+    geossl_apt_install "$GEOSSL_BUILD_DEBIAN_PACKAGES" 'test -f "$GEOSSL_GLOO_HEADER"' ||
+        { unset -f geossl_apt_install; return 1 2>/dev/null || exit 1; }
 fi
 
 if [ "${GEOSSL_SETUP_TESTS:-0}" = 1 ] && ! command -v chromium >/dev/null 2>&1; then
-    (
-        set -euo pipefail
-        echo "geossl setup: installing Debian packages $GEOSSL_TEST_DEBIAN_PACKAGES (once)" >&2
-        sudo=""
-        if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
-        export DEBIAN_FRONTEND=noninteractive
-        # shellcheck disable=SC2086
-        $sudo apt-get install -y -q $GEOSSL_TEST_DEBIAN_PACKAGES >/dev/null ||
-            { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q $GEOSSL_TEST_DEBIAN_PACKAGES >/dev/null; }
-        command -v chromium >/dev/null
-    ) || {
-        echo "geossl setup: installing $GEOSSL_TEST_DEBIAN_PACKAGES failed (see above)" >&2
-        return 1 2>/dev/null || exit 1
-    }
+    geossl_apt_install "$GEOSSL_TEST_DEBIAN_PACKAGES" 'command -v chromium >/dev/null' ||
+        { unset -f geossl_apt_install; return 1 2>/dev/null || exit 1; }
 fi
+unset -f geossl_apt_install
 
 # Build environment for `cargo`: torch-sys asks this python where libtorch is.
 export LIBTORCH_USE_PYTORCH=1
