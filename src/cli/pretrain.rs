@@ -187,11 +187,8 @@ pub(super) fn pretrain_cmd(a: &PretrainArgs) -> anyhow::Result<()> {
         // The ranks run this command line without --nproc; a bad setting
         // fails once, here, rather than once per rank.
         config.validate()?;
-        anyhow::ensure!(
-            config.optimizer.batch_size % nproc as usize == 0,
-            "--batch-size {} is the global batch, split over the --nproc {nproc} ranks: it must be a multiple of {nproc}",
-            config.optimizer.batch_size
-        );
+        let launcher = crate::dist::NPROC_LAUNCHER;
+        crate::train::pretrain::check_batch_split(&config, nproc as usize, launcher)?;
         let args = crate::dist::launch::without_flag(std::env::args_os().skip(1), "--nproc");
         let exit_timeout = std::time::Duration::from_secs(a.dist_timeout);
         return crate::dist::launch::run_local_ranks(&args, nproc as usize, exit_timeout);

@@ -22,7 +22,7 @@ pub use c10d::ProcessGroup;
 // The seam for the NCCL library's binding (nccl.rs): raw handles in and out.
 pub(crate) use c10d::Store;
 pub(crate) use c10d::{GeosslGroup, GeosslStore};
-pub use rendezvous::Rendezvous;
+pub use rendezvous::{Rendezvous, NPROC_LAUNCHER};
 
 /// PyTorch's default process-group timeout (`torch.distributed.constants.
 /// default_pg_timeout`, 30 minutes): how long joining the group, and then

@@ -4,6 +4,10 @@
 
 use anyhow::{bail, Context};
 
+/// The launcher name of ranks started by `geossl pretrain --nproc`
+/// ([`Rendezvous::launcher`]), for messages.
+pub const NPROC_LAUNCHER: &str = "geossl --nproc";
+
 /// Who this process is in the job, read from the launcher's environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rendezvous {
@@ -75,7 +79,7 @@ impl Rendezvous {
             ),
         };
         let rdzv = if var("RANK").is_some() || var("WORLD_SIZE").is_some() {
-            let launcher = if nproc { "geossl --nproc" } else { "torchrun" };
+            let launcher = if nproc { NPROC_LAUNCHER } else { "torchrun" };
             Some(Self::torchrun(&Vars {
                 var: &var,
                 launcher,

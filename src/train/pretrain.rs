@@ -418,15 +418,7 @@ fn join(
     timeout: Duration,
     quiet: bool,
 ) -> anyhow::Result<(Device, Ranks)> {
-    let batch = config.optimizer.batch_size;
-    anyhow::ensure!(
-        batch % rdzv.world_size == 0,
-        "{} {batch} is the global batch, split over the {} ranks of this {} job: it must be a multiple of the world size {}",
-        settings::name("batch_size"),
-        rdzv.world_size,
-        rdzv.launcher,
-        rdzv.world_size
-    );
+    check_batch_split(config, rdzv.world_size, rdzv.launcher)?;
     let device = match spec {
         DeviceSpec::Cpu => Device::Cpu,
         DeviceSpec::Cuda(_) => rank_cuda_device(rdzv)?,
@@ -457,7 +449,25 @@ fn join(
     Ok((device, ranks))
 }
 
-/// The CUDA device of the rank with `local_rank`: `cuda:LOCAL_RANK`
+/// Checks that `config`'s global batch splits evenly over `world` ranks
+/// started by `launcher` (named in the error), as each rank trains on
+/// batch / world samples. Called by each rank, and by a launcher before it
+/// starts them so that the error is said once.
+pub fn check_batch_split(
+    config: &PretrainConfig,
+    world: usize,
+    launcher: &str,
+) -> anyhow::Result<()> {
+    let batch = config.optimizer.batch_size;
+    anyhow::ensure!(
+        batch % world == 0,
+        "{} {batch} is the global batch, split over the {world} ranks of this {launcher} job: it must be a multiple of the world size {world}",
+        settings::name("batch_size"),
+    );
+    Ok(())
+}
+
+/// The CUDA device of the rank `rdzv` describes: `cuda:LOCAL_RANK`
 /// (torchrun's one process per GPU), except where the process sees a single
 /// GPU, which is then its own (SLURM's `--gpus-per-task=1` or a per-task
 /// `CUDA_VISIBLE_DEVICES` bind one GPU to each task, as `cuda:0`).
