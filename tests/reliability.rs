@@ -277,10 +277,18 @@ fn checkpoints_by_the_clock_survive_a_sigkill() {
     child.kill().unwrap();
     child.wait().unwrap();
     let latest = std::fs::read_to_string(run.join("checkpoints/latest")).unwrap();
-    let names: Vec<String> = std::fs::read_dir(run.join("checkpoints"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.contains("-batch-"))
+    let entries = || -> Vec<String> {
+        std::fs::read_dir(run.join("checkpoints"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    // The kill may land while a checkpoint is being written: its staging
+    // folder (`.NAME.tmp-PID`) is not a checkpoint, and the next run
+    // removes it (checked below).
+    let names: Vec<String> = entries()
+        .into_iter()
+        .filter(|n| n.starts_with("epoch-") && n.contains("-batch-"))
         .collect();
     assert!(
         names.len() <= 1,
@@ -289,6 +297,14 @@ fn checkpoints_by_the_clock_survive_a_sigkill() {
     let out = command().output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
+    let staging: Vec<String> = entries()
+        .into_iter()
+        .filter(|n| n.contains(".tmp-"))
+        .collect();
+    assert!(
+        staging.is_empty(),
+        "the killed writer's staging removed: {staging:?}"
+    );
     assert!(
         stderr.contains(&format!(
             "resuming from {}",
