@@ -14,13 +14,32 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <sstream>
 #include <string>
 #include <vector>
 
 namespace {
-// Waits for a collective; Work::wait rethrows the backend's exception.
-void finish(const c10::intrusive_ptr<c10d::Work> &work) { work->wait(); }
+// Starts a collective (`start()` returns its Work) and waits for it; Work::wait
+// rethrows the backend's exception.
+//
+// Starting is serialised process-wide: torch 2.11's c10d::FlightRecorder, a
+// per-process singleton every ProcessGroupGloo::enqueue records into, updates
+// its map of groups (all_pg_status_) before taking its own mutex, so two
+// groups starting collectives at once in one process corrupt that map (a
+// SIGSEGV in std::_Rb_tree_insert_and_rebalance). A rank has one group, but
+// the tests run ranks as threads of one process. Starting only enqueues, so
+// the lock is brief and the wait stays outside it.
+template <typename F>
+void run(F start) {
+  static std::mutex starting;
+  c10::intrusive_ptr<c10d::Work> work;
+  {
+    std::lock_guard<std::mutex> lock(starting);
+    work = start();
+  }
+  work->wait();
+}
 
 // Detached aliases: collectives write in place into tensors that may
 // require grad (parameters), which autograd would refuse.
@@ -56,13 +75,13 @@ void coalesced(std::vector<at::Tensor> &ts, F collective) {
   for (const auto &group : by_dtype(ts)) {
     if (group.size() == 1 && ts[group[0]].is_contiguous()) {
       std::vector<at::Tensor> one{ts[group[0]]};
-      finish(collective(one));
+      run([&] { return collective(one); });
       continue;
     }
     std::vector<at::Tensor> flat_parts;
     for (size_t i : group) flat_parts.push_back(ts[i].reshape({-1}));
     std::vector<at::Tensor> flat{at::cat(flat_parts)};
-    finish(collective(flat));
+    run([&] { return collective(flat); });
     int64_t offset = 0;
     for (size_t i : group) {
       int64_t n = ts[i].numel();
@@ -176,7 +195,7 @@ char *geossl_all_gather(GeosslGroup *group, at::Tensor *input, at::Tensor **out)
     TORCH_CHECK(!sizes.empty(), "all_gather needs a tensor of at least one dimension");
     sizes[0] *= group->size;
     at::Tensor gathered = at::empty(sizes, in.options());
-    finish(group->backend->_allgather_base(gathered, in));
+    run([&] { return group->backend->_allgather_base(gathered, in); });
     *out = new at::Tensor(gathered);
   })
 }
@@ -193,5 +212,7 @@ char *geossl_broadcast(GeosslGroup *group, at::Tensor **tensors, int n, int root
 }
 
 // Returns once every rank has entered the barrier.
-char *geossl_barrier(GeosslGroup *group) { GEOSSL_GUARDED(finish(group->backend->barrier())) }
+char *geossl_barrier(GeosslGroup *group) {
+  GEOSSL_GUARDED(run([&] { return group->backend->barrier(); }))
+}
 }
