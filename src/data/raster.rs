@@ -444,15 +444,11 @@ mod tests {
         descriptions: &[&str],
         f: impl Fn(usize, usize, usize) -> T,
     ) {
-        let driver = DriverManager::get_driver_by_name("GTiff").unwrap();
-        let mut opts = RasterCreationOptions::new();
-        for o in options {
-            let (k, v) = o.split_once('=').unwrap();
-            opts.set_name_value(k, v).unwrap();
-        }
-        let ds = driver
-            .create_with_band_type_with_options::<T, _>(path, w, h, bands, &opts)
-            .unwrap();
+        // Written in memory, then copied into the GeoTIFF as gdal_translate
+        // does: the GTiff driver compresses pixel-interleaved JPEG-YCbCr
+        // tiles correctly only when all bands arrive together.
+        let mem = DriverManager::get_driver_by_name("MEM").unwrap();
+        let ds = mem.create_with_band_type::<T, _>("", w, h, bands).unwrap();
         for b in 0..bands {
             let mut band = ds.rasterband(b + 1).unwrap();
             if let Some(nd) = nodata {
@@ -468,7 +464,13 @@ mod tests {
             let mut buf = Buffer::new((w, h), data);
             band.write((0, 0), (w, h), &mut buf).unwrap();
         }
-        drop(ds);
+        let gtiff = DriverManager::get_driver_by_name("GTiff").unwrap();
+        let mut opts = RasterCreationOptions::new();
+        for o in options {
+            let (k, v) = o.split_once('=').unwrap();
+            opts.set_name_value(k, v).unwrap();
+        }
+        drop(ds.create_copy(&gtiff, path, &opts).unwrap());
     }
 
     /// uint16, 4 bands, NoData = 65535 in the last 3 columns.
@@ -650,8 +652,9 @@ mod tests {
         }
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ycbcr.tif");
-        // Smooth bands, so that lossy JPEG stays close.
-        let f = |b: usize, x: usize, y: usize| (40 + b * 50 + x * 2 + y) as u8;
+        // Smooth bands (at most 40 + 100 + 63 + 15 = 218), so that lossy
+        // JPEG stays close.
+        let f = |b: usize, x: usize, y: usize| (40 + b * 50 + x + y / 2) as u8;
         write_tiff::<u8>(
             &path,
             64,
