@@ -814,6 +814,52 @@ mod tests {
     }
 
     #[test]
+    fn internal_mask_band_shared_by_all_bands() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mask.tif");
+        let gtiff = DriverManager::get_driver_by_name("GTiff").unwrap();
+        let ds = gtiff
+            .create_with_band_type::<u8, _>(&path, 16, 8, 3)
+            .unwrap();
+        for b in 1..=3 {
+            let mut band = ds.rasterband(b).unwrap();
+            let mut buf = Buffer::new((16, 8), vec![b as u8 * 10; 16 * 8]);
+            band.write((0, 0), (16, 8), &mut buf).unwrap();
+        }
+        let mut band = ds.rasterband(1).unwrap();
+        band.create_mask_band(true).unwrap();
+        let mut mask = band.open_mask_band().unwrap();
+        // Valid everywhere except the top 2 rows.
+        let m: Vec<u8> = (0..8 * 16).map(|i| if i < 32 { 0 } else { 255 }).collect();
+        mask.write((0, 0), (16, 8), &mut Buffer::new((16, 8), m))
+            .unwrap();
+        drop(ds);
+        let reader = RasterReader::open(&path).unwrap();
+        for band in &reader.info().bands {
+            assert_eq!(band.mask, MaskSource::PerDataset);
+            assert_eq!(band.nodata, None);
+        }
+        let window = Window {
+            x: 0,
+            y: 0,
+            width: 16,
+            height: 8,
+        };
+        let r = reader
+            .read(
+                &[3],
+                window,
+                (16, 8),
+                Resampling::Nearest,
+                &DecodeLimits::default(),
+            )
+            .unwrap();
+        assert_eq!(r.valid_count, 16 * 6);
+        assert!(r.valid[..32].iter().all(|&v| !v));
+        assert!(r.data[32..].iter().all(|&v| v == 30.0));
+    }
+
+    #[test]
     fn window_over_the_limit_is_refused_before_reading() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("u16.tif");
