@@ -6,7 +6,9 @@
 # tensorboard, whose event reader the tests read geossl's logs with; Debian's
 # libgloo-dev, the Gloo headers the c10d shim (src/dist/c10d.cpp) compiles
 # against (the wheel ships c10d's headers and Gloo's library, not Gloo's
-# headers). With GEOSSL_SETUP_TESTS=1 (scripts/test.sh sets it) also Debian's
+# headers); Debian's libgdal-dev, the GDAL library and headers the `gdal`
+# crate links against (src/data/raster.rs reads rasters through it). With
+# GEOSSL_SETUP_TESTS=1 (scripts/test.sh sets it) also Debian's
 # chromium, the headless browser the report tests load pages in.
 #
 # Idempotent: a second run checks a stamp file and returns in well under a
@@ -24,9 +26,11 @@ GEOSSL_VENV="${GEOSSL_VENV:-$GEOSSL_ROOT/.venv}"
 # versions of torch 2.11's cuda-toolkit==13.0.2 (its crt and cccl extras);
 # build.rs compiles the NCCL backend library (src/dist/nccl.cpp) with them.
 GEOSSL_PY_REQUIREMENTS="torch==2.11.0 torchvision==0.26.0 safetensors==0.8.0 numpy tensorboard==2.21.0 nvidia-cuda-crt==13.0.88 nvidia-cuda-cccl==13.0.85"
-# Debian packages the build needs: Gloo's headers (checked by this file).
-GEOSSL_BUILD_DEBIAN_PACKAGES="libgloo-dev"
+# Debian packages the build needs: Gloo's headers and GDAL (library and
+# headers), each checked by its header below.
+GEOSSL_BUILD_DEBIAN_PACKAGES="libgloo-dev libgdal-dev"
 GEOSSL_GLOO_HEADER="/usr/include/gloo/config.h"
+GEOSSL_GDAL_HEADER="/usr/include/gdal/gdal.h"
 # Debian packages of the test suite only.
 GEOSSL_TEST_DEBIAN_PACKAGES="chromium"
 
@@ -68,8 +72,9 @@ geossl_apt_install() {
     }
 }
 
-if [ ! -f "$GEOSSL_GLOO_HEADER" ]; then
-    geossl_apt_install "$GEOSSL_BUILD_DEBIAN_PACKAGES" 'test -f "$GEOSSL_GLOO_HEADER"' ||
+if [ ! -f "$GEOSSL_GLOO_HEADER" ] || [ ! -f "$GEOSSL_GDAL_HEADER" ]; then
+    geossl_apt_install "$GEOSSL_BUILD_DEBIAN_PACKAGES" \
+        'test -f "$GEOSSL_GLOO_HEADER" && test -f "$GEOSSL_GDAL_HEADER"' ||
         { unset -f geossl_apt_install; return 1 2>/dev/null || exit 1; }
 fi
 

@@ -1,6 +1,6 @@
 //! Geo-tagged image collections: manifests, importers, the location index,
-//! geo-location classes, bounded decoding, summaries and the built-in
-//! synthetic dataset.
+//! geo-location classes, bounded decoding, raster reading through GDAL,
+//! summaries and the built-in synthetic dataset.
 
 pub mod augment;
 pub(crate) mod csv_lines;
@@ -11,6 +11,7 @@ pub mod import_csv;
 pub mod loader;
 pub mod location_index;
 pub mod manifest;
+pub mod raster;
 pub mod summary;
 pub mod synth;
 
