@@ -1469,13 +1469,13 @@ mod tests {
         assert_eq!(sq.dimensions(), (32, 32));
     }
 
-    /// 13 bands of 40 x 30 with a NoData strip in the last 4 columns.
-    fn thirteen_bands() -> BandImage {
+    /// 13 bands of 40 x 30, pixels where `invalid(x, y)` NoData.
+    fn thirteen_bands(invalid: impl Fn(usize, usize) -> bool) -> BandImage {
         let (w, h, c) = (40usize, 30usize, 13usize);
         let data = (0..c * w * h)
             .map(|i| ((i % w) * 5 + (i / w % h) * 3 + i / (w * h) * 7) as f32 % 97.0 / 97.0)
             .collect();
-        let valid: Vec<bool> = (0..w * h).map(|i| i % w < w - 4).collect();
+        let valid: Vec<bool> = (0..w * h).map(|i| !invalid(i % w, i / w)).collect();
         let mut img = BandImage {
             width: w,
             height: h,
@@ -1504,7 +1504,8 @@ mod tests {
 
     #[test]
     fn c_band_augmentation_shape_determinism_and_nodata() {
-        let img = thirteen_bands();
+        // NoData in the top 4 rows, which the pre-step's crop keeps.
+        let img = thirteen_bands(|_, y| y < 4);
         let spec = spec_of(13);
         let cfg = AugConfig::aug_plus(16);
         let n = 13 * 16 * 16;
@@ -1570,20 +1571,21 @@ mod tests {
 
     #[test]
     fn c_band_views_carry_validity_through_resize_and_flip() {
-        let img = thirteen_bands();
-        // Whole image to 20 x 15 (by 2): columns within the filter's reach
-        // of the strip (output columns 18, 19) are invalid, the rest valid.
+        let img = thirteen_bands(|x, _| x >= 36);
+        // Whole image to 20 x 15 (by 2, filter radius 2 source pixels):
+        // output column j reads source columns up to 2j + 2, so columns 17
+        // to 19 reach the strip and are invalid, the rest valid.
         let small = resize_bands_box(&img, PixelBox::whole(40, 30), 20, 15).unwrap();
         for y in 0..15 {
             for x in 0..20 {
-                assert_eq!(small.valid[y * 20 + x], x < 18, "({x}, {y})");
+                assert_eq!(small.valid[y * 20 + x], x < 17, "({x}, {y})");
             }
         }
-        assert_eq!(small.valid_count, 18 * 15);
+        assert_eq!(small.valid_count, 17 * 15);
         let mut flipped = small.clone();
         bands_flip(&mut flipped);
-        assert!(!flipped.valid[0] && !flipped.valid[1] && flipped.valid[2]);
-        assert_eq!(flipped.band(5)[2], small.band(5)[17]);
+        assert!(!flipped.valid[2] && flipped.valid[3]);
+        assert_eq!(flipped.band(5)[3], small.band(5)[16]);
         // Centre crop: the view's valid pixels are the count returned.
         let mut out = vec![0.0; 13 * 64];
         let view = ViewTransform::CenterCrop { size: 8 };

@@ -325,14 +325,13 @@ fn decode_raster(
 fn raster_error(e: RasterError, crop: Option<CropBox>) -> DecodeError {
     let clip = |v: usize| v.min(u32::MAX as usize) as u32;
     match e {
-        // GDAL's words when no driver recognises the file.
-        RasterError::Open { path, source }
-            if source
-                .to_string()
-                .contains("not recognized as a supported file format") =>
-        {
-            DecodeError::UnknownFormat { path }
-        }
+        // No driver recognised the file: GDALOpenEx fails without a message
+        // (GDAL words it "not recognized as a supported file format" only
+        // when asked for verbose errors).
+        RasterError::Open {
+            path,
+            source: gdal::errors::GdalError::NullPointer { msg, .. },
+        } if msg.trim().is_empty() => DecodeError::UnknownFormat { path },
         RasterError::Open { path, source } => DecodeError::NotARaster {
             path,
             message: source.to_string(),
@@ -386,8 +385,8 @@ fn to_unit(
         }
     }
     img.recount();
-    for c in 0..img.channels {
-        let (offset, divisor) = unit_transform(img, c, spec, &types[c], name)?;
+    for (c, data_type) in types.iter().enumerate().take(img.channels) {
+        let (offset, divisor) = unit_transform(img, c, spec, data_type, name)?;
         let band = &mut img.data[c * p..(c + 1) * p];
         for x in band.iter_mut() {
             let u = (*x - offset) / divisor;
@@ -444,7 +443,10 @@ pub fn valid_percentile(values: &[f32], valid: &[bool], percentile: f32) -> f32 
         return 0.0;
     }
     let n = v.len();
-    let k = ((n as f64 * percentile as f64 / 100.0).ceil() as usize).clamp(1, n) - 1;
+    // Less a hair, so that 99.9 (99.90000152 as f32) of 1000 values is rank
+    // 999, not 1000.
+    let rank = n as f64 * percentile as f64 / 100.0 - 1e-4;
+    let k = (rank.ceil() as usize).clamp(1, n) - 1;
     let (_, at, _) = v.select_nth_unstable_by(k, f32::total_cmp);
     *at
 }
@@ -761,7 +763,8 @@ pub(crate) mod tests {
         );
         // A window over the limit is refused before reading, naming the file.
         let limits = DecodeLimits { max_pixels: 35 };
-        let err = decode_source(&two, None, &InputSpec::rgb(), &limits).unwrap_err();
+        let four = dir.path().join("four.tif");
+        let err = decode_source(&four, None, &InputSpec::rgb(), &limits).unwrap_err();
         assert!(matches!(err, DecodeError::TooLarge { .. }), "{err}");
         // A crop outside the raster.
         let crop = CropBox {
@@ -770,7 +773,7 @@ pub(crate) mod tests {
             w: 4,
             h: 2,
         };
-        let err = decode_source(&two, Some(crop), &spec, &DecodeLimits::default()).unwrap_err();
+        let err = decode_source(&four, Some(crop), &spec, &DecodeLimits::default()).unwrap_err();
         assert!(matches!(err, DecodeError::CropOutside { .. }), "{err}");
         // Not a raster.
         std::fs::write(dir.path().join("junk.tif"), b"II*\0junk").unwrap();

@@ -664,7 +664,7 @@ pub(crate) mod tests {
         let err = decode_bytes(b"hello, not an image", "text.jpg", None, &limits()).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "text.jpg: not a recognised image (JPEG, PNG or TIFF expected)"
+            "text.jpg: not a recognised image (JPEG, PNG, or a raster GDAL reads expected)"
         );
         for cut in [10, 100, bytes.len() / 2] {
             let err = decode_bytes(&bytes[..cut], "cut.jpg", None, &limits()).unwrap_err();
