@@ -112,7 +112,7 @@ pub fn write_geotiff(
     f: impl Fn(usize, usize, usize) -> u16,
 ) {
     use gdal::raster::{Buffer, RasterCreationOptions};
-    use gdal::DriverManager;
+    use gdal::{DriverManager, Metadata};
     let mem = DriverManager::get_driver_by_name("MEM").unwrap();
     let ds = mem
         .create_with_band_type::<u16, _>("", w, h, names.len())
