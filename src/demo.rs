@@ -314,7 +314,12 @@ pub fn run(out: &Path, quick: bool, seed: u64) -> anyhow::Result<DemoResult> {
     tch::manual_seed(seed as i64);
     // The baselines read the images as the pretrained runs do.
     let input = crate::train::pretrain::resolve_input(&base, &task.manifest)?;
-    let random = Encoder::random(base.resnet(&input), input.clone(), budget.image_size, Device::Cpu);
+    let random = Encoder::random(
+        base.resnet(&input),
+        input.clone(),
+        budget.image_size,
+        Device::Cpu,
+    );
     rows.push(evaluate_encoder(
         "random init",
         &random,
@@ -348,7 +353,12 @@ pub fn run(out: &Path, quick: bool, seed: u64) -> anyhow::Result<DemoResult> {
     fresh_dir(&geo_dir)?;
     let t = Instant::now();
     tch::manual_seed(seed as i64);
-    let mut geo = Encoder::random(base.resnet(&input), input.clone(), budget.image_size, Device::Cpu);
+    let mut geo = Encoder::random(
+        base.resnet(&input),
+        input.clone(),
+        budget.image_size,
+        Device::Cpu,
+    );
     train_classifier(&mut geo, &geo_task, &scratch, &geo_dir, true)?;
     let seconds = t.elapsed().as_secs_f64();
     geo.source = format!("{} (classifier on geo_cluster)", geo_dir.display());
@@ -366,7 +376,12 @@ pub fn run(out: &Path, quick: bool, seed: u64) -> anyhow::Result<DemoResult> {
     fresh_dir(&sup_dir)?;
     let t = Instant::now();
     tch::manual_seed(seed as i64);
-    let mut sup = Encoder::random(base.resnet(&input), input.clone(), budget.image_size, Device::Cpu);
+    let mut sup = Encoder::random(
+        base.resnet(&input),
+        input.clone(),
+        budget.image_size,
+        Device::Cpu,
+    );
     let report = train_classifier(&mut sup, &task, &scratch, &sup_dir, true)?;
     let seconds = t.elapsed().as_secs_f64();
     let knn = knn_of(&sup, &task)?;

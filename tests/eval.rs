@@ -736,7 +736,14 @@ fn a_multispectral_run_is_evaluated_with_its_own_bands() {
     let note = "input: 4 band(s) 4,3,2,1 (B08, B04, B03, B02), radiometry scale:10000";
     tiny_pretrain(&manifest, &run)
         .args(["--method", "moco-tp", "--bands", "B08,B04,B03,B02"])
-        .args(["--radiometry", "scale:10000", "--knn-every", "1", "--knn-k", "3"])
+        .args([
+            "--radiometry",
+            "scale:10000",
+            "--knn-every",
+            "1",
+            "--knn-k",
+            "3",
+        ])
         .assert()
         .success()
         .stderr(predicate::str::contains(note));

@@ -391,7 +391,14 @@ fn a_multispectral_export_loads_into_torchvision_and_timm_with_the_features_of_e
     geossl()
         .args(["pretrain", "--manifest"])
         .arg(&manifest)
-        .args(["--method", "moco-tp", "--arch", "resnet18", "--image-size", "32"])
+        .args([
+            "--method",
+            "moco-tp",
+            "--arch",
+            "resnet18",
+            "--image-size",
+            "32",
+        ])
         .args(["--bands", "all", "--radiometry", "scale:10000"])
         .args(["--epochs", "1", "--batch-size", "4", "--moco-k", "8"])
         .args(["--bn-groups", "2", "--threads", "2", "--out"])
@@ -452,10 +459,7 @@ fn a_multispectral_export_loads_into_torchvision_and_timm_with_the_features_of_e
     assert_eq!(batch.images.size(), vec![8, 4, 32, 32]);
     let x = d.join("x.npy");
     save(&x, &batch.images);
-    run_python(
-        "multispectral_export.py",
-        [out, x, embedded],
-    );
+    run_python("multispectral_export.py", [out, x, embedded]);
 }
 
 /// timm and torchvision take a 13-band ResNet-50 export too (no training:
@@ -487,7 +491,10 @@ fn a_thirteen_band_resnet50_loads_into_torchvision_and_timm() {
         ("arch", "resnet50".to_string()),
         ("small_input", "false".to_string()),
         ("in_chans", "13".to_string()),
-        ("band_names", serde_json::to_string(&spec.band_names).unwrap()),
+        (
+            "band_names",
+            serde_json::to_string(&spec.band_names).unwrap(),
+        ),
         ("normalize_mean", format!("{:?}", spec.mean)),
         ("normalize_std", format!("{:?}", spec.std)),
     ]

@@ -195,8 +195,12 @@ pub(super) fn finetune_cmd(a: &FinetuneArgs) -> anyhow::Result<()> {
     let mut encoder = crate::eval::Encoder::load(&a.data.checkpoint, device)?;
     if a.from_scratch {
         let input = scratch_input(a, &encoder.input)?;
-        encoder =
-            crate::eval::Encoder::random(encoder.backbone.config, input, encoder.image_size, device);
+        encoder = crate::eval::Encoder::random(
+            encoder.backbone.config,
+            input,
+            encoder.image_size,
+            device,
+        );
     } else {
         anyhow::ensure!(
             a.bands.is_none() && a.radiometry.is_none(),
@@ -239,7 +243,10 @@ fn scratch_input(
     if a.bands.is_none() && a.radiometry.is_none() {
         return Ok(checkpoint.clone());
     }
-    let bands = a.bands.clone().unwrap_or_else(|| checkpoint.selection.clone());
+    let bands = a
+        .bands
+        .clone()
+        .unwrap_or_else(|| checkpoint.selection.clone());
     let radiometry = a
         .radiometry
         .clone()

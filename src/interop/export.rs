@@ -192,7 +192,10 @@ fn input_metadata(
     meta.insert("in_chans".into(), input.channels().to_string());
     let bands: Vec<String> = input.bands.iter().map(usize::to_string).collect();
     meta.insert("bands".into(), bands.join(","));
-    meta.insert("band_names".into(), serde_json::to_string(&input.band_names)?);
+    meta.insert(
+        "band_names".into(),
+        serde_json::to_string(&input.band_names)?,
+    );
     meta.insert("radiometry".into(), input.radiometry.to_string());
     meta.insert("input_spec".into(), serde_json::to_string(input)?);
     Ok(())

@@ -67,7 +67,11 @@ impl Composite {
         };
         let (channels, false_colour) = match input.rgb {
             Some(rgb) => (rgb, false),
-            None => match (named(&["B08", "B8"]), named(&["B04", "B4"]), named(&["B03", "B3"])) {
+            None => match (
+                named(&["B08", "B8"]),
+                named(&["B04", "B4"]),
+                named(&["B03", "B3"]),
+            ) {
                 (Some(n), Some(r), Some(g)) => ([n, r, g], true),
                 _ => {
                     let last = input.channels().max(1) - 1;
@@ -285,7 +289,10 @@ mod tests {
         assert_eq!((c.channels, c.false_colour), ([3, 2, 1], true));
         assert_eq!(c.label, "R = B08, G = B04, B = B03");
         let true_colour = Composite::of(&four_bands(Some([2, 1, 0])));
-        assert_eq!((true_colour.channels, true_colour.false_colour), ([2, 1, 0], false));
+        assert_eq!(
+            (true_colour.channels, true_colour.false_colour),
+            ([2, 1, 0], false)
+        );
         let mut unnamed = four_bands(None);
         unnamed.band_names = (1..=4).map(|b| format!("band {b}")).collect();
         assert_eq!(Composite::of(&unnamed).channels, [0, 1, 2]);
@@ -300,8 +307,18 @@ mod tests {
             chw.extend(std::iter::repeat_n(x, 6));
         }
         let img = to_rgb(&Tensor::from_slice(&chw).view([4, 2, 3]), &cir).unwrap();
-        assert!(img.pixels().all(|p| p.0 == [255, 153, 51]), "{:?}", img.get_pixel(0, 0));
-        let wrong = to_rgb(&Tensor::zeros([3, 2, 3], (tch::Kind::Float, tch::Device::Cpu)), &cir);
-        assert!(wrong.unwrap_err().to_string().contains("expected a [4, H, W] image"));
+        assert!(
+            img.pixels().all(|p| p.0 == [255, 153, 51]),
+            "{:?}",
+            img.get_pixel(0, 0)
+        );
+        let wrong = to_rgb(
+            &Tensor::zeros([3, 2, 3], (tch::Kind::Float, tch::Device::Cpu)),
+            &cir,
+        );
+        assert!(wrong
+            .unwrap_err()
+            .to_string()
+            .contains("expected a [4, H, W] image"));
     }
 }

@@ -985,7 +985,10 @@ mod tests {
         assert_eq!(keys, ["bands", "radiometry"]);
         let help = PretrainConfig::default().describe();
         let bands = help.iter().find(|f| f.key == "bands").unwrap();
-        assert_eq!((bands.value.as_str(), bands.value_name), ("rgb", Some("BANDS")));
+        assert_eq!(
+            (bands.value.as_str(), bands.value_name),
+            ("rgb", Some("BANDS"))
+        );
     }
 
     #[test]

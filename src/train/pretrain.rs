@@ -1954,7 +1954,8 @@ mod tests {
         let manifest = Manifest::default();
         let mut off = PretrainConfig::default();
         off.monitor.knn_every = 0;
-        let built = build_monitor(&off, &manifest, &InputSpec::rgb(), Some(&failing_build)).unwrap();
+        let built =
+            build_monitor(&off, &manifest, &InputSpec::rgb(), Some(&failing_build)).unwrap();
         assert!(built.is_none(), "knn_every 0 builds nothing");
         let mut on = PretrainConfig::default();
         on.monitor.knn_every = 2;
@@ -1962,7 +1963,9 @@ mod tests {
             .err()
             .unwrap();
         assert_eq!(err.to_string(), "the builder ran");
-        let err = build_monitor(&on, &manifest, &InputSpec::rgb(), None).err().unwrap();
+        let err = build_monitor(&on, &manifest, &InputSpec::rgb(), None)
+            .err()
+            .unwrap();
         assert!(
             err.to_string()
                 .starts_with("knn_every is 2 but pretrain was given no epoch monitor"),

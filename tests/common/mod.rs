@@ -155,7 +155,11 @@ pub fn four_band_scenes(dir: &Path, n: usize) -> PathBuf {
         );
         let place = i / 2;
         let split = if place % 2 == 0 { "train" } else { "val" };
-        let label = if (place / 2) % 2 == 0 { "bright" } else { "dark" };
+        let label = if (place / 2) % 2 == 0 {
+            "bright"
+        } else {
+            "dark"
+        };
         csv += &format!("{name},place{place},{split},{label}\n");
     }
     let manifest = dir.join("scenes.csv");
