@@ -735,7 +735,14 @@ fn a_multispectral_run_is_evaluated_with_its_own_bands() {
     let run = d.join("run");
     let note = "input: 4 band(s) 4,3,2,1 (B08, B04, B03, B02), radiometry scale:10000";
     tiny_pretrain(&manifest, &run)
-        .args(["--method", "moco-tp", "--bands", "B08,B04,B03,B02"])
+        .args([
+            "--epochs",
+            "1",
+            "--method",
+            "moco-tp",
+            "--bands",
+            "B08,B04,B03,B02",
+        ])
         .args([
             "--radiometry",
             "scale:10000",
@@ -807,4 +814,20 @@ fn a_multispectral_run_is_evaluated_with_its_own_bands() {
     let info = json(&scratch.join("classifier.json"));
     assert_eq!(info["resnet"]["in_channels"], 2);
     assert_eq!(info["input"]["bands"], serde_json::json!([3, 2]));
+    // The report's sample pairs: a colour-infrared composite, named.
+    let html = d.join("report.html");
+    geossl()
+        .arg("report")
+        .arg(&run)
+        .arg("--out")
+        .arg(&html)
+        .args(["--pairs", "2"])
+        .assert()
+        .success();
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(
+        page.contains("False-colour composites (R = B08, G = B04, B = B03)."),
+        "no composite named in the report"
+    );
+    assert!(!page.contains("could not be drawn"), "pairs drawn");
 }
