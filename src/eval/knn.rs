@@ -176,6 +176,9 @@ pub fn knn_probabilities(
 /// Errors: `config` invalid ([`KnnConfig::validate`]), `batch` 0 or
 /// `image_size` below [`crate::data::augment::MIN_IMAGE_SIZE`], before any
 /// image is read.
+// The backbone and the input it reads travel apart: the pretraining
+// monitor has a bare backbone, not an `Encoder`.
+#[allow(clippy::too_many_arguments)]
 pub fn knn_eval(
     backbone: &ResNet,
     input: &InputSpec,

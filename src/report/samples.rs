@@ -302,9 +302,8 @@ mod tests {
         // per channel; channel 0 (B02) is not shown.
         let unit = [0.9f32, 0.2, 0.6, 1.0];
         let mut chw = Vec::new();
-        for c in 0..4 {
-            let x = (unit[c] - cir.mean[c]) / cir.std[c];
-            chw.extend(std::iter::repeat_n(x, 6));
+        for (u, (m, s)) in unit.iter().zip(cir.mean.iter().zip(&cir.std)) {
+            chw.extend(std::iter::repeat_n((u - m) / s, 6));
         }
         let img = to_rgb(&Tensor::from_slice(&chw).view([4, 2, 3]), &cir).unwrap();
         assert!(

@@ -42,7 +42,7 @@ pub enum EncoderSource {
     /// A classifier folder from `geossl finetune`, with its description.
     Classifier {
         dir: ClassifierDir,
-        info: ClassifierInfo,
+        info: Box<ClassifierInfo>,
     },
     /// A pretraining checkpoint folder (a run folder's latest), with its
     /// training state.
@@ -58,7 +58,7 @@ impl EncoderSource {
     pub fn resolve(path: &Path) -> anyhow::Result<Self> {
         let classifier = ClassifierDir::new(path);
         if classifier.info_json().is_file() {
-            let info = read_classifier_info(&classifier)?;
+            let info = Box::new(read_classifier_info(&classifier)?);
             return Ok(Self::Classifier {
                 dir: classifier,
                 info,
