@@ -46,8 +46,10 @@ pub const STATS_UNIT_MEAN: f32 = 0.5;
 pub const STATS_UNIT_STD: f32 = 0.25;
 
 /// `--bands`: which bands of each image become the model's input channels,
-/// in order.
+/// in order. Serialised as its command-line text (`config.toml`:
+/// `bands = "4,3,2"`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum BandSelection {
     /// Red, green, blue: a JPEG's or PNG's colours; for a GDAL raster the
     /// bands whose colour interpretation is red, green and blue, else bands
@@ -118,8 +120,10 @@ impl fmt::Display for BandSelection {
 }
 
 /// `--radiometry`: how each selected band's stored values become "unit"
-/// values in [0, 1] (clamped) before augmentation.
+/// values in [0, 1] (clamped) before augmentation. Serialised as its
+/// command-line text (`radiometry = "scale:10000"`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum Radiometry {
     /// 8-bit bands: value / 255; other data types: [`Self::Stretch`] at
     /// [`DEFAULT_STRETCH_PERCENTILE`]. The default, and geossl's behaviour
@@ -194,6 +198,24 @@ impl fmt::Display for Radiometry {
         }
     }
 }
+
+/// Serde as text, the form the command line reads (see `try_from` above).
+macro_rules! serde_as_text {
+    ($($ty:ty),*) => {$(
+        impl TryFrom<String> for $ty {
+            type Error = String;
+            fn try_from(text: String) -> Result<Self, String> {
+                text.parse()
+            }
+        }
+        impl From<$ty> for String {
+            fn from(value: $ty) -> String {
+                value.to_string()
+            }
+        }
+    )*};
+}
+serde_as_text!(BandSelection, Radiometry);
 
 /// One band's statistics over a dataset, in stored values (before any
 /// radiometry), NoData and masked pixels excluded.

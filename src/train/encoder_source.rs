@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::checkpoint::{self, TrainState};
 use super::run_dir::{CheckpointDir, ClassifierDir};
+use crate::data::bands::InputSpec;
 use crate::model::ResNetConfig;
 
 /// What a classifier folder says about itself (`classifier.json`).
@@ -29,6 +30,11 @@ pub struct ClassifierInfo {
     /// Where the weights started: a checkpoint path, or "random".
     pub init: String,
     pub epochs: usize,
+    /// The input the classifier reads (its encoder's, or the `--bands` /
+    /// `--radiometry` of a from-scratch run); RGB in folders written
+    /// before multispectral input.
+    #[serde(default)]
+    pub input: InputSpec,
 }
 
 /// A path resolved to the weights it names.
@@ -36,7 +42,7 @@ pub enum EncoderSource {
     /// A classifier folder from `geossl finetune`, with its description.
     Classifier {
         dir: ClassifierDir,
-        info: ClassifierInfo,
+        info: Box<ClassifierInfo>,
     },
     /// A pretraining checkpoint folder (a run folder's latest), with its
     /// training state.
@@ -52,7 +58,7 @@ impl EncoderSource {
     pub fn resolve(path: &Path) -> anyhow::Result<Self> {
         let classifier = ClassifierDir::new(path);
         if classifier.info_json().is_file() {
-            let info = read_classifier_info(&classifier)?;
+            let info = Box::new(read_classifier_info(&classifier)?);
             return Ok(Self::Classifier {
                 dir: classifier,
                 info,
