@@ -144,15 +144,18 @@ struct ImageMoments {
 
 /// The target size of a `w` x `h` window read with at most `budget`
 /// pixels: the window itself when it fits, else scaled down by the same
-/// factor on both axes (at least 1 x 1).
+/// factor on both axes (at least 1 pixel each, at most `budget` in all).
 pub fn target_size(w: usize, h: usize, budget: usize) -> (usize, usize) {
     let pixels = w as u64 * h as u64;
     if pixels <= budget.max(1) as u64 {
         return (w, h);
     }
-    let s = (budget.max(1) as f64 / pixels as f64).sqrt();
+    let budget = budget.max(1);
+    let s = (budget as f64 / pixels as f64).sqrt();
     let fit = |v: usize| ((v as f64 * s).floor() as usize).clamp(1, v);
-    (fit(w), fit(h))
+    let (tw, th) = (fit(w), fit(h));
+    // A side clamped to 1 pixel leaves the other to take the whole budget.
+    (tw.min(budget / th).max(1), th.min(budget / tw).max(1))
 }
 
 /// The record's window: its crop box clamped to the raster, else the whole
