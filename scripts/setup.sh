@@ -25,7 +25,10 @@ GEOSSL_VENV="${GEOSSL_VENV:-$GEOSSL_ROOT/.venv}"
 # c10d's headers include and the torch wheel's nvidia-* packages lack, at the
 # versions of torch 2.11's cuda-toolkit==13.0.2 (its crt and cccl extras);
 # build.rs compiles the NCCL backend library (src/dist/nccl.cpp) with them.
-GEOSSL_PY_REQUIREMENTS="torch==2.11.0 torchvision==0.26.0 safetensors==0.8.0 numpy tensorboard==2.21.0 nvidia-cuda-crt==13.0.88 nvidia-cuda-cccl==13.0.85"
+# timm: tests/interop.rs loads multispectral exports with
+# timm.create_model(arch, in_chans=C) (1.0.31 installs beside torch 2.11
+# without changing it).
+GEOSSL_PY_REQUIREMENTS="torch==2.11.0 torchvision==0.26.0 safetensors==0.8.0 numpy tensorboard==2.21.0 nvidia-cuda-crt==13.0.88 nvidia-cuda-cccl==13.0.85 timm==1.0.31"
 # Debian packages the build needs: Gloo's headers and GDAL (library and
 # headers), each checked by its header below.
 GEOSSL_BUILD_DEBIAN_PACKAGES="libgloo-dev libgdal-dev"

@@ -312,7 +312,14 @@ pub fn run(out: &Path, quick: bool, seed: u64) -> anyhow::Result<DemoResult> {
     fresh_dir(&random_dir)?;
     std::fs::create_dir_all(&random_dir)?;
     tch::manual_seed(seed as i64);
-    let random = Encoder::random(base.resnet(), budget.image_size, Device::Cpu);
+    // The baselines read the images as the pretrained runs do.
+    let input = crate::train::pretrain::resolve_input(&base, &task.manifest)?;
+    let random = Encoder::random(
+        base.resnet(&input),
+        input.clone(),
+        budget.image_size,
+        Device::Cpu,
+    );
     rows.push(evaluate_encoder(
         "random init",
         &random,
@@ -346,7 +353,12 @@ pub fn run(out: &Path, quick: bool, seed: u64) -> anyhow::Result<DemoResult> {
     fresh_dir(&geo_dir)?;
     let t = Instant::now();
     tch::manual_seed(seed as i64);
-    let mut geo = Encoder::random(base.resnet(), budget.image_size, Device::Cpu);
+    let mut geo = Encoder::random(
+        base.resnet(&input),
+        input.clone(),
+        budget.image_size,
+        Device::Cpu,
+    );
     train_classifier(&mut geo, &geo_task, &scratch, &geo_dir, true)?;
     let seconds = t.elapsed().as_secs_f64();
     geo.source = format!("{} (classifier on geo_cluster)", geo_dir.display());
@@ -364,7 +376,12 @@ pub fn run(out: &Path, quick: bool, seed: u64) -> anyhow::Result<DemoResult> {
     fresh_dir(&sup_dir)?;
     let t = Instant::now();
     tch::manual_seed(seed as i64);
-    let mut sup = Encoder::random(base.resnet(), budget.image_size, Device::Cpu);
+    let mut sup = Encoder::random(
+        base.resnet(&input),
+        input.clone(),
+        budget.image_size,
+        Device::Cpu,
+    );
     let report = train_classifier(&mut sup, &task, &scratch, &sup_dir, true)?;
     let seconds = t.elapsed().as_secs_f64();
     let knn = knn_of(&sup, &task)?;

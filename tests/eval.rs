@@ -10,7 +10,7 @@ use geossl::eval::{Encoder, Target, Task};
 use predicates::prelude::*;
 
 mod common;
-use common::{geossl, tiny_pretrain, world};
+use common::{four_band_scenes, geossl, tiny_pretrain, world};
 
 /// A tiny world and an encoder pretrained on it for 2 epochs (with the kNN
 /// monitor every epoch): (clustered manifest, run folder).
@@ -721,4 +721,90 @@ fn piped_output_has_no_ansi_codes_and_plain_progress_lines() {
             .args(["probe", "--checkpoint", "nowhere", "--manifest"])
             .arg(&bad),
     );
+}
+
+/// A 4-band run (issue 16): probe, kNN, embed and fine-tuning read the
+/// images with the checkpoint's bands and radiometry without any flag and
+/// say so; a from-scratch classifier may choose other bands, a pretrained
+/// one may not; the kNN monitor of pretraining runs on the 4 bands.
+#[test]
+fn a_multispectral_run_is_evaluated_with_its_own_bands() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let manifest = four_band_scenes(d, 16);
+    let run = d.join("run");
+    let note = "input: 4 band(s) 4,3,2,1 (B08, B04, B03, B02), radiometry scale:10000";
+    tiny_pretrain(&manifest, &run)
+        .args(["--method", "moco-tp", "--bands", "B08,B04,B03,B02"])
+        .args([
+            "--radiometry",
+            "scale:10000",
+            "--knn-every",
+            "1",
+            "--knn-k",
+            "3",
+        ])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains(note));
+    let epochs: Vec<serde_json::Value> = std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|v: &serde_json::Value| v["kind"] == "epoch")
+        .collect();
+    assert_eq!(epochs.len(), 1);
+    fraction(&epochs[0]["knn_top1"]);
+    let encoder = Encoder::load(&run, tch::Device::Cpu).unwrap();
+    assert_eq!(encoder.input.bands, [4, 3, 2, 1]);
+    assert_eq!(
+        encoder.backbone.config.in_channels, 4,
+        "conv1 of the checkpoint"
+    );
+    for (command, extra) in [("probe", vec!["--epochs", "2"]), ("knn", vec!["--k", "3"])] {
+        let out = d.join(format!("{command}.json"));
+        cli(command, &run, &manifest)
+            .args(extra)
+            .arg("--out")
+            .arg(&out)
+            .assert()
+            .success()
+            .stdout(predicate::str::contains(note));
+        fraction(&json(&out)["top1"]);
+    }
+    let tuned = d.join("tuned");
+    cli("finetune", &run, &manifest)
+        .args(["--epochs", "1", "--batch-size", "4", "--out"])
+        .arg(&tuned)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(note));
+    // The classifier keeps the input: evaluating it needs no flag either.
+    cli("knn", &tuned, &manifest)
+        .args(["--k", "3", "--out"])
+        .arg(d.join("tuned-knn.json"))
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(note));
+    cli("finetune", &run, &manifest)
+        .args(["--bands", "2,3", "--epochs", "1", "--out"])
+        .arg(d.join("refused"))
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains(
+            "--bands and --radiometry apply to --from-scratch only",
+        ));
+    let scratch = d.join("scratch");
+    cli("finetune", &run, &manifest)
+        .args(["--from-scratch", "--bands", "B04,B03", "--epochs", "1"])
+        .args(["--batch-size", "4", "--out"])
+        .arg(&scratch)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            "input: 2 band(s) 3,2 (B04, B03), radiometry scale:10000",
+        ));
+    let info = json(&scratch.join("classifier.json"));
+    assert_eq!(info["resnet"]["in_channels"], 2);
+    assert_eq!(info["input"]["bands"], serde_json::json!([3, 2]));
 }

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command as Process;
 
+use geossl::data::bands::InputSpec;
 use geossl::eval::Encoder;
 use geossl::formats::npy;
 use geossl::interop::export::{add_num_batches_tracked, write_safetensors};
@@ -15,7 +16,7 @@ use tch::nn::ModuleT;
 use tch::{Device, Kind, Tensor};
 
 mod common;
-use common::{geossl, python, run_python, world};
+use common::{four_band_scenes, geossl, python, run_python, world};
 
 fn save(path: &Path, t: &Tensor) {
     let v: Vec<f32> = Vec::try_from(t.contiguous().flatten(0, -1)).unwrap();
@@ -51,8 +52,9 @@ fn torchvision_computes_what_geossl_computes() {
             arch,
             width: 64,
             small_input: small,
+            in_channels: 3,
         };
-        let encoder = Encoder::random(cfg, size as u32, Device::Cpu);
+        let encoder = Encoder::random(cfg, InputSpec::rgb(), size as u32, Device::Cpu);
         randomise_bn(&encoder);
         let x = Tensor::randn([4, 3, size, size], (Kind::Float, Device::Cpu));
         let eval = tch::no_grad(|| encoder.backbone.forward_t(&x, false));
@@ -372,4 +374,141 @@ fn the_evaluation_view_is_torchvisions() {
     }
     std::fs::write(d.join("rrc.csv"), rrc).unwrap();
     run_python("eval_view_reference.py", [d]);
+}
+
+/// The acceptance of multispectral export: a 4-band run exports conv1 as
+/// [64, 4, 7, 7] with its input in the metadata, loads into torchvision
+/// (`conv1 = Conv2d(4, 64, 7, 2, 3, bias=False)`) and timm (`in_chans=4`)
+/// and gives there the features of `geossl embed` on the same images.
+#[test]
+fn a_multispectral_export_loads_into_torchvision_and_timm_with_the_features_of_embed() {
+    use geossl::data::augment::ViewTransform;
+    use geossl::data::loader::ImageLoader;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let manifest = four_band_scenes(d, 8);
+    let run = d.join("run");
+    geossl()
+        .args(["pretrain", "--manifest"])
+        .arg(&manifest)
+        .args([
+            "--method",
+            "moco-tp",
+            "--arch",
+            "resnet18",
+            "--image-size",
+            "32",
+        ])
+        .args(["--bands", "all", "--radiometry", "scale:10000"])
+        .args(["--epochs", "1", "--batch-size", "4", "--moco-k", "8"])
+        .args(["--bn-groups", "2", "--threads", "2", "--out"])
+        .arg(&run)
+        .assert()
+        .success()
+        .stderr(predicate::str::contains(
+            "input: 4 band(s) 1,2,3,4 (B02, B03, B04, B08), radiometry scale:10000",
+        ));
+    let out = d.join("encoder.safetensors");
+    geossl()
+        .args(["export", "--checkpoint"])
+        .arg(&run)
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success();
+    let meta = geossl::interop::export::read_metadata(&out).unwrap();
+    assert_eq!(meta["in_chans"], "4");
+    assert_eq!(meta["bands"], "1,2,3,4");
+    assert_eq!(meta["band_names"], r#"["B02","B03","B04","B08"]"#);
+    assert_eq!(meta["radiometry"], "scale:10000");
+    let spec: InputSpec = serde_json::from_str(&meta["input_spec"]).unwrap();
+    assert_eq!(format!("{:?}", spec.mean), meta["normalize_mean"]);
+    assert_ne!(spec.mean, InputSpec::rgb().mean, "not ImageNet's");
+    let conv1 = &Tensor::read_safetensors(&out)
+        .unwrap()
+        .into_iter()
+        .find(|(n, _)| n == "conv1.weight")
+        .unwrap()
+        .1;
+    assert_eq!(conv1.size(), vec![64, 4, 7, 7]);
+
+    let embedded = d.join("emb.npy");
+    geossl()
+        .args(["embed", "--checkpoint"])
+        .arg(&run)
+        .arg("--manifest")
+        .arg(&manifest)
+        .arg("--out")
+        .arg(&embedded)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("input: 4 band(s)"));
+    // The images embed read: the checkpoint's input, its evaluation view.
+    let encoder = Encoder::load(&run, Device::Cpu).unwrap();
+    assert_eq!(encoder.input, spec);
+    let rows: Vec<usize> = (0..8).collect();
+    let loader = ImageLoader::new(
+        std::sync::Arc::new(geossl::data::Manifest::read(&manifest).unwrap()),
+        rows.clone(),
+        ViewTransform::CenterCrop { size: 32 },
+        8,
+        encoder.input.clone(),
+    );
+    let batch = loader.epoch(0).next().unwrap().unwrap();
+    assert_eq!(batch.rows, rows);
+    assert_eq!(batch.images.size(), vec![8, 4, 32, 32]);
+    let x = d.join("x.npy");
+    save(&x, &batch.images);
+    run_python("multispectral_export.py", [out, x, embedded]);
+}
+
+/// timm and torchvision take a 13-band ResNet-50 export too (no training:
+/// a random encoder with moved BN statistics, its features in eval mode).
+#[test]
+fn a_thirteen_band_resnet50_loads_into_torchvision_and_timm() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    tch::manual_seed(5);
+    let mut spec = InputSpec::rgb();
+    spec.bands = (1..=13).collect();
+    spec.band_names = (1..=13).map(|b| format!("B{b:02}")).collect();
+    spec.mean = vec![0.5; 13];
+    spec.std = vec![0.25; 13];
+    spec.rgb = None;
+    let cfg = ResNetConfig {
+        arch: Arch::Resnet50,
+        width: 64,
+        small_input: false,
+        in_channels: 13,
+    };
+    let encoder = Encoder::random(cfg, spec.clone(), 32, Device::Cpu);
+    randomise_bn(&encoder);
+    let x = Tensor::randn([3, 13, 32, 32], (Kind::Float, Device::Cpu));
+    let features = tch::no_grad(|| encoder.backbone.forward_t(&x, false));
+    let mut tensors: BTreeMap<String, Tensor> = encoder.vs.variables().into_iter().collect();
+    add_num_batches_tracked(&mut tensors, 0);
+    let meta: BTreeMap<String, String> = [
+        ("arch", "resnet50".to_string()),
+        ("small_input", "false".to_string()),
+        ("in_chans", "13".to_string()),
+        (
+            "band_names",
+            serde_json::to_string(&spec.band_names).unwrap(),
+        ),
+        ("normalize_mean", format!("{:?}", spec.mean)),
+        ("normalize_std", format!("{:?}", spec.std)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let weights = d.join("w.safetensors");
+    write_safetensors(&weights, &tensors, &meta).unwrap();
+    let files = ["x.npy", "features.npy"].map(|f| d.join(f));
+    save(&files[0], &x);
+    save(&files[1], &features);
+    let printed = run_python(
+        "multispectral_export.py",
+        [weights, files[0].clone(), files[1].clone()],
+    );
+    assert!(printed.contains("resnet50 in_chans=13 timm"), "{printed}");
 }

@@ -74,7 +74,8 @@ pub fn run(c: &StepBenchConfig) -> anyhow::Result<StepTiming> {
         .resolve()?;
     tch::manual_seed(c.seed as i64);
     let run = c.pretrain_config();
-    let mut moco = Moco::new(device, run.resnet(), run.moco(Some(c.geo_classes)))?;
+    let input = crate::data::bands::InputSpec::rgb();
+    let mut moco = Moco::new(device, run.resnet(&input), run.moco(Some(c.geo_classes)))?;
     if c.channels_last {
         moco.to_channels_last()?;
     }

@@ -111,6 +111,12 @@ pub struct FinetuneArgs {
     /// Training view.
     #[arg(long, value_parser = super::choice::<crate::eval::finetune::TrainView>(), default_value = "random-crop")]
     pub view: crate::eval::finetune::TrainView,
+    /// With --from-scratch: bands read as input channels (rgb, all, 4,3,2 or B04,B03,B02) [default: --checkpoint's].
+    #[arg(long, value_name = "BANDS")]
+    pub bands: Option<crate::data::bands::BandSelection>,
+    /// With --from-scratch: stored values to [0, 1] (auto, stretch[:P], scale:D[,D...] or stats) [default: --checkpoint's].
+    #[arg(long, value_name = "R")]
+    pub radiometry: Option<crate::data::bands::Radiometry>,
     /// Output classifier folder: classifier.safetensors (torchvision names), classifier.json, report.json.
     #[arg(long)]
     pub out: PathBuf,
@@ -157,6 +163,7 @@ pub struct EmbedArgs {
 
 pub(super) fn probe_cmd(a: &ProbeArgs) -> anyhow::Result<()> {
     let encoder = crate::eval::Encoder::load(&a.data.checkpoint, a.data.device()?)?;
+    say_input(&encoder);
     let task = a.data.task(None)?;
     let config = crate::eval::probe::ProbeConfig {
         lr: a.lr,
@@ -187,8 +194,22 @@ pub(super) fn finetune_cmd(a: &FinetuneArgs) -> anyhow::Result<()> {
     let device = a.data.device()?;
     let mut encoder = crate::eval::Encoder::load(&a.data.checkpoint, device)?;
     if a.from_scratch {
-        encoder = crate::eval::Encoder::random(encoder.backbone.config, encoder.image_size, device);
+        let input = scratch_input(a, &encoder.input)?;
+        encoder = crate::eval::Encoder::random(
+            encoder.backbone.config,
+            input,
+            encoder.image_size,
+            device,
+        );
+    } else {
+        anyhow::ensure!(
+            a.bands.is_none() && a.radiometry.is_none(),
+            "--bands and --radiometry apply to --from-scratch only: a pretrained encoder reads its images as it was trained ({})",
+            crate::train::config::input_note(&encoder.input)
+                .unwrap_or_else(|| "RGB".to_string())
+        );
     }
+    say_input(&encoder);
     let task = a.data.task(None)?;
     let config = crate::eval::finetune::FinetuneConfig {
         lr: a.lr,
@@ -212,8 +233,39 @@ wrote {}",
     Ok(())
 }
 
+/// The input of a from-scratch classifier: `--bands` / `--radiometry`
+/// resolved against the manifest (and its band statistics), each taking
+/// the checkpoint's when not given; the checkpoint's input when neither is.
+fn scratch_input(
+    a: &FinetuneArgs,
+    checkpoint: &crate::data::bands::InputSpec,
+) -> anyhow::Result<crate::data::bands::InputSpec> {
+    if a.bands.is_none() && a.radiometry.is_none() {
+        return Ok(checkpoint.clone());
+    }
+    let bands = a
+        .bands
+        .clone()
+        .unwrap_or_else(|| checkpoint.selection.clone());
+    let radiometry = a
+        .radiometry
+        .clone()
+        .unwrap_or_else(|| checkpoint.radiometry.clone());
+    let manifest = Manifest::read(&a.data.manifest)?;
+    let stats = crate::data::bands::BandStats::load_for(&a.data.manifest)?;
+    crate::data::bands::InputSpec::resolve(bands, radiometry, &manifest, stats.as_ref())
+}
+
+/// Says which bands and radiometry an evaluation reads, when not RGB.
+fn say_input(encoder: &crate::eval::Encoder) {
+    if let Some(note) = encoder.input_note() {
+        println!("{note}");
+    }
+}
+
 pub(super) fn knn_cmd(a: &KnnArgs) -> anyhow::Result<()> {
     let encoder = crate::eval::Encoder::load(&a.data.checkpoint, a.data.device()?)?;
+    say_input(&encoder);
     let task = a.data.task(None)?;
     let config = crate::eval::knn::KnnConfig {
         k: a.k,
@@ -242,6 +294,7 @@ pub(super) fn embed_cmd(a: &EmbedArgs) -> anyhow::Result<()> {
         .map_err(anyhow::Error::msg)?
         .resolve()?;
     let encoder = crate::eval::Encoder::load(&a.checkpoint, device)?;
+    say_input(&encoder);
     let manifest = Manifest::read(&a.manifest)?;
     let rows = a
         .split

@@ -40,6 +40,17 @@ pub(super) fn export_cmd(a: &ExportArgs) -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    // What a multispectral export reads (the metadata holds it all).
+    let input: Option<crate::data::bands::InputSpec> = done
+        .metadata
+        .get("input_spec")
+        .and_then(|s| serde_json::from_str(s).ok());
+    if let Some(note) = input.as_ref().and_then(crate::train::config::input_note) {
+        println!(
+            "{note}; conv1 takes {} channels",
+            input.as_ref().map_or(3, |i| i.channels())
+        );
+    }
     Ok(())
 }
 

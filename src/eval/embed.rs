@@ -92,6 +92,7 @@ pub fn embed(
             size: config.image_size,
         },
         config.batch,
+        encoder.input.clone(),
     )
     .on_bad_image(config.on_bad_image);
     let what = "embedding";

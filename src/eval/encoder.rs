@@ -12,6 +12,7 @@ use std::path::Path;
 use tch::nn;
 use tch::Device;
 
+use crate::data::bands::InputSpec;
 use crate::formats::safetensors::read_safetensors;
 use crate::model::weights::copy_named;
 use crate::model::{ResNet, ResNetConfig};
@@ -23,19 +24,28 @@ pub struct Encoder {
     pub backbone: ResNet,
     /// Input side the encoder was trained at.
     pub image_size: u32,
+    /// The bands, radiometry and normalisation it was trained on: every
+    /// evaluation reads images this way.
+    pub input: InputSpec,
     /// Where it came from, for reports.
     pub source: String,
 }
 
 impl Encoder {
-    /// A randomly initialised backbone (torchvision's initialisation).
-    pub fn random(resnet: ResNetConfig, image_size: u32, device: Device) -> Self {
+    /// A randomly initialised backbone (torchvision's initialisation) for
+    /// `input`: conv1 takes its channels, whatever `resnet.in_channels`.
+    pub fn random(resnet: ResNetConfig, input: InputSpec, image_size: u32, device: Device) -> Self {
         let vs = nn::VarStore::new(device);
+        let resnet = ResNetConfig {
+            in_channels: input.channels() as i64,
+            ..resnet
+        };
         let backbone = ResNet::new(&vs.root(), resnet);
         Self {
             vs,
             backbone,
             image_size,
+            input,
             source: "random initialisation".into(),
         }
     }
@@ -45,6 +55,7 @@ impl Encoder {
         match EncoderSource::resolve(path)? {
             EncoderSource::Classifier { dir, info } => Self::from_tensors(
                 info.resnet,
+                info.input,
                 info.image_size,
                 &dir.weights(),
                 "",
@@ -52,7 +63,8 @@ impl Encoder {
                 format!("{} (classifier on {})", path.display(), info.target),
             ),
             EncoderSource::Checkpoint { dir, state } => Self::from_tensors(
-                state.config.resnet(),
+                state.config.resnet(&state.input),
+                state.input.clone(),
                 state.config.data.image_size,
                 &dir.model_safetensors(),
                 "encoder_q.",
@@ -69,13 +81,14 @@ impl Encoder {
 
     fn from_tensors(
         resnet: ResNetConfig,
+        input: InputSpec,
         image_size: u32,
         file: &Path,
         prefix: &str,
         device: Device,
         source: String,
     ) -> anyhow::Result<Self> {
-        let mut encoder = Self::random(resnet, image_size, device);
+        let mut encoder = Self::random(resnet, input, image_size, device);
         encoder.source = source;
         copy_named(&encoder.vs, &read_safetensors(file)?, prefix, file)?;
         Ok(encoder)
@@ -83,5 +96,11 @@ impl Encoder {
 
     pub fn feature_dim(&self) -> i64 {
         self.backbone.config.feature_dim()
+    }
+
+    /// `bands 4,3,2 (B04, B03, B02), radiometry scale:10000` for what
+    /// evaluation output says about a non-default input; `None` for RGB.
+    pub fn input_note(&self) -> Option<String> {
+        crate::train::config::input_note(&self.input)
     }
 }

@@ -166,7 +166,7 @@ pub fn train_classifier(
     // Under skip an unreadable row just leaves its batch (labels follow
     // the batch's rows); it is reported once.
     let mut train = task
-        .loader(&task.train.rows, view, batch)
+        .loader(&task.train.rows, view, batch, &model.encoder.input)
         .for_training(config.seed);
     if train.batches_per_epoch() == 0 {
         // Fewer images than one batch: train on them all.
@@ -282,7 +282,12 @@ pub fn train_classifier(
     }
     bar.finish_and_clear();
 
-    let test = task.loader(&task.test.rows, ViewTransform::CenterCrop { size }, batch);
+    let test = task.loader(
+        &task.test.rows,
+        ViewTransform::CenterCrop { size },
+        batch,
+        &model.encoder.input,
+    );
     let bar = progress::bar_unless(
         quiet,
         test.batches_per_epoch() as u64,
@@ -351,6 +356,7 @@ pub fn train_classifier(
         target: task.classes.target.name().to_string(),
         init: model.encoder.source.clone(),
         epochs: config.epochs,
+        input: model.encoder.input.clone(),
     };
     std::fs::create_dir_all(out)
         .map_err(|e| anyhow::anyhow!("{}: cannot create: {e}", out.display()))?;

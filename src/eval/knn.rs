@@ -11,6 +11,7 @@ use super::encoder::Encoder;
 use super::features::{extract_warning_once, to_vec};
 use super::task::Task;
 use crate::data::augment::ViewTransform;
+use crate::data::bands::InputSpec;
 use crate::data::Manifest;
 use crate::model::moco::normalize;
 use crate::model::ResNet;
@@ -57,13 +58,20 @@ pub struct KnnMonitor {
     task: Task,
     knn: KnnConfig,
     image_size: u32,
+    /// The run's input: the monitor reads images as pretraining does.
+    input: InputSpec,
 }
 
 impl KnnMonitor {
     /// The monitor of a run with `config` over `manifest` (every row,
     /// whatever the pretraining split); unreadable images follow the run's
-    /// `on_bad_image`. Errors: the kNN splits lack labels (or rows).
-    pub fn new(manifest: &Manifest, config: &PretrainConfig) -> anyhow::Result<Self> {
+    /// `on_bad_image`; images are read as `input` (the run's resolved
+    /// input). Errors: the kNN splits lack labels (or rows).
+    pub fn new(
+        manifest: &Manifest,
+        config: &PretrainConfig,
+        input: &InputSpec,
+    ) -> anyhow::Result<Self> {
         use anyhow::Context;
         let mut task = Task::new(
             std::sync::Arc::new(manifest.clone()),
@@ -86,6 +94,7 @@ impl KnnMonitor {
                 temperature: config.monitor.knn_t,
             },
             image_size: config.data.image_size,
+            input: input.clone(),
         })
     }
 
@@ -94,8 +103,9 @@ impl KnnMonitor {
     pub fn build(
         manifest: &Manifest,
         config: &PretrainConfig,
+        input: &InputSpec,
     ) -> anyhow::Result<Box<dyn EpochMonitor>> {
-        Ok(Box::new(Self::new(manifest, config)?))
+        Ok(Box::new(Self::new(manifest, config, input)?))
     }
 }
 
@@ -108,6 +118,7 @@ impl EpochMonitor for KnnMonitor {
     ) -> anyhow::Result<f64> {
         let report = knn_eval(
             backbone,
+            &self.input,
             device,
             &self.task,
             self.image_size,
@@ -156,8 +167,8 @@ pub fn knn_probabilities(
 }
 
 /// kNN top-1 etc. of `backbone` on `task`: the train split is the bank,
-/// the test split is classified. Both through Resize + CenterCrop at
-/// `image_size`. The report's `encoder` is left for the caller to name.
+/// the test split is classified. Both read as `input` (the backbone's)
+/// through Resize + CenterCrop at `image_size`. The report's `encoder` is left for the caller to name.
 /// Unreadable images follow `task.on_bad_image`; under skip, the bank and
 /// the figures are over the rows that were read, and the report lists the
 /// rows left out. Each skipped row is warned about once per `task`.
@@ -167,6 +178,7 @@ pub fn knn_probabilities(
 /// image is read.
 pub fn knn_eval(
     backbone: &ResNet,
+    input: &InputSpec,
     device: Device,
     task: &Task,
     image_size: u32,
@@ -179,7 +191,7 @@ pub fn knn_eval(
     crate::data::augment::check_image_size(image_size)?;
     let view = ViewTransform::CenterCrop { size: image_size };
     let features = |rows: &[usize], what: &str| {
-        let loader = task.loader(rows, view, batch);
+        let loader = task.loader(rows, view, batch, input);
         let bar = progress::bar_unless(quiet, loader.batches_per_epoch() as u64, what);
         let f = extract_warning_once(
             backbone,
@@ -227,6 +239,7 @@ pub fn knn_eval_encoder(
 ) -> anyhow::Result<ClassificationReport> {
     let mut report = knn_eval(
         &encoder.backbone,
+        &encoder.input,
         encoder.vs.device(),
         task,
         image_size.unwrap_or(encoder.image_size),

@@ -243,7 +243,7 @@ pub fn linear_probe(
     let size = config.image_size.unwrap_or(encoder.image_size);
     let batch = config.batch_size;
     let loader = |rows: &[usize], view: ViewTransform| {
-        let mut l = task.loader(rows, view, batch);
+        let mut l = task.loader(rows, view, batch, &encoder.input);
         l.seed = config.seed;
         l
     };

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use super::classification::{evaluate, ClassificationReport, SkippedImage};
 use super::features::SkipWarnings;
 use crate::data::augment::ViewTransform;
+use crate::data::bands::InputSpec;
 use crate::data::loader::{BadImage, BadImagePolicy, ImageLoader};
 use crate::data::{ImageRecord, LocationIndex, Manifest, Split};
 
@@ -280,10 +281,22 @@ impl Task {
     }
 
     /// An evaluation loader of `rows` (in order) under the task's
-    /// bad-image policy.
-    pub fn loader(&self, rows: &[usize], view: ViewTransform, batch: usize) -> ImageLoader {
-        ImageLoader::new(self.manifest.clone(), rows.to_vec(), view, batch)
-            .on_bad_image(self.on_bad_image)
+    /// bad-image policy, reading the images as `input` (the encoder's).
+    pub fn loader(
+        &self,
+        rows: &[usize],
+        view: ViewTransform,
+        batch: usize,
+        input: &InputSpec,
+    ) -> ImageLoader {
+        ImageLoader::new(
+            self.manifest.clone(),
+            rows.to_vec(),
+            view,
+            batch,
+            input.clone(),
+        )
+        .on_bad_image(self.on_bad_image)
     }
 
     /// The class indices of `rows` (rows of the train split, in any order:

@@ -11,7 +11,12 @@
 //! projection MLP travels as `projection_head.{0,2}.*` and the geo head as
 //! `geo_head.1.*`, names torchvision ignores under `strict=False`. The
 //! header's metadata says what the weights are (method, epochs, arch, input
-//! size, normalisation, geo classes).
+//! size, geo classes) and what they read: `in_chans` (C, conv1's input
+//! channels, `[64, C, 7, 7]`: torchvision's `conv1 = nn.Conv2d(C, 64, 7, 2,
+//! 3, bias=False)`, timm's `in_chans=C`), the bands and their names, the
+//! radiometry and the per-channel normalisation (`normalize_mean`,
+//! `normalize_std`: ImageNet's for RGB, the run's own for other input).
+//! `input_spec` holds the whole resolved input as JSON.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -19,7 +24,7 @@ use std::path::Path;
 use anyhow::Context;
 use tch::{Device, Kind, Tensor};
 
-use crate::data::augment::{IMAGENET_MEAN, IMAGENET_STD};
+use crate::data::bands::InputSpec;
 use crate::formats::safetensors::read_safetensors;
 use crate::model::moco::bn_groups_for;
 use crate::train::checkpoint::TrainState;
@@ -171,12 +176,29 @@ pub fn read_metadata(path: &Path) -> anyhow::Result<BTreeMap<String, String>> {
         .collect())
 }
 
-fn normalisation_metadata(meta: &mut BTreeMap<String, String>, image_size: u32) {
+/// The input side of the metadata: image size, channels, bands, band
+/// names, radiometry and the per-channel normalisation of `input`
+/// (`[0.485, 0.456, 0.406]` style lists, as before for RGB).
+fn input_metadata(
+    meta: &mut BTreeMap<String, String>,
+    image_size: u32,
+    input: &InputSpec,
+) -> anyhow::Result<()> {
     meta.insert("format".into(), "pt".into());
     meta.insert("geossl_version".into(), env!("CARGO_PKG_VERSION").into());
     meta.insert("image_size".into(), image_size.to_string());
-    meta.insert("normalize_mean".into(), format!("{IMAGENET_MEAN:?}"));
-    meta.insert("normalize_std".into(), format!("{IMAGENET_STD:?}"));
+    meta.insert("normalize_mean".into(), format!("{:?}", input.mean));
+    meta.insert("normalize_std".into(), format!("{:?}", input.std));
+    meta.insert("in_chans".into(), input.channels().to_string());
+    let bands: Vec<String> = input.bands.iter().map(usize::to_string).collect();
+    meta.insert("bands".into(), bands.join(","));
+    meta.insert(
+        "band_names".into(),
+        serde_json::to_string(&input.band_names)?,
+    );
+    meta.insert("radiometry".into(), input.radiometry.to_string());
+    meta.insert("input_spec".into(), serde_json::to_string(input)?);
+    Ok(())
 }
 
 /// Exports `part` of the checkpoint (a run folder, a checkpoint folder or a
@@ -216,7 +238,7 @@ fn classifier_tensors(
     meta.insert("classes".into(), serde_json::to_string(&info.classes)?);
     meta.insert("target".into(), info.target.clone());
     meta.insert("epochs".into(), info.epochs.to_string());
-    normalisation_metadata(&mut meta, info.image_size);
+    input_metadata(&mut meta, info.image_size, &info.input)?;
     Ok((tensors, meta))
 }
 
@@ -262,7 +284,7 @@ fn checkpoint_tensors(
         }
     }
     meta.insert("checkpoint".into(), dir.path().display().to_string());
-    normalisation_metadata(&mut meta, c.data.image_size);
+    input_metadata(&mut meta, c.data.image_size, &state.input)?;
     Ok((tensors, meta))
 }
 

@@ -9,6 +9,14 @@
 //! position, not name; a resumed run starts with fresh momentum buffers.
 //! BN `num_batches_tracked` counters have no counterpart in geossl and are
 //! dropped.
+//!
+//! `conv1` may take any number C of input channels (a multispectral
+//! encoder, `Conv2d(C, 64, 7, 2, 3)`). The file does not say which bands
+//! they were: C = 3 is taken as RGB ([`InputSpec::rgb`]); other C as
+//! bands 1..=C with the documented non-RGB normalisation (see
+//! [`imported_input`]). `pretrain --resume` on the import may set the
+//! input (`--bands`, `--radiometry`) as any other guessed setting, as long
+//! as conv1's shape fits.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -17,6 +25,7 @@ use tch::{Device, Tensor};
 
 use super::pickle::Value;
 use super::torch_load::TorchFile;
+use crate::data::bands::{BandSelection, InputSpec, Radiometry, STATS_UNIT_MEAN, STATS_UNIT_STD};
 use crate::model::weights::copy_named;
 use crate::model::{Arch, Moco};
 use crate::train::checkpoint::{self, TrainState};
@@ -39,6 +48,26 @@ fn arch_named(name: &str) -> Option<Arch> {
     [Arch::Resnet18, Arch::Resnet34, Arch::Resnet50]
         .into_iter()
         .find(|a| a.name() == name)
+}
+
+/// The input recorded for an imported encoder whose conv1 takes
+/// `channels` channels: RGB for 3; else bands 1..=C (`band N`), `auto`
+/// radiometry, unit mean 0.5 and std 0.25 per channel (the normalisation
+/// geossl uses for non-RGB input without dataset statistics).
+pub fn imported_input(channels: usize) -> InputSpec {
+    if channels == 3 {
+        return InputSpec::rgb();
+    }
+    InputSpec {
+        selection: BandSelection::All,
+        bands: (1..=channels).collect(),
+        band_names: (1..=channels).map(|b| format!("band {b}")).collect(),
+        radiometry: Radiometry::Auto,
+        mean: vec![STATS_UNIT_MEAN; channels],
+        std: vec![STATS_UNIT_STD; channels],
+        stats: Vec::new(),
+        rgb: None,
+    }
 }
 
 /// Imports `pth` into the run folder `out` (created; must not hold checkpoints).
@@ -99,7 +128,12 @@ pub fn import_moco(pth: &Path, out: &Path) -> anyhow::Result<Imported> {
         },
         ..Default::default()
     };
-    let mut moco = Moco::new(Device::Cpu, config.resnet(), config.moco(geo_classes))?;
+    anyhow::ensure!(
+        conv1.len() == 4 && conv1[1] >= 1,
+        "{src}: encoder_q.conv1.weight has shape {conv1:?}, not [width, C, k, k]"
+    );
+    let input = imported_input(conv1[1] as usize);
+    let mut moco = Moco::new(Device::Cpu, config.resnet(&input), config.moco(geo_classes))?;
     for vs in [&moco.vs_q, &moco.vs_k] {
         copy_named(vs, &tensors, "", pth)?;
     }
@@ -136,6 +170,7 @@ pub fn import_moco(pth: &Path, out: &Path) -> anyhow::Result<Imported> {
     let state = TrainState {
         // Its config is inferred from tensor shapes: a resume may set the rest.
         imported_from: Some(pth.display().to_string()),
+        input,
         ..TrainState::at(&config, geo_classes, epoch, 0, moco.queue.ptr())
     };
     let checkpoint = checkpoint::save(out, &moco, &sgd, &state)?;

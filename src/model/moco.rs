@@ -488,6 +488,7 @@ pub(crate) fn tiny_for_tests(geo: Option<i64>, queue: i64) -> Moco {
         arch: super::resnet::Arch::Resnet18,
         width: 4,
         small_input: true,
+        in_channels: 3,
     };
     let config = MocoConfig {
         dim: 8,

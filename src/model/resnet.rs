@@ -57,6 +57,15 @@ pub struct ResNetConfig {
     pub width: i64,
     /// 3x3 stride-1 stem without max-pool, for small images.
     pub small_input: bool,
+    /// Input channels C of `conv1` (the run's `InputSpec::channels()`):
+    /// 3 for RGB, e.g. 13 for Sentinel-2. Configs written before
+    /// multispectral input have none and mean 3.
+    #[serde(default = "rgb_channels")]
+    pub in_channels: i64,
+}
+
+fn rgb_channels() -> i64 {
+    3
 }
 
 impl ResNetConfig {
@@ -163,8 +172,8 @@ impl Block {
     }
 }
 
-/// The backbone: input [N, 3, H, W] normalised images, output the pooled
-/// [N, feature_dim] features.
+/// The backbone: input [N, C, H, W] normalised images (C =
+/// `config.in_channels`), output the pooled [N, feature_dim] features.
 #[derive(Debug)]
 pub struct ResNet {
     pub config: ResNetConfig,
@@ -174,12 +183,17 @@ pub struct ResNet {
 }
 
 impl ResNet {
+    /// torchvision's `resnet*()` with `conv1 = Conv2d(C, 64, 7, 2, 3,
+    /// bias=False)` for C input channels (timm's `in_chans`). The Kaiming
+    /// fan-out initialisation does not depend on C, and the parameters are
+    /// created in the same order, so C = 3 draws exactly the RNG values of
+    /// the three-channel network.
     pub fn new(p: &nn::Path, config: ResNetConfig) -> Self {
-        let w = config.width;
+        let (w, c) = (config.width, config.in_channels);
         let conv1 = if config.small_input {
-            conv(p / "conv1", 3, w, 3, 1, 1)
+            conv(p / "conv1", c, w, 3, 1, 1)
         } else {
-            conv(p / "conv1", 3, w, 7, 2, 3)
+            conv(p / "conv1", c, w, 7, 2, 3)
         };
         let bn1 = bn(p / "bn1", w);
         let bottleneck = config.arch.bottleneck();
@@ -247,6 +261,7 @@ mod tests {
             arch: Arch::Resnet50,
             width: 64,
             small_input: false,
+            in_channels: 3,
         };
         let net = ResNet::new(&vs.root(), cfg);
         let vars = vs.variables();
@@ -282,6 +297,7 @@ mod tests {
                 arch,
                 width: 64,
                 small_input: false,
+                in_channels: 3,
             };
             let _ = ResNet::new(&vs.root(), cfg);
             assert_eq!(count(&vs), total - 513_000, "{arch:?}");
@@ -296,6 +312,7 @@ mod tests {
             arch: Arch::Resnet18,
             width: 8,
             small_input: true,
+            in_channels: 3,
         };
         let net = ResNet::new(&vs.root(), cfg);
         assert_eq!(vs.variables()["conv1.weight"].size(), vec![8, 3, 3, 3]);
@@ -304,5 +321,46 @@ mod tests {
             true,
         );
         assert_eq!(out.size(), vec![3, 64]);
+    }
+
+    #[test]
+    fn conv1_takes_c_channels_and_three_draw_the_rgb_weights() {
+        let build = |in_channels: i64, small_input: bool| {
+            tch::manual_seed(7);
+            let vs = nn::VarStore::new(Device::Cpu);
+            let cfg = ResNetConfig {
+                arch: Arch::Resnet18,
+                width: 8,
+                small_input,
+                in_channels,
+            };
+            let net = ResNet::new(&vs.root(), cfg);
+            (vs, net)
+        };
+        let (vs13, net13) = build(13, false);
+        assert_eq!(vs13.variables()["conv1.weight"].size(), vec![8, 13, 7, 7]);
+        let out = net13.forward_t(
+            &Tensor::randn([2, 13, 32, 32], (Kind::Float, Device::Cpu)),
+            false,
+        );
+        assert_eq!(out.size(), vec![2, 64]);
+        let (vs4, _) = build(4, true);
+        assert_eq!(vs4.variables()["conv1.weight"].size(), vec![8, 4, 3, 3]);
+        // Kaiming fan-out: conv1's spread does not depend on C.
+        let std = |vs: &nn::VarStore| vs.variables()["conv1.weight"].std(true).double_value(&[]);
+        let expected = (2.0f64 / (8.0 * 49.0)).sqrt();
+        assert!((std(&vs13) / expected - 1.0).abs() < 0.1, "{}", std(&vs13));
+        // C = 3 is the network as before: the same draws for the same seed,
+        // which a config without in_channels (written before it) also means.
+        let (a, _) = build(3, false);
+        let old: ResNetConfig =
+            serde_json::from_str(r#"{"arch":"resnet18","width":8,"small_input":false}"#).unwrap();
+        assert_eq!(old.in_channels, 3);
+        tch::manual_seed(7);
+        let b = nn::VarStore::new(Device::Cpu);
+        let _ = ResNet::new(&b.root(), old);
+        for (name, t) in a.variables() {
+            assert!(t.equal(&b.variables()[&name]), "{name}");
+        }
     }
 }

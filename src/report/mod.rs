@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
+use crate::data::bands::InputSpec;
 use crate::data::{LocationIndex, Manifest};
 use crate::formats::classification_report::ClassificationReport;
 use crate::geo::LatLon;
@@ -542,8 +543,14 @@ fn data_sections(run: &Run, options: &ReportOptions) -> anyhow::Result<String> {
     let mut out = section("data", "Data", &body);
 
     if options.pairs > 0 {
-        let body = match samples::augmented_pairs(&run.config, manifest, options.pairs) {
-            Ok(drawn) => pairs_grid(run, &drawn.pairs) + &replaced_note(&drawn.replaced),
+        let drawn = run_input(run, &manifest).and_then(|input| {
+            let drawn = samples::augmented_pairs(&run.config, &input, manifest, options.pairs)?;
+            Ok((samples::Composite::of(&input), drawn))
+        });
+        let body = match drawn {
+            Ok((composite, drawn)) => {
+                pairs_grid(run, &composite, &drawn.pairs) + &replaced_note(&drawn.replaced)
+            }
             Err(e) => {
                 let text = format!("The sample pairs could not be drawn: {e:#}");
                 tracing::warn!("{text}");
@@ -571,16 +578,34 @@ fn replaced_note(replaced: &[crate::data::loader::BadImage]) -> String {
     ))
 }
 
-fn pairs_grid(run: &Run, pairs: &[samples::SamplePair]) -> String {
+/// The run's input (bands, radiometry, normalisation): its latest
+/// checkpoint's; a run without one yet resolves its config's `--bands` and
+/// `--radiometry` against `manifest` as pretraining does.
+fn run_input(run: &Run, manifest: &Manifest) -> anyhow::Result<InputSpec> {
+    if let Some(dir) = crate::train::checkpoint::latest(&run.dir)? {
+        return Ok(crate::train::checkpoint::read_state(&dir)?.input);
+    }
+    crate::train::pretrain::resolve_input(&run.config, manifest)
+}
+
+fn pairs_grid(run: &Run, composite: &samples::Composite, pairs: &[samples::SamplePair]) -> String {
+    let colours = if composite.false_colour {
+        format!(" False-colour composites ({}).", composite.label)
+    } else if composite.label == "R = red, G = green, B = blue" {
+        String::new()
+    } else {
+        format!(" RGB composites ({}).", composite.label)
+    };
     let mut s = format!(
-        "<p>The first {} query/key pairs of epoch 1, drawn by this run's own loader and aug+ augmentation (seed {}). {}</p>\n<div class=\"pairs\">\n",
+        "<p>The first {} query/key pairs of epoch 1, drawn by this run's own loader and aug+ augmentation (seed {}). {}{}</p>\n<div class=\"pairs\">\n",
         pairs.len(),
         run.config.run.seed,
         if run.config.method.temporal() {
             "With temporal positives the key is another view of the same place, taken at another time."
         } else {
             "Without temporal positives both views are cut from the same image."
-        }
+        },
+        escape(&colours)
     );
     for p in pairs {
         let when = |t: &Option<String>| {

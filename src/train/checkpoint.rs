@@ -38,6 +38,7 @@ use super::config::PretrainConfig;
 use super::metrics::EpochMeter;
 use super::run_dir::{CheckpointDir, RunDir};
 use super::sgd::Sgd;
+use crate::data::bands::InputSpec;
 use crate::formats::atomic_write::write_string;
 use crate::formats::safetensors::read_safetensors;
 use crate::model::weights::copy_named;
@@ -81,6 +82,12 @@ pub struct TrainState {
     /// and every checkpoint written before geossl trained on several).
     #[serde(default = "one_rank")]
     pub world_size: usize,
+    /// The model's input as resolved against the run's dataset (bands,
+    /// radiometry, normalisation): what evaluation and export reuse.
+    /// Checkpoints of older geossl and of `import` have none: RGB
+    /// ([`InputSpec::rgb`]).
+    #[serde(default)]
+    pub input: InputSpec,
 }
 
 fn one_rank() -> usize {
@@ -162,6 +169,7 @@ impl TrainState {
             rows_sha256: None,
             imported_from: None,
             world_size: 1,
+            input: InputSpec::rgb(),
         }
     }
 }

@@ -17,6 +17,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use crate::data::augment::AugConfig;
+use crate::data::bands::{BandSelection, InputSpec, Radiometry};
 use crate::data::decode::DecodeLimits;
 use crate::data::loader::{BadImagePolicy, LoaderConfig, PairMode, SampleBy};
 use crate::model::{Arch, MocoConfig, ResNetConfig};
@@ -114,7 +115,7 @@ macro_rules! setting_from_str {
         }
     )*};
 }
-setting_from_str!(i64, u64, usize, f64, String);
+setting_from_str!(i64, u64, usize, f64, String, BandSelection, Radiometry);
 
 impl SettingValue for u32 {
     fn show(&self) -> String {
@@ -470,6 +471,18 @@ config_section! {
         crop_min_scale: f64 = 0.2,
         /// Iterate over images (as the paper) or locations.
         sample_by: SampleBy = SampleBy::Image,
+        /// Bands read as input channels: rgb, all, 4,3,2 (GDAL band
+        /// numbers) or B04,B03,B02 (band descriptions).
+        ///
+        /// conv1 takes one channel per band; the resolved bands are recorded
+        /// in the checkpoints and the export.
+        bands: BandSelection = BandSelection::Rgb => "BANDS",
+        /// Stored values to [0, 1]: auto, stretch[:P], scale:D[,D...] or
+        /// stats (from `geossl index stats`).
+        ///
+        /// auto: 8-bit / 255, other types stretched per image to their
+        /// 99.9th percentile.
+        radiometry: Radiometry = Radiometry::Auto => "R",
     }
 }
 
@@ -723,11 +736,14 @@ impl PretrainConfig {
         Ok(())
     }
 
-    pub fn resnet(&self) -> ResNetConfig {
+    /// The encoder of this config for `input` (its channels are conv1's
+    /// input channels).
+    pub fn resnet(&self, input: &InputSpec) -> ResNetConfig {
         ResNetConfig {
             arch: self.model.arch,
             width: self.model.width,
             small_input: self.model.small_input,
+            in_channels: input.channels() as i64,
         }
     }
 
@@ -752,8 +768,9 @@ impl PretrainConfig {
     }
 
     /// The pair loader of the run: its batch, aug+, pairing (temporal
-    /// positives or two crops of one image), sampling, seed and labels.
-    pub fn loader(&self, pin_memory: bool) -> LoaderConfig {
+    /// positives or two crops of one image), sampling, seed, labels, and
+    /// the resolved `input` (see `train::pretrain::resolve_input`).
+    pub fn loader(&self, pin_memory: bool, input: &InputSpec) -> LoaderConfig {
         LoaderConfig {
             batch: self.optimizer.batch_size,
             aug: self.aug(),
@@ -770,6 +787,7 @@ impl PretrainConfig {
             pin_memory,
             on_bad_image: self.run.on_bad_image,
             shard: Default::default(),
+            input: input.clone(),
         }
     }
 
@@ -793,6 +811,23 @@ impl PretrainConfig {
         self.fields(&mut fields);
         fields
     }
+}
+
+/// `input: 4 band(s) 4,3,2,8 (B04, B03, B02, B08), radiometry scale:10000`:
+/// what pretraining and the evaluation commands say about a non-default
+/// input; `None` for [`InputSpec::rgb`] (the paper's, said nowhere).
+pub fn input_note(input: &InputSpec) -> Option<String> {
+    if input.is_default_rgb() {
+        return None;
+    }
+    let bands: Vec<String> = input.bands.iter().map(usize::to_string).collect();
+    Some(format!(
+        "input: {} band(s) {} ({}), radiometry {}",
+        input.channels(),
+        bands.join(","),
+        input.band_names.join(", "),
+        input.radiometry
+    ))
 }
 
 /// A field as the messages of [`PretrainConfig::validate`] have always
@@ -923,6 +958,55 @@ mod tests {
         for k in CHANGEABLE_ON_RESUME {
             assert!(keys.contains_key(k), "{k}");
         }
+    }
+
+    #[test]
+    fn bands_and_radiometry_are_flags_and_text_in_config_toml() {
+        let mut c = PretrainConfig::default();
+        assert_eq!(c.data.bands, BandSelection::Rgb);
+        assert_eq!(c.data.radiometry, Radiometry::Auto);
+        assert_eq!(c.set("bands", "B04,B03,B02,B08"), Some(Ok(())));
+        assert_eq!(c.set("radiometry", "scale:10000"), Some(Ok(())));
+        assert!(matches!(c.set("radiometry", "scale:0"), Some(Err(_))));
+        let text = c.to_toml().unwrap();
+        assert!(text.contains("bands = \"B04,B03,B02,B08\""), "{text}");
+        assert!(text.contains("radiometry = \"scale:10000\""), "{text}");
+        let back: PretrainConfig = toml::from_str(&text).unwrap();
+        assert_eq!(back, c);
+        // A config.toml of older geossl (no such keys) is the RGB run.
+        let old: PretrainConfig = toml::from_str("lr = 0.1\n").unwrap();
+        assert_eq!(
+            (old.data.bands, old.data.radiometry),
+            (BandSelection::Rgb, Radiometry::Auto)
+        );
+        // Both define the run: a resume may not change them.
+        let diff = c.resume_diff(&PretrainConfig::default()).unwrap();
+        let keys: Vec<&str> = diff.refused.iter().map(|d| d.key.as_str()).collect();
+        assert_eq!(keys, ["bands", "radiometry"]);
+        let help = PretrainConfig::default().describe();
+        let bands = help.iter().find(|f| f.key == "bands").unwrap();
+        assert_eq!(
+            (bands.value.as_str(), bands.value_name),
+            ("rgb", Some("BANDS"))
+        );
+    }
+
+    #[test]
+    fn the_encoder_takes_the_inputs_channels_and_the_note_names_them() {
+        let c = PretrainConfig::default();
+        assert_eq!(c.resnet(&InputSpec::rgb()).in_channels, 3);
+        assert_eq!(input_note(&InputSpec::rgb()), None);
+        let mut four = InputSpec::rgb();
+        four.bands = vec![4, 3, 2, 8];
+        four.band_names = ["B04", "B03", "B02", "B08"].map(String::from).to_vec();
+        four.radiometry = Radiometry::Scale(vec![10000.0]);
+        four.mean = vec![0.5; 4];
+        four.std = vec![0.25; 4];
+        assert_eq!(c.resnet(&four).in_channels, 4);
+        assert_eq!(
+            input_note(&four).unwrap(),
+            "input: 4 band(s) 4,3,2,8 (B04, B03, B02, B08), radiometry scale:10000"
+        );
     }
 
     #[test]

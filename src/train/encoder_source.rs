@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::checkpoint::{self, TrainState};
 use super::run_dir::{CheckpointDir, ClassifierDir};
+use crate::data::bands::InputSpec;
 use crate::model::ResNetConfig;
 
 /// What a classifier folder says about itself (`classifier.json`).
@@ -29,6 +30,11 @@ pub struct ClassifierInfo {
     /// Where the weights started: a checkpoint path, or "random".
     pub init: String,
     pub epochs: usize,
+    /// The input the classifier reads (its encoder's, or the `--bands` /
+    /// `--radiometry` of a from-scratch run); RGB in folders written
+    /// before multispectral input.
+    #[serde(default)]
+    pub input: InputSpec,
 }
 
 /// A path resolved to the weights it names.

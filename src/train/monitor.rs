@@ -8,6 +8,7 @@
 use tch::Device;
 
 use super::config::PretrainConfig;
+use crate::data::bands::InputSpec;
 use crate::data::Manifest;
 use crate::model::ResNet;
 
@@ -25,4 +26,7 @@ pub trait EpochMonitor {
 /// (manifest path absolute). `pretrain` calls it once it has read the
 /// manifest and checked its geo clusters, before choosing the training
 /// rows, so its errors (no labels on the monitor's splits) come there.
-pub type BuildMonitor = dyn Fn(&Manifest, &PretrainConfig) -> anyhow::Result<Box<dyn EpochMonitor>>;
+/// The [`InputSpec`] is the run's resolved input: the monitor reads its
+/// images as pretraining does.
+pub type BuildMonitor =
+    dyn Fn(&Manifest, &PretrainConfig, &InputSpec) -> anyhow::Result<Box<dyn EpochMonitor>>;

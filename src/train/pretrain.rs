@@ -29,6 +29,7 @@ use super::run_dir::RunDir;
 use super::schedule::LrSchedule;
 use super::sgd::Sgd;
 use super::step::{train_step_with_flags, DeviceBatch, NonFiniteLoss, StepFlags, StepSettings};
+use crate::data::bands::{BandStats, InputSpec};
 use crate::data::loader::{BadImage, BadImagePolicy, PairBatch, PairLoader, Shard};
 use crate::data::{Manifest, Split};
 use crate::dist::{Backend, CollectiveError, ProcessGroup, Rendezvous};
@@ -185,6 +186,8 @@ struct Run<'a> {
     device: Device,
     geo_classes: Option<i64>,
     rows: TrainingRows,
+    /// The resolved input, recorded in every checkpoint.
+    input: InputSpec,
     loader: PairLoader,
     moco: Moco,
     sgd: Sgd,
@@ -304,12 +307,28 @@ impl Ranks {
     }
 }
 
+/// The model's input of a run with `config` on `manifest` (every row):
+/// its `--bands` and `--radiometry` resolved against the manifest's first
+/// image and the band statistics beside the manifest
+/// (`M.band_stats.json`, when `geossl index stats` wrote them).
+pub fn resolve_input(config: &PretrainConfig, manifest: &Manifest) -> anyhow::Result<InputSpec> {
+    let stats = BandStats::load_for(&config.manifest)?;
+    InputSpec::resolve(
+        config.data.bands.clone(),
+        config.data.radiometry.clone(),
+        manifest,
+        stats.as_ref(),
+    )
+}
+
 /// What [`load`] prepares before it knows where the run starts.
 struct Loaded {
     ranks: Ranks,
     device: Device,
     geo_classes: Option<i64>,
     rows: TrainingRows,
+    /// The resolved input, recorded in every checkpoint.
+    input: InputSpec,
     manifest_source: PathBuf,
     images: usize,
     loader: PairLoader,
@@ -342,11 +361,12 @@ fn load(
 ) -> anyhow::Result<Loaded> {
     let manifest = Manifest::read(&config.manifest)?;
     let geo_classes = geo_class_count(config, &manifest)?;
+    let input = resolve_input(config, &manifest)?;
     // The kNN monitor sees every row of its two splits, whatever the
     // pretraining split; only rank 0 runs it.
     let writes = options.rendezvous.as_ref().is_none_or(|r| r.rank == 0);
     let monitor = match writes {
-        true => build_monitor(config, &manifest, monitor)?,
+        true => build_monitor(config, &manifest, &input, monitor)?,
         false => None,
     };
     let manifest = training_rows(manifest, &config.split)?;
@@ -377,10 +397,10 @@ fn load(
     };
     let loader_config = crate::data::loader::LoaderConfig {
         shard,
-        ..config.loader(device.is_cuda())
+        ..config.loader(device.is_cuda(), &input)
     };
     let loader = PairLoader::new(manifest, loader_config)?;
-    let mut moco = Moco::new(device, config.resnet(), config.moco(geo_classes))?;
+    let mut moco = Moco::new(device, config.resnet(&input), config.moco(geo_classes))?;
     if config.run.channels_last {
         moco.to_channels_last()?;
     }
@@ -397,6 +417,7 @@ fn load(
         device,
         geo_classes,
         rows,
+        input,
         manifest_source,
         images,
         loader,
@@ -547,6 +568,7 @@ fn geo_class_count(config: &PretrainConfig, manifest: &Manifest) -> anyhow::Resu
 fn build_monitor(
     config: &PretrainConfig,
     manifest: &Manifest,
+    input: &InputSpec,
     build: Option<&BuildMonitor>,
 ) -> anyhow::Result<Option<Box<dyn EpochMonitor>>> {
     if config.monitor.knn_every == 0 {
@@ -558,7 +580,7 @@ fn build_monitor(
             config.monitor.knn_every
         )
     })?;
-    build(manifest, config).map(Some)
+    build(manifest, config, input).map(Some)
 }
 
 /// Where the run starts: from the newest intact checkpoint with
@@ -589,9 +611,13 @@ fn start_point(
     };
     match (options.resume, existing.is_empty()) {
         (true, false) => {
-            let (geo_classes, rows) = (loaded.geo_classes, &loaded.rows);
+            let expected = Expected {
+                geo_classes: loaded.geo_classes,
+                rows: &loaded.rows,
+                input: &loaded.input,
+            };
             let (moco, sgd) = (&mut loaded.moco, &mut loaded.sgd);
-            let resumed = resume_from(run_dir, &existing, config, geo_classes, rows, moco, sgd)?;
+            let resumed = resume_from(run_dir, &existing, config, &expected, moco, sgd)?;
             start = StartPoint::resumed(resumed, loaded.ranks.world());
         }
         (true, true) => {
@@ -758,6 +784,9 @@ impl<'a> Run<'a> {
             eprintln!("{}", start.line);
             let mut summary =
                 startup_summary(&config, l.device, &l.loader, l.images, batches, epoch, end);
+            if let Some(note) = super::config::input_note(&l.input) {
+                summary += &format!("{note}\n");
+            }
             summary += &ranks_line(&l.ranks, &config, l.device);
             eprint!("{summary}");
         }
@@ -769,6 +798,7 @@ impl<'a> Run<'a> {
             device: l.device,
             geo_classes: l.geo_classes,
             rows: l.rows,
+            input: l.input,
             loader: l.loader,
             moco: l.moco,
             sgd: l.sgd,
@@ -1056,6 +1086,7 @@ impl<'a> Run<'a> {
             batch_in_epoch,
             epoch_sums,
             world_size: self.ranks.world(),
+            input: self.input.clone(),
             ..TrainState::at(
                 &self.config,
                 self.geo_classes,
@@ -1681,8 +1712,7 @@ fn resume_from(
     run_dir: &Path,
     candidates: &[PathBuf],
     config: &PretrainConfig,
-    geo_classes: Option<i64>,
-    rows: &TrainingRows,
+    expected: &Expected,
     moco: &mut Moco,
     sgd: &mut Sgd,
 ) -> anyhow::Result<Resumed> {
@@ -1699,7 +1729,7 @@ fn resume_from(
                 continue;
             }
         };
-        let diff = resume_diff(config, &state, geo_classes, rows)?;
+        let diff = resume_diff(config, &state, expected)?;
         if !diff.refused.is_empty() {
             return Err(refused_resume(run_dir, dir, &diff.refused));
         }
@@ -1739,15 +1769,29 @@ fn resume_from(
     )
 }
 
+/// What a checkpoint must hold besides its config for a resume: the
+/// requested run's geo classes, training rows and resolved input.
+struct Expected<'a> {
+    geo_classes: Option<i64>,
+    rows: &'a TrainingRows,
+    input: &'a InputSpec,
+}
+
 /// How the requested run differs from checkpoint `state`'s: the settings
 /// that may change on `--resume` and those that may not (including the
-/// geo classes and the training rows).
+/// geo classes, the training rows and the resolved input: bands,
+/// radiometry and normalisation, which band statistics recomputed since
+/// would change).
 fn resume_diff(
     config: &PretrainConfig,
     state: &TrainState,
-    geo_classes: Option<i64>,
-    rows: &TrainingRows,
+    expected: &Expected,
 ) -> anyhow::Result<super::config::ResumeDiff> {
+    let Expected {
+        geo_classes,
+        rows,
+        input,
+    } = *expected;
     let mut diff = config.resume_diff(&state.config)?;
     if state.imported_from.is_some() {
         // The config of an imported checkpoint is a guess; what must
@@ -1761,6 +1805,13 @@ fn resume_diff(
             key: "geo classes (largest geo_cluster of the manifest + 1)".into(),
             old: show(state.geo_classes),
             new: show(geo_classes),
+        });
+    }
+    if state.input != *input && state.imported_from.is_none() {
+        diff.refused.push(SettingChange {
+            key: "input (resolved bands, radiometry and normalisation)".into(),
+            old: input_summary(&state.input),
+            new: input_summary(input),
         });
     }
     if let Some(sha) = state.rows_sha256.as_ref().filter(|s| **s != rows.sha256) {
@@ -1778,6 +1829,20 @@ fn resume_diff(
         });
     }
     Ok(diff)
+}
+
+/// `bands 1,2,3 (red, green, blue), radiometry auto, mean [..], std [..]`:
+/// what a refused resume shows of an input.
+fn input_summary(input: &InputSpec) -> String {
+    let bands: Vec<String> = input.bands.iter().map(usize::to_string).collect();
+    format!(
+        "bands {} ({}), radiometry {}, mean {:?}, std {:?}",
+        bands.join(","),
+        input.band_names.join(", "),
+        input.radiometry,
+        input.mean,
+        input.std
+    )
 }
 
 /// The refusal of a `--resume` onto checkpoint `dir` that would change
@@ -1846,7 +1911,11 @@ mod tests {
     use super::*;
 
     /// A monitor builder that must not be reached, or that fails visibly.
-    fn failing_build(_: &Manifest, _: &PretrainConfig) -> anyhow::Result<Box<dyn EpochMonitor>> {
+    fn failing_build(
+        _: &Manifest,
+        _: &PretrainConfig,
+        _: &InputSpec,
+    ) -> anyhow::Result<Box<dyn EpochMonitor>> {
         anyhow::bail!("the builder ran")
     }
 
@@ -1885,15 +1954,18 @@ mod tests {
         let manifest = Manifest::default();
         let mut off = PretrainConfig::default();
         off.monitor.knn_every = 0;
-        let built = build_monitor(&off, &manifest, Some(&failing_build)).unwrap();
+        let built =
+            build_monitor(&off, &manifest, &InputSpec::rgb(), Some(&failing_build)).unwrap();
         assert!(built.is_none(), "knn_every 0 builds nothing");
         let mut on = PretrainConfig::default();
         on.monitor.knn_every = 2;
-        let err = build_monitor(&on, &manifest, Some(&failing_build))
+        let err = build_monitor(&on, &manifest, &InputSpec::rgb(), Some(&failing_build))
             .err()
             .unwrap();
         assert_eq!(err.to_string(), "the builder ran");
-        let err = build_monitor(&on, &manifest, None).err().unwrap();
+        let err = build_monitor(&on, &manifest, &InputSpec::rgb(), None)
+            .err()
+            .unwrap();
         assert!(
             err.to_string()
                 .starts_with("knn_every is 2 but pretrain was given no epoch monitor"),

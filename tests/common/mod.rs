@@ -101,3 +101,68 @@ pub fn run_python<S: AsRef<std::ffi::OsStr>>(
     println!("{stdout}{stderr}");
     stdout
 }
+
+/// Writes a uint16 GeoTIFF with GDAL (in memory, then copied as
+/// gdal_translate does): one band per name in `names` (its description),
+/// `w` x `h` values of `f(band, x, y)`.
+pub fn write_geotiff(
+    path: &Path,
+    (w, h): (usize, usize),
+    names: &[&str],
+    f: impl Fn(usize, usize, usize) -> u16,
+) {
+    use gdal::raster::{Buffer, RasterCreationOptions};
+    use gdal::{DriverManager, Metadata};
+    let mem = DriverManager::get_driver_by_name("MEM").unwrap();
+    let ds = mem
+        .create_with_band_type::<u16, _>("", w, h, names.len())
+        .unwrap();
+    for (b, name) in names.iter().enumerate() {
+        let mut band = ds.rasterband(b + 1).unwrap();
+        band.set_description(name).unwrap();
+        let data: Vec<u16> = (0..h)
+            .flat_map(|y| (0..w).map(move |x| (x, y)))
+            .map(|(x, y)| f(b, x, y))
+            .collect();
+        band.write((0, 0), (w, h), &mut Buffer::new((w, h), data))
+            .unwrap();
+    }
+    let gtiff = DriverManager::get_driver_by_name("GTiff").unwrap();
+    drop(
+        ds.create_copy(&gtiff, path, &RasterCreationOptions::new())
+            .unwrap(),
+    );
+}
+
+/// A 4-band (B02, B03, B04, B08) uint16 reflectance dataset of `n` scenes
+/// in `dir`, two views per place; places alternate between splits train
+/// and val, pairs of places between labels `bright` and `dark`
+/// (reflectance x 3 and x 1): its manifest.
+pub fn four_band_scenes(dir: &Path, n: usize) -> PathBuf {
+    let mut csv = String::from("path,location_id,split,label\n");
+    for i in 0..n {
+        let name = format!("scene{i}.tif");
+        // Reflectance x 10000 with a per-scene pattern, so that the
+        // features differ between images and between bands.
+        write_geotiff(
+            &dir.join(&name),
+            (40, 36),
+            &["B02", "B03", "B04", "B08"],
+            |b, x, y| {
+                let v = 100 + 230 * b + 32 * ((x * (i + 1) + 3 * y + 5 * b) % 23);
+                (v * if (i / 4) % 2 == 0 { 3 } else { 1 }) as u16
+            },
+        );
+        let place = i / 2;
+        let split = if place % 2 == 0 { "train" } else { "val" };
+        let label = if (place / 2) % 2 == 0 {
+            "bright"
+        } else {
+            "dark"
+        };
+        csv += &format!("{name},place{place},{split},{label}\n");
+    }
+    let manifest = dir.join("scenes.csv");
+    std::fs::write(&manifest, csv).unwrap();
+    manifest
+}
