@@ -150,7 +150,7 @@ pub struct ClusterArgs {
 }
 
 /// `--bands` of `synth`: one of [`synth::BAND_COUNTS`].
-fn parse_band_count(s: &str) -> Result<usize, String> {
+pub(super) fn parse_band_count(s: &str) -> Result<usize, String> {
     match s.trim().parse::<usize>() {
         Ok(n) if synth::BAND_COUNTS.contains(&n) => Ok(n),
         _ => Err(format!(
