@@ -8,6 +8,8 @@
 //! an HTML report (`pretrain-*/report.html`) and `report.html` compares
 //! them.
 
+pub mod multispectral;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
+use crate::data::band_stats::{self, StatsOptions};
 use crate::data::fmow::{self, FmowOptions};
 use crate::data::geo_classes::{write_geo_classes, GeoClassOptions};
 use crate::data::import_csv;
@@ -29,9 +30,12 @@ pub struct SynthArgs {
     pub size: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Image format: jpg (quality 90, like fMoW's JPEGs) or png.
+    /// Image format: jpg (quality 90, like fMoW's JPEGs) or png. Only for --bands 3.
     #[arg(long, default_value = "jpg", value_parser = ["jpg", "png"])]
     pub format: String,
+    /// Bands per image: 3 = 8-bit RGB JPEG/PNG; 13 = Sentinel-2-like UInt16 GeoTIFFs (reflectance x 10000, bands B01..B12 with B8A, NoData 0 on part of the views); 4 = blue, green, red, NIR GeoTIFFs.
+    #[arg(long, default_value_t = 3, value_parser = parse_band_count)]
+    pub bands: usize,
 }
 
 #[derive(Args, Debug)]
@@ -106,6 +110,20 @@ pub enum IndexSource {
         #[arg(long, requires = "val_fraction", default_value_t = 0)]
         seed: u64,
     },
+    /// Per-band statistics of a manifest's rasters (mean, std, min, max, valid pixels; NoData excluded), written beside it as <stem>.band_stats.json for --radiometry stats.
+    Stats {
+        /// The manifest.
+        manifest: PathBuf,
+        /// Images (rows) sampled, seeded; all when the manifest has fewer.
+        #[arg(long, value_name = "N", default_value_t = band_stats::DEFAULT_SAMPLE)]
+        sample: usize,
+        /// Pixels read per image at most: larger images are read decimated (nearest neighbour).
+        #[arg(long, value_name = "N", default_value_t = band_stats::DEFAULT_PIXELS_PER_IMAGE)]
+        pixels_per_image: usize,
+        /// Seed of the draw of images.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -131,6 +149,16 @@ pub struct ClusterArgs {
     pub drop_unpositioned: bool,
 }
 
+/// `--bands` of `synth`: one of [`synth::BAND_COUNTS`].
+pub(super) fn parse_band_count(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if synth::BAND_COUNTS.contains(&n) => Ok(n),
+        _ => Err(format!(
+            "'{s}': expected 3 (RGB), 4 (blue, green, red, NIR) or 13 (Sentinel-2)"
+        )),
+    }
+}
+
 pub(super) fn synth_cmd(a: &SynthArgs) -> anyhow::Result<()> {
     let config = SynthConfig {
         locations: a.locations,
@@ -140,10 +168,11 @@ pub(super) fn synth_cmd(a: &SynthArgs) -> anyhow::Result<()> {
         jpeg_quality: if a.format == "png" { 0 } else { 90 },
     };
     let t0 = std::time::Instant::now();
-    let m = synth::generate(&a.out, &config)?;
+    let m = synth::generate_bands(&a.out, &config, a.bands)?;
     println!(
-        "wrote {} images of {} locations to {} in {:.1} s",
+        "wrote {} images ({} bands) of {} locations to {} in {:.1} s",
         m.records.len(),
+        a.bands,
         a.locations,
         m.source.display(),
         t0.elapsed().as_secs_f64()
@@ -287,11 +316,63 @@ pub(super) fn index_cmd(a: IndexArgs) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        (
+            None,
+            Some(IndexSource::Stats {
+                manifest,
+                sample,
+                pixels_per_image,
+                seed,
+            }),
+        ) => index_stats_cmd(&manifest, sample, pixels_per_image, seed),
         (None, None) => anyhow::bail!(
-            "say what to index: --check MANIFEST, or a source (fmow, csv); see geossl index --help"
+            "say what to index: --check MANIFEST, or a source (fmow, csv, stats); see geossl index --help"
         ),
         (Some(_), Some(_)) => unreachable!("clap rejects --check together with a source"),
     }
+}
+
+/// `geossl index stats`: computes, prints and writes a manifest's per-band
+/// statistics; unreadable files are listed (the first 10) and skipped.
+fn index_stats_cmd(
+    manifest: &Path,
+    sample: usize,
+    pixels_per_image: usize,
+    seed: u64,
+) -> anyhow::Result<()> {
+    let m = Manifest::read(manifest)?;
+    let options = StatsOptions {
+        sample,
+        pixels_per_image,
+        seed,
+        quiet: false,
+        ..StatsOptions::default()
+    };
+    let t0 = std::time::Instant::now();
+    let name = manifest.display().to_string();
+    let report = band_stats::compute(&m, &name, &options)?;
+    print_some("skipped", &report.skipped);
+    let s = &report.stats;
+    println!(
+        "{:>4}  {:<12} {:>12} {:>12} {:>12} {:>12} {:>14}",
+        "band", "name", "mean", "std", "min", "max", "valid pixels"
+    );
+    for b in &s.bands {
+        println!(
+            "{:>4}  {:<12} {:>12.3} {:>12.3} {:>12} {:>12} {:>14}",
+            b.band, b.name, b.mean, b.std, b.min, b.max, b.valid_pixels
+        );
+    }
+    let path = s.save_for(manifest)?;
+    println!(
+        "{} of {} images read ({} skipped) in {:.1} s; wrote {}",
+        s.images_sampled,
+        s.images_total,
+        report.skipped.len(),
+        t0.elapsed().as_secs_f64(),
+        path.display()
+    );
+    Ok(())
 }
 
 /// Prints the first 10 of `items` (one a line, `what: item`) and how many more.

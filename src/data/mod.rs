@@ -4,6 +4,7 @@
 
 pub mod augment;
 pub mod band_image;
+pub mod band_stats;
 pub mod bands;
 pub(crate) mod csv_lines;
 pub mod decode;

@@ -51,6 +51,7 @@
 
 mod render;
 mod scene;
+pub mod spectral;
 pub mod world;
 
 use std::path::{Path, PathBuf};
@@ -72,7 +73,7 @@ pub struct SynthConfig {
     pub max_views: usize,
     pub size: usize,
     pub seed: u64,
-    /// JPEG quality (1-100); 0 writes PNG instead.
+    /// JPEG quality (1-100); 0 writes PNG instead. Only for 3 bands.
     pub jpeg_quality: u8,
 }
 
@@ -87,6 +88,9 @@ impl Default for SynthConfig {
         }
     }
 }
+
+/// The band counts [`SynthConfig::bands`] accepts.
+pub const BAND_COUNTS: [usize; 3] = [3, 4, 13];
 
 /// Extra manifest columns the generator writes.
 pub const EXTRA_COLUMNS: [&str; 4] = ["city", "country", "biome", "cloudy"];
@@ -180,6 +184,14 @@ fn plan_place(index: usize, config: &SynthConfig) -> Place {
 /// Generates the dataset under `out`: `images/<class>/<location>/<location>_<view>.jpg`
 /// and `manifest.csv`. Returns the manifest.
 pub fn generate(out: &Path, config: &SynthConfig) -> anyhow::Result<Manifest> {
+    generate_bands(out, config, 3)
+}
+
+/// [`generate`] with `bands` per image: 3 is [`generate`]'s 8-bit RGB
+/// JPEG/PNG; 4 or 13 write UInt16 GeoTIFFs of surface reflectance
+/// (`<location>_<view>.tif`, see [`spectral`]) of the same places, views
+/// and manifest rows.
+pub fn generate_bands(out: &Path, config: &SynthConfig, bands: usize) -> anyhow::Result<Manifest> {
     let name = crate::settings::name;
     anyhow::ensure!(
         config.locations > 0,
@@ -196,13 +208,20 @@ pub fn generate(out: &Path, config: &SynthConfig) -> anyhow::Result<Manifest> {
         "{} must be between 8 and 4096 pixels",
         name("size")
     );
+    anyhow::ensure!(
+        BAND_COUNTS.contains(&bands),
+        "{} must be 3 (RGB), 4 (blue, green, red, NIR) or 13 (Sentinel-2), not {bands}",
+        name("bands"),
+    );
     std::fs::create_dir_all(out).with_context(|| format!("{}: cannot create", out.display()))?;
     let places: Vec<Place> = (0..config.locations)
         .map(|i| plan_place(i, config))
         .collect();
     let total_views: usize = places.iter().map(|p| p.times.len()).sum();
     let bar = progress::bar(total_views as u64, "rendering scenes");
-    let ext = if config.jpeg_quality == 0 {
+    let ext = if bands != 3 {
+        "tif"
+    } else if config.jpeg_quality == 0 {
         "png"
     } else {
         "jpg"
@@ -210,7 +229,7 @@ pub fn generate(out: &Path, config: &SynthConfig) -> anyhow::Result<Manifest> {
     let rows: Vec<Vec<ImageRecord>> = places
         .par_iter()
         .map(|place| {
-            let rows = render_place(place, out, ext, config);
+            let rows = render_place(place, out, ext, config, bands);
             bar.inc(place.times.len() as u64);
             rows
         })
@@ -231,6 +250,7 @@ fn render_place(
     out: &Path,
     ext: &str,
     config: &SynthConfig,
+    bands: usize,
 ) -> anyhow::Result<Vec<ImageRecord>> {
     let mut rng = ChaCha8Rng::seed_from_u64(place.rng_seed);
     let years = |t: f64| t / SECONDS_PER_YEAR;
@@ -260,13 +280,20 @@ fn render_place(
             years(t),
             &mut rng,
         );
-        let pixels = scene::render(&layout, place.city.biome, &cond, config.size, &mut rng);
         let rel = rel_dir.join(format!("{}_{view}.{ext}", place.id));
         let path = out.join(&rel);
-        let img = image::RgbImage::from_raw(config.size as u32, config.size as u32, pixels)
-            .expect("size matches");
-        save(&img, &path, config.jpeg_quality)
-            .with_context(|| format!("{}: cannot write", path.display()))?;
+        if bands == 3 {
+            let pixels = scene::render(&layout, place.city.biome, &cond, config.size, &mut rng);
+            let img = image::RgbImage::from_raw(config.size as u32, config.size as u32, pixels)
+                .expect("size matches");
+            save(&img, &path, config.jpeg_quality)
+        } else {
+            let view_seed = place.rng_seed ^ (view as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            let planes =
+                render_multispectral(&layout, place, &cond, config, bands, &mut rng, view_seed);
+            write_geotiff(&path, &planes, config, place.position, utc)
+        }
+        .with_context(|| format!("{}: cannot write", path.display()))?;
         rows.push(ImageRecord {
             path: rel.to_string_lossy().into_owned(),
             position: Some(place.position),
@@ -285,6 +312,104 @@ fn render_place(
         });
     }
     Ok(rows)
+}
+
+/// The stored UInt16 planes of one multispectral view: the configured
+/// bands, NoData (0) in the view's strip if it has one.
+fn render_multispectral(
+    layout: &scene::Layout,
+    place: &Place,
+    cond: &scene::Conditions,
+    config: &SynthConfig,
+    bands: usize,
+    rng: &mut ChaCha8Rng,
+    view_seed: u64,
+) -> Vec<(String, Vec<u16>)> {
+    let (indices, names): (Vec<usize>, Vec<String>) = if bands == 4 {
+        let names = spectral::FOUR_BAND_NAMES.iter().map(|s| s.to_string());
+        (spectral::FOUR_BANDS.to_vec(), names.collect())
+    } else {
+        let names = spectral::SENTINEL2_BANDS.iter().map(|b| b.0.to_string());
+        ((0..13).collect(), names.collect())
+    };
+    let planes = spectral::render_bands(layout, place.city.biome, cond, config.size, rng, &indices);
+    let strip = spectral::nodata_strip(config.size, view_seed);
+    names
+        .into_iter()
+        .zip(planes)
+        .map(|(name, plane)| {
+            let stored = plane
+                .iter()
+                .enumerate()
+                .map(|(i, &r)| match &strip {
+                    Some(mask) if mask[i] => spectral::NODATA,
+                    _ => spectral::to_stored(r),
+                })
+                .collect();
+            (name, stored)
+        })
+        .collect()
+}
+
+/// Writes named UInt16 planes as a Deflate GeoTIFF georeferenced in
+/// EPSG:4326 (pixels of [`spectral::GSD_M`] metres, centred on
+/// `position`), NoData 0, the acquisition time in `TIFFTAG_DATETIME`, and
+/// GDAL's red, green and blue colour interpretation on B04, B03, B02 (or
+/// `red`, `green`, `blue`).
+fn write_geotiff(
+    path: &Path,
+    bands: &[(String, Vec<u16>)],
+    config: &SynthConfig,
+    position: LatLon,
+    utc: chrono::NaiveDateTime,
+) -> anyhow::Result<()> {
+    use gdal::raster::{Buffer, ColorInterpretation, RasterCreationOptions};
+    use gdal::Metadata as _;
+    let size = config.size;
+    let gtiff = gdal::DriverManager::get_driver_by_name("GTiff")?;
+    let options = RasterCreationOptions::from_iter(["COMPRESS=DEFLATE", "PREDICTOR=2"]);
+    let mut ds = gtiff.create_with_band_type_with_options::<u16, _>(
+        path,
+        size,
+        size,
+        bands.len(),
+        &options,
+    )?;
+    let dlat = spectral::GSD_M / 111_320.0;
+    let dlon = dlat / position.lat.to_radians().cos().max(0.05);
+    let half = size as f64 / 2.0;
+    ds.set_geo_transform(&[
+        position.lon - half * dlon,
+        dlon,
+        0.0,
+        position.lat + half * dlat,
+        0.0,
+        -dlat,
+    ])?;
+    ds.set_spatial_ref(&gdal::spatial_ref::SpatialRef::from_epsg(4326)?)?;
+    ds.set_metadata_item(
+        "TIFFTAG_DATETIME",
+        &utc.format("%Y:%m:%d %H:%M:%S").to_string(),
+        "",
+    )?;
+    for (i, (name, data)) in bands.iter().enumerate() {
+        let mut band = ds.rasterband(i + 1)?;
+        band.set_description(name)?;
+        band.set_no_data_value(Some(spectral::NODATA as f64))?;
+        let interp = match name.as_str() {
+            "B04" | "red" => ColorInterpretation::RedBand,
+            "B03" | "green" => ColorInterpretation::GreenBand,
+            "B02" | "blue" => ColorInterpretation::BlueBand,
+            _ => ColorInterpretation::Undefined,
+        };
+        band.set_color_interpretation(interp)?;
+        band.write(
+            (0, 0),
+            (size, size),
+            &mut Buffer::new((size, size), data.clone()),
+        )?;
+    }
+    Ok(())
 }
 
 fn save(img: &image::RgbImage, path: &Path, quality: u8) -> anyhow::Result<()> {
@@ -403,6 +528,208 @@ mod tests {
         let multi = idx.locations.iter().find(|l| l.views.len() >= 2).unwrap();
         let (a, b) = (load(multi.views[0]), load(multi.views[1]));
         assert_ne!(a, b);
+    }
+
+    /// SHA-256 of the manifest and then every image, in manifest order.
+    fn digest(dir: &Path) -> String {
+        use sha2::{Digest, Sha256};
+        let manifest = std::fs::read(dir.join("manifest.csv")).unwrap();
+        let mut h = Sha256::new();
+        h.update(&manifest);
+        for r in Manifest::read(&dir.join("manifest.csv")).unwrap().records {
+            h.update(std::fs::read(dir.join(&r.path)).unwrap());
+        }
+        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    #[test]
+    fn the_rgb_world_is_unchanged() {
+        // Digests of `geossl synth --locations 12 --max-views 3 --size 24
+        // --seed 7 --format jpg|png` by geossl a2e6917, before the
+        // multispectral mode.
+        for (quality, want) in [
+            (
+                90,
+                "4a3463ac43bb2c12ce97ea3fcd90c53b788bd9aa21b4f3a1bcd7f58d382803ef",
+            ),
+            (
+                0,
+                "bf8b96d56738c06c32aa5e0c5ad480c9eec9f112c0f17c4033f6fb78aea9c659",
+            ),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let config = SynthConfig {
+                locations: 12,
+                max_views: 3,
+                size: 24,
+                seed: 7,
+                jpeg_quality: quality,
+            };
+            let m = generate_bands(dir.path(), &config, 3).unwrap();
+            assert_eq!(m.records.len(), 25);
+            assert_eq!(digest(dir.path()), want, "quality {quality}");
+        }
+    }
+
+    /// Per image: the mean of each band over valid pixels, and whether the
+    /// image has NoData pixels.
+    fn band_means(dir: &Path, m: &Manifest) -> Vec<(String, Vec<f64>, bool)> {
+        use crate::data::decode::DecodeLimits;
+        use crate::data::raster::{RasterReader, Resampling, Window};
+        m.records
+            .iter()
+            .map(|r| {
+                let reader = RasterReader::open(&dir.join(&r.path)).unwrap();
+                let info = reader.info().clone();
+                let bands: Vec<usize> = (1..=info.bands.len()).collect();
+                let window = Window {
+                    x: 0,
+                    y: 0,
+                    width: info.width,
+                    height: info.height,
+                };
+                let read = reader
+                    .read(
+                        &bands,
+                        window,
+                        (info.width, info.height),
+                        Resampling::Nearest,
+                        &DecodeLimits::default(),
+                    )
+                    .unwrap();
+                let plane = read.width * read.height;
+                let means = (0..read.bands)
+                    .map(|c| {
+                        let values = &read.data[c * plane..(c + 1) * plane];
+                        let valid: Vec<f64> = values
+                            .iter()
+                            .zip(&read.valid)
+                            .filter(|(_, &ok)| ok)
+                            .map(|(&v, _)| v as f64)
+                            .collect();
+                        assert!(
+                            valid.iter().all(|&v| (1.0..=15000.0).contains(&v)),
+                            "{} band {}",
+                            r.path,
+                            c + 1
+                        );
+                        valid.iter().sum::<f64>() / valid.len().max(1) as f64
+                    })
+                    .collect();
+                (r.label.clone().unwrap(), means, read.valid_count < plane)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn thirteen_band_world_is_sentinel2_like() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = SynthConfig {
+            locations: 80,
+            max_views: 3,
+            size: 16,
+            seed: 2,
+            jpeg_quality: 90,
+        };
+        let m = generate_bands(dir.path(), &config, 13).unwrap();
+        let rgb = tempfile::tempdir().unwrap();
+        let m3 = generate(rgb.path(), &config).unwrap();
+        // The same places, views and times as the RGB world.
+        assert_eq!(m.records.len(), m3.records.len());
+        for (a, b) in m.records.iter().zip(&m3.records) {
+            assert_eq!(a.path.replace(".tif", ".jpg"), b.path);
+            assert_eq!(
+                (a.position, a.timestamp, &a.label, a.split),
+                (b.position, b.timestamp, &b.label, b.split)
+            );
+        }
+        let first = dir.path().join(&m.records[0].path);
+        let reader = crate::data::raster::RasterReader::open(&first).unwrap();
+        let names: Vec<&str> = reader
+            .info()
+            .bands
+            .iter()
+            .map(|b| b.description.as_str())
+            .collect();
+        let want: Vec<&str> = spectral::SENTINEL2_BANDS.iter().map(|b| b.0).collect();
+        assert_eq!(names, want);
+        for b in &reader.info().bands {
+            assert_eq!((b.data_type.as_str(), b.nodata), ("UInt16", Some(0.0)));
+        }
+        let ds = gdal::Dataset::open(&first).unwrap();
+        assert_eq!(ds.spatial_ref().unwrap().auth_code().unwrap(), 4326);
+        let gt = ds.geo_transform().unwrap();
+        let p = m.records[0].position.unwrap();
+        assert!(
+            (gt[0] + 8.0 * gt[1] - p.lon).abs() < 1e-9
+                && (gt[3] + 8.0 * gt[5] - p.lat).abs() < 1e-9
+        );
+        use gdal::Metadata;
+        assert!(ds.metadata_item("TIFFTAG_DATETIME", "").is_some());
+        assert_eq!(
+            ds.rasterband(4).unwrap().color_interpretation(),
+            gdal::raster::ColorInterpretation::RedBand
+        );
+
+        let images = band_means(dir.path(), &m);
+        let class_mean = |label: &str, f: &dyn Fn(&[f64]) -> f64| {
+            let v: Vec<f64> = images
+                .iter()
+                .filter(|i| i.0 == label)
+                .map(|i| f(&i.1))
+                .collect();
+            assert!(!v.is_empty(), "no {label} images");
+            v.iter().sum::<f64>() / v.len() as f64
+        };
+        // B08 (index 7) is NIR, B04 (3) red, B11 (11) SWIR.
+        let nir = |b: &[f64]| b[7];
+        let ndvi = |b: &[f64]| (b[7] - b[3]) / (b[7] + b[3]);
+        let swir_over_nir = |b: &[f64]| b[11] / b[7];
+        assert!(class_mean("lake", &nir) < class_mean("forest", &nir));
+        assert!(class_mean("forest", &ndvi) > class_mean("industrial", &ndvi) + 0.1);
+        assert!(class_mean("industrial", &swir_over_nir) > class_mean("forest", &swir_over_nir));
+        // A NoData strip on about NODATA_BORDER_FRACTION of the views.
+        let with_nodata = images.iter().filter(|i| i.2).count() as f64 / images.len() as f64;
+        assert!((0.08..0.35).contains(&with_nodata), "{with_nodata}");
+    }
+
+    #[test]
+    fn four_band_world_is_blue_green_red_nir() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = SynthConfig {
+            locations: 3,
+            max_views: 2,
+            size: 12,
+            seed: 1,
+            jpeg_quality: 90,
+        };
+        let m = generate_bands(dir.path(), &config, 4).unwrap();
+        let reader =
+            crate::data::raster::RasterReader::open(&dir.path().join(&m.records[0].path)).unwrap();
+        let names: Vec<&str> = reader
+            .info()
+            .bands
+            .iter()
+            .map(|b| b.description.as_str())
+            .collect();
+        assert_eq!(names, ["blue", "green", "red", "nir"]);
+        let err = generate_bands(dir.path(), &config, 5)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bands must be 3"), "{err}");
+    }
+
+    #[test]
+    fn nodata_strips_are_seeded_and_partial() {
+        let strips: Vec<_> = (0..200u64).map(|s| spectral::nodata_strip(20, s)).collect();
+        let again: Vec<_> = (0..200u64).map(|s| spectral::nodata_strip(20, s)).collect();
+        assert_eq!(strips, again);
+        let some: Vec<&Vec<bool>> = strips.iter().flatten().collect();
+        assert!((20..70).contains(&some.len()), "{}", some.len());
+        for mask in some {
+            let n = mask.iter().filter(|&&m| m).count();
+            assert!(n > 0 && n < 400 / 2, "{n} of 400 pixels NoData");
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@ use rand::Rng;
 use rand_distr::{Distribution, Normal};
 
 use super::render::{mix, scale, value_noise, Canvas, Rgb, Shape, ViewTransform};
+use super::spectral::{flat, Pass, Surface, ENDMEMBERS};
 use super::world::{Biome, LandUse};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -637,8 +638,47 @@ pub fn render<R: Rng>(
     size: usize,
     rng: &mut R,
 ) -> Vec<u8> {
+    render_canvas(layout, biome, c, size, rng, None).to_rgb8()
+}
+
+/// The moment's surface as the spectral passes see it.
+fn surface(biome: Biome, c: &Conditions) -> Surface {
+    Surface {
+        soil_colour: palette(biome).soil,
+        greenness: greenness(biome, c.season),
+        snow: c.snow,
+        autumn: c.autumn,
+        season: c.season,
+        biome,
+    }
+}
+
+/// Renders one view: the RGB world's display colours (`pass` None, what
+/// [`render`] quantises) or, for a spectral pass, the reflectance of the
+/// pass's three bands. Every pass draws the same random numbers, so a
+/// clone of `rng` per pass renders the same cars, noise and clouds.
+pub fn render_canvas<R: Rng>(
+    layout: &Layout,
+    biome: Biome,
+    c: &Conditions,
+    size: usize,
+    rng: &mut R,
+    pass: Option<Pass>,
+) -> Canvas {
+    let sf = surface(biome, c);
+    let colour = |m: Material, x: f32, y: f32| match pass {
+        None => material_colour(m, layout, biome, c, x, y),
+        Some(pass) => {
+            let tex = value_noise(x, y, 24.0, layout.texture_seed) * 0.06;
+            pass.pick(&sf.material(m, layout, x, y, tex))
+        }
+    };
+    let spectral = |visible: Rgb, spectrum: [f32; 13]| match pass {
+        None => visible,
+        Some(pass) => pass.pick(&spectrum),
+    };
     let p = palette(biome);
-    let ground = mix(
+    let visible_ground = mix(
         mix(
             p.soil,
             mix(p.dormant, p.green, greenness(biome, c.season)),
@@ -647,6 +687,7 @@ pub fn render<R: Rng>(
         SNOW,
         c.snow,
     );
+    let ground = spectral(visible_ground, sf.ground());
     let mut canvas = Canvas::new(size, c.view, ground);
     let seed = layout.texture_seed;
     canvas.map(|x, y, col| {
@@ -659,9 +700,7 @@ pub fn render<R: Rng>(
     let present = |e: &Element| e.appears.is_none_or(|t| c.time >= t);
     // Flat things first, then shadows of raised things, then raised things.
     for e in layout.elements.iter().filter(|e| e.height == 0.0) {
-        canvas.paint(&e.shape, 1.0, |x, y| {
-            material_colour(e.material, layout, biome, c, x, y)
-        });
+        canvas.paint(&e.shape, 1.0, |x, y| colour(e.material, x, y));
     }
     for e in layout
         .elements
@@ -673,11 +712,9 @@ pub fn render<R: Rng>(
     }
     for e in layout.elements.iter().filter(|e| e.height > 0.0) {
         if present(e) {
-            canvas.paint(&e.shape, 1.0, |x, y| {
-                material_colour(e.material, layout, biome, c, x, y)
-            });
+            canvas.paint(&e.shape, 1.0, |x, y| colour(e.material, x, y));
         } else {
-            canvas.fill(&e.shape, CONSTRUCTION);
+            canvas.fill(&e.shape, spectral(CONSTRUCTION, sf.construction()));
         }
     }
     // Things that move between views: cars and planes.
@@ -701,14 +738,14 @@ pub fn render<R: Rng>(
                     let u = -hw + (i as f32 + 0.5) * car * 1.6;
                     let v = row * hh * 0.5;
                     let (x, y) = (cx + u * cos - v * sin, cy + u * sin + v * cos);
-                    let colour = [
+                    let paint = [
                         rng.gen_range(0.1..0.9),
                         rng.gen_range(0.1..0.9),
                         rng.gen_range(0.1..0.9),
                     ];
                     canvas.fill(
                         &Shape::rect(x, y, car * 0.8, car * 1.8, cos.atan2(sin)),
-                        colour,
+                        spectral(paint, flat(paint)),
                     );
                 }
             }
@@ -721,7 +758,7 @@ pub fn render<R: Rng>(
                 x + rng.gen_range(-0.03..0.03),
                 y + rng.gen_range(-0.03..0.03),
             );
-            let white = [0.92, 0.92, 0.94];
+            let white = spectral([0.92, 0.92, 0.94], flat([0.92, 0.92, 0.94]));
             canvas.darken(
                 &Shape::rect(x + c.shadow.0, y + c.shadow.1, 0.02, 0.1, a),
                 0.6,
@@ -734,16 +771,31 @@ pub fn render<R: Rng>(
     for cloud in &c.clouds {
         canvas.darken(&cloud.translated(c.cloud_shadow.0, c.cloud_shadow.1), 0.7);
     }
-    for cloud in &c.clouds {
-        canvas.paint(cloud, 0.85, |_, _| [0.95, 0.95, 0.96]);
+    let cloud = spectral([0.95, 0.95, 0.96], ENDMEMBERS.cloud);
+    for shape in &c.clouds {
+        canvas.paint(shape, 0.85, |_, _| cloud);
     }
     let light = 0.5 + 0.5 * c.sun_elevation.sin();
-    let haze_colour = [0.72, 0.75, 0.8];
+    let haze_colour = spectral([0.72, 0.75, 0.8], ENDMEMBERS.haze);
     let noise = Normal::new(0.0f32, c.noise_sigma).expect("valid normal");
-    canvas.map(|_, _, col| {
-        let lit = scale(col, light * 1.15);
-        let hazy = mix(lit, haze_colour, c.haze);
-        [0, 1, 2].map(|i| hazy[i] * c.gains[i] + noise.sample(rng))
-    });
-    canvas.to_rgb8()
+    match pass {
+        None => canvas.map(|_, _, col| {
+            let lit = scale(col, light * 1.15);
+            let hazy = mix(lit, haze_colour, c.haze);
+            [0, 1, 2].map(|i| hazy[i] * c.gains[i] + noise.sample(rng))
+        }),
+        // Reflectance: haze weighs less at longer wavelengths; the noise
+        // (in display units above) is halved, about its size in reflectance.
+        Some(pass) => {
+            let weight = pass.haze_weight();
+            canvas.map(|_, _, col| {
+                let lit = scale(col, light * 1.15);
+                [0, 1, 2].map(|i| {
+                    let hazy = lit[i] + (haze_colour[i] - lit[i]) * c.haze * weight[i];
+                    hazy * c.gains[i] + 0.5 * noise.sample(rng)
+                })
+            })
+        }
+    }
+    canvas
 }
