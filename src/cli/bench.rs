@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::Subcommand;
 
 use crate::bench::data::DataBenchConfig;
+use crate::bench::decode::DecodeBenchConfig;
 use crate::bench::step::StepBenchConfig;
 use crate::data::loader::BadImagePolicy;
 use crate::model::Arch;
@@ -33,6 +34,40 @@ pub enum BenchCommand {
     /// The input pipeline: decode + two aug+ views + collation of every image
     /// of a manifest, as ../shared/bench/torch_data_reference.py.
     Data(DataArgs),
+    /// Decode throughput per format: GDAL vs the current JPEG/PNG decoder,
+    /// on one thread and all cores, on files the bench writes (JPEG, PNG,
+    /// GeoTIFF uint8/uint16, 3/4/13 bands).
+    Decode(DecodeArgs),
+}
+
+/// The settings of `geossl bench decode`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DecodeArgs {
+    /// Side of the large scenes in pixels (fMoW's JPEGs are ~1000 px).
+    #[arg(long, default_value_t = 1000)]
+    pub size: usize,
+    /// Files per format.
+    #[arg(long, default_value_t = 4)]
+    pub files: usize,
+    /// Million decoded values (pixels x bands) per timed pass and format.
+    #[arg(long, default_value_t = 48.0)]
+    pub megasamples: f64,
+    /// Timed passes per decoder, format and thread count (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// Threads of the parallel passes (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Keep the files in this folder, with files.csv for bench/decode_reference.py
+    /// (default: a temporary folder, removed).
+    #[arg(long)]
+    pub keep: Option<PathBuf>,
+    /// With --keep: also write loader sets of this many 264 px scenes as 3-band
+    /// JPEG and 13-band GeoTIFF (KEEP/loader-*/manifest.csv) for `geossl bench data`.
+    #[arg(long, default_value_t = 64)]
+    pub loader_images: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
 }
 
 /// The settings of `geossl bench step` (the reference's flags and defaults).
@@ -139,6 +174,21 @@ impl From<DataArgs> for DataBenchConfig {
     }
 }
 
+impl From<DecodeArgs> for DecodeBenchConfig {
+    fn from(a: DecodeArgs) -> Self {
+        Self {
+            size: a.size,
+            files: a.files,
+            megasamples: a.megasamples,
+            rounds: a.rounds,
+            threads: a.threads,
+            keep: a.keep,
+            loader_images: a.loader_images,
+            seed: a.seed,
+        }
+    }
+}
+
 pub(super) fn bench_cmd(b: BenchCommand) -> anyhow::Result<()> {
     match b {
         BenchCommand::Kmeans {
@@ -207,6 +257,29 @@ pub(super) fn bench_cmd(b: BenchCommand) -> anyhow::Result<()> {
                 t.pairs_per_s,
                 t.pairs_per_s / rayon::current_num_threads() as f64
             );
+            Ok(())
+        }
+        BenchCommand::Decode(args) => {
+            let (formats, measures) = crate::bench::decode::run(&DecodeBenchConfig::from(args))?;
+            for m in &measures {
+                match (m.images_per_s, m.mp_per_s) {
+                    (Some(ips), Some(mps)) => println!(
+                        "BENCH decode format={} decoder={} threads={} images={} images_per_s={ips:.1} mp_per_s={mps:.1}",
+                        m.format,
+                        m.decoder.name(),
+                        m.threads,
+                        m.images
+                    ),
+                    _ => println!(
+                        "BENCH decode format={} decoder={} threads={} unreadable: {}",
+                        m.format,
+                        m.decoder.name(),
+                        m.threads,
+                        m.error.as_deref().unwrap_or("?")
+                    ),
+                }
+            }
+            println!("{}", crate::bench::decode::table(&formats, &measures));
             Ok(())
         }
     }
