@@ -21,11 +21,38 @@
 //! mapped back by exact edges ([`ResizedCrop::source_box`]), so every box
 //! lies inside its image by construction, and [`resize_box`] checks it
 //! anyway, returning an error rather than panicking.
+//!
+//! # C bands
+//!
+//! Every image that is not a JPEG/PNG under the default input is a
+//! [`BandImage`] of C bands of unit values (see [`super::band_image`]),
+//! augmented by [`augment_bands_into`] with the same random draws in the
+//! same order as the RGB path (so a seed gives the same geometry whatever
+//! C is), after SSL4EO-S12's and torchgeo's multispectral augmentation:
+//! - geometry (pre-step, RandomResizedCrop, flip) and the Gaussian blur
+//!   apply to every band alike; resampling is the same antialiased
+//!   bilinear filter on f32 planes ([`resize_bands_box`]);
+//! - brightness multiplies every band by one factor; contrast blends each
+//!   band with its own mean over the valid pixels (SSL4EO-S12's per-band
+//!   contrast; for the exact RGB triple the mean luma, as torchvision);
+//! - saturation, hue and grayscale have no meaning beyond colour: they
+//!   apply only when the input is exactly the three RGB channels
+//!   (`InputSpec::rgb == Some([0, 1, 2])` and C = 3); otherwise their draws
+//!   are made and not applied;
+//! - normalisation is per channel with `InputSpec::mean` / `std`, and
+//!   pixels that are invalid (NoData, mask, alpha) are written as
+//!   [`NODATA_FILL`]. Validity follows the geometry: a resampled pixel is
+//!   valid when the valid source pixels carry all of its filter weight
+//!   (at least [`VALID_COVERAGE`]); the blur does not shrink the valid
+//!   area (invalid pixels hold their band's mean, a neutral value).
 
 use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::RgbImage;
 use rand::Rng;
+
+use super::band_image::{BandImage, SourceImage};
+use super::bands::{InputSpec, NODATA_FILL};
 
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
@@ -716,6 +743,316 @@ pub fn normalize_into(f: &FloatImage, out: &mut [f32]) {
     }
 }
 
+/// The least share of a resampled pixel's filter weight that valid source
+/// pixels must carry for it to be valid (see the module doc, "C bands").
+/// Not 1: the filter's normalised weights add up to 1 only within f32's
+/// rounding.
+pub const VALID_COVERAGE: f32 = 0.9999;
+
+/// Resamples one f32 plane's box `bbox` to `out_w` x `out_h` with the
+/// filter of [`resize_box`] (antialiased bilinear), in f32.
+fn resize_plane(
+    plane: &[f32],
+    (w, h): (u32, u32),
+    bbox: PixelBox,
+    (out_w, out_h): (u32, u32),
+) -> Result<Vec<f32>, ResampleError> {
+    let resizer = |e: &dyn std::fmt::Display| ResampleError::Resizer(e.to_string());
+    // SAFETY: viewing f32s as bytes (u8 has no alignment and every bit
+    // pattern is a valid u8); the view is aligned for f32 by construction.
+    let (_, bytes, _) = unsafe { plane.align_to::<u8>() };
+    let src = ImageRef::new(w, h, bytes, PixelType::F32).map_err(|e| resizer(&e))?;
+    let mut dst = Image::new(out_w, out_h, PixelType::F32);
+    let options = ResizeOptions::new()
+        .resize_alg(ResizeAlg::Convolution(FilterType::Bilinear))
+        .crop(bbox.left, bbox.top, bbox.width, bbox.height);
+    Resizer::new()
+        .resize(&src, &mut dst, &options)
+        .map_err(|e| resizer(&e))?;
+    Ok(dst
+        .buffer()
+        .chunks_exact(4)
+        .map(|b| f32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+        .collect())
+}
+
+/// [`resize_box`] for C bands: every band's box `bbox` resampled to
+/// `out_w` x `out_h` in f32, and the validity carried along (a pixel is
+/// valid when valid source pixels carry at least [`VALID_COVERAGE`] of its
+/// weight). Errors as [`resize_box`].
+pub fn resize_bands_box(
+    img: &BandImage,
+    bbox: PixelBox,
+    out_w: u32,
+    out_h: u32,
+) -> Result<BandImage, ResampleError> {
+    let (w, h) = (img.width as u32, img.height as u32);
+    if !bbox.is_inside(w, h) {
+        return Err(ResampleError::BoxOutside {
+            bbox,
+            width: w,
+            height: h,
+        });
+    }
+    if out_w == 0 || out_h == 0 {
+        return Err(ResampleError::EmptyOutput {
+            width: out_w,
+            height: out_h,
+        });
+    }
+    if bbox == PixelBox::whole(w, h) && (out_w, out_h) == (w, h) {
+        return Ok(img.clone());
+    }
+    let plane = (out_w * out_h) as usize;
+    let mut data = Vec::with_capacity(img.channels * plane);
+    for c in 0..img.channels {
+        data.extend(resize_plane(img.band(c), (w, h), bbox, (out_w, out_h))?);
+    }
+    let valid = if img.valid_count == img.plane() {
+        vec![true; plane]
+    } else {
+        let coverage: Vec<f32> = img.valid.iter().map(|&v| v as u8 as f32).collect();
+        resize_plane(&coverage, (w, h), bbox, (out_w, out_h))?
+            .iter()
+            .map(|&c| c >= VALID_COVERAGE)
+            .collect()
+    };
+    let mut out = BandImage {
+        width: out_w as usize,
+        height: out_h as usize,
+        channels: img.channels,
+        data,
+        valid,
+        valid_count: 0,
+    };
+    out.recount();
+    Ok(out)
+}
+
+/// Resize(side) + CenterCrop(side) of C bands (see [`center_crop_geometry`]).
+pub fn bands_center_crop(img: &BandImage, side: u32) -> Result<BandImage, ResampleError> {
+    let (w, h) = (img.width as u32, img.height as u32);
+    let g = center_crop_geometry(w, h, side);
+    resize_bands_box(img, g.source_box(w, h), g.width, g.height)
+}
+
+/// Resize(side) + RandomCrop(side) of C bands (see [`random_crop_geometry`]).
+pub fn bands_random_crop<R: Rng>(
+    img: &BandImage,
+    side: u32,
+    rng: &mut R,
+) -> Result<BandImage, ResampleError> {
+    let (w, h) = (img.width as u32, img.height as u32);
+    let g = random_crop_geometry(w, h, side, rng);
+    resize_bands_box(img, g.source_box(w, h), g.width, g.height)
+}
+
+impl ViewTransform {
+    /// [`Self::apply_into`] for any decoded image: an RGB8 image takes the
+    /// RGB8 path unchanged (ImageNet's normalisation, `spec` is
+    /// [`InputSpec::rgb`]); C bands are viewed the same way in f32 and
+    /// normalised with `spec`'s mean/std, invalid pixels at
+    /// [`NODATA_FILL`]. Writes C * size * size values into `out` and returns
+    /// the view's valid pixels.
+    pub fn apply_source_into<R: Rng>(
+        &self,
+        img: &SourceImage,
+        spec: &InputSpec,
+        rng: &mut R,
+        out: &mut [f32],
+    ) -> Result<usize, ResampleError> {
+        let bands = match img {
+            SourceImage::Rgb8(rgb) => {
+                self.apply_into(rgb, rng, out)?;
+                return Ok((self.size() * self.size()) as usize);
+            }
+            SourceImage::Bands(b) => b,
+        };
+        let size = self.size();
+        let view = match self {
+            ViewTransform::CenterCrop { size } => bands_center_crop(bands, *size)?,
+            ViewTransform::RandomCrop { size } => bands_random_crop(bands, *size, rng)?,
+            ViewTransform::Augment(a) => return augment_bands_into(bands, a, spec, rng, out),
+        };
+        let view = if (view.width, view.height) == (size as usize, size as usize) {
+            view
+        } else {
+            let (w, h) = (view.width as u32, view.height as u32);
+            resize_bands_box(&view, PixelBox::whole(w, h), size, size)?
+        };
+        Ok(normalize_bands_into(&view, spec, out))
+    }
+}
+
+/// Applies aug+ to C bands (see the module doc, "C bands") and writes the
+/// normalised C x size x size result into `out`; returns the valid pixels.
+/// The random draws are those of [`augment_into`], in its order.
+pub fn augment_bands_into<R: Rng>(
+    img: &BandImage,
+    config: &AugConfig,
+    spec: &InputSpec,
+    rng: &mut R,
+    out: &mut [f32],
+) -> Result<usize, ResampleError> {
+    let pre;
+    let src = match config.pre_size {
+        Some(side) => {
+            pre = bands_center_crop(img, side)?;
+            &pre
+        }
+        None => img,
+    };
+    let (w, h) = (src.width as u32, src.height as u32);
+    let (top, left, ch, cw) = random_resized_crop_params(w, h, config.scale, config.ratio, rng);
+    let mut f = resize_bands_box(
+        src,
+        PixelBox::from_ints(left, top, cw, ch),
+        config.size,
+        config.size,
+    )?;
+    let rgb = spec.rgb == Some([0, 1, 2]) && f.channels == 3;
+    if rng.gen_bool(config.jitter_p) {
+        let b = rng.gen_range(1.0 - config.brightness..=1.0 + config.brightness);
+        let c = rng.gen_range(1.0 - config.contrast..=1.0 + config.contrast);
+        let s = rng.gen_range(1.0 - config.saturation..=1.0 + config.saturation);
+        let hue = rng.gen_range(-config.hue..=config.hue);
+        let mut order = [0usize, 1, 2, 3];
+        rand::seq::SliceRandom::shuffle(&mut order[..], rng);
+        for op in order {
+            match op {
+                0 => bands_brightness(&mut f, b),
+                1 => bands_contrast(&mut f, c, rgb),
+                2 if rgb => with_hwc(&mut f, |x| adjust_saturation(x, s)),
+                3 if rgb => with_hwc(&mut f, |x| adjust_hue(x, hue)),
+                _ => {}
+            }
+        }
+    }
+    if rng.gen_bool(config.grayscale_p) && rgb {
+        with_hwc(&mut f, to_grayscale);
+    }
+    if rng.gen_bool(config.blur_p) {
+        let sigma = rng.gen_range(config.blur_sigma.0..=config.blur_sigma.1);
+        bands_blur(&mut f, sigma);
+    }
+    if rng.gen_bool(config.flip_p) {
+        bands_flip(&mut f);
+    }
+    Ok(normalize_bands_into(&f, spec, out))
+}
+
+/// One factor for every band, clamped to [0, 1].
+pub fn bands_brightness(img: &mut BandImage, factor: f32) {
+    img.data
+        .iter_mut()
+        .for_each(|v| *v = (*v * factor).clamp(0.0, 1.0));
+}
+
+/// Blends each band with its own mean over the valid pixels (SSL4EO-S12);
+/// with `rgb` (the exact RGB triple) with the mean luma, as torchvision.
+pub fn bands_contrast(img: &mut BandImage, factor: f32, rgb: bool) {
+    let p = img.plane();
+    let n = img.valid_count.max(1) as f32;
+    let mean_of = |c: usize, img: &BandImage| {
+        img.band(c)
+            .iter()
+            .zip(&img.valid)
+            .filter(|(_, &v)| v)
+            .map(|(&x, _)| x)
+            .sum::<f32>()
+            / n
+    };
+    let means: Vec<f32> = if rgb {
+        let luma = (0..p)
+            .map(|i| gray(&[img.data[i], img.data[p + i], img.data[2 * p + i]]))
+            .sum::<f32>()
+            / p.max(1) as f32;
+        vec![luma; 3]
+    } else {
+        (0..img.channels).map(|c| mean_of(c, img)).collect()
+    };
+    for (c, mean) in means.into_iter().enumerate() {
+        img.data[c * p..(c + 1) * p]
+            .iter_mut()
+            .for_each(|v| *v = (factor * *v + (1.0 - factor) * mean).clamp(0.0, 1.0));
+    }
+}
+
+/// Runs an HWC colour operation on a 3-band image.
+fn with_hwc(img: &mut BandImage, op: impl FnOnce(&mut FloatImage)) {
+    let p = img.plane();
+    let mut f = FloatImage {
+        width: img.width,
+        height: img.height,
+        data: (0..3 * p).map(|j| img.data[(j % 3) * p + j / 3]).collect(),
+    };
+    op(&mut f);
+    for (j, v) in f.data.into_iter().enumerate() {
+        img.data[(j % 3) * p + j / 3] = v;
+    }
+}
+
+/// [`gaussian_blur`] on every band (the same kernel, reflect padding).
+pub fn bands_blur(img: &mut BandImage, sigma: f32) {
+    let radius = (3.0 * sigma).ceil().max(1.0) as usize;
+    let kernel: Vec<f32> = (-(radius as isize)..=radius as isize)
+        .map(|x| (-(x * x) as f32 / (2.0 * sigma * sigma)).exp())
+        .collect();
+    let sum: f32 = kernel.iter().sum();
+    let kernel: Vec<f32> = kernel.iter().map(|k| k / sum).collect();
+    let (w, h, p) = (img.width, img.height, img.plane());
+    let mut tmp = vec![0.0f32; p];
+    for band in img.data.chunks_exact_mut(p) {
+        for (row, out) in band.chunks_exact(w).zip(tmp.chunks_exact_mut(w)) {
+            for (x, o) in out.iter_mut().enumerate() {
+                *o = kernel
+                    .iter()
+                    .enumerate()
+                    .map(|(k, kv)| kv * row[reflect(x as isize + k as isize - radius as isize, w)])
+                    .sum();
+            }
+        }
+        for (y, out) in band.chunks_exact_mut(w).enumerate() {
+            out.fill(0.0);
+            for (ki, k) in kernel.iter().enumerate() {
+                let sy = reflect(y as isize + ki as isize - radius as isize, h);
+                for (o, v) in out.iter_mut().zip(&tmp[sy * w..(sy + 1) * w]) {
+                    *o += k * v;
+                }
+            }
+        }
+    }
+}
+
+/// Mirrors every band and the validity left to right.
+pub fn bands_flip(img: &mut BandImage) {
+    let w = img.width;
+    for row in img.data.chunks_exact_mut(w) {
+        row.reverse();
+    }
+    for row in img.valid.chunks_exact_mut(w) {
+        row.reverse();
+    }
+}
+
+/// Unit C x H x W -> `(u - mean_c) / std_c` with `spec`'s per-channel
+/// statistics, invalid pixels at [`NODATA_FILL`]; returns the valid pixels.
+/// Panics when `out` is not C x H x W long or `spec` has another C (a
+/// caller's bug: the loader sizes both from the same spec).
+pub fn normalize_bands_into(img: &BandImage, spec: &InputSpec, out: &mut [f32]) -> usize {
+    let p = img.plane();
+    assert_eq!(out.len(), img.channels * p, "output buffer size");
+    assert_eq!(spec.channels(), img.channels, "input channels");
+    for c in 0..img.channels {
+        let (mean, std) = (spec.mean[c], spec.std[c]);
+        let dst = &mut out[c * p..(c + 1) * p];
+        for ((o, &u), &v) in dst.iter_mut().zip(img.band(c)).zip(&img.valid) {
+            *o = if v { (u - mean) / std } else { NODATA_FILL };
+        }
+    }
+    img.valid_count
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1130,5 +1467,157 @@ mod tests {
         assert!(a.iter().all(|v| v.is_finite() && v.abs() < 3.0));
         let sq = resize_center_crop(&img, 32).unwrap();
         assert_eq!(sq.dimensions(), (32, 32));
+    }
+
+    /// 13 bands of 40 x 30 with a NoData strip in the last 4 columns.
+    fn thirteen_bands() -> BandImage {
+        let (w, h, c) = (40usize, 30usize, 13usize);
+        let data = (0..c * w * h)
+            .map(|i| ((i % w) * 5 + (i / w % h) * 3 + i / (w * h) * 7) as f32 % 97.0 / 97.0)
+            .collect();
+        let valid: Vec<bool> = (0..w * h).map(|i| i % w < w - 4).collect();
+        let mut img = BandImage {
+            width: w,
+            height: h,
+            channels: c,
+            data,
+            valid,
+            valid_count: 0,
+        };
+        img.recount();
+        img.fill_invalid_with_band_means();
+        img
+    }
+
+    fn spec_of(c: usize) -> InputSpec {
+        InputSpec {
+            selection: crate::data::bands::BandSelection::All,
+            bands: (1..=c).collect(),
+            band_names: (1..=c).map(|b| format!("band {b}")).collect(),
+            radiometry: crate::data::bands::Radiometry::Auto,
+            mean: vec![0.5; c],
+            std: vec![0.25; c],
+            stats: Vec::new(),
+            rgb: None,
+        }
+    }
+
+    #[test]
+    fn c_band_augmentation_shape_determinism_and_nodata() {
+        let img = thirteen_bands();
+        let spec = spec_of(13);
+        let cfg = AugConfig::aug_plus(16);
+        let n = 13 * 16 * 16;
+        let run = |seed: u64| {
+            let mut out = vec![f32::NAN; n];
+            let valid = augment_bands_into(
+                &img,
+                &cfg,
+                &spec,
+                &mut ChaCha8Rng::seed_from_u64(seed),
+                &mut out,
+            )
+            .unwrap();
+            (out, valid)
+        };
+        let (a, _) = run(3);
+        assert_eq!(a, run(3).0, "the same seed gives the same view");
+        assert!(a.iter().all(|v| v.is_finite() && v.abs() <= 2.0 + 1e-6));
+        let mut some_invalid = false;
+        for seed in 0..40 {
+            let (out, valid) = run(seed);
+            assert!(valid <= 256);
+            // Invalid pixels are NODATA_FILL in every band, and counted.
+            let invalid: Vec<usize> = (0..256)
+                .filter(|&i| (0..13).all(|c| out[c * 256 + i] == NODATA_FILL))
+                .collect();
+            assert!(invalid.len() >= 256 - valid, "seed {seed}");
+            some_invalid |= valid < 256;
+        }
+        assert!(some_invalid, "some crop reaches the NoData strip");
+        // Without colour jitter, bands of one level each keep their level
+        // under any crop, blur and flip.
+        let grey = BandImage {
+            width: 40,
+            height: 30,
+            channels: 13,
+            data: (0..13 * 1200).map(|i| (i / 1200) as f32 / 13.0).collect(),
+            valid: vec![true; 1200],
+            valid_count: 1200,
+        };
+        let mut cfg_plain = cfg;
+        cfg_plain.jitter_p = 0.0;
+        let mut out = vec![0.0; n];
+        let valid = augment_bands_into(
+            &grey,
+            &cfg_plain,
+            &spec,
+            &mut ChaCha8Rng::seed_from_u64(1),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(valid, 256);
+        for c in 0..13 {
+            let want = (c as f32 / 13.0 - 0.5) / 0.25;
+            assert!(
+                out[c * 256..(c + 1) * 256]
+                    .iter()
+                    .all(|v| (v - want).abs() < 1e-4),
+                "band {c}"
+            );
+        }
+    }
+
+    #[test]
+    fn c_band_views_carry_validity_through_resize_and_flip() {
+        let img = thirteen_bands();
+        // Whole image to 20 x 15 (by 2): columns within the filter's reach
+        // of the strip (output columns 18, 19) are invalid, the rest valid.
+        let small = resize_bands_box(&img, PixelBox::whole(40, 30), 20, 15).unwrap();
+        for y in 0..15 {
+            for x in 0..20 {
+                assert_eq!(small.valid[y * 20 + x], x < 18, "({x}, {y})");
+            }
+        }
+        assert_eq!(small.valid_count, 18 * 15);
+        let mut flipped = small.clone();
+        bands_flip(&mut flipped);
+        assert!(!flipped.valid[0] && !flipped.valid[1] && flipped.valid[2]);
+        assert_eq!(flipped.band(5)[2], small.band(5)[17]);
+        // Centre crop: the view's valid pixels are the count returned.
+        let mut out = vec![0.0; 13 * 64];
+        let view = ViewTransform::CenterCrop { size: 8 };
+        let source = SourceImage::Bands(img);
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let valid = view
+            .apply_source_into(&source, &spec_of(13), &mut rng, &mut out)
+            .unwrap();
+        assert!(valid < 64 && valid > 32, "{valid}");
+    }
+
+    #[test]
+    fn c_band_colour_jitter_only_on_the_rgb_triple() {
+        let mut rgb = BandImage::from_rgb8(&RgbImage::from_fn(6, 5, |x, y| {
+            image::Rgb([(x * 40) as u8, (y * 50) as u8, 200])
+        }));
+        let before = rgb.clone();
+        with_hwc(&mut rgb, to_grayscale);
+        let p = 30;
+        for i in 0..p {
+            assert_eq!(rgb.data[i], rgb.data[p + i]);
+            let g = gray(&[before.data[i], before.data[p + i], before.data[2 * p + i]]);
+            assert!((rgb.data[i] - g).abs() < 1e-6);
+        }
+        // Contrast on non-RGB bands blends each band with its own mean.
+        let mut two = BandImage {
+            width: 2,
+            height: 1,
+            channels: 2,
+            data: vec![0.0, 1.0, 0.2, 0.4],
+            valid: vec![true; 2],
+            valid_count: 2,
+        };
+        bands_contrast(&mut two, 0.0, false);
+        assert_eq!(two.data, vec![0.5, 0.5, 0.3, 0.3]);
     }
 }

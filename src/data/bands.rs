@@ -23,7 +23,11 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use anyhow::Context;
+
 use super::augment::{IMAGENET_MEAN, IMAGENET_STD};
+use super::manifest::Manifest;
+use super::raster::{BandInfo, RasterReader};
 
 /// The normalised value written at pixels that are NoData or masked in any
 /// selected band: 0, the band's mean after per-band standardisation.
@@ -318,6 +322,241 @@ impl InputSpec {
     /// RGB8 decoding and augmentation path unchanged.
     pub fn is_default_rgb(&self) -> bool {
         *self == Self::rgb()
+    }
+}
+
+/// A band of the first image as [`InputSpec::resolve`] sees it.
+struct FileBand {
+    description: String,
+    /// GDAL's colour interpretation name ("Red", "Gray", "Alpha", ...).
+    color: String,
+}
+
+impl InputSpec {
+    /// Resolves `--bands` and `--radiometry` against `manifest`'s first
+    /// image: 1-based band numbers and names (descriptions, else the colour
+    /// ("red") or `band N`), the channels holding red, green and blue, and
+    /// the per-channel normalisation (see the module doc):
+    /// - [`Radiometry::Stats`]: [`STATS_UNIT_MEAN`] / [`STATS_UNIT_STD`],
+    ///   and `stats` must hold every selected band;
+    /// - exactly the three RGB channels (otherwise): ImageNet's mean/std;
+    /// - [`Radiometry::Scale`] with `stats`: `mean_b / D`, `std_b / D` (per-band
+    ///   standardisation);
+    /// - anything else: 0.5 / 0.25 per channel.
+    ///
+    /// JPEG and PNG are red, green, blue (bands 1, 2, 3, named `red`,
+    /// `green`, `blue`); `rgb` on a GDAL raster takes the bands whose colour
+    /// interpretation is Red, Green, Blue, else bands 1, 2, 3 (band 1 three
+    /// times for a single-band gray raster, as gray JPEGs are read); `all`
+    /// takes every band except alpha bands. `rgb` with `auto` on JPEG/PNG
+    /// gives exactly [`Self::rgb`].
+    ///
+    /// Errors name the manifest's first image and the band: an empty
+    /// manifest, a file GDAL cannot open, a band number beyond the file's,
+    /// a description no band has, a scale with neither 1 nor C divisors,
+    /// `stats` without statistics (run `geossl index stats M.csv`).
+    pub fn resolve(
+        selection: BandSelection,
+        radiometry: Radiometry,
+        manifest: &Manifest,
+        stats: Option<&BandStats>,
+    ) -> anyhow::Result<Self> {
+        let first = manifest.records.first().with_context(|| {
+            format!("{}: the manifest has no images", manifest.source.display())
+        })?;
+        let path = manifest.resolve(first);
+        let file = path.display().to_string();
+        let rgb8 =
+            super::decode::is_jpeg_or_png(&path).with_context(|| format!("{file}: cannot read"))?;
+        let bands: Vec<FileBand> = if rgb8 {
+            ["red", "green", "blue"]
+                .iter()
+                .map(|c| FileBand {
+                    description: c.to_string(),
+                    color: capitalise(c),
+                })
+                .collect()
+        } else {
+            let reader = RasterReader::open(&path)?;
+            reader.info().bands.iter().map(FileBand::from).collect()
+        };
+        let numbers = select(&selection, &bands, &file)?;
+        let names = numbers
+            .iter()
+            .map(|&b| {
+                let band = &bands[b - 1];
+                match (band.description.as_str(), band.color.as_str()) {
+                    ("", "Red" | "Green" | "Blue" | "Gray") => band.color.to_lowercase(),
+                    ("", _) => format!("band {b}"),
+                    (d, _) => d.to_string(),
+                }
+            })
+            .collect();
+        let rgb = rgb_positions(&selection, &numbers, &bands);
+        let mut spec = Self {
+            selection,
+            bands: numbers,
+            band_names: names,
+            radiometry,
+            mean: Vec::new(),
+            std: Vec::new(),
+            stats: Vec::new(),
+            rgb,
+        };
+        spec.derive_normalisation(manifest, stats, &file)?;
+        Ok(spec)
+    }
+
+    /// Fills `mean`, `std` and `stats` from the radiometry (see
+    /// [`Self::resolve`]) and checks the scale's divisors.
+    fn derive_normalisation(
+        &mut self,
+        manifest: &Manifest,
+        stats: Option<&BandStats>,
+        file: &str,
+    ) -> anyhow::Result<()> {
+        let c = self.channels();
+        let per_band = |stats: &BandStats| -> anyhow::Result<Vec<(f64, f64)>> {
+            self.bands
+                .iter()
+                .map(|&b| {
+                    let s = stats.band(b).with_context(|| {
+                        format!(
+                            "{}: the band statistics have no band {b} ({file} has it); \
+                             run `geossl index stats {}` again",
+                            BandStats::path_for(&manifest.source).display(),
+                            manifest.source.display()
+                        )
+                    })?;
+                    Ok((s.mean, s.std.max(f64::MIN_POSITIVE)))
+                })
+                .collect()
+        };
+        let rgb_triple = self.rgb == Some([0, 1, 2]) && c == 3;
+        let unit = (vec![STATS_UNIT_MEAN; c], vec![STATS_UNIT_STD; c]);
+        let (mean, std) = match &self.radiometry {
+            Radiometry::Stats => {
+                let stats = stats.with_context(|| {
+                    format!(
+                        "radiometry stats needs the dataset's band statistics ({} not found); \
+                         run `geossl index stats {}` first",
+                        BandStats::path_for(&manifest.source).display(),
+                        manifest.source.display()
+                    )
+                })?;
+                self.stats = per_band(stats)?;
+                unit
+            }
+            Radiometry::Scale(d) if d.len() != 1 && d.len() != c => anyhow::bail!(
+                "radiometry {}: {} divisors for {c} bands ({}); give one divisor or one per band",
+                self.radiometry,
+                d.len(),
+                self.selection
+            ),
+            _ if rgb_triple => (IMAGENET_MEAN.to_vec(), IMAGENET_STD.to_vec()),
+            Radiometry::Scale(d) => match stats {
+                Some(stats) => {
+                    let s = per_band(stats)?;
+                    let div = |i: usize| if d.len() == 1 { d[0] } else { d[i] } as f64;
+                    let mean = (0..c).map(|i| (s[i].0 / div(i)) as f32).collect();
+                    let std = (0..c)
+                        .map(|i| ((s[i].1 / div(i)) as f32).max(f32::MIN_POSITIVE))
+                        .collect();
+                    (mean, std)
+                }
+                None => unit,
+            },
+            _ => unit,
+        };
+        self.mean = mean;
+        self.std = std;
+        Ok(())
+    }
+
+    /// The divisor of channel `c` under [`Radiometry::Scale`].
+    pub fn scale_divisor(&self, c: usize) -> Option<f32> {
+        match &self.radiometry {
+            Radiometry::Scale(d) if d.len() == 1 => Some(d[0]),
+            Radiometry::Scale(d) => d.get(c).copied(),
+            _ => None,
+        }
+    }
+}
+
+impl From<&BandInfo> for FileBand {
+    fn from(b: &BandInfo) -> Self {
+        Self {
+            description: b.description.clone(),
+            color: b.color.clone(),
+        }
+    }
+}
+
+fn capitalise(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
+}
+
+/// 1-based band numbers of `selection` in a file with `bands`.
+fn select(selection: &BandSelection, bands: &[FileBand], file: &str) -> anyhow::Result<Vec<usize>> {
+    let n = bands.len();
+    let by_color = |name: &str| bands.iter().position(|b| b.color == name).map(|i| i + 1);
+    Ok(match selection {
+        BandSelection::Rgb => match (by_color("Red"), by_color("Green"), by_color("Blue")) {
+            (Some(r), Some(g), Some(b)) => vec![r, g, b],
+            _ if n >= 3 => vec![1, 2, 3],
+            _ if n >= 1 && bands[0].color != "Alpha" && bands.iter().skip(1).all(|b| b.color == "Alpha") => {
+                vec![1, 1, 1]
+            }
+            _ => anyhow::bail!(
+                "{file}: has {n} bands; --bands rgb needs 3 (or one gray band); choose bands with --bands"
+            ),
+        },
+        BandSelection::All => {
+            let all: Vec<usize> = (1..=n).filter(|&b| bands[b - 1].color != "Alpha").collect();
+            anyhow::ensure!(!all.is_empty(), "{file}: has no bands other than alpha");
+            all
+        }
+        BandSelection::Indices(v) => {
+            if let Some(&b) = v.iter().find(|&&b| b == 0 || b > n) {
+                anyhow::bail!("{file}: no band {b} (the raster has bands 1 to {n})");
+            }
+            v.clone()
+        }
+        BandSelection::Names(v) => v
+            .iter()
+            .map(|name| match bands.iter().position(|b| b.description == *name) {
+                Some(i) => Ok(i + 1),
+                None => {
+                    let have: Vec<&str> = bands
+                        .iter()
+                        .map(|b| b.description.as_str())
+                        .filter(|d| !d.is_empty())
+                        .collect();
+                    Err(anyhow::anyhow!(
+                        "{file}: no band described as '{name}' (the band descriptions are: {})",
+                        if have.is_empty() { "none".to_string() } else { have.join(", ") }
+                    ))
+                }
+            })
+            .collect::<anyhow::Result<_>>()?,
+    })
+}
+
+/// Channels of `numbers` holding red, green and blue: by the bands' colour
+/// interpretation, or channels 0, 1, 2 for `rgb` on a file without one.
+fn rgb_positions(
+    selection: &BandSelection,
+    numbers: &[usize],
+    bands: &[FileBand],
+) -> Option<[usize; 3]> {
+    let find = |name: &str| numbers.iter().position(|&b| bands[b - 1].color == name);
+    match (find("Red"), find("Green"), find("Blue")) {
+        (Some(r), Some(g), Some(b)) => Some([r, g, b]),
+        _ if *selection == BandSelection::Rgb => Some([0, 1, 2]),
+        _ => None,
     }
 }
 

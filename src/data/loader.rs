@@ -26,8 +26,10 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use tch::Tensor;
 
-use super::augment::{augment_into, AugConfig, ViewTransform};
-use super::decode::{catch_panic, decode_file, DecodeLimits};
+use super::augment::{augment_bands_into, augment_into, AugConfig, ViewTransform};
+use super::band_image::{decode_source, SourceImage};
+use super::bands::InputSpec;
+use super::decode::{catch_panic, DecodeLimits};
 use super::location_index::LocationIndex;
 use super::manifest::Manifest;
 
@@ -73,6 +75,9 @@ pub struct LoaderConfig {
     pub on_bad_image: BadImagePolicy,
     /// This process's part of every batch in data-parallel training.
     pub shard: Shard,
+    /// The input channels and their radiometry and normalisation
+    /// ([`InputSpec::rgb`]: the paper's RGB input).
+    pub input: InputSpec,
 }
 
 /// One rank's part of each global batch (PyTorch's `DistributedSampler`
@@ -148,10 +153,15 @@ fn file_error(manifest: &Manifest, row: usize, e: impl std::fmt::Display) -> any
 /// images are nearly all broken stops instead of spinning).
 const REPLACEMENT_TRIES: usize = 16;
 
-/// A new [n, 3, size, size] f32 batch tensor that the augmentation writes
-/// into directly (no copy from a Vec), in pinned memory when asked.
-pub fn image_batch_tensor(n: usize, size: u32, pinned: bool) -> anyhow::Result<Tensor> {
-    let dims = [n as i64, 3, size as i64, size as i64];
+/// A new [n, channels, size, size] f32 batch tensor that the augmentation
+/// writes into directly (no copy from a Vec), in pinned memory when asked.
+pub fn image_batch_tensor(
+    n: usize,
+    channels: usize,
+    size: u32,
+    pinned: bool,
+) -> anyhow::Result<Tensor> {
+    let dims = [n as i64, channels as i64, size as i64, size as i64];
     Ok(if pinned {
         crate::model::torch_ext::empty_pinned(&dims)?
     } else {
@@ -170,9 +180,9 @@ fn f32_values(t: &mut Tensor) -> &mut [f32] {
 
 /// One batch, ready for the model.
 pub struct PairBatch {
-    /// [B, 3, S, S] normalised query images.
+    /// [B, C, S, S] normalised query images.
     pub query: Tensor,
-    /// [B, 3, S, S] normalised key images.
+    /// [B, C, S, S] normalised key images.
     pub key: Tensor,
     /// [B] geo cluster of each query, when asked for.
     pub geo: Option<Tensor>,
@@ -180,6 +190,9 @@ pub struct PairBatch {
     pub key_rows: Vec<usize>,
     /// Images that were replaced under [`BadImagePolicy::Skip`].
     pub bad: Vec<BadImage>,
+    /// Pixels of the query and key views that are NoData (or masked) and
+    /// hold [`super::bands::NODATA_FILL`], over the whole batch.
+    pub nodata_pixels: u64,
 }
 
 /// The key image for anchor `row`.
@@ -337,11 +350,12 @@ fn make_batch(
     anchors: &[usize],
 ) -> anyhow::Result<PairBatch> {
     let s = config.aug.size as usize;
-    let plane = 3 * s * s;
+    let c = config.input.channels();
+    let plane = c * s * s;
     let n = anchors.len();
-    let mut query = image_batch_tensor(n, config.aug.size, config.pin_memory)?;
-    let mut key = image_batch_tensor(n, config.aug.size, config.pin_memory)?;
-    let samples: Vec<(usize, usize, Vec<BadImage>)> = f32_values(&mut query)
+    let mut query = image_batch_tensor(n, c, config.aug.size, config.pin_memory)?;
+    let mut key = image_batch_tensor(n, c, config.aug.size, config.pin_memory)?;
+    let samples: Vec<(usize, usize, Vec<BadImage>, u64)> = f32_values(&mut query)
         .par_chunks_mut(plane)
         .zip(f32_values(&mut key).par_chunks_mut(plane))
         .zip(anchors.par_iter().enumerate())
@@ -357,11 +371,11 @@ fn make_batch(
                 let krow = key_row(index, anchor, config.pairs, &mut rng);
                 // The row being worked on, blamed for an error or a panic.
                 let current = Cell::new(anchor);
-                let outcome = catch_panic(|| -> anyhow::Result<()> {
+                let outcome = catch_panic(|| -> anyhow::Result<u64> {
                     let load = |r: usize| {
                         current.set(r);
                         let rec = &manifest.records[r];
-                        decode_file(&manifest.resolve(rec), rec.crop, &config.decode)
+                        decode_source(&manifest.resolve(rec), rec.crop, &config.input, &config.decode)
                     };
                     let qimg = load(anchor)?;
                     let kimg = match krow == anchor {
@@ -369,16 +383,17 @@ fn make_batch(
                         false => Some(load(krow)?),
                     };
                     current.set(anchor);
-                    augment_into(&qimg, &config.aug, &mut rng, q)
+                    let qvalid = augment_source_into(&qimg, config, &mut rng, q)
                         .map_err(|e| file_error(manifest, anchor, e))?;
                     current.set(krow);
-                    augment_into(kimg.as_ref().unwrap_or(&qimg), &config.aug, &mut rng, k)
-                        .map_err(|e| file_error(manifest, krow, e))?;
-                    Ok(())
+                    let kvalid =
+                        augment_source_into(kimg.as_ref().unwrap_or(&qimg), config, &mut rng, k)
+                            .map_err(|e| file_error(manifest, krow, e))?;
+                    Ok((2 * s * s - qvalid - kvalid) as u64)
                 });
                 let failed = current.get();
                 let e = match outcome {
-                    Ok(Ok(())) => return Ok((anchor, krow, bad)),
+                    Ok(Ok(nodata)) => return Ok((anchor, krow, bad, nodata)),
                     Ok(Err(e)) => e,
                     Err(panic) => file_error(manifest, failed, format!("panicked: {panic}")),
                 };
@@ -400,6 +415,7 @@ fn make_batch(
         .collect::<anyhow::Result<_>>()?;
     let rows: Vec<usize> = samples.iter().map(|s| s.0).collect();
     let key_rows: Vec<usize> = samples.iter().map(|s| s.1).collect();
+    let nodata_pixels = samples.iter().map(|s| s.3).sum();
     let bad: Vec<BadImage> = samples.into_iter().flat_map(|s| s.2).collect();
     let geo = config.geo_labels.then(|| {
         let labels: Vec<i64> = rows
@@ -415,7 +431,26 @@ fn make_batch(
         rows,
         key_rows,
         bad,
+        nodata_pixels,
     })
+}
+
+/// One aug+ view of a decoded image into `out` (C x S x S): the RGB8 path
+/// for [`SourceImage::Rgb8`], the C-band one otherwise; returns the view's
+/// valid pixels.
+fn augment_source_into(
+    img: &SourceImage,
+    config: &LoaderConfig,
+    rng: &mut ChaCha8Rng,
+    out: &mut [f32],
+) -> Result<usize, super::augment::ResampleError> {
+    match img {
+        SourceImage::Rgb8(rgb) => {
+            augment_into(rgb, &config.aug, rng, out)?;
+            Ok((config.aug.size * config.aug.size) as usize)
+        }
+        SourceImage::Bands(b) => augment_bands_into(b, &config.aug, &config.input, rng, out),
+    }
 }
 
 /// Single-view batches of chosen rows, for evaluation, probes and
@@ -439,17 +474,22 @@ pub struct ImageLoader {
     /// Unreadable rows: dropped from the batch and listed in
     /// [`ImageBatch::skipped`] (skip), or the error (fail).
     pub on_bad_image: BadImagePolicy,
+    /// The input channels, radiometry and normalisation.
+    pub input: InputSpec,
 }
 
 /// One single-view batch.
 pub struct ImageBatch {
-    /// [B, 3, S, S] normalised images, B = `rows.len()`.
+    /// [B, C, S, S] normalised images, B = `rows.len()`.
     pub images: Tensor,
     /// Manifest rows of the images, in the loader's order; rows that could
     /// not be read are not among them.
     pub rows: Vec<usize>,
     /// Rows of this batch left out under [`BadImagePolicy::Skip`], with why.
     pub skipped: Vec<(usize, BadImage)>,
+    /// Pixels of the kept images that are NoData (or masked) and hold
+    /// [`super::bands::NODATA_FILL`].
+    pub nodata_pixels: u64,
 }
 
 impl ImageLoader {
@@ -459,6 +499,7 @@ impl ImageLoader {
         rows: Vec<usize>,
         transform: ViewTransform,
         batch: usize,
+        input: InputSpec,
     ) -> Self {
         Self {
             manifest,
@@ -472,6 +513,7 @@ impl ImageLoader {
             decode: DecodeLimits::default(),
             pin_memory: false,
             on_bad_image: BadImagePolicy::default(),
+            input,
         }
     }
 
@@ -530,58 +572,74 @@ impl ImageLoader {
             let start = b * this.batch;
             let rows = &order[start..(start + this.batch).min(order.len())];
             let s = this.transform.size() as usize;
-            let plane = 3 * s * s;
-            let mut images = image_batch_tensor(rows.len(), s as u32, this.pin_memory)?;
+            let c = this.input.channels();
+            let plane = c * s * s;
+            let mut images = image_batch_tensor(rows.len(), c, s as u32, this.pin_memory)?;
             // Written in place; a row that cannot be read leaves its plane
             // unwritten and is cut out below, so images and rows stay
             // aligned.
-            let bad: Vec<Option<BadImage>> = f32_values(&mut images)
+            let read: Vec<Result<u64, BadImage>> = f32_values(&mut images)
                 .par_chunks_mut(plane)
                 .zip(rows.par_iter().enumerate())
-                .map(|(out, (i, &row))| -> anyhow::Result<Option<BadImage>> {
-                    let mut rng = ChaCha8Rng::seed_from_u64(sample_seed(
-                        this.seed,
-                        epoch,
-                        (start + i) as u64,
-                    ));
-                    let m = &this.manifest;
-                    let rec = &m.records[row];
-                    // The last net: a decoder or transform panic is this
-                    // row's error, under the same policy as any other.
-                    let read = catch_panic(|| -> anyhow::Result<()> {
-                        let img = decode_file(&m.resolve(rec), rec.crop, &this.decode)?;
-                        this.transform
-                            .apply_into(&img, &mut rng, out)
-                            .map_err(|e| file_error(m, row, e))
-                    })
-                    .unwrap_or_else(|panic| Err(file_error(m, row, format!("panicked: {panic}"))));
-                    match read {
-                        Ok(()) => Ok(None),
-                        Err(e) if this.on_bad_image == BadImagePolicy::Fail => {
-                            Err(anyhow::anyhow!(
-                                "{}:{}: {e} ({} skip leaves such rows out)",
-                                m.source.display(),
-                                row + 2,
-                                crate::settings::name("on_bad_image")
-                            ))
+                .map(
+                    |(out, (i, &row))| -> anyhow::Result<Result<u64, BadImage>> {
+                        let mut rng = ChaCha8Rng::seed_from_u64(sample_seed(
+                            this.seed,
+                            epoch,
+                            (start + i) as u64,
+                        ));
+                        let m = &this.manifest;
+                        let rec = &m.records[row];
+                        // The last net: a decoder or transform panic is this
+                        // row's error, under the same policy as any other.
+                        let read = catch_panic(|| -> anyhow::Result<u64> {
+                            let img = decode_source(
+                                &m.resolve(rec),
+                                rec.crop,
+                                &this.input,
+                                &this.decode,
+                            )?;
+                            let valid = this
+                                .transform
+                                .apply_source_into(&img, &this.input, &mut rng, out)
+                                .map_err(|e| file_error(m, row, e))?;
+                            Ok((s * s - valid) as u64)
+                        })
+                        .unwrap_or_else(|panic| {
+                            Err(file_error(m, row, format!("panicked: {panic}")))
+                        });
+                        match read {
+                            Ok(nodata) => Ok(Ok(nodata)),
+                            Err(e) if this.on_bad_image == BadImagePolicy::Fail => {
+                                Err(anyhow::anyhow!(
+                                    "{}:{}: {e} ({} skip leaves such rows out)",
+                                    m.source.display(),
+                                    row + 2,
+                                    crate::settings::name("on_bad_image")
+                                ))
+                            }
+                            Err(e) => Ok(Err(BadImage {
+                                path: rec.path.clone(),
+                                error: e.to_string(),
+                            })),
                         }
-                        Err(e) => Ok(Some(BadImage {
-                            path: rec.path.clone(),
-                            error: e.to_string(),
-                        })),
-                    }
-                })
+                    },
+                )
                 .collect::<anyhow::Result<_>>()?;
             let mut kept = Vec::with_capacity(rows.len());
             let mut skipped = Vec::new();
-            for (i, b) in bad.into_iter().enumerate() {
-                match b {
-                    None => kept.push(i as i64),
-                    Some(b) => skipped.push((rows[i], b)),
+            let mut nodata_pixels = 0;
+            for (i, r) in read.into_iter().enumerate() {
+                match r {
+                    Ok(nodata) => {
+                        kept.push(i as i64);
+                        nodata_pixels += nodata;
+                    }
+                    Err(b) => skipped.push((rows[i], b)),
                 }
             }
             if !skipped.is_empty() {
-                let mut compact = image_batch_tensor(kept.len(), s as u32, this.pin_memory)?;
+                let mut compact = image_batch_tensor(kept.len(), c, s as u32, this.pin_memory)?;
                 if !kept.is_empty() {
                     compact.f_copy_(&images.index_select(0, &Tensor::from_slice(&kept)))?;
                 }
@@ -591,6 +649,7 @@ impl ImageLoader {
                 images,
                 rows: kept.iter().map(|&i| rows[i as usize]).collect(),
                 skipped,
+                nodata_pixels,
             })
         })
     }
@@ -659,23 +718,25 @@ mod tests {
             pin_memory: false,
             on_bad_image: BadImagePolicy::Skip,
             shard: Shard::default(),
+            input: InputSpec::rgb(),
         }
     }
 
     /// The world with its row 5 pointing at a band-interleaved tiled TIFF,
     /// which makes the `tiff` crate panic.
-    fn world_with_a_panicking_image(dir: &std::path::Path) -> (Manifest, String) {
+    /// The world with its row 5 pointing at a TIFF header followed by junk,
+    /// which GDAL cannot open.
+    fn world_with_an_unreadable_image(dir: &std::path::Path) -> (Manifest, String) {
         let mut m = world(dir);
-        let bytes = crate::data::decode::tests::planar_tiled_tiff(20, 20, 16);
-        std::fs::write(dir.join("planar.tif"), bytes).unwrap();
-        m.records[5].path = "planar.tif".into();
-        (m, dir.join("planar.tif").display().to_string())
+        std::fs::write(dir.join("junk.tif"), b"II*\0junk, not a raster").unwrap();
+        m.records[5].path = "junk.tif".into();
+        (m, dir.join("junk.tif").display().to_string())
     }
 
     #[test]
-    fn a_decoder_panic_is_a_bad_image_of_its_row() {
+    fn an_unreadable_image_is_a_bad_image_of_its_row() {
         let dir = tempfile::tempdir().unwrap();
-        let (m, file) = world_with_a_panicking_image(dir.path());
+        let (m, file) = world_with_an_unreadable_image(dir.path());
         let n = m.records.len();
         let loader = PairLoader::new(m.clone(), config(PairMode::SameImage, 8)).unwrap();
         let batches: Vec<PairBatch> = loader.epoch(0, 0).map(|b| b.unwrap()).collect();
@@ -684,9 +745,10 @@ mod tests {
         let in_epoch = loader.epoch_order(0)[..(n / 8) * 8].contains(&5);
         assert_eq!(bad.is_empty(), !in_epoch);
         for b in &bad {
-            assert_eq!(b.path, "planar.tif");
+            assert_eq!(b.path, "junk.tif");
             assert!(
-                b.error.starts_with(&format!("{file}: the decoder crashed")),
+                b.error
+                    .starts_with(&format!("{file}: not a raster GDAL can read")),
                 "{}",
                 b.error
             );
@@ -705,17 +767,18 @@ mod tests {
             .expect("fail stops at the image");
         assert!(
             err.to_string()
-                .starts_with(&format!("{file}: the decoder crashed")),
+                .starts_with(&format!("{file}: not a raster GDAL can read")),
             "{err}"
         );
 
         // Evaluation: under skip the row leaves the batch and is listed
-        // with the crash; under fail it is the error, naming the file.
+        // with why; under fail it is the error, naming the file.
         let eval = ImageLoader::new(
             Arc::new(m),
             (0..8).collect(),
             ViewTransform::CenterCrop { size: 12 },
             8,
+            InputSpec::rgb(),
         );
         let batch = eval.epoch(0).next().unwrap().unwrap();
         assert_eq!(batch.rows, vec![0, 1, 2, 3, 4, 6, 7]);
@@ -726,7 +789,7 @@ mod tests {
             batch.skipped[0]
                 .1
                 .error
-                .starts_with(&format!("{file}: the decoder crashed")),
+                .starts_with(&format!("{file}: not a raster GDAL can read")),
             "{}",
             batch.skipped[0].1.error
         );
@@ -739,7 +802,7 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(
-            err.contains(&format!("{file}: the decoder crashed")),
+            err.contains(&format!("{file}: not a raster GDAL can read")),
             "{err}"
         );
     }
@@ -929,6 +992,7 @@ mod tests {
             rows.clone(),
             ViewTransform::CenterCrop { size: 12 },
             8,
+            InputSpec::rgb(),
         );
         let batches: Vec<ImageBatch> = eval.epoch(0).map(|b| b.unwrap()).collect();
         assert_eq!(batches.len(), rows.len().div_ceil(8));
@@ -962,7 +1026,7 @@ mod tests {
         let m = Arc::new(m);
         let rows: Vec<usize> = (0..12).collect();
         let view = ViewTransform::CenterCrop { size: 12 };
-        let skip = ImageLoader::new(m.clone(), rows.clone(), view, 4);
+        let skip = ImageLoader::new(m.clone(), rows.clone(), view, 4, InputSpec::rgb());
         let batches: Vec<ImageBatch> = skip.epoch(0).map(|b| b.unwrap()).collect();
         assert_eq!(batches.len(), 3, "every batch comes, the short one too");
         assert_eq!(batches[1].rows, vec![4, 6, 7]);
@@ -973,7 +1037,7 @@ mod tests {
         // Each image is the one of its row: the same as a loader of the
         // readable rows alone.
         let clean: Vec<usize> = rows.iter().copied().filter(|&r| r != 5).collect();
-        let reference = ImageLoader::new(m.clone(), clean.clone(), view, 1);
+        let reference = ImageLoader::new(m.clone(), clean.clone(), view, 1, InputSpec::rgb());
         let expected: Vec<Tensor> = reference.epoch(0).map(|b| b.unwrap().images).collect();
         let got: Vec<Tensor> = batches.iter().flat_map(|b| b.images.split(1, 0)).collect();
         assert_eq!(got.len(), expected.len());
@@ -981,7 +1045,7 @@ mod tests {
             assert!(g.equal(e), "image {i} (row {}) differs", clean[i]);
         }
         // A batch with nothing readable is empty, not missing.
-        let only_bad = ImageLoader::new(m.clone(), vec![5], view, 4);
+        let only_bad = ImageLoader::new(m.clone(), vec![5], view, 4, InputSpec::rgb());
         let b = only_bad.epoch(0).next().unwrap().unwrap();
         assert_eq!(
             (b.rows.len(), b.images.size()[0], b.skipped.len()),
@@ -1014,5 +1078,71 @@ mod tests {
             "{err}"
         );
         assert!(batches.next().is_none());
+    }
+
+    #[test]
+    fn thirteen_band_rasters_make_c_band_batches() {
+        use crate::data::band_image::tests::{manifest_of, write_raster};
+        use crate::data::bands::{BandSelection, Radiometry};
+        let dir = tempfile::tempdir().unwrap();
+        let names: Vec<String> = (0..8).map(|i| format!("s{i}.tif")).collect();
+        for (i, name) in names.iter().enumerate() {
+            // NoData = 0 in the first two rows of every other scene.
+            write_raster::<u16>(
+                &dir.path().join(name),
+                (24, 20),
+                13,
+                Some(0.0),
+                &[],
+                &[],
+                |b, x, y| {
+                    if i % 2 == 1 && y < 2 {
+                        0
+                    } else {
+                        (1 + b * 500 + x * 30 + y * 20 + i * 7) as u16
+                    }
+                },
+            );
+        }
+        let files: Vec<&str> = names.iter().map(String::as_str).collect();
+        let m = manifest_of(dir.path(), &files);
+        let spec = InputSpec::resolve(
+            BandSelection::All,
+            "scale:10000".parse::<Radiometry>().unwrap(),
+            &m,
+            None,
+        )
+        .unwrap();
+        assert_eq!(spec.channels(), 13);
+        let mut cfg = config(PairMode::Temporal, 4);
+        cfg.input = spec.clone();
+        cfg.on_bad_image = BadImagePolicy::Fail;
+        let loader = PairLoader::new(m.clone(), cfg).unwrap();
+        let batches: Vec<PairBatch> = loader.epoch(0, 0).map(|b| b.unwrap()).collect();
+        assert_eq!(batches.len(), 2);
+        for b in &batches {
+            assert_eq!(b.query.size(), vec![4, 13, 12, 12]);
+            assert_eq!(b.key.size(), vec![4, 13, 12, 12]);
+            assert!(b.bad.is_empty());
+            let q: Vec<f32> = b.query.flatten(0, -1).try_into().unwrap();
+            assert!(q.iter().all(|v| v.is_finite()));
+        }
+        let eval = ImageLoader::new(
+            Arc::new(m),
+            (0..8).collect(),
+            ViewTransform::CenterCrop { size: 12 },
+            8,
+            spec,
+        )
+        .on_bad_image(BadImagePolicy::Fail);
+        let batch = eval.epoch(0).next().unwrap().unwrap();
+        assert_eq!(batch.images.size(), vec![8, 13, 12, 12]);
+        // Rows 0..2 of the odd scenes' 20 are NoData: 12 x 12 from 24 x 20
+        // by 5/3, the top output row or two reach them; even scenes have none.
+        assert!(
+            batch.nodata_pixels >= 4 * 12 && batch.nodata_pixels <= 4 * 3 * 12,
+            "{}",
+            batch.nodata_pixels
+        );
     }
 }

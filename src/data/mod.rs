@@ -3,6 +3,7 @@
 //! summaries and the built-in synthetic dataset.
 
 pub mod augment;
+pub mod band_image;
 pub mod bands;
 pub(crate) mod csv_lines;
 pub mod decode;

@@ -33,6 +33,10 @@ pub struct BandInfo {
     pub data_type: String,
     /// The band's description (e.g. "B04" or "nir"); empty when it has none.
     pub description: String,
+    /// GDAL's colour interpretation by its name (`GDALGetColorInterpretationName`:
+    /// "Red", "Green", "Blue", "Alpha", "Gray", "Undefined", ...): how
+    /// `--bands rgb` finds a raster's colour bands.
+    pub color: String,
     /// The NoData value, when the band has one.
     pub nodata: Option<f64>,
     /// Where the band's validity mask comes from.
@@ -243,6 +247,7 @@ impl RasterReader {
                 index,
                 data_type: band.band_type().name(),
                 description: band.description().unwrap_or_default(),
+                color: band.color_interpretation().name(),
                 nodata: band.no_data_value(),
                 mask: MaskSource::from_flags(
                     flags.is_all_valid(),

@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use super::decode::{decode_file, DecodeLimits};
+use super::band_image::decode_source;
+use super::bands::{BandSelection, InputSpec};
+use super::decode::DecodeLimits;
 use super::location_index::LocationIndex;
 use super::manifest::{CropBox, Manifest};
 use crate::geo::LatLon;
@@ -39,7 +41,7 @@ pub enum FileCheck {
     /// Each distinct file must exist.
     Exists,
     /// Each distinct file (and crop) must also decode, as training would
-    /// decode it ([`decode_file`]).
+    /// decode it ([`decode_source`]; every band of a GDAL raster).
     Decode,
 }
 
@@ -336,18 +338,27 @@ fn decode_all(
         .filter(|w| seen.insert(w.clone()))
         .collect();
     let bar = progress::bar(work.len() as u64, "decoding images");
+    // Every band of each raster (each file's own), so that a band that
+    // cannot be read is found whatever `--bands` a run will choose.
+    let every_band = InputSpec {
+        selection: BandSelection::All,
+        bands: Vec::new(),
+        ..InputSpec::rgb()
+    };
     let failures: Vec<Option<UnreadableFile>> = work
         .par_iter()
         .map(|(path, crop)| {
-            let r = decode_file(path, *crop, limits).err().map(|e| {
-                let path = path.display().to_string();
-                let message = e.to_string();
-                let reason = message
-                    .strip_prefix(&format!("{path}: "))
-                    .unwrap_or(&message)
-                    .to_string();
-                UnreadableFile { path, reason }
-            });
+            let r = decode_source(path, *crop, &every_band, limits)
+                .err()
+                .map(|e| {
+                    let path = path.display().to_string();
+                    let message = e.to_string();
+                    let reason = message
+                        .strip_prefix(&format!("{path}: "))
+                        .unwrap_or(&message)
+                        .to_string();
+                    UnreadableFile { path, reason }
+                });
             bar.inc(1);
             r
         })
@@ -727,7 +738,7 @@ mod tests {
             listed[2],
             (
                 format!("{d}/notes.jpg"),
-                "not a recognised image (JPEG, PNG or TIFF expected)".to_string()
+                "not a recognised image (JPEG, PNG, or a raster GDAL reads expected)".to_string()
             )
         );
         assert_eq!(

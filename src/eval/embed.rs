@@ -92,6 +92,7 @@ pub fn embed(
             size: config.image_size,
         },
         config.batch,
+        crate::data::bands::InputSpec::rgb(),
     )
     .on_bad_image(config.on_bad_image);
     let what = "embedding";

@@ -282,8 +282,14 @@ impl Task {
     /// An evaluation loader of `rows` (in order) under the task's
     /// bad-image policy.
     pub fn loader(&self, rows: &[usize], view: ViewTransform, batch: usize) -> ImageLoader {
-        ImageLoader::new(self.manifest.clone(), rows.to_vec(), view, batch)
-            .on_bad_image(self.on_bad_image)
+        ImageLoader::new(
+            self.manifest.clone(),
+            rows.to_vec(),
+            view,
+            batch,
+            crate::data::bands::InputSpec::rgb(),
+        )
+        .on_bad_image(self.on_bad_image)
     }
 
     /// The class indices of `rows` (rows of the train split, in any order:

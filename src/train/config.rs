@@ -770,6 +770,7 @@ impl PretrainConfig {
             pin_memory,
             on_bad_image: self.run.on_bad_image,
             shard: Default::default(),
+            input: crate::data::bands::InputSpec::rgb(),
         }
     }
 
