@@ -7,6 +7,12 @@
 #                                    GeoTIFF files it writes into DIR
 #   bench/decode_reference.py DIR    PIL and torchvision.io on the same JPEG
 #                                    and PNG files, 1 thread
+#   geossl bench data                the loader (decode + two aug+ views +
+#                                    collation), pairs/s, 1 thread and all
+#                                    cores, on 128 scenes of 264 px as 3-band
+#                                    JPEG (the RGB path) and as 13-band
+#                                    uint16 GeoTIFF (GDAL, --bands all
+#                                    --radiometry scale:10000), 224 px views
 #
 #   bench/decode.sh [--rounds N] [--megasamples M] [--size PX]
 #
@@ -51,6 +57,12 @@ mkdir -p "$root/target"
     echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load $(cut -d' ' -f1-3 /proc/loadavg)"
     "$GEOSSL_BIN" bench decode --keep "$dir" "${args[@]}"
     "$python" "$root/bench/decode_reference.py" "$dir" "${ref_args[@]}"
+    for threads in 1 0; do
+        "$GEOSSL_BIN" bench data --manifest "$dir/loader-jpeg-264/manifest.csv" \
+            --size 224 --pre 264 --threads "$threads"
+        "$GEOSSL_BIN" bench data --manifest "$dir/loader-u16x13-264/manifest.csv" \
+            --size 224 --pre 264 --threads "$threads" --bands all --radiometry scale:10000
+    done
 } | tee "$out" | tee -a "$log"
 
 python3 - "$out" <<'EOF' | tee -a "$log"

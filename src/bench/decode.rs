@@ -1,7 +1,8 @@
 //! `geossl bench decode`: decode throughput of the two readers geossl has,
 //! per format, on files the bench writes itself: the current JPEG/PNG
-//! decoder ([`crate::data::decode::decode_file`]: zune-jpeg, the `image`
-//! crate's PNG, to RGB8) and GDAL ([`RasterReader`]: open + full-window read
+//! decoder (`decode_rgb8_file` of [`crate::data::decode`]: zune-jpeg, the
+//! `image` crate's PNG, to RGB8; it reads no TIFF since the `tiff` crate
+//! was retired) and GDAL ([`RasterReader`]: open + full-window read
 //! of every band to `f32`, plus the interleave to RGB8 for 3-band 8-bit
 //! files, the conversion the RGB path would need).
 //!
@@ -24,7 +25,7 @@ use gdal::DriverManager;
 use image::RgbImage;
 use rayon::prelude::*;
 
-use crate::data::decode::{decode_file, DecodeLimits};
+use crate::data::decode::{decode_file, decode_rgb8_file, DecodeLimits};
 use crate::data::raster::{RasterReader, Resampling, Window};
 use crate::data::synth::{self, SynthConfig};
 
@@ -68,7 +69,7 @@ pub struct Format {
 /// Which reader decodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decoder {
-    /// [`decode_file`]: zune-jpeg / the `image` crate, to RGB8.
+    /// `decode_rgb8_file`: zune-jpeg / the `image` crate, to RGB8.
     Current,
     /// [`RasterReader`]: GDAL, every band to `f32`.
     Gdal,
@@ -106,18 +107,27 @@ pub fn run(c: &DecodeBenchConfig) -> anyhow::Result<(Vec<Format>, Vec<Measure>)>
         c.files >= 1 && c.rounds >= 1,
         "files and rounds must be at least 1"
     );
-    let temp;
     let dir = match &c.keep {
         Some(d) => d.clone(),
-        None => {
-            temp = tempfile::tempdir().context("cannot create a temporary folder")?;
-            temp.path().to_path_buf()
-        }
+        None => std::env::temp_dir().join(format!("geossl-bench-decode-{}", std::process::id())),
     };
-    let formats = write_formats(&dir, c)?;
-    write_listing(&dir, &formats)?;
+    let outcome = write_and_time(&dir, c);
+    if c.keep.is_none() {
+        // Best effort: a leftover temporary folder is no reason to fail.
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    outcome
+}
+
+fn write_and_time(
+    dir: &Path,
+    c: &DecodeBenchConfig,
+) -> anyhow::Result<(Vec<Format>, Vec<Measure>)> {
+    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+    let formats = write_formats(dir, c)?;
+    write_listing(dir, &formats)?;
     if c.keep.is_some() && c.loader_images > 0 {
-        write_loader_sets(&dir, c)?;
+        write_loader_sets(dir, c)?;
     }
     let all = if c.threads == 0 {
         std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -202,7 +212,7 @@ fn decode(d: Decoder, path: &Path) -> anyhow::Result<()> {
     let limits = DecodeLimits::default();
     match d {
         Decoder::Current => {
-            let img = decode_file(path, None, &limits)?;
+            let img = decode_rgb8_file(path, None, &limits)?;
             std::hint::black_box(img);
         }
         Decoder::Gdal => {
@@ -310,6 +320,43 @@ fn write_formats(dir: &Path, c: &DecodeBenchConfig) -> anyhow::Result<Vec<Format
         &tiled,
     )?;
     Ok(formats)
+}
+
+/// The two loader sets (see [`DecodeBenchConfig::loader_images`]): the
+/// same scenes, as JPEG and as 13-band GeoTIFFs, each with a manifest
+/// whose rows are the built-in world's (positions, dates, locations).
+fn write_loader_sets(dir: &Path, c: &DecodeBenchConfig) -> anyhow::Result<()> {
+    const SIDE: usize = 264;
+    let jpeg_dir = dir.join("loader-jpeg-264");
+    #[allow(clippy::needless_update)]
+    let config = SynthConfig {
+        locations: c.loader_images,
+        max_views: 1,
+        size: SIDE,
+        seed: c.seed,
+        jpeg_quality: 90,
+        ..SynthConfig::default()
+    };
+    let mut m = synth::generate(&jpeg_dir, &config)?;
+    let tiff_dir = dir.join("loader-u16x13-264");
+    std::fs::create_dir_all(&tiff_dir)
+        .with_context(|| format!("{}: cannot create", tiff_dir.display()))?;
+    let limits = DecodeLimits::default();
+    let options = [
+        "TILED=YES",
+        "INTERLEAVE=BAND",
+        "COMPRESS=DEFLATE",
+        "PREDICTOR=2",
+    ];
+    for (i, r) in m.records.iter_mut().enumerate() {
+        let img = decode_file(&jpeg_dir.join(&r.path), None, &limits)?;
+        let name = format!("scene{i}.tif");
+        write_geotiff(&img, 13, SIDE, &options, &tiff_dir.join(&name))?;
+        r.path = name;
+    }
+    m.root = tiff_dir.clone();
+    m.source = tiff_dir.join("manifest.csv");
+    m.write(&m.source)
 }
 
 fn format(

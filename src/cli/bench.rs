@@ -7,6 +7,7 @@ use clap::Subcommand;
 use crate::bench::data::DataBenchConfig;
 use crate::bench::decode::DecodeBenchConfig;
 use crate::bench::step::StepBenchConfig;
+use crate::data::bands::{BandSelection, Radiometry};
 use crate::data::loader::BadImagePolicy;
 use crate::model::Arch;
 use crate::train::PretrainConfig;
@@ -64,7 +65,7 @@ pub struct DecodeArgs {
     pub keep: Option<PathBuf>,
     /// With --keep: also write loader sets of this many 264 px scenes as 3-band
     /// JPEG and 13-band GeoTIFF (KEEP/loader-*/manifest.csv) for `geossl bench data`.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 128)]
     pub loader_images: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -135,6 +136,12 @@ pub struct DataArgs {
     /// (skip), or stop (fail).
     #[arg(long, value_parser = super::choice::<BadImagePolicy>(), default_value_t = BadImagePolicy::Skip)]
     pub on_bad_image: BadImagePolicy,
+    /// Input bands: rgb, all, 1-based numbers (4,3,2) or band descriptions (B04,B03,B02).
+    #[arg(long, default_value = "rgb")]
+    pub bands: BandSelection,
+    /// auto, stretch[:P], scale:D[,D..] or stats (the manifest's band_stats.json).
+    #[arg(long, default_value = "auto")]
+    pub radiometry: Radiometry,
 }
 
 impl From<StepArgs> for StepBenchConfig {
@@ -170,6 +177,8 @@ impl From<DataArgs> for DataBenchConfig {
             limit: a.limit,
             seed: a.seed,
             on_bad_image: a.on_bad_image,
+            bands: a.bands,
+            radiometry: a.radiometry,
         }
     }
 }
@@ -246,8 +255,9 @@ pub(super) fn bench_cmd(b: BenchCommand) -> anyhow::Result<()> {
                 tracing::warn!("skipped unreadable image: {}", b.error);
             }
             println!(
-                "BENCH data threads={} size={} pre={} batch={} images={} bad_images={} seconds={:.2} pairs_per_s={:.1} pairs_per_s_per_thread={:.1}",
+                "BENCH data threads={} channels={} size={} pre={} batch={} images={} bad_images={} seconds={:.2} pairs_per_s={:.1} pairs_per_s_per_thread={:.1}",
                 rayon::current_num_threads(),
+                t.channels,
                 c.size,
                 t.pre,
                 c.batch,
