@@ -139,6 +139,7 @@ fn write_and_time(
         counts.push(all);
     }
     let mut measures = Vec::new();
+    let bar = crate::progress::bar((formats.len() * counts.len()) as u64, "timing decoders");
     for f in &formats {
         for &threads in &counts {
             let pool = rayon::ThreadPoolBuilder::new()
@@ -146,8 +147,10 @@ fn write_and_time(
                 .build()
                 .context("cannot start the decode threads")?;
             measures.extend(pool.install(|| time_format(f, threads, c))?);
+            bar.inc(1);
         }
     }
+    bar.finish_and_clear();
     Ok((formats, measures))
 }
 
