@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use crate::data::augment::{AugConfig, MIN_IMAGE_SIZE};
+use crate::data::bands::{BandSelection, BandStats, InputSpec, Radiometry};
 use crate::data::decode::DecodeLimits;
 use crate::data::loader::{BadImage, BadImagePolicy, LoaderConfig, PairLoader, PairMode, SampleBy};
 use crate::data::Manifest;
@@ -34,12 +35,19 @@ pub struct DataBenchConfig {
     /// Unreadable images: replace them by other samples and list them
     /// (skip), or stop (fail).
     pub on_bad_image: BadImagePolicy,
+    /// The input channels (`--bands`; `rgb`: the paper's RGB path).
+    pub bands: BandSelection,
+    /// How stored values become unit values (`--radiometry`); `stats` reads
+    /// the manifest's `M.band_stats.json`.
+    pub radiometry: Radiometry,
 }
 
 #[derive(Debug, Clone)]
 pub struct DataTiming {
     /// The pre-step's side in pixels (`pre`, or twice `size` for 0).
     pub pre: u32,
+    /// Input channels of each view (C of the `[N, C, S, S]` batches).
+    pub channels: usize,
     pub pairs: usize,
     /// The distinct images that were replaced by other samples, by path.
     pub bad: Vec<BadImage>,
@@ -69,6 +77,20 @@ pub fn run(c: &DataBenchConfig) -> anyhow::Result<DataTiming> {
         manifest.records.truncate(c.limit);
     }
     let images = manifest.records.len();
+    // The defaults keep the RGB path without opening a file (as before
+    // `--bands`), so a manifest of unreadable files is the loader's error.
+    let input = if c.bands == BandSelection::Rgb && c.radiometry == Radiometry::Auto {
+        InputSpec::rgb()
+    } else {
+        let stats = BandStats::load_for(&c.manifest)?;
+        InputSpec::resolve(
+            c.bands.clone(),
+            c.radiometry.clone(),
+            &manifest,
+            stats.as_ref(),
+        )?
+    };
+    let channels = input.channels();
     let aug = AugConfig::aug_plus_pre(c.size, c.pre);
     let loader = PairLoader::new(
         manifest,
@@ -84,7 +106,7 @@ pub fn run(c: &DataBenchConfig) -> anyhow::Result<DataTiming> {
             pin_memory: false,
             on_bad_image: c.on_bad_image,
             shard: Default::default(),
-            input: crate::data::bands::InputSpec::rgb(),
+            input,
         },
     )?;
     let started = Instant::now();
@@ -107,6 +129,7 @@ pub fn run(c: &DataBenchConfig) -> anyhow::Result<DataTiming> {
     );
     Ok(DataTiming {
         pre: aug.pre_size.unwrap_or(0),
+        channels,
         pairs,
         bad,
         seconds,
@@ -150,6 +173,8 @@ mod tests {
             limit: 0,
             seed: 0,
             on_bad_image: BadImagePolicy::Skip,
+            bands: BandSelection::Rgb,
+            radiometry: Radiometry::Auto,
         }
     }
 

@@ -3,6 +3,7 @@
 //! `bench/compare.sh` sets beside the PyTorch references. Never run as tests.
 
 pub mod data;
+pub mod decode;
 pub mod kmeans;
 pub mod step;
 

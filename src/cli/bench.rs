@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use clap::Subcommand;
 
 use crate::bench::data::DataBenchConfig;
+use crate::bench::decode::DecodeBenchConfig;
 use crate::bench::step::StepBenchConfig;
+use crate::data::bands::{BandSelection, Radiometry};
 use crate::data::loader::BadImagePolicy;
 use crate::model::Arch;
 use crate::train::PretrainConfig;
@@ -33,6 +35,40 @@ pub enum BenchCommand {
     /// The input pipeline: decode + two aug+ views + collation of every image
     /// of a manifest, as ../shared/bench/torch_data_reference.py.
     Data(DataArgs),
+    /// Decode throughput per format: GDAL vs the current JPEG/PNG decoder,
+    /// on one thread and all cores, on files the bench writes (JPEG, PNG,
+    /// GeoTIFF uint8/uint16, 3/4/13 bands).
+    Decode(DecodeArgs),
+}
+
+/// The settings of `geossl bench decode`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DecodeArgs {
+    /// Side of the large scenes in pixels (fMoW's JPEGs are ~1000 px).
+    #[arg(long, default_value_t = 1000)]
+    pub size: usize,
+    /// Files per format.
+    #[arg(long, default_value_t = 4)]
+    pub files: usize,
+    /// Million decoded values (pixels x bands) per timed pass and format.
+    #[arg(long, default_value_t = 48.0)]
+    pub megasamples: f64,
+    /// Timed passes per decoder, format and thread count (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// Threads of the parallel passes (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Keep the files in this folder, with files.csv for bench/decode_reference.py
+    /// (default: a temporary folder, removed).
+    #[arg(long)]
+    pub keep: Option<PathBuf>,
+    /// With --keep: also write loader sets of this many 264 px scenes as 3-band
+    /// JPEG and 13-band GeoTIFF (KEEP/loader-*/manifest.csv) for `geossl bench data`.
+    #[arg(long, default_value_t = 128)]
+    pub loader_images: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
 }
 
 /// The settings of `geossl bench step` (the reference's flags and defaults).
@@ -100,6 +136,12 @@ pub struct DataArgs {
     /// (skip), or stop (fail).
     #[arg(long, value_parser = super::choice::<BadImagePolicy>(), default_value_t = BadImagePolicy::Skip)]
     pub on_bad_image: BadImagePolicy,
+    /// Input bands: rgb, all, 1-based numbers (4,3,2) or band descriptions (B04,B03,B02).
+    #[arg(long, default_value = "rgb")]
+    pub bands: BandSelection,
+    /// auto, stretch[:P], scale:D[,D..] or stats (the manifest's band_stats.json).
+    #[arg(long, default_value = "auto")]
+    pub radiometry: Radiometry,
 }
 
 impl From<StepArgs> for StepBenchConfig {
@@ -135,6 +177,23 @@ impl From<DataArgs> for DataBenchConfig {
             limit: a.limit,
             seed: a.seed,
             on_bad_image: a.on_bad_image,
+            bands: a.bands,
+            radiometry: a.radiometry,
+        }
+    }
+}
+
+impl From<DecodeArgs> for DecodeBenchConfig {
+    fn from(a: DecodeArgs) -> Self {
+        Self {
+            size: a.size,
+            files: a.files,
+            megasamples: a.megasamples,
+            rounds: a.rounds,
+            threads: a.threads,
+            keep: a.keep,
+            loader_images: a.loader_images,
+            seed: a.seed,
         }
     }
 }
@@ -196,8 +255,9 @@ pub(super) fn bench_cmd(b: BenchCommand) -> anyhow::Result<()> {
                 tracing::warn!("skipped unreadable image: {}", b.error);
             }
             println!(
-                "BENCH data threads={} size={} pre={} batch={} images={} bad_images={} seconds={:.2} pairs_per_s={:.1} pairs_per_s_per_thread={:.1}",
+                "BENCH data threads={} channels={} size={} pre={} batch={} images={} bad_images={} seconds={:.2} pairs_per_s={:.1} pairs_per_s_per_thread={:.1}",
                 rayon::current_num_threads(),
+                t.channels,
                 c.size,
                 t.pre,
                 c.batch,
@@ -207,6 +267,29 @@ pub(super) fn bench_cmd(b: BenchCommand) -> anyhow::Result<()> {
                 t.pairs_per_s,
                 t.pairs_per_s / rayon::current_num_threads() as f64
             );
+            Ok(())
+        }
+        BenchCommand::Decode(args) => {
+            let (formats, measures) = crate::bench::decode::run(&DecodeBenchConfig::from(args))?;
+            for m in &measures {
+                match (m.images_per_s, m.mp_per_s) {
+                    (Some(ips), Some(mps)) => println!(
+                        "BENCH decode format={} decoder={} threads={} images={} images_per_s={ips:.1} mp_per_s={mps:.1}",
+                        m.format,
+                        m.decoder.name(),
+                        m.threads,
+                        m.images
+                    ),
+                    _ => println!(
+                        "BENCH decode format={} decoder={} threads={} unreadable: {}",
+                        m.format,
+                        m.decoder.name(),
+                        m.threads,
+                        m.error.as_deref().unwrap_or("?")
+                    ),
+                }
+            }
+            println!("{}", crate::bench::decode::table(&formats, &measures));
             Ok(())
         }
     }

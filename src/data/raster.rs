@@ -442,22 +442,16 @@ mod tests {
         );
     }
 
-    /// Writes a GeoTIFF with GDAL: `bands` planes of `w` x `h` from `f`,
-    /// with creation options `options` and per-band NoData `nodata`.
-    #[allow(clippy::too_many_arguments)]
-    fn write_tiff<T: GdalType + Copy>(
-        path: &Path,
+    /// A GDAL in-memory (MEM) raster: `bands` planes of `w` x `h` from
+    /// `f(band, x, y)`, with per-band NoData `nodata` and descriptions.
+    fn mem_raster<T: GdalType + Copy>(
         w: usize,
         h: usize,
         bands: usize,
-        options: &[&str],
         nodata: Option<f64>,
         descriptions: &[&str],
         f: impl Fn(usize, usize, usize) -> T,
-    ) {
-        // Written in memory, then copied into the GeoTIFF as gdal_translate
-        // does: the GTiff driver compresses pixel-interleaved JPEG-YCbCr
-        // tiles correctly only when all bands arrive together.
+    ) -> Dataset {
         let mem = DriverManager::get_driver_by_name("MEM").unwrap();
         let ds = mem.create_with_band_type::<T, _>("", w, h, bands).unwrap();
         for b in 0..bands {
@@ -475,13 +469,38 @@ mod tests {
             let mut buf = Buffer::new((w, h), data);
             band.write((0, 0), (w, h), &mut buf).unwrap();
         }
-        let gtiff = DriverManager::get_driver_by_name("GTiff").unwrap();
+        ds
+    }
+
+    /// Copies `ds` into `path` with the GDAL driver `driver` ("GTiff",
+    /// "COG") and its creation options `options` ("KEY=VALUE"), as
+    /// gdal_translate does: the GTiff driver compresses pixel-interleaved
+    /// JPEG-YCbCr tiles correctly only when all bands arrive together.
+    fn create_copy(ds: &Dataset, driver: &str, path: &Path, options: &[&str]) {
+        let driver = DriverManager::get_driver_by_name(driver).unwrap();
         let mut opts = RasterCreationOptions::new();
         for o in options {
             let (k, v) = o.split_once('=').unwrap();
             opts.set_name_value(k, v).unwrap();
         }
-        drop(ds.create_copy(&gtiff, path, &opts).unwrap());
+        drop(ds.create_copy(&driver, path, &opts).unwrap());
+    }
+
+    /// Writes a GeoTIFF with GDAL: `bands` planes of `w` x `h` from `f`,
+    /// with creation options `options` and per-band NoData `nodata`.
+    #[allow(clippy::too_many_arguments)]
+    fn write_tiff<T: GdalType + Copy>(
+        path: &Path,
+        w: usize,
+        h: usize,
+        bands: usize,
+        options: &[&str],
+        nodata: Option<f64>,
+        descriptions: &[&str],
+        f: impl Fn(usize, usize, usize) -> T,
+    ) {
+        let ds = mem_raster(w, h, bands, nodata, descriptions, f);
+        create_copy(&ds, "GTiff", path, options);
     }
 
     /// uint16, 4 bands, NoData = 65535 in the last 3 columns.
@@ -509,78 +528,6 @@ mod tests {
 
     fn at(r: &RasterRead, c: usize, x: usize, y: usize) -> f32 {
         r.data[(c * r.height + y) * r.width + x]
-    }
-
-    #[test]
-    fn uint16_four_bands_with_nodata_edge() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("u16.tif");
-        write_uint16_nodata(&path, &[]);
-        let reader = RasterReader::open(&path).unwrap();
-        let info = reader.info();
-        assert_eq!((info.width, info.height, info.bands.len()), (W, H, 4));
-        for (i, band) in info.bands.iter().enumerate() {
-            assert_eq!(band.index, i + 1);
-            assert_eq!(band.data_type, "UInt16");
-            assert_eq!(band.nodata, Some(65535.0));
-            assert_eq!(band.mask, MaskSource::NoData);
-        }
-        let names: Vec<_> = info.bands.iter().map(|b| b.description.as_str()).collect();
-        assert_eq!(names, ["blue", "green", "red", "nir"]);
-
-        let r = reader
-            .read(
-                &[1, 2, 3, 4],
-                full(),
-                (W, H),
-                Resampling::Nearest,
-                &DecodeLimits::default(),
-            )
-            .unwrap();
-        assert_eq!(
-            (r.width, r.height, r.bands, r.data.len()),
-            (W, H, 4, 4 * W * H)
-        );
-        for c in 0..4 {
-            for y in 0..H {
-                for x in 0..W {
-                    let valid = x < W - 3;
-                    assert_eq!(r.valid[y * W + x], valid, "({x}, {y})");
-                    let expected = if valid { value(c, x, y) } else { NODATA };
-                    assert_eq!(at(&r, c, x, y), expected as f32, "band {c} ({x}, {y})");
-                }
-            }
-        }
-        assert_eq!(r.valid_count, (W - 3) * H);
-    }
-
-    #[test]
-    fn float32_values_exact() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f32.tif");
-        let f =
-            |b: usize, x: usize, y: usize| (b as f32) * 0.5 + x as f32 * 0.001 - y as f32 * 0.25;
-        write_tiff::<f32>(&path, W, H, 2, &[], None, &[], f);
-        let reader = RasterReader::open(&path).unwrap();
-        assert_eq!(reader.info().bands[0].data_type, "Float32");
-        assert_eq!(reader.info().bands[0].mask, MaskSource::AllValid);
-        assert_eq!(reader.info().bands[0].description, "");
-        let r = reader
-            .read(
-                &[2, 1],
-                full(),
-                (W, H),
-                Resampling::Nearest,
-                &DecodeLimits::default(),
-            )
-            .unwrap();
-        assert_eq!(r.valid_count, W * H);
-        for y in 0..H {
-            for x in 0..W {
-                assert_eq!(at(&r, 0, x, y), f(1, x, y));
-                assert_eq!(at(&r, 1, x, y), f(0, x, y));
-            }
-        }
     }
 
     #[test]
@@ -630,94 +577,6 @@ mod tests {
             }
         }
         assert_eq!(r.valid_count, 7 * 12);
-    }
-
-    #[test]
-    fn zstd_lossless() {
-        require_gtiff_option("ZSTD");
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("zstd.tif");
-        write_uint16_nodata(&path, &["COMPRESS=ZSTD", "TILED=YES", "PREDICTOR=2"]);
-        let reader = RasterReader::open(&path).unwrap();
-        assert_eq!(
-            reader
-                .dataset
-                .metadata_item("COMPRESSION", "IMAGE_STRUCTURE")
-                .as_deref(),
-            Some("ZSTD")
-        );
-        let r = reader
-            .read(
-                &[3],
-                full(),
-                (W, H),
-                Resampling::Nearest,
-                &DecodeLimits::default(),
-            )
-            .unwrap();
-        for y in 0..H {
-            for x in 0..W - 3 {
-                assert_eq!(at(&r, 0, x, y), value(2, x, y) as f32);
-            }
-        }
-        assert_eq!(r.valid_count, (W - 3) * H);
-    }
-
-    #[test]
-    fn jpeg_ycbcr_close_to_written() {
-        require_gtiff_option("JPEG");
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("ycbcr.tif");
-        // Smooth bands (at most 40 + 100 + 63 + 15 = 218), so that lossy
-        // JPEG stays close.
-        let f = |b: usize, x: usize, y: usize| (40 + b * 50 + x + y / 2) as u8;
-        write_tiff::<u8>(
-            &path,
-            64,
-            32,
-            3,
-            &[
-                "COMPRESS=JPEG",
-                "PHOTOMETRIC=YCBCR",
-                "JPEG_QUALITY=95",
-                "TILED=YES",
-            ],
-            None,
-            &[],
-            f,
-        );
-        let reader = RasterReader::open(&path).unwrap();
-        let structure = |key| reader.dataset.metadata_item(key, "IMAGE_STRUCTURE");
-        assert_eq!(structure("COMPRESSION").as_deref(), Some("YCbCr JPEG"));
-        assert_eq!(structure("SOURCE_COLOR_SPACE").as_deref(), Some("YCbCr"));
-        // GDAL converts YCbCr back to 3 RGB bands.
-        assert_eq!(reader.info().bands.len(), 3);
-        assert_eq!(reader.info().bands[0].data_type, "Byte");
-        let window = Window {
-            x: 0,
-            y: 0,
-            width: 64,
-            height: 32,
-        };
-        let r = reader
-            .read(
-                &[1, 2, 3],
-                window,
-                (64, 32),
-                Resampling::Nearest,
-                &DecodeLimits::default(),
-            )
-            .unwrap();
-        let mut worst = 0f32;
-        for c in 0..3 {
-            for y in 0..32 {
-                for x in 0..64 {
-                    worst = worst.max((at(&r, c, x, y) - f(c, x, y) as f32).abs());
-                }
-            }
-        }
-        // Measured: 1 at quality 95 (GDAL 3.6.2).
-        assert!(worst <= 4.0, "largest JPEG error {worst}");
     }
 
     #[test]
@@ -819,52 +678,6 @@ mod tests {
     }
 
     #[test]
-    fn internal_mask_band_shared_by_all_bands() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("mask.tif");
-        let gtiff = DriverManager::get_driver_by_name("GTiff").unwrap();
-        let ds = gtiff
-            .create_with_band_type::<u8, _>(&path, 16, 8, 3)
-            .unwrap();
-        for b in 1..=3 {
-            let mut band = ds.rasterband(b).unwrap();
-            let mut buf = Buffer::new((16, 8), vec![b as u8 * 10; 16 * 8]);
-            band.write((0, 0), (16, 8), &mut buf).unwrap();
-        }
-        let mut band = ds.rasterband(1).unwrap();
-        band.create_mask_band(true).unwrap();
-        let mut mask = band.open_mask_band().unwrap();
-        // Valid everywhere except the top 2 rows.
-        let m: Vec<u8> = (0..8 * 16).map(|i| if i < 32 { 0 } else { 255 }).collect();
-        mask.write((0, 0), (16, 8), &mut Buffer::new((16, 8), m))
-            .unwrap();
-        drop(ds);
-        let reader = RasterReader::open(&path).unwrap();
-        for band in &reader.info().bands {
-            assert_eq!(band.mask, MaskSource::PerDataset);
-            assert_eq!(band.nodata, None);
-        }
-        let window = Window {
-            x: 0,
-            y: 0,
-            width: 16,
-            height: 8,
-        };
-        let r = reader
-            .read(
-                &[3],
-                window,
-                (16, 8),
-                Resampling::Nearest,
-                &DecodeLimits::default(),
-            )
-            .unwrap();
-        assert_eq!(r.valid_count, 16 * 6);
-        assert!(r.valid[..32].iter().all(|&v| !v));
-        assert!(r.data[32..].iter().all(|&v| v == 30.0));
-    }
-
-    #[test]
     fn window_over_the_limit_is_refused_before_reading() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("u16.tif");
@@ -939,5 +752,551 @@ mod tests {
             reader.read(&[], full(), (W, H), Resampling::Nearest, &limits),
             Err(RasterError::NoBands { .. })
         ));
+    }
+
+    /// The acceptance matrix of issue 16: a GeoTIFF of each layout that
+    /// researchers bring, written by GDAL itself (MEM + CreateCopy with the
+    /// GTiff or COG driver and creation options, as gdal_translate does),
+    /// checked from the file's own TIFF tags (so a creation option that
+    /// GDAL ignored fails here, not later) and decoded through
+    /// [`RasterReader::read`] against the written pixels and validity.
+    mod matrix {
+        use super::*;
+
+        /// Odd sizes on purpose: no layout divides into whole blocks
+        /// (partial tiles and strips, odd overview sizes).
+        const MW: usize = 37;
+        const MH: usize = 29;
+
+        #[derive(Debug, Clone, Copy, PartialEq)]
+        enum Px {
+            U8,
+            U16,
+            F32,
+        }
+
+        /// Which pixels are written invalid, and how.
+        #[derive(Debug, Clone, Copy, PartialEq)]
+        enum Invalid {
+            None,
+            /// This NoData value in the last 3 columns of every band.
+            NoData(f64),
+            /// A per-dataset mask band, written into the file
+            /// (GDAL_TIFF_INTERNAL_MASK): top 2 rows and first column
+            /// invalid.
+            Mask,
+        }
+
+        /// What the first IFD (the full-resolution image, also in a COG)
+        /// must say, in TIFF 6.0 tag values.
+        struct Tags {
+            /// Header version 43 (BigTIFF) rather than 42.
+            bigtiff: bool,
+            /// 259: 1 none, 5 LZW, 7 JPEG, 8 Deflate, 50000 ZSTD.
+            compression: u16,
+            /// 317: 1 none, 2 horizontal differencing, 3 floating point.
+            predictor: u16,
+            /// 284: 1 chunky (pixel interleave), 2 planar (band interleave).
+            planar: u16,
+            /// 262: 1 BlackIsZero, 2 RGB, 6 YCbCr.
+            photometric: u16,
+            /// 322 (TileWidth) present: tiled, else strips.
+            tiled: bool,
+        }
+
+        struct Case {
+            name: &'static str,
+            driver: &'static str,
+            px: Px,
+            bands: usize,
+            options: &'static [&'static str],
+            invalid: Invalid,
+            /// Largest |decoded - written| allowed: 0 for lossless codecs.
+            tolerance: f32,
+            tags: Tags,
+            /// Overviews the file must have (band 1).
+            overviews: usize,
+        }
+
+        const fn tags(compression: u16, predictor: u16, planar: u16, photometric: u16) -> Tags {
+            Tags {
+                bigtiff: false,
+                compression,
+                predictor,
+                planar,
+                photometric,
+                tiled: false,
+            }
+        }
+
+        const fn tiled(t: Tags) -> Tags {
+            Tags { tiled: true, ..t }
+        }
+
+        const TILE16: [&str; 3] = ["TILED=YES", "BLOCKXSIZE=16", "BLOCKYSIZE=16"];
+
+        fn cases() -> Vec<Case> {
+            let t = |extra: &[&'static str]| -> &'static [&'static str] {
+                let mut v: Vec<&'static str> = TILE16.to_vec();
+                v.extend_from_slice(extra);
+                v.leak()
+            };
+            vec![
+                Case {
+                    name: "strip, uncompressed, uint8, 1 band",
+                    driver: "GTiff",
+                    px: Px::U8,
+                    bands: 1,
+                    options: &[],
+                    invalid: Invalid::None,
+                    tolerance: 0.0,
+                    tags: tags(1, 1, 1, 1),
+                    overviews: 0,
+                },
+                Case {
+                    name: "strip, pixel interleave, LZW, uint8, 3 bands",
+                    driver: "GTiff",
+                    px: Px::U8,
+                    bands: 3,
+                    options: &["COMPRESS=LZW", "INTERLEAVE=PIXEL"],
+                    invalid: Invalid::None,
+                    tolerance: 0.0,
+                    tags: tags(5, 1, 1, 2),
+                    overviews: 0,
+                },
+                Case {
+                    // RGB + near-infrared: the 4th band is data, not alpha.
+                    name: "tiled, pixel interleave, LZW, uint8, 4 bands",
+                    driver: "GTiff",
+                    px: Px::U8,
+                    bands: 4,
+                    options: t(&["COMPRESS=LZW", "INTERLEAVE=PIXEL"]),
+                    invalid: Invalid::None,
+                    tolerance: 0.0,
+                    tags: tiled(tags(5, 1, 1, 2)),
+                    overviews: 0,
+                },
+                Case {
+                    name: "tiled, band interleave, LZW + predictor 2, uint16, 4 bands, NoData 65535",
+                    driver: "GTiff",
+                    px: Px::U16,
+                    bands: 4,
+                    options: t(&["COMPRESS=LZW", "PREDICTOR=2", "INTERLEAVE=BAND"]),
+                    invalid: Invalid::NoData(65535.0),
+                    tolerance: 0.0,
+                    tags: tiled(tags(5, 2, 2, 1)),
+                    overviews: 0,
+                },
+                Case {
+                    // Sentinel-2 L1C's NoData is 0.
+                    name: "strip, band interleave, Deflate + predictor 2, uint16, 13 bands, NoData 0",
+                    driver: "GTiff",
+                    px: Px::U16,
+                    bands: 13,
+                    options: &["COMPRESS=DEFLATE", "PREDICTOR=2", "INTERLEAVE=BAND"],
+                    invalid: Invalid::NoData(0.0),
+                    tolerance: 0.0,
+                    tags: tags(8, 2, 2, 1),
+                    overviews: 0,
+                },
+                Case {
+                    name: "tiled, pixel interleave, Deflate + predictor 3, float32, 4 bands, NoData -9999",
+                    driver: "GTiff",
+                    px: Px::F32,
+                    bands: 4,
+                    options: t(&["COMPRESS=DEFLATE", "PREDICTOR=3", "INTERLEAVE=PIXEL"]),
+                    invalid: Invalid::NoData(-9999.0),
+                    tolerance: 0.0,
+                    tags: tiled(tags(8, 3, 1, 1)),
+                    overviews: 0,
+                },
+                Case {
+                    name: "tiled, band interleave, ZSTD + predictor 2, uint16, 13 bands, internal mask",
+                    driver: "GTiff",
+                    px: Px::U16,
+                    bands: 13,
+                    options: t(&["COMPRESS=ZSTD", "PREDICTOR=2", "INTERLEAVE=BAND"]),
+                    invalid: Invalid::Mask,
+                    tolerance: 0.0,
+                    tags: tiled(tags(50000, 2, 2, 1)),
+                    overviews: 0,
+                },
+                Case {
+                    name: "strip, ZSTD + predictor 3, float32, 1 band",
+                    driver: "GTiff",
+                    px: Px::F32,
+                    bands: 1,
+                    options: &["COMPRESS=ZSTD", "PREDICTOR=3"],
+                    invalid: Invalid::None,
+                    tolerance: 0.0,
+                    tags: tags(50000, 3, 1, 1),
+                    overviews: 0,
+                },
+                Case {
+                    name: "tiled, JPEG YCbCr quality 90, uint8, 3 bands",
+                    driver: "GTiff",
+                    px: Px::U8,
+                    bands: 3,
+                    options: t(&["COMPRESS=JPEG", "PHOTOMETRIC=YCBCR", "JPEG_QUALITY=90"]),
+                    invalid: Invalid::None,
+                    tolerance: JPEG_TOLERANCE,
+                    tags: tiled(tags(7, 1, 1, 6)),
+                    overviews: 0,
+                },
+                Case {
+                    // As NAIP and other orthophotos ship: JPEG-in-TIFF with a mask.
+                    name: "strip, JPEG YCbCr quality 90, uint8, 3 bands, internal mask",
+                    driver: "GTiff",
+                    px: Px::U8,
+                    bands: 3,
+                    options: &["COMPRESS=JPEG", "PHOTOMETRIC=YCBCR", "JPEG_QUALITY=90"],
+                    invalid: Invalid::Mask,
+                    tolerance: JPEG_TOLERANCE,
+                    tags: tags(7, 1, 1, 6),
+                    overviews: 0,
+                },
+                Case {
+                    name: "BigTIFF, tiled, band interleave, Deflate, uint16, 4 bands, NoData 65535",
+                    driver: "GTiff",
+                    px: Px::U16,
+                    bands: 4,
+                    options: t(&["BIGTIFF=YES", "COMPRESS=DEFLATE", "INTERLEAVE=BAND"]),
+                    invalid: Invalid::NoData(65535.0),
+                    tolerance: 0.0,
+                    tags: Tags {
+                        bigtiff: true,
+                        ..tiled(tags(8, 1, 2, 1))
+                    },
+                    overviews: 0,
+                },
+                Case {
+                    name: "COG, Deflate + predictor 2, uint16, 4 bands, overviews",
+                    driver: "COG",
+                    px: Px::U16,
+                    bands: 4,
+                    options: &[
+                        "COMPRESS=DEFLATE",
+                        "PREDICTOR=YES",
+                        "BLOCKSIZE=16",
+                        "RESAMPLING=AVERAGE",
+                    ],
+                    invalid: Invalid::None,
+                    tolerance: 0.0,
+                    tags: tiled(tags(8, 2, 1, 1)),
+                    // 37 x 29 -> 19 x 15 -> 10 x 8: until it fits a 16 px tile.
+                    overviews: 2,
+                },
+                Case {
+                    name: "COG, ZSTD + predictor 3, float32, 1 band, NoData -9999, overviews",
+                    driver: "COG",
+                    px: Px::F32,
+                    bands: 1,
+                    options: &[
+                        "COMPRESS=ZSTD",
+                        "PREDICTOR=FLOATING_POINT",
+                        "BLOCKSIZE=16",
+                        "RESAMPLING=AVERAGE",
+                    ],
+                    invalid: Invalid::NoData(-9999.0),
+                    tolerance: 0.0,
+                    tags: tiled(tags(50000, 3, 1, 1)),
+                    overviews: 2,
+                },
+            ]
+        }
+
+        /// Largest JPEG error allowed on the smooth uint8 pattern at
+        /// quality 90 (measured with GDAL 3.6.2: 14, at the edges of the
+        /// partial tiles and strips, with 4:2:0 chroma subsampling); the
+        /// mean error must also stay below [`JPEG_MEAN_TOLERANCE`]. RGB
+        /// bands read as YCbCr, or shifted by a tile, are off by tens.
+        const JPEG_TOLERANCE: f32 = 16.0;
+        const JPEG_MEAN_TOLERANCE: f64 = 2.0;
+
+        /// The written value of band `b` (0-based) at (x, y) before NoData.
+        fn pattern(px: Px, b: usize, x: usize, y: usize) -> f64 {
+            match px {
+                // Smooth (steps of 2), so lossy JPEG stays close: 20..=247.
+                Px::U8 => (20 + (b * 13) % 100 + 2 * x + 2 * y) as f64,
+                // Above 255 and 32767 (byte order, sign): 100..=54540.
+                Px::U16 => (100 + 3000 * b + 37 * x + 611 * y) as f64,
+                // Negative and fractional, not only round steps.
+                Px::F32 => {
+                    (b as f32 * 0.75 - 3.0 + x as f32 * 0.125 - y as f32 * 0.3
+                        + (x * y) as f32 / 1024.0) as f64
+                }
+            }
+        }
+
+        fn valid_at(invalid: Invalid, x: usize, y: usize) -> bool {
+            match invalid {
+                Invalid::None => true,
+                Invalid::NoData(_) => x < MW - 3,
+                Invalid::Mask => y >= 2 && x >= 1,
+            }
+        }
+
+        fn written(case: &Case, b: usize, x: usize, y: usize) -> f64 {
+            match case.invalid {
+                Invalid::NoData(v) if !valid_at(case.invalid, x, y) => v,
+                _ => pattern(case.px, b, x, y),
+            }
+        }
+
+        /// Sentinel-2's band names for 13 bands, else "b1", "b2", ...
+        fn band_names(bands: usize) -> Vec<String> {
+            const S2: [&str; 13] = [
+                "B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11",
+                "B12",
+            ];
+            if bands == 13 {
+                S2.iter().map(|s| s.to_string()).collect()
+            } else {
+                (1..=bands).map(|i| format!("b{i}")).collect()
+            }
+        }
+
+        fn write(case: &Case, path: &Path) {
+            let names = band_names(case.bands);
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            let nodata = match case.invalid {
+                Invalid::NoData(v) => Some(v),
+                _ => None,
+            };
+            let f = |b, x, y| written(case, b, x, y);
+            let (w, h, n) = (MW, MH, case.bands);
+            let ds = match case.px {
+                Px::U8 => mem_raster(w, h, n, nodata, &names, |b, x, y| f(b, x, y) as u8),
+                Px::U16 => mem_raster(w, h, n, nodata, &names, |b, x, y| f(b, x, y) as u16),
+                Px::F32 => mem_raster(w, h, n, nodata, &names, |b, x, y| f(b, x, y) as f32),
+            };
+            if case.invalid == Invalid::Mask {
+                let mut band = ds.rasterband(1).unwrap();
+                band.create_mask_band(true).unwrap();
+                let mut mask = band.open_mask_band().unwrap();
+                let m: Vec<u8> = (0..h)
+                    .flat_map(|y| {
+                        (0..w).map(move |x| 255 * u8::from(valid_at(Invalid::Mask, x, y)))
+                    })
+                    .collect();
+                mask.write((0, 0), (w, h), &mut Buffer::new((w, h), m))
+                    .unwrap();
+            }
+            // GDAL 3.6's GTiff writes a mask into a .msk side-car file
+            // unless told to keep it inside (the default from GDAL 3.9).
+            gdal::config::set_thread_local_config_option("GDAL_TIFF_INTERNAL_MASK", "YES").unwrap();
+            create_copy(&ds, case.driver, path, case.options);
+            gdal::config::clear_thread_local_config_option("GDAL_TIFF_INTERNAL_MASK").unwrap();
+        }
+
+        /// The TIFF header's version (42 classic, 43 BigTIFF) and the
+        /// single-valued SHORT / LONG / LONG8 tags of the first IFD as
+        /// (tag, value); other types read as `u64::MAX`.
+        fn first_ifd(bytes: &[u8]) -> (u64, Vec<(u16, u64)>) {
+            let little = match &bytes[..2] {
+                b"II" => true,
+                b"MM" => false,
+                other => panic!("not a TIFF header: {other:?}"),
+            };
+            let uint = |at: usize, n: usize| -> u64 {
+                let b = &bytes[at..at + n];
+                let mut v = 0u64;
+                for i in 0..n {
+                    v = v << 8 | b[if little { n - 1 - i } else { i }] as u64;
+                }
+                v
+            };
+            let version = uint(2, 2);
+            // Classic: 4-byte offsets, 2-byte entry count, 12-byte entries;
+            // BigTIFF: 8-byte offsets (at byte 8), 8-byte count, 20-byte entries.
+            let (offset, count, entry) = if version == 43 {
+                (8, 8, 20)
+            } else {
+                (4, 2, 12)
+            };
+            let ifd = uint(if version == 43 { 8 } else { 4 }, offset) as usize;
+            let entries = (0..uint(ifd, count) as usize).map(|i| {
+                let e = ifd + count + i * entry;
+                let value = e + 4 + offset; // after tag, type and count
+                let v = match uint(e + 2, 2) {
+                    3 => uint(value, 2),
+                    4 => uint(value, 4),
+                    16 => uint(value, 8),
+                    _ => u64::MAX,
+                };
+                (uint(e, 2) as u16, v)
+            });
+            (version, entries.collect())
+        }
+
+        fn check_tags(case: &Case, path: &Path) {
+            let bytes = std::fs::read(path).unwrap();
+            let (version, entries) = first_ifd(&bytes);
+            let tag = |t: u16| entries.iter().find(|e| e.0 == t).map(|e| e.1);
+            let t = &case.tags;
+            let name = case.name;
+            assert_eq!(
+                version,
+                if t.bigtiff { 43 } else { 42 },
+                "{name}: TIFF version"
+            );
+            assert_eq!(tag(259), Some(t.compression.into()), "{name}: Compression");
+            assert_eq!(
+                tag(317).unwrap_or(1),
+                u64::from(t.predictor),
+                "{name}: Predictor"
+            );
+            assert_eq!(
+                tag(284).unwrap_or(1),
+                u64::from(t.planar),
+                "{name}: PlanarConfiguration"
+            );
+            assert_eq!(
+                tag(262),
+                Some(t.photometric.into()),
+                "{name}: PhotometricInterpretation"
+            );
+            assert_eq!(tag(322).is_some(), t.tiled, "{name}: TileWidth present");
+            let msk = format!("{}.msk", path.display());
+            assert!(
+                !Path::new(&msk).exists(),
+                "{name}: the mask went to a side-car file"
+            );
+        }
+
+        fn check_info(case: &Case, reader: &RasterReader) {
+            let info = reader.info();
+            let name = case.name;
+            assert_eq!(
+                (info.width, info.height, info.bands.len()),
+                (MW, MH, case.bands),
+                "{name}"
+            );
+            let data_type = match case.px {
+                Px::U8 => "Byte",
+                Px::U16 => "UInt16",
+                Px::F32 => "Float32",
+            };
+            let (nodata, mask) = match case.invalid {
+                Invalid::None => (None, MaskSource::AllValid),
+                Invalid::NoData(v) => (Some(v), MaskSource::NoData),
+                Invalid::Mask => (None, MaskSource::PerDataset),
+            };
+            for (band, description) in info.bands.iter().zip(band_names(case.bands)) {
+                let b = band.index;
+                assert_eq!(band.data_type, data_type, "{name}: band {b}");
+                assert_eq!(band.nodata, nodata, "{name}: band {b}");
+                assert_eq!(band.mask, mask, "{name}: band {b}");
+                assert_eq!(band.description, description, "{name}: band {b}");
+            }
+        }
+
+        /// Every band, full window, full size: the written values (within
+        /// the case's tolerance) and the written validity.
+        fn check_pixels(case: &Case, reader: &RasterReader) -> (f32, f64) {
+            let all: Vec<usize> = (1..=case.bands).collect();
+            let window = Window {
+                x: 0,
+                y: 0,
+                width: MW,
+                height: MH,
+            };
+            let limits = DecodeLimits::default();
+            let r = reader
+                .read(&all, window, (MW, MH), Resampling::Nearest, &limits)
+                .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+            let name = case.name;
+            let (mut worst, mut sum) = (0f32, 0f64);
+            for c in 0..case.bands {
+                for y in 0..MH {
+                    for x in 0..MW {
+                        let want = written(case, c, x, y) as f32;
+                        let got = at(&r, c, x, y);
+                        if case.tolerance == 0.0 {
+                            assert_eq!(got, want, "{name}: band {} at ({x}, {y})", c + 1);
+                        }
+                        worst = worst.max((got - want).abs());
+                        sum += f64::from((got - want).abs());
+                    }
+                }
+            }
+            let mean = sum / (case.bands * MW * MH) as f64;
+            assert!(
+                worst <= case.tolerance && mean <= JPEG_MEAN_TOLERANCE,
+                "{name}: largest error {worst}, mean error {mean}"
+            );
+            for y in 0..MH {
+                for x in 0..MW {
+                    let want = valid_at(case.invalid, x, y);
+                    assert_eq!(r.valid[y * MW + x], want, "{name}: validity at ({x}, {y})");
+                }
+            }
+            let count = (0..MH)
+                .flat_map(|y| (0..MW).map(move |x| (x, y)))
+                .filter(|&(x, y)| valid_at(case.invalid, x, y))
+                .count();
+            assert_eq!(r.valid_count, count, "{name}: valid_count");
+            (worst, mean)
+        }
+
+        /// The overview count, and that a read at the first overview's
+        /// size takes the overview: it equals the overview's own pixels,
+        /// which hold averages that no full-resolution pixel has (so no
+        /// nearest-neighbour decimation of the full resolution gives them).
+        fn check_overviews(case: &Case, reader: &RasterReader) {
+            let name = case.name;
+            let band = reader.dataset.rasterband(1).unwrap();
+            let count = band.overview_count().unwrap() as usize;
+            assert_eq!(count, case.overviews, "{name}: overviews");
+            if count == 0 {
+                return;
+            }
+            let ovr = band.overview(0).unwrap();
+            let size = ovr.size();
+            let own = ovr.read_as::<f32>((0, 0), size, size, None).unwrap();
+            let window = Window {
+                x: 0,
+                y: 0,
+                width: MW,
+                height: MH,
+            };
+            let limits = DecodeLimits::default();
+            let r = reader
+                .read(&[1], window, size, Resampling::Nearest, &limits)
+                .unwrap();
+            assert_eq!(
+                r.data,
+                own.data(),
+                "{name}: read at {size:?} is not the overview"
+            );
+            let full: Vec<f32> = (0..MH)
+                .flat_map(|y| (0..MW).map(move |x| (x, y)))
+                .map(|(x, y)| written(case, 0, x, y) as f32)
+                .collect();
+            assert!(
+                own.data().iter().any(|v| !full.contains(v)),
+                "{name}: the overview holds only full-resolution values"
+            );
+        }
+
+        #[test]
+        fn every_layout_decodes_to_the_written_pixels() {
+            require_gtiff_option("ZSTD");
+            require_gtiff_option("JPEG");
+            DriverManager::get_driver_by_name("COG").expect("the linked GDAL has no COG driver");
+            let dir = tempfile::tempdir().unwrap();
+            for (i, case) in cases().iter().enumerate() {
+                let path = dir.path().join(format!("case{i}.tif"));
+                write(case, &path);
+                check_tags(case, &path);
+                let reader = RasterReader::open(&path).unwrap();
+                check_info(case, &reader);
+                let (worst, mean) = check_pixels(case, &reader);
+                if case.tolerance > 0.0 {
+                    eprintln!("{}: JPEG error largest {worst}, mean {mean:.3}", case.name);
+                }
+                check_overviews(case, &reader);
+            }
+        }
     }
 }
