@@ -186,7 +186,9 @@ fn dated_scenes_become_places_with_temporal_positives() {
     let mut places: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for row in &table {
         let path = &row["path"];
-        let place: usize = path[5..6].parse().unwrap();
+        // scenes/place<N>/...: relative to the manifest's folder.
+        assert!(path.starts_with("scenes/place"), "{path}");
+        let place: usize = path[12..13].parse().unwrap();
         let (lat, lon) = (row["lat"].parse().unwrap(), row["lon"].parse().unwrap());
         let off = metres((lat, lon), (LATITUDES[place], 15.0));
         assert!(

@@ -397,12 +397,12 @@ fn chips(
 }
 
 /// The distinct data types of a dataset's bands, `/`-joined.
-fn data_types(dataset: &Dataset, path: &Path) -> Result<String, String> {
+fn data_types(dataset: &Dataset) -> Result<String, String> {
     let mut types: Vec<String> = Vec::new();
     for b in 1..=dataset.raster_count() {
         let band = dataset
             .rasterband(b)
-            .map_err(|e| format!("{}: band {b}: {e}", path.display()))?;
+            .map_err(|e| format!("band {b}: {e}"))?;
         let t = band.band_type().name();
         if !types.contains(&t) {
             types.push(t);
@@ -411,26 +411,28 @@ fn data_types(dataset: &Dataset, path: &Path) -> Result<String, String> {
     Ok(types.join("/"))
 }
 
-/// Reads one raster's description. `Err` carries GDAL's message (with the
-/// path) for a file GDAL cannot open as a raster.
+/// Reads one raster's description. `Err` carries GDAL's message for a file
+/// GDAL cannot open as a raster (the caller pairs it with the path).
 pub fn read_scene(path: &Path, relative: &str, options: &ScanOptions) -> Result<Scene, String> {
     let dataset = Dataset::open_ex(
         path,
         DatasetOptions {
-            open_flags: GdalOpenFlags::GDAL_OF_RASTER | GdalOpenFlags::GDAL_OF_READONLY,
+            // VERBOSE_ERROR: GDAL says why no driver took the file.
+            open_flags: GdalOpenFlags::GDAL_OF_RASTER
+                | GdalOpenFlags::GDAL_OF_READONLY
+                | GdalOpenFlags::GDAL_OF_VERBOSE_ERROR,
             ..Default::default()
         },
     )
-    .map_err(|e| format!("{}: GDAL cannot open it as a raster: {e}", path.display()))?;
+    .map_err(|e| format!("GDAL cannot open it as a raster: {e}"))?;
     let (width, height) = dataset.raster_size();
     if dataset.raster_count() == 0 || width == 0 || height == 0 {
         return Err(format!(
-            "{}: no raster bands (GDAL opened it as {width} x {height} with {} bands)",
-            path.display(),
+            "no raster bands (GDAL opened it as {width} x {height} with {} bands)",
             dataset.raster_count()
         ));
     }
-    let data_type = data_types(&dataset, path)?;
+    let data_type = data_types(&dataset)?;
     let to = ToWgs84::new(&dataset);
     let georef = match &to {
         Ok((to, crs)) => georef(to, crs.clone(), width, height),
@@ -1069,11 +1071,13 @@ mod tests {
         assert_eq!((r.files, r.scenes), (8, 7));
         assert_eq!(r.unreadable.len(), 1);
         assert!(r.unreadable[0].0.ends_with("a/broken.tif"));
+        // GDAL's own words (libtiff's, for a TIFF header without a directory).
+        let why = &r.unreadable[0].1;
         assert!(
-            r.unreadable[0].1.contains("broken.tif"),
-            "{}",
-            r.unreadable[0].1
+            why.starts_with("GDAL cannot open it as a raster: "),
+            "{why}"
         );
+        assert!(why.contains("TIFF"), "{why}");
         assert_eq!(r.without_georef.len(), 1);
         assert!(r.without_georef[0].1.contains("no geotransform"));
         // a, b and the raster without georeferencing.
