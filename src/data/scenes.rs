@@ -482,7 +482,7 @@ pub fn find_rasters(root: &Path, extensions: &[String]) -> (Vec<PathBuf>, Vec<(P
         };
         let wanted = entry.path().extension().is_some_and(|e| {
             let e = e.to_string_lossy().to_ascii_lowercase();
-            extensions.iter().any(|x| *x == e)
+            extensions.contains(&e)
         });
         if entry.file_type().is_file() && wanted {
             files.push(entry.into_path());
