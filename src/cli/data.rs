@@ -4,12 +4,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use regex::Regex;
 
 use crate::data::band_stats::{self, StatsOptions};
 use crate::data::fmow::{self, FmowOptions};
 use crate::data::geo_classes::{write_geo_classes, GeoClassOptions};
 use crate::data::import_csv;
 use crate::data::manifest::create_manifest_dir;
+use crate::data::scenes::{self, ScanOptions};
 use crate::data::summary::{CheckOptions, FileCheck, Summary};
 use crate::data::synth::{self, SynthConfig};
 use crate::data::{Manifest, Split};
@@ -124,6 +126,43 @@ pub enum IndexSource {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+    /// Index a folder of rasters (GeoTIFF, COG, JPEG2000, VRT, ...) through
+    /// GDAL: position (centre in WGS84), size, bands, acquisition date;
+    /// views of one place share a location_id.
+    Rasters(RastersArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RastersArgs {
+    /// Folder scanned recursively.
+    pub dir: PathBuf,
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Pattern on each file name whose named group `date` is the acquisition
+    /// date (e.g. '_(?P<date>\d{8})_'); used where it matches, else the
+    /// date in the raster's metadata.
+    #[arg(long, value_name = "REGEX")]
+    pub date_regex: Option<String>,
+    /// Pattern on each path below DIR whose named group `location` names the
+    /// place (e.g. '^(?P<location>[^/]+)/'); paths it does not match are
+    /// grouped by footprint.
+    #[arg(long, value_name = "REGEX")]
+    pub location_regex: Option<String>,
+    /// Views whose four corners lie within this many metres of each other
+    /// are one place [default: 2 pixels of the coarser view].
+    #[arg(long, value_name = "METRES")]
+    pub tolerance: Option<f64>,
+    /// Cut each scene into SIZE x SIZE chips; chip (row, col) of every view
+    /// of a place is one place. Partial chips at the edges are left out.
+    #[arg(long, value_name = "SIZE")]
+    pub chip: Option<u32>,
+    /// File extensions read (comma-separated, no dots).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "tif,tiff,jp2,j2k,vrt,img,ntf"
+    )]
+    pub extensions: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -325,8 +364,9 @@ pub(super) fn index_cmd(a: IndexArgs) -> anyhow::Result<()> {
                 seed,
             }),
         ) => index_stats_cmd(&manifest, sample, pixels_per_image, seed),
+        (None, Some(IndexSource::Rasters(r))) => rasters_cmd(&r),
         (None, None) => anyhow::bail!(
-            "say what to index: --check MANIFEST, or a source (fmow, csv, stats); see geossl index --help"
+            "say what to index: --check MANIFEST, or a source (fmow, csv, rasters, stats); see geossl index --help"
         ),
         (Some(_), Some(_)) => unreachable!("clap rejects --check together with a source"),
     }
@@ -373,6 +413,128 @@ fn index_stats_cmd(
         path.display()
     );
     Ok(())
+}
+
+/// A `--NAME` pattern with its named `group`, compiled.
+fn named_pattern(
+    flag: &str,
+    pattern: &Option<String>,
+    group: &str,
+) -> anyhow::Result<Option<Regex>> {
+    let Some(p) = pattern else {
+        return Ok(None);
+    };
+    let re = Regex::new(p).map_err(|e| anyhow::anyhow!("--{flag} '{p}': {e}"))?;
+    anyhow::ensure!(
+        re.capture_names().flatten().any(|n| n == group),
+        "--{flag} '{p}' has no named group '{group}': write it as (?P<{group}>...)"
+    );
+    Ok(Some(re))
+}
+
+/// `index rasters`: the scan, its summary, the manifest and the list of
+/// unreadable files beside it.
+fn rasters_cmd(a: &RastersArgs) -> anyhow::Result<()> {
+    if let Some(t) = a.tolerance {
+        anyhow::ensure!(
+            t.is_finite() && t >= 0.0,
+            "--tolerance must be a non-negative number of metres (got {t})"
+        );
+    }
+    anyhow::ensure!(
+        a.chip != Some(0),
+        "--chip must be a positive number of pixels"
+    );
+    let extensions: Vec<String> = a
+        .extensions
+        .iter()
+        .map(|e| e.trim().trim_start_matches('.').to_ascii_lowercase())
+        .filter(|e| !e.is_empty())
+        .collect();
+    anyhow::ensure!(!extensions.is_empty(), "--extensions names no extension");
+    let options = ScanOptions {
+        extensions,
+        date_regex: named_pattern("date-regex", &a.date_regex, "date")?,
+        location_regex: named_pattern("location-regex", &a.location_regex, "location")?,
+        tolerance_m: a.tolerance,
+        chip: a.chip,
+        manifest_dir: create_manifest_dir(&a.out)?,
+    };
+    let (m, report) = scenes::index_rasters(&a.dir, &options)?;
+    let unreadable: Vec<String> = report
+        .unreadable
+        .iter()
+        .map(|(p, e)| format!("{}: {e}", p.display()))
+        .collect();
+    for e in &unreadable {
+        eprintln!("skipped: {e}");
+    }
+    let no_georef: Vec<String> = report
+        .without_georef
+        .iter()
+        .map(|(p, e)| format!("{}: {e}", p.display()))
+        .collect();
+    print_some("without georeferencing (no position)", &no_georef);
+    print_some("date problem", &report.date_problems);
+    m.write(&a.out)?;
+    let sidecar = scenes::write_skipped(&a.out, &report.unreadable)?;
+    print_rasters_summary(a, &report, m.records.len(), sidecar);
+    Ok(())
+}
+
+fn print_rasters_summary(
+    a: &RastersArgs,
+    r: &scenes::RasterIndexReport,
+    rows: usize,
+    sidecar: bool,
+) {
+    println!(
+        "{} files with extensions {}: {} scenes read, {} unreadable{}",
+        r.files,
+        a.extensions.join(","),
+        r.scenes,
+        r.unreadable.len(),
+        if sidecar {
+            format!(
+                " (listed above and in {})",
+                scenes::skipped_path(&a.out).display()
+            )
+        } else {
+            String::new()
+        }
+    );
+    println!(
+        "{} places ({}); {} scenes without georeferencing (no position, each its own place unless named by --location-regex)",
+        r.places,
+        r.grouping,
+        r.without_georef.len()
+    );
+    if a.location_regex.is_some() {
+        println!(
+            "{} paths not matched by --location-regex (grouped by footprint)",
+            r.location_unmatched
+        );
+    }
+    println!(
+        "{} dates; {} scenes dated from the file name, {} from metadata, {} undated",
+        r.dates, r.dated_by_name, r.dated_by_metadata, r.undated
+    );
+    if let Some(size) = a.chip {
+        println!(
+            "{} chips of {size} x {size} px; {} partial chips at the right and bottom edges left out",
+            r.chips, r.partial_chips
+        );
+        print_some(
+            "place whose views differ in size (chip (r, c) covers different ground)",
+            &r.places_with_mixed_sizes,
+        );
+    }
+    println!("wrote {rows} rows to {}", a.out.display());
+    if !r.without_georef.is_empty() {
+        println!(
+            "note: rows without a position stop `geossl cluster`; its --drop-unpositioned leaves them out"
+        );
+    }
 }
 
 /// Prints the first 10 of `items` (one a line, `what: item`) and how many more.

@@ -1,6 +1,6 @@
 //! Geo-tagged image collections: manifests, importers, the location index,
 //! geo-location classes, bounded decoding, raster reading through GDAL,
-//! summaries and the built-in synthetic dataset.
+//! archives of scenes (`index rasters`), summaries and the built-in synthetic dataset.
 
 pub mod augment;
 pub mod band_image;
@@ -15,6 +15,7 @@ pub mod loader;
 pub mod location_index;
 pub mod manifest;
 pub mod raster;
+pub mod scenes;
 pub mod summary;
 pub mod synth;
 
