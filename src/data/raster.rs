@@ -219,10 +219,26 @@ impl std::fmt::Debug for RasterReader {
     }
 }
 
+/// Sends GDAL's own messages (its default handler prints `ERROR 4: ...` to
+/// stderr) to `tracing` at debug level (target `gdal`), once per process.
+/// Every GDAL failure geossl meets already becomes an error naming the file
+/// (the gdal crate reads `CPLGetLastErrorMsg`, which GDAL sets before
+/// calling any handler), so the stderr copy only repeated it, once per bad
+/// image of a training run. `RUST_LOG=gdal=debug` shows them.
+pub fn route_gdal_messages() {
+    static ROUTED: std::sync::Once = std::sync::Once::new();
+    ROUTED.call_once(|| {
+        gdal::config::set_error_handler(|class, number, message| {
+            tracing::debug!(target: "gdal", "GDAL {class:?} {number}: {message}")
+        })
+    });
+}
+
 impl RasterReader {
     /// Opens `path` read-only with any GDAL raster driver and reads its
     /// description (no pixels).
     pub fn open(path: &Path) -> Result<Self, RasterError> {
+        route_gdal_messages();
         let name = path.display().to_string();
         let dataset = Dataset::open(path).map_err(|source| RasterError::Open {
             path: name.clone(),

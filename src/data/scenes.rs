@@ -414,6 +414,7 @@ fn data_types(dataset: &Dataset) -> Result<String, String> {
 /// Reads one raster's description. `Err` carries GDAL's message for a file
 /// GDAL cannot open as a raster (the caller pairs it with the path).
 pub fn read_scene(path: &Path, relative: &str, options: &ScanOptions) -> Result<Scene, String> {
+    super::raster::route_gdal_messages();
     let dataset = Dataset::open_ex(
         path,
         DatasetOptions {
