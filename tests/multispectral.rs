@@ -1,10 +1,16 @@
 //! The multispectral chain end to end, as `geossl demo --bands 13` runs it
 //! at a test's size: `synth --bands 13`, `index stats`, `pretrain --bands
-//! all --radiometry stats`, `probe`, `export` of a 13-band encoder.
+//! all --radiometry stats`, `probe`, `export` of a 13-band encoder, which
+//! then loads into torchvision and timm with 13 input channels and gives
+//! there the features of `geossl embed`.
 
 mod common;
 
-use common::geossl;
+use common::{geossl, run_python};
+use geossl::data::loader::ImageLoader;
+use geossl::data::Manifest;
+use geossl::eval::Encoder;
+use geossl::formats::npy;
 use predicates::prelude::*;
 
 #[test]
@@ -55,6 +61,34 @@ fn thirteen_band_world_pretrains_probes_and_exports() {
         .assert()
         .success()
         .stderr(predicate::str::contains("input: 13 band(s)"));
+    // Band statistics recomputed since (another sample) do not stop the
+    // run's resume: it reads images with the input it recorded.
+    geossl()
+        .args(["index", "stats", "--sample", "7"])
+        .arg(&manifest)
+        .assert()
+        .success();
+    assert_ne!(
+        geossl::data::bands::BandStats::load_for(&manifest).unwrap(),
+        Some(stats.clone())
+    );
+    geossl()
+        .args(["pretrain", "--manifest"])
+        .arg(&manifest)
+        .args([
+            "--method",
+            "moco-tp",
+            "--arch",
+            "resnet18",
+            "--image-size",
+            "16",
+        ])
+        .args(["--bands", "all", "--radiometry", "stats"])
+        .args(["--epochs", "2", "--batch-size", "8", "--moco-k", "16"])
+        .args(["--bn-groups", "2", "--threads", "2", "--resume", "--out"])
+        .arg(&run)
+        .assert()
+        .success();
     geossl()
         .args(["probe", "--checkpoint"])
         .arg(&run)
@@ -91,4 +125,37 @@ fn thirteen_band_world_pretrains_probes_and_exports() {
         .unwrap()
         .1;
     assert_eq!(conv1.size(), vec![64, 13, 7, 7]);
+
+    // torchvision (conv1 = Conv2d(13, 64, 7, 2, 3)) and timm (in_chans=13)
+    // on the images `embed` reads (the checkpoint's input, its evaluation
+    // view) give `embed`'s features.
+    let embedded = d.join("emb.npy");
+    geossl()
+        .args(["embed", "--checkpoint"])
+        .arg(&run)
+        .arg("--manifest")
+        .arg(&manifest)
+        .arg("--out")
+        .arg(&embedded)
+        .assert()
+        .success();
+    let encoder = Encoder::load(&run, tch::Device::Cpu).unwrap();
+    assert_eq!(encoder.input.channels(), 13);
+    let rows: Vec<usize> = (0..Manifest::read(&manifest).unwrap().records.len()).collect();
+    let loader = ImageLoader::new(
+        std::sync::Arc::new(Manifest::read(&manifest).unwrap()),
+        rows.clone(),
+        geossl::data::augment::ViewTransform::CenterCrop { size: 16 },
+        rows.len(),
+        encoder.input.clone(),
+    );
+    let batch = loader.epoch(0).next().unwrap().unwrap();
+    assert_eq!(batch.rows, rows);
+    let x = d.join("x.npy");
+    let values: Vec<f32> = Vec::try_from(batch.images.contiguous().flatten(0, -1)).unwrap();
+    let shape: Vec<usize> = batch.images.size().iter().map(|&n| n as usize).collect();
+    assert_eq!(shape[1], 13);
+    npy::write(&x, &shape, &values).unwrap();
+    let printed = run_python("multispectral_export.py", [&out, &x, &embedded]);
+    assert!(printed.contains("in_chans=13 timm"), "{printed}");
 }

@@ -243,6 +243,35 @@ fn rgb8_bands(img: &RgbImage, spec: &InputSpec, name: &str) -> Result<BandImage,
     Ok(out)
 }
 
+/// Refuses a file whose band at a channel's position has a description
+/// other than the name the input resolved for that channel (from the first
+/// image's description). Names the input made up (`red`, `band 4`, ...)
+/// and files without descriptions are not compared: nothing says they
+/// differ.
+fn check_band_layout(
+    info: &RasterInfo,
+    bands: &[usize],
+    spec: &InputSpec,
+    name: &str,
+) -> Result<(), DecodeError> {
+    let made_up =
+        |n: &str| matches!(n, "red" | "green" | "blue" | "gray") || n.starts_with("band ");
+    for (c, (&b, expected)) in bands.iter().zip(&spec.band_names).enumerate() {
+        let found = info.bands.get(b - 1).map_or("", |i| i.description.as_str());
+        if !found.is_empty() && found != expected && !made_up(expected) {
+            return Err(DecodeError::BandLayout {
+                path: name.to_string(),
+                band: b,
+                found: found.to_string(),
+                channel: c + 1,
+                expected: expected.clone(),
+                layout: spec.band_names.join(","),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// The 1-based bands of `info` that `spec` reads: `rgb` is resolved per
 /// file (colour interpretation Red, Green, Blue, else 1, 2, 3, else band 1
 /// three times for one gray band), as [`InputSpec::resolve`] does; `all`
@@ -286,6 +315,7 @@ fn decode_raster(
     let reader = RasterReader::open(path).map_err(|e| raster_error(e, crop))?;
     let info = reader.info();
     let bands = raster_bands(info, spec);
+    check_band_layout(info, &bands, spec, &name)?;
 
     let window = match crop {
         Some(c) => Window {
@@ -325,17 +355,8 @@ fn decode_raster(
 fn raster_error(e: RasterError, crop: Option<CropBox>) -> DecodeError {
     let clip = |v: usize| v.min(u32::MAX as usize) as u32;
     match e {
-        // No driver recognised the file: GDALOpenEx fails without a message
-        // (GDAL words it "not recognized as a supported file format" only
-        // when asked for verbose errors).
-        RasterError::Open {
-            path,
-            source: gdal::errors::GdalError::NullPointer { msg, .. },
-        } if msg.trim().is_empty() => DecodeError::UnknownFormat { path },
-        RasterError::Open { path, source } => DecodeError::NotARaster {
-            path,
-            message: source.to_string(),
-        },
+        RasterError::NotRecognised { path } => DecodeError::UnknownFormat { path },
+        RasterError::Open { path, message } => DecodeError::NotARaster { path, message },
         RasterError::NoSuchBand { path, band, count } => {
             DecodeError::MissingBand { path, band, count }
         }
@@ -630,6 +651,86 @@ pub(crate) mod tests {
             worst = worst.max((x - y).abs() * spec.std[i / plane]);
         }
         assert!(worst <= 1.0 / 255.0, "largest difference {worst}");
+    }
+
+    /// The input is resolved on the first image that opens (an unreadable
+    /// first row is the loader's to skip); a file laid out otherwise than
+    /// that image (a 4-band B,G,R,NIR file among 13-band ones) is refused
+    /// naming the band, not read with other bands in its channels; a
+    /// constant band under `stats` standardises to 0.
+    #[test]
+    fn resolve_skips_unreadable_images_and_other_layouts_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("broken.tif"), b"not a raster").unwrap();
+        let s2 = ["B01", "B02", "B03", "B04", "B08"];
+        write_raster::<u16>(
+            &dir.path().join("s2.tif"),
+            (8, 8),
+            5,
+            None,
+            &s2,
+            &[],
+            |b, _, _| (1000 + 100 * b) as u16,
+        );
+        write_raster::<u16>(
+            &dir.path().join("planet.tif"),
+            (8, 8),
+            4,
+            None,
+            &["blue", "green", "red", "nir"],
+            &[],
+            |_, _, _| 500,
+        );
+        let m = manifest_of(dir.path(), &["broken.tif", "s2.tif", "planet.tif"]);
+        let stats = BandStats {
+            bands: (1..=5)
+                .map(|band| BandStat {
+                    band,
+                    name: s2[band - 1].into(),
+                    mean: (900 + 100 * band) as f64,
+                    std: 0.0,
+                    min: 0.0,
+                    max: 0.0,
+                    valid_pixels: 64,
+                })
+                .collect(),
+            images_sampled: 1,
+            images_total: 1,
+            seed: 0,
+            manifest: "m.csv".into(),
+        };
+        let spec = InputSpec::resolve(
+            "1,2,3,4".parse().unwrap(),
+            Radiometry::Stats,
+            &m,
+            Some(&stats),
+        )
+        .unwrap();
+        assert_eq!(spec.band_names, vec!["B01", "B02", "B03", "B04"]);
+        let limits = DecodeLimits::default();
+        let view = ViewTransform::CenterCrop { size: 4 };
+        let mut out = vec![1.0f32; 4 * 16];
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+        let img = decode_source(&dir.path().join("s2.tif"), None, &spec, &limits).unwrap();
+        view.apply_source_into(&img, &spec, &mut rng, &mut out)
+            .unwrap();
+        assert!(
+            out.iter().all(|v| v.abs() < 0.1),
+            "constant bands at their mean: {out:?}"
+        );
+        let err = decode_source(&dir.path().join("planet.tif"), None, &spec, &limits).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            matches!(
+                err,
+                DecodeError::BandLayout {
+                    band: 1,
+                    channel: 1,
+                    ..
+                }
+            ) && text.contains("planet.tif: band 1 is 'blue', but the input's channel 1 is 'B01'"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -335,6 +335,27 @@ impl InputSpec {
         }
     }
 
+    /// The whole transform from stored values `v` to the model's input `x`
+    /// as one formula, for exports' metadata (`input_transform`) and for
+    /// users rebuilding the input elsewhere (e.g. the +-2 std clipping of
+    /// `stats`, which `normalize_mean` / `normalize_std` alone do not say).
+    pub fn transform_formula(&self) -> String {
+        let unit = match &self.radiometry {
+            Radiometry::Auto => "u = v / 255 for 8-bit bands, else clamp(v / p99.9(v over the image's valid pixels), 0, 1)".to_string(),
+            Radiometry::Stretch { percentile } => {
+                format!("u = clamp(v / p{percentile}(v over the image's valid pixels), 0, 1)")
+            }
+            Radiometry::Scale(d) => {
+                let d: Vec<String> = d.iter().map(f32::to_string).collect();
+                format!("u = clamp(v / D, 0, 1) with D = [{}]", d.join(", "))
+            }
+            Radiometry::Stats => "u = clamp((v - (mean - 2 std)) / (4 std), 0, 1) with (mean, std) per channel = input_spec.stats (SSL4EO-S12)".to_string(),
+        };
+        format!(
+            "{unit}; x = (u - normalize_mean) / normalize_std per channel; x = {NODATA_FILL} at pixels invalid (NoData, mask, alpha) in any selected band"
+        )
+    }
+
     /// Input channels, C.
     pub fn channels(&self) -> usize {
         self.bands.len()
@@ -383,25 +404,7 @@ impl InputSpec {
         manifest: &Manifest,
         stats: Option<&BandStats>,
     ) -> anyhow::Result<Self> {
-        let first = manifest.records.first().with_context(|| {
-            format!("{}: the manifest has no images", manifest.source.display())
-        })?;
-        let path = manifest.resolve(first);
-        let file = path.display().to_string();
-        let rgb8 =
-            super::decode::is_jpeg_or_png(&path).with_context(|| format!("{file}: cannot read"))?;
-        let bands: Vec<FileBand> = if rgb8 {
-            ["red", "green", "blue"]
-                .iter()
-                .map(|c| FileBand {
-                    description: c.to_string(),
-                    color: capitalise(c),
-                })
-                .collect()
-        } else {
-            let reader = RasterReader::open(&path)?;
-            reader.info().bands.iter().map(FileBand::from).collect()
-        };
+        let (file, bands) = first_readable_bands(manifest)?;
         let numbers = select(&selection, &bands, &file)?;
         let names = numbers
             .iter()
@@ -450,7 +453,8 @@ impl InputSpec {
                             manifest.source.display()
                         )
                     })?;
-                    Ok((s.mean, s.std.max(f64::MIN_POSITIVE)))
+                    // A constant band (std 0) standardises to 0, not 0/0.
+                    Ok((s.mean, s.std.max(1e-6 * s.mean.abs().max(1.0))))
                 })
                 .collect()
         };
@@ -586,6 +590,53 @@ impl Default for InputSpec {
     fn default() -> Self {
         Self::rgb()
     }
+}
+
+/// Images [`InputSpec::resolve`] tries, in manifest order, before it gives
+/// up finding one that opens (an unreadable image is the loader's to skip
+/// or report, not a reason to refuse the run).
+const RESOLVE_TRIES: usize = 32;
+
+/// The bands of the manifest's first image that opens (JPEG/PNG: red, green,
+/// blue), with that image's path. Errors: an empty manifest, or none of the
+/// first [`RESOLVE_TRIES`] images opens (the first error is given).
+fn first_readable_bands(manifest: &Manifest) -> anyhow::Result<(String, Vec<FileBand>)> {
+    anyhow::ensure!(
+        !manifest.records.is_empty(),
+        "{}: the manifest has no images",
+        manifest.source.display()
+    );
+    let mut first_error = None;
+    for record in manifest.records.iter().take(RESOLVE_TRIES) {
+        let path = manifest.resolve(record);
+        let file = path.display().to_string();
+        let bands = match super::decode::is_jpeg_or_png(&path) {
+            Err(e) => Err(anyhow::anyhow!("{file}: cannot read: {e}")),
+            Ok(true) => Ok(["red", "green", "blue"]
+                .iter()
+                .map(|c| FileBand {
+                    description: c.to_string(),
+                    color: capitalise(c),
+                })
+                .collect()),
+            Ok(false) => RasterReader::open(&path)
+                .map(|r| r.info().bands.iter().map(FileBand::from).collect())
+                .map_err(anyhow::Error::from),
+        };
+        match bands {
+            Ok(bands) => return Ok((file, bands)),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    let tried = manifest.records.len().min(RESOLVE_TRIES);
+    Err(first_error
+        .expect("at least one image tried")
+        .context(format!(
+            "{}: none of the first {tried} images opens, so the input's bands cannot be found",
+            manifest.source.display()
+        )))
 }
 
 #[cfg(test)]

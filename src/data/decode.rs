@@ -84,6 +84,18 @@ pub enum DecodeError {
         band: usize,
         count: usize,
     },
+    /// The file's band at a channel's position is described otherwise than
+    /// the band the input resolved there (files of one dataset laid out
+    /// differently: a 4-band B,G,R,NIR file among 13-band Sentinel-2 ones).
+    #[error("{path}: band {band} is '{found}', but the input's channel {channel} is '{expected}' (input bands {layout}); every image must have the run's band layout")]
+    BandLayout {
+        path: String,
+        band: usize,
+        found: String,
+        channel: usize,
+        expected: String,
+        layout: String,
+    },
     /// Another error of GDAL's reading (the message names the file and band).
     #[error(transparent)]
     Raster(#[from] super::raster::RasterError),

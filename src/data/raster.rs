@@ -151,17 +151,21 @@ pub struct RasterRead {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RasterError {
-    #[error("{path}: GDAL cannot open it as a raster: {source}")]
-    Open {
-        path: String,
-        source: gdal::errors::GdalError,
-    },
-    #[error("{path}: band {band}: cannot {what}: {source}")]
+    /// The file cannot be read at all (missing, no permission).
+    #[error("{path}: cannot read: {message}")]
+    Io { path: String, message: String },
+    /// No GDAL driver recognises the file (GDAL says nothing more).
+    #[error("{path}: not a raster format GDAL reads")]
+    NotRecognised { path: String },
+    /// GDAL recognised the file but could not open it; `message` is GDAL's.
+    #[error("{path}: GDAL cannot open it as a raster: {message}")]
+    Open { path: String, message: String },
+    #[error("{path}: band {band}: cannot {what}: {message}")]
     Band {
         path: String,
         band: usize,
         what: &'static str,
-        source: gdal::errors::GdalError,
+        message: String,
     },
     #[error("{path}: no band {band} (the raster has bands 1 to {count})")]
     NoSuchBand {
@@ -188,6 +192,20 @@ pub enum RasterError {
         path: String,
         width: usize,
         height: usize,
+    },
+    /// A read whose values over all bands (target width x height x bands)
+    /// exceed what an RGB image at the pixel limit holds (3 x the limit),
+    /// so that 13 bands cost no more memory than 3.
+    #[error(
+        "{path}: a {width} x {height} read of {bands} bands is {values} values, above the limit of {limit} (3 bands at the pixel limit); cut the scene into chips (geossl index rasters --chip SIZE) or read fewer bands"
+    )]
+    TooManyValues {
+        path: String,
+        width: usize,
+        height: usize,
+        bands: usize,
+        values: u64,
+        limit: u64,
     },
     #[error(
         "{path}: {what} is {width} x {height} = {pixels} pixels, above the limit of {limit} pixels"
@@ -234,24 +252,47 @@ pub fn route_gdal_messages() {
     });
 }
 
+/// GDAL's own words from a failed call: the CPL message the gdal crate
+/// carries (`None` when GDAL gave none, as `GDALOpenEx` does for a file no
+/// driver recognises), without the crate's "method returned a NULL
+/// pointer" wrapping.
+pub(crate) fn gdal_message(e: &gdal::errors::GdalError) -> Option<String> {
+    use gdal::errors::GdalError;
+    let text = match e {
+        GdalError::NullPointer { msg, .. } => msg.trim().to_string(),
+        GdalError::CplError { msg, .. } => msg.trim().to_string(),
+        other => other.to_string(),
+    };
+    (!text.is_empty()).then_some(text)
+}
+
 impl RasterReader {
     /// Opens `path` read-only with any GDAL raster driver and reads its
     /// description (no pixels).
     pub fn open(path: &Path) -> Result<Self, RasterError> {
         route_gdal_messages();
         let name = path.display().to_string();
-        let dataset = Dataset::open(path).map_err(|source| RasterError::Open {
-            path: name.clone(),
-            source,
+        if let Err(e) = std::fs::metadata(path) {
+            return Err(RasterError::Io {
+                path: name,
+                message: e.to_string(),
+            });
+        }
+        let dataset = Dataset::open(path).map_err(|e| match gdal_message(&e) {
+            None => RasterError::NotRecognised { path: name.clone() },
+            Some(message) => RasterError::Open {
+                path: name.clone(),
+                message,
+            },
         })?;
         let (width, height) = dataset.raster_size();
         let mut bands = Vec::with_capacity(dataset.raster_count());
         for index in 1..=dataset.raster_count() {
-            let band_err = |what, source| RasterError::Band {
+            let band_err = |what, e: gdal::errors::GdalError| RasterError::Band {
                 path: name.clone(),
                 band: index,
                 what,
-                source,
+                message: gdal_message(&e).unwrap_or_else(|| "GDAL gave no reason".into()),
             };
             let band = dataset
                 .rasterband(index)
@@ -372,6 +413,18 @@ impl RasterReader {
                 });
             }
         }
+        // What is allocated: the target's values over all bands read.
+        let values = tw as u64 * th as u64 * bands.len() as u64;
+        if values > 3 * limits.max_pixels {
+            return Err(RasterError::TooManyValues {
+                path: path(),
+                width: tw,
+                height: th,
+                bands: bands.len(),
+                values,
+                limit: 3 * limits.max_pixels,
+            });
+        }
 
         let plane = tw * th;
         let mut data = vec![0f32; bands.len() * plane];
@@ -380,11 +433,11 @@ impl RasterReader {
         let origin = (window.x as isize, window.y as isize);
         let size = (window.width, window.height);
         for (c, &index) in bands.iter().enumerate() {
-            let band_err = |what, source| RasterError::Band {
+            let band_err = |what, e: gdal::errors::GdalError| RasterError::Band {
                 path: path(),
                 band: index,
                 what,
-                source,
+                message: gdal_message(&e).unwrap_or_else(|| "GDAL gave no reason".into()),
             };
             let band = self
                 .dataset
@@ -729,6 +782,25 @@ mod tests {
         };
         reader
             .read(&[1], small, (5, 5), Resampling::Average, &limits)
+            .unwrap();
+        // 13 bands cost what 3 do: 4 bands of 10 x 10 are 400 values, over
+        // 3 x 100 (the read's memory, whatever the window).
+        let err = reader
+            .read(&[1, 2, 3, 4], small, (10, 10), Resampling::Average, &limits)
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                RasterError::TooManyValues {
+                    values: 400,
+                    limit: 300,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        reader
+            .read(&[1, 2, 3], small, (10, 10), Resampling::Average, &limits)
             .unwrap();
     }
 

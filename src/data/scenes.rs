@@ -425,7 +425,10 @@ pub fn read_scene(path: &Path, relative: &str, options: &ScanOptions) -> Result<
             ..Default::default()
         },
     )
-    .map_err(|e| format!("GDAL cannot open it as a raster: {e}"))?;
+    .map_err(|e| {
+        let why = super::raster::gdal_message(&e).unwrap_or_else(|| "GDAL gave no reason".into());
+        format!("GDAL cannot open it as a raster: {why}")
+    })?;
     let (width, height) = dataset.raster_size();
     if dataset.raster_count() == 0 || width == 0 || height == 0 {
         return Err(format!(

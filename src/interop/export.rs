@@ -197,6 +197,7 @@ fn input_metadata(
         serde_json::to_string(&input.band_names)?,
     );
     meta.insert("radiometry".into(), input.radiometry.to_string());
+    meta.insert("input_transform".into(), input.transform_formula());
     meta.insert("input_spec".into(), serde_json::to_string(input)?);
     Ok(())
 }

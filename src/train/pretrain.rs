@@ -151,7 +151,7 @@ pub fn pretrain(
             .with_context(|| format!("{}: cannot make absolute", config.manifest.display()))?,
         ..config.clone()
     };
-    let mut loaded = load(&config, monitor, options)?;
+    let mut loaded = load(&config, run_dir, monitor, options)?;
     let start = start_point(&config, run_dir, options, &mut loaded)?;
     loaded.ranks.agree_on_start(&start, run_dir)?;
     let quiet = options.quiet || !loaded.ranks.writes();
@@ -321,6 +321,25 @@ pub fn resolve_input(config: &PretrainConfig, manifest: &Manifest) -> anyhow::Re
     )
 }
 
+/// The input recorded in the newest readable checkpoint of `run_dir` when
+/// resuming with the same `--bands` and `--radiometry`: a resumed run
+/// reads images as it started, even when the band statistics beside the
+/// manifest were recomputed (or appeared) since. `None` for a new run, a
+/// run without readable checkpoints, an imported checkpoint, or changed
+/// flags (which the resume then refuses, naming them).
+fn recorded_input(config: &PretrainConfig, run_dir: &Path, resume: bool) -> Option<InputSpec> {
+    if !resume {
+        return None;
+    }
+    let state = checkpoint::candidates(run_dir)
+        .ok()?
+        .iter()
+        .find_map(|dir| checkpoint::read_state(dir).ok())?;
+    let same_flags = state.input.selection == config.data.bands
+        && state.input.radiometry == config.data.radiometry;
+    (same_flags && state.imported_from.is_none()).then_some(state.input)
+}
+
 /// What [`load`] prepares before it knows where the run starts.
 struct Loaded {
     ranks: Ranks,
@@ -356,12 +375,16 @@ struct StartPoint {
 /// process group, this rank's device and part of each batch).
 fn load(
     config: &PretrainConfig,
+    run_dir: &Path,
     monitor: Option<&BuildMonitor>,
     options: &RunOptions,
 ) -> anyhow::Result<Loaded> {
     let manifest = Manifest::read(&config.manifest)?;
     let geo_classes = geo_class_count(config, &manifest)?;
-    let input = resolve_input(config, &manifest)?;
+    let input = match recorded_input(config, run_dir, options.resume) {
+        Some(input) => input,
+        None => resolve_input(config, &manifest)?,
+    };
     // The kNN monitor sees every row of its two splits, whatever the
     // pretraining split; only rank 0 runs it.
     let writes = options.rendezvous.as_ref().is_none_or(|r| r.rank == 0);
