@@ -43,21 +43,26 @@ fn thirteen_band_world_pretrains_probes_and_exports() {
     assert!(stats.bands.iter().all(|b| b.mean >= mean("B10")));
 
     let run = d.join("run");
-    geossl()
-        .args(["pretrain", "--manifest"])
-        .arg(&manifest)
-        .args([
-            "--method",
-            "moco-tp",
-            "--arch",
-            "resnet18",
-            "--image-size",
-            "16",
-        ])
-        .args(["--bands", "all", "--radiometry", "stats"])
-        .args(["--epochs", "1", "--batch-size", "8", "--moco-k", "16"])
-        .args(["--bn-groups", "2", "--threads", "2", "--out"])
-        .arg(&run)
+    // Tiny moco-tp on every band with the stats radiometry, `epochs` long.
+    let pretrain = |epochs: &str| {
+        let mut cmd = geossl();
+        cmd.args(["pretrain", "--manifest"])
+            .arg(&manifest)
+            .args([
+                "--method",
+                "moco-tp",
+                "--arch",
+                "resnet18",
+                "--image-size",
+                "16",
+            ])
+            .args(["--bands", "all", "--radiometry", "stats"])
+            .args(["--epochs", epochs, "--batch-size", "8", "--moco-k", "16"])
+            .args(["--bn-groups", "2", "--threads", "2", "--out"])
+            .arg(&run);
+        cmd
+    };
+    pretrain("1")
         .assert()
         .success()
         .stderr(predicate::str::contains("input: 13 band(s)"));
@@ -72,23 +77,7 @@ fn thirteen_band_world_pretrains_probes_and_exports() {
         geossl::data::bands::BandStats::load_for(&manifest).unwrap(),
         Some(stats.clone())
     );
-    geossl()
-        .args(["pretrain", "--manifest"])
-        .arg(&manifest)
-        .args([
-            "--method",
-            "moco-tp",
-            "--arch",
-            "resnet18",
-            "--image-size",
-            "16",
-        ])
-        .args(["--bands", "all", "--radiometry", "stats"])
-        .args(["--epochs", "2", "--batch-size", "8", "--moco-k", "16"])
-        .args(["--bn-groups", "2", "--threads", "2", "--resume", "--out"])
-        .arg(&run)
-        .assert()
-        .success();
+    pretrain("2").arg("--resume").assert().success();
     geossl()
         .args(["probe", "--checkpoint"])
         .arg(&run)

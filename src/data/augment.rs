@@ -275,6 +275,26 @@ pub enum ResampleError {
     Resizer(String),
 }
 
+/// The errors of [`resize_box`] and [`resize_bands_box`]: `bbox` not inside
+/// a `size` image, or an empty `out` size.
+fn check_resize(bbox: PixelBox, size: (u32, u32), out: (u32, u32)) -> Result<(), ResampleError> {
+    let (width, height) = size;
+    if !bbox.is_inside(width, height) {
+        return Err(ResampleError::BoxOutside {
+            bbox,
+            width,
+            height,
+        });
+    }
+    if out.0 == 0 || out.1 == 0 {
+        return Err(ResampleError::EmptyOutput {
+            width: out.0,
+            height: out.1,
+        });
+    }
+    Ok(())
+}
+
 /// Resamples the box `bbox` of `img` to `out_w` x `out_h` with PIL's
 /// antialiased bilinear filter (what torchvision's Resize and
 /// RandomResizedCrop use on PIL images), by `fast_image_resize` (SIMD,
@@ -291,19 +311,7 @@ pub fn resize_box(
     out_h: u32,
 ) -> Result<RgbImage, ResampleError> {
     let (w, h) = img.dimensions();
-    if !bbox.is_inside(w, h) {
-        return Err(ResampleError::BoxOutside {
-            bbox,
-            width: w,
-            height: h,
-        });
-    }
-    if out_w == 0 || out_h == 0 {
-        return Err(ResampleError::EmptyOutput {
-            width: out_w,
-            height: out_h,
-        });
-    }
+    check_resize(bbox, (w, h), (out_w, out_h))?;
     if bbox == PixelBox::whole(w, h) && (out_w, out_h) == (w, h) {
         return Ok(img.clone());
     }
@@ -787,19 +795,7 @@ pub fn resize_bands_box(
     out_h: u32,
 ) -> Result<BandImage, ResampleError> {
     let (w, h) = (img.width as u32, img.height as u32);
-    if !bbox.is_inside(w, h) {
-        return Err(ResampleError::BoxOutside {
-            bbox,
-            width: w,
-            height: h,
-        });
-    }
-    if out_w == 0 || out_h == 0 {
-        return Err(ResampleError::EmptyOutput {
-            width: out_w,
-            height: out_h,
-        });
-    }
+    check_resize(bbox, (w, h), (out_w, out_h))?;
     if bbox == PixelBox::whole(w, h) && (out_w, out_h) == (w, h) {
         return Ok(img.clone());
     }
