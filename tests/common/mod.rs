@@ -72,9 +72,13 @@ pub fn tiny_pretrain(manifest: &Path, out: &Path) -> Command {
     c
 }
 
-/// The project's virtualenv python (torch, torchvision, tensorboard).
+/// The project's virtualenv python (torch, torchvision, timm, tensorboard):
+/// `$GEOSSL_VENV` when set, as scripts/setup.sh reads it, else `.venv`.
 pub fn python() -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    let venv = std::env::var_os("GEOSSL_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv"));
+    let p = venv.join("bin/python");
     assert!(p.is_file(), "{} missing: run scripts/setup.sh", p.display());
     p
 }
