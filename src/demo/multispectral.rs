@@ -115,9 +115,13 @@ pub fn run_bands(
     let export_path = out.join(format!("encoder-{bands}band.safetensors"));
     println!("\n== 5/5 export -> {}", export_path.display());
     let exported = export(&run_dir, &export_path, Part::Backbone)?;
+    // The demo's ResNet-18 is narrow with the small-input stem (to learn on
+    // 2 cores), which torchvision's and timm's constructors do not build;
+    // say what loads there instead of promising it.
     println!(
-        "wrote {} tensors (conv1 takes {bands} channels; load with torchvision's conv1 = Conv2d({bands}, 64, 7, 2, 3, bias=False) or timm's in_chans={bands})",
-        exported.tensors
+        "wrote {} tensors: the demo's ResNet-18 (width {}, small-input stem, conv1 [{}, {bands}, 3, 3]), which geossl's probe, knn, embed and finetune read; \
+         torchvision (conv1 = Conv2d({bands}, 64, 7, 2, 3, bias=False)) and timm (in_chans={bands}) load exports of the standard ResNet (`geossl pretrain --bands all --radiometry stats` without --width / --small-input, then `geossl export`)",
+        exported.tensors, budget.width, budget.width
     );
     let result = MultispectralResult {
         seed,
