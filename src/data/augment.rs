@@ -607,17 +607,23 @@ pub fn to_grayscale(img: &mut FloatImage) {
     }
 }
 
-/// Separable Gaussian blur, reflect padding.
-pub fn gaussian_blur(img: &mut FloatImage, sigma: f32) {
+/// The normalised 1-D Gaussian kernel of `sigma`, radius ceil(3 sigma) (at
+/// least 1), as the blurs of this module use it.
+fn gaussian_kernel(sigma: f32) -> Vec<f32> {
     let radius = (3.0 * sigma).ceil().max(1.0) as usize;
     let kernel: Vec<f32> = (-(radius as isize)..=radius as isize)
         .map(|x| (-(x * x) as f32 / (2.0 * sigma * sigma)).exp())
         .collect();
     let sum: f32 = kernel.iter().sum();
-    let kernel: Vec<f32> = kernel.iter().map(|k| k / sum).collect();
+    kernel.iter().map(|k| k / sum).collect()
+}
+
+/// Separable Gaussian blur, reflect padding.
+pub fn gaussian_blur(img: &mut FloatImage, sigma: f32) {
+    let kernel = gaussian_kernel(sigma);
     let mut tmp = vec![0.0f32; img.data.len()];
     blur_rows(&img.data, &mut tmp, img.width, &kernel);
-    blur_columns(&tmp, &mut img.data, img.width, img.height, &kernel);
+    blur_columns(&tmp, &mut img.data, img.width * 3, img.height, &kernel);
 }
 
 /// Index `i` (may be outside 0..n) reflected into 0..n without repeating
@@ -657,11 +663,11 @@ fn blur_rows(src: &[f32], dst: &mut [f32], w: usize, kernel: &[f32]) {
     }
 }
 
-/// Vertical pass: each output row is a weighted sum of whole input rows
+/// Vertical pass over `h` rows of `stride` values (w x 3 for RGB, w for one
+/// band): each output row is a weighted sum of whole input rows
 /// (contiguous, so the inner loop vectorises).
-fn blur_columns(src: &[f32], dst: &mut [f32], w: usize, h: usize, kernel: &[f32]) {
+fn blur_columns(src: &[f32], dst: &mut [f32], stride: usize, h: usize, kernel: &[f32]) {
     let radius = kernel.len() / 2;
-    let stride = w * 3;
     for (y, out) in dst.chunks_exact_mut(stride).enumerate() {
         out.fill(0.0);
         for (ki, k) in kernel.iter().enumerate() {
@@ -990,12 +996,8 @@ fn with_hwc(img: &mut BandImage, op: impl FnOnce(&mut FloatImage)) {
 
 /// [`gaussian_blur`] on every band (the same kernel, reflect padding).
 pub fn bands_blur(img: &mut BandImage, sigma: f32) {
-    let radius = (3.0 * sigma).ceil().max(1.0) as usize;
-    let kernel: Vec<f32> = (-(radius as isize)..=radius as isize)
-        .map(|x| (-(x * x) as f32 / (2.0 * sigma * sigma)).exp())
-        .collect();
-    let sum: f32 = kernel.iter().sum();
-    let kernel: Vec<f32> = kernel.iter().map(|k| k / sum).collect();
+    let kernel = gaussian_kernel(sigma);
+    let radius = kernel.len() / 2;
     let (w, h, p) = (img.width, img.height, img.plane());
     let mut tmp = vec![0.0f32; p];
     for band in img.data.chunks_exact_mut(p) {
@@ -1008,15 +1010,7 @@ pub fn bands_blur(img: &mut BandImage, sigma: f32) {
                     .sum();
             }
         }
-        for (y, out) in band.chunks_exact_mut(w).enumerate() {
-            out.fill(0.0);
-            for (ki, k) in kernel.iter().enumerate() {
-                let sy = reflect(y as isize + ki as isize - radius as isize, h);
-                for (o, v) in out.iter_mut().zip(&tmp[sy * w..(sy + 1) * w]) {
-                    *o += k * v;
-                }
-            }
-        }
+        blur_columns(&tmp, band, w, h, &kernel);
     }
 }
 
