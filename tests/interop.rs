@@ -287,7 +287,7 @@ fn infonce_and_geo_loss_match_the_reference_code() {
 #[test]
 fn the_evaluation_view_is_torchvisions() {
     use geossl::data::augment::{center_crop_geometry, random_resized_crop_params, ViewTransform};
-    use geossl::data::decode::{decode_file, DecodeLimits};
+    use geossl::data::decode::{decode_file, DecodeOptions};
     use rand::{Rng, SeedableRng};
     use std::fmt::Write;
     let dir = tempfile::tempdir().unwrap();
@@ -326,7 +326,7 @@ fn the_evaluation_view_is_torchvisions() {
         });
         let png = format!("view{i}.png");
         img.save(d.join(&png)).unwrap();
-        let decoded = decode_file(&d.join(&png), None, &DecodeLimits::default()).unwrap();
+        let decoded = decode_file(&d.join(&png), None, &DecodeOptions::default()).unwrap();
         let mut out = vec![0f32; 3 * (size * size) as usize];
         ViewTransform::CenterCrop { size }
             .apply_into(&decoded, &mut rng, &mut out)

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use crate::data::augment::{AugConfig, MIN_IMAGE_SIZE};
 use crate::data::bands::{BandSelection, BandStats, InputSpec, Radiometry};
-use crate::data::decode::DecodeLimits;
+use crate::data::decode::DecodeOptions;
 use crate::data::loader::{BadImage, BadImagePolicy, LoaderConfig, PairLoader, PairMode, SampleBy};
 use crate::data::Manifest;
 use crate::settings::name;
@@ -101,12 +101,13 @@ pub fn run(c: &DataBenchConfig) -> anyhow::Result<DataTiming> {
             sample_by: SampleBy::Image,
             seed: c.seed,
             prefetch: 4,
-            decode: DecodeLimits::default(),
+            decode: DecodeOptions::default(),
             geo_labels: false,
             pin_memory: false,
             on_bad_image: c.on_bad_image,
             shard: Default::default(),
             input,
+            source: crate::data::source::ImageSource::Files,
         },
     )?;
     let started = Instant::now();

@@ -25,7 +25,7 @@ use gdal::DriverManager;
 use image::RgbImage;
 use rayon::prelude::*;
 
-use crate::data::decode::{decode_file, decode_rgb8_file, DecodeLimits};
+use crate::data::decode::{decode_file, decode_rgb8_file, DecodeOptions};
 use crate::data::raster::{RasterReader, Resampling, Window};
 use crate::data::synth::{self, SynthConfig};
 
@@ -212,7 +212,7 @@ fn time_format(f: &Format, threads: usize, c: &DecodeBenchConfig) -> anyhow::Res
 /// One decode of `path` to what the data pipeline consumes. The result is
 /// passed to `black_box` so that no part of the work is optimised away.
 fn decode(d: Decoder, path: &Path) -> anyhow::Result<()> {
-    let limits = DecodeLimits::default();
+    let limits = DecodeOptions::default();
     match d {
         Decoder::Current => {
             let img = decode_rgb8_file(path, None, &limits)?;
@@ -274,7 +274,7 @@ fn write_formats(dir: &Path, c: &DecodeBenchConfig) -> anyhow::Result<Vec<Format
     };
     let large = scenes(c.size, "jpeg-large")?;
     let small = scenes(300, "jpeg-300")?;
-    let limits = DecodeLimits::default();
+    let limits = DecodeOptions::default();
     let rgb: Vec<RgbImage> = large
         .iter()
         .map(|p| decode_file(p, None, &limits))
@@ -344,7 +344,7 @@ fn write_loader_sets(dir: &Path, c: &DecodeBenchConfig) -> anyhow::Result<()> {
     let tiff_dir = dir.join("loader-u16x13-264");
     std::fs::create_dir_all(&tiff_dir)
         .with_context(|| format!("{}: cannot create", tiff_dir.display()))?;
-    let limits = DecodeLimits::default();
+    let limits = DecodeOptions::default();
     let options = [
         "TILED=YES",
         "INTERLEAVE=BAND",

@@ -38,6 +38,33 @@ pub struct EvalData {
     /// Unreadable images: leave their rows out of training and of every figure, listed in the report (skip), or stop (fail).
     #[arg(long, value_parser = super::choice::<crate::data::loader::BadImagePolicy>(), default_value = "skip")]
     pub on_bad_image: crate::data::loader::BadImagePolicy,
+    #[command(flatten)]
+    pub read: ImageReading,
+}
+
+/// Where and how the images are read.
+#[derive(Args, Debug, Clone)]
+pub struct ImageReading {
+    /// Read the images from this pack (`geossl pack`) instead of the manifest's files.
+    #[arg(long, value_name = "DIR")]
+    pub packed: Option<PathBuf>,
+    /// JPEG decoding: auto (DCT-domain downscaling to the smallest scale that keeps the crop at least the input size, only the crop's blocks) or full (every pixel).
+    #[arg(long, value_parser = super::choice::<crate::data::decode::DecodeScale>(), default_value = "auto")]
+    pub decode_scale: crate::data::decode::DecodeScale,
+}
+
+impl ImageReading {
+    /// The source of `manifest`'s images ([`crate::data::source::ImageSource::open`]).
+    pub fn source(&self, manifest: &Manifest) -> anyhow::Result<crate::data::source::ImageSource> {
+        crate::data::source::ImageSource::open(self.packed.as_deref(), manifest)
+    }
+
+    pub fn decode(&self) -> crate::data::decode::DecodeOptions {
+        crate::data::decode::DecodeOptions {
+            scale: self.decode_scale,
+            ..Default::default()
+        }
+    }
 }
 
 impl EvalData {
@@ -56,6 +83,8 @@ impl EvalData {
             classes,
         )?;
         task.on_bad_image = self.on_bad_image;
+        task.source = self.read.source(&task.manifest)?;
+        task.decode = self.read.decode();
         Ok(task)
     }
 
@@ -159,6 +188,8 @@ pub struct EmbedArgs {
     /// Unreadable images: leave their rows out of the .npy and the .csv alike, listed in NAME.skipped.csv (skip), or stop (fail).
     #[arg(long, value_parser = super::choice::<crate::data::loader::BadImagePolicy>(), default_value = "skip")]
     pub on_bad_image: crate::data::loader::BadImagePolicy,
+    #[command(flatten)]
+    pub read: ImageReading,
 }
 
 pub(super) fn probe_cmd(a: &ProbeArgs) -> anyhow::Result<()> {
@@ -306,6 +337,8 @@ pub(super) fn embed_cmd(a: &EmbedArgs) -> anyhow::Result<()> {
         batch: a.batch_size,
         on_bad_image: a.on_bad_image,
         quiet: false,
+        source: a.read.source(&manifest)?,
+        decode: a.read.decode(),
     };
     let done = crate::eval::embed::embed(&encoder, &manifest, rows, &config, &a.out)?;
     println!(

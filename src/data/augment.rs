@@ -480,6 +480,16 @@ impl ViewTransform {
         }
     }
 
+    /// The side this view resizes the image's shorter side to first
+    /// (torchvision's `Resize`), if it does: what a decoder may scale the
+    /// image down to ([`super::band_image::decode_source`]).
+    pub fn resize_to(&self) -> Option<u32> {
+        match self {
+            ViewTransform::CenterCrop { size } | ViewTransform::RandomCrop { size } => Some(*size),
+            ViewTransform::Augment(a) => a.pre_size,
+        }
+    }
+
     /// Whether two applications to one image can differ.
     pub fn is_random(&self) -> bool {
         !matches!(self, ViewTransform::CenterCrop { .. })

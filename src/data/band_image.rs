@@ -21,7 +21,7 @@ use std::path::Path;
 use image::RgbImage;
 
 use super::bands::{BandSelection, InputSpec, Radiometry};
-use super::decode::{catch_panic, decode_rgb8_file, is_jpeg_or_png, DecodeError, DecodeLimits};
+use super::decode::{catch_panic, decode_rgb8_file, is_jpeg_or_png, DecodeError, DecodeOptions};
 use super::manifest::CropBox;
 use super::raster::{RasterError, RasterInfo, RasterReader, Resampling, Window};
 
@@ -171,12 +171,21 @@ impl SourceImage {
 /// spec's bands and radiometry. A panic inside a decoder is
 /// [`DecodeError::DecoderPanic`]; a window above `limits` is refused
 /// before any pixel is read.
+///
+/// `resize_to`: the side the caller resizes the crop's shorter side to
+/// next (torchvision's `Resize(resize_to)`), when it does; under
+/// [`super::decode::DecodeScale::Auto`] a JPEG is then decoded at the
+/// smallest DCT scale that keeps the crop's shorter side at least
+/// `resize_to`, so the image returned is the crop at that scale (smaller
+/// than the crop). `None`: the crop at full resolution.
 pub fn decode_source(
     path: &Path,
     crop: Option<CropBox>,
     spec: &InputSpec,
-    limits: &DecodeLimits,
+    limits: &DecodeOptions,
+    resize_to: Option<u32>,
 ) -> Result<SourceImage, DecodeError> {
+    let _ = resize_to; // contract: scaled JPEG decoding (issue 17) uses it
     let name = path.display().to_string();
     let meta = std::fs::metadata(path).map_err(|source| DecodeError::Io {
         path: name.clone(),
@@ -309,7 +318,7 @@ fn decode_raster(
     path: &Path,
     crop: Option<CropBox>,
     spec: &InputSpec,
-    limits: &DecodeLimits,
+    limits: &DecodeOptions,
 ) -> Result<BandImage, DecodeError> {
     let name = path.display().to_string();
     let reader = RasterReader::open(path).map_err(|e| raster_error(e, crop))?;
@@ -564,7 +573,7 @@ pub(crate) mod tests {
     }
 
     fn view(path: &Path, spec: &InputSpec, size: u32) -> (Vec<f32>, usize) {
-        let img = decode_source(path, None, spec, &DecodeLimits::default()).unwrap();
+        let img = decode_source(path, None, spec, &DecodeOptions::default(), None).unwrap();
         let mut out = vec![0f32; spec.channels() * (size * size) as usize];
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
         let valid = ViewTransform::CenterCrop { size }
@@ -707,18 +716,19 @@ pub(crate) mod tests {
         )
         .unwrap();
         assert_eq!(spec.band_names, vec!["B01", "B02", "B03", "B04"]);
-        let limits = DecodeLimits::default();
+        let limits = DecodeOptions::default();
         let view = ViewTransform::CenterCrop { size: 4 };
         let mut out = vec![1.0f32; 4 * 16];
         let mut rng = rand::rngs::StdRng::seed_from_u64(0);
-        let img = decode_source(&dir.path().join("s2.tif"), None, &spec, &limits).unwrap();
+        let img = decode_source(&dir.path().join("s2.tif"), None, &spec, &limits, None).unwrap();
         view.apply_source_into(&img, &spec, &mut rng, &mut out)
             .unwrap();
         assert!(
             out.iter().all(|v| v.abs() < 0.1),
             "constant bands at their mean: {out:?}"
         );
-        let err = decode_source(&dir.path().join("planet.tif"), None, &spec, &limits).unwrap_err();
+        let err =
+            decode_source(&dir.path().join("planet.tif"), None, &spec, &limits, None).unwrap_err();
         let text = err.to_string();
         assert!(
             matches!(
@@ -856,16 +866,19 @@ pub(crate) mod tests {
         let m = manifest_of(dir.path(), &["four.tif", "two.tif"]);
         let spec = InputSpec::resolve(BandSelection::All, Radiometry::Auto, &m, None).unwrap();
         let two = dir.path().join("two.tif");
-        let err = decode_source(&two, None, &spec, &DecodeLimits::default()).unwrap_err();
+        let err = decode_source(&two, None, &spec, &DecodeOptions::default(), None).unwrap_err();
         assert!(matches!(err, DecodeError::MissingBand { .. }), "{err}");
         assert_eq!(
             err.to_string(),
             format!("{}: has 2 bands, but the input reads band 3", two.display())
         );
         // A window over the limit is refused before reading, naming the file.
-        let limits = DecodeLimits { max_pixels: 35 };
+        let limits = DecodeOptions {
+            max_pixels: 35,
+            ..Default::default()
+        };
         let four = dir.path().join("four.tif");
-        let err = decode_source(&four, None, &InputSpec::rgb(), &limits).unwrap_err();
+        let err = decode_source(&four, None, &InputSpec::rgb(), &limits, None).unwrap_err();
         assert!(matches!(err, DecodeError::TooLarge { .. }), "{err}");
         // A crop outside the raster.
         let crop = CropBox {
@@ -874,12 +887,13 @@ pub(crate) mod tests {
             w: 4,
             h: 2,
         };
-        let err = decode_source(&four, Some(crop), &spec, &DecodeLimits::default()).unwrap_err();
+        let err =
+            decode_source(&four, Some(crop), &spec, &DecodeOptions::default(), None).unwrap_err();
         assert!(matches!(err, DecodeError::CropOutside { .. }), "{err}");
         // Not a raster.
         std::fs::write(dir.path().join("junk.tif"), b"II*\0junk").unwrap();
         let junk = dir.path().join("junk.tif");
-        let err = decode_source(&junk, None, &spec, &DecodeLimits::default()).unwrap_err();
+        let err = decode_source(&junk, None, &spec, &DecodeOptions::default(), None).unwrap_err();
         assert!(
             err.to_string()
                 .starts_with(&format!("{}: ", junk.display())),

@@ -21,7 +21,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use super::bands::{BandStat, BandStats};
-use super::decode::DecodeLimits;
+use super::decode::DecodeOptions;
 use super::manifest::{ImageRecord, Manifest};
 use super::raster::{RasterReader, Resampling, Window};
 use crate::progress;
@@ -43,7 +43,7 @@ pub struct StatsOptions {
     /// Seed of the draw of images (same manifest and seed, same result).
     pub seed: u64,
     /// Bound on the window read from one image (refused above it).
-    pub limits: DecodeLimits,
+    pub limits: DecodeOptions,
     /// No progress bar.
     pub quiet: bool,
 }
@@ -54,7 +54,7 @@ impl Default for StatsOptions {
             sample: DEFAULT_SAMPLE,
             pixels_per_image: DEFAULT_PIXELS_PER_IMAGE,
             seed: 0,
-            limits: DecodeLimits::default(),
+            limits: DecodeOptions::default(),
             quiet: true,
         }
     }

@@ -5,7 +5,7 @@
 //!
 //! JPEG and PNG (8/16-bit, gray, RGB, with or without alpha) are recognised
 //! by content rather than extension. The header is read first and images
-//! above [`DecodeLimits::max_pixels`] are refused before a byte of pixel
+//! above [`DecodeOptions::max_pixels`] are refused before a byte of pixel
 //! memory is allocated, so a "decompression bomb" (a tiny file announcing
 //! 100k x 100k pixels) costs nothing. Every failure is a [`DecodeError`]
 //! naming the file; a panic inside a decoder (a bug of a decoding crate on
@@ -30,22 +30,70 @@ use image::{DynamicImage, ImageFormat, ImageReader, RgbImage};
 
 use super::manifest::CropBox;
 
-/// Limits on what one decode may allocate.
+/// How images are decoded: the limit on what one decode may allocate, and
+/// whether JPEGs may be decoded at a reduced DCT scale.
 #[derive(Debug, Clone, Copy)]
-pub struct DecodeLimits {
+pub struct DecodeOptions {
     /// Largest accepted width x height.
     pub max_pixels: u64,
+    /// Full decoding, or JPEG's DCT-domain downscaling where the caller's
+    /// resize allows it ([`DecodeScale`]).
+    pub scale: DecodeScale,
 }
 
-impl Default for DecodeLimits {
+impl Default for DecodeOptions {
     /// 16384 x 16384 pixels: above the largest fMoW scenes, and at most
-    /// ~1.5 GiB while a 16-bit RGB image is converted.
+    /// ~1.5 GiB while a 16-bit RGB image is converted; [`DecodeScale::Auto`].
     fn default() -> Self {
         Self {
             max_pixels: 16384 * 16384,
+            scale: DecodeScale::Auto,
         }
     }
 }
+
+impl DecodeOptions {
+    /// The default limits with [`DecodeScale::Full`]: every pixel decoded,
+    /// as PIL's `Image.open(..).convert("RGB")` does.
+    pub fn full() -> Self {
+        Self {
+            scale: DecodeScale::Full,
+            ..Self::default()
+        }
+    }
+}
+
+/// Whether a JPEG whose crop is about to be shrunk may be decoded at 1/2,
+/// 1/4 or 1/8 scale in the DCT domain (PIL's `Image.draft`), and only over
+/// the blocks the crop covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DecodeScale {
+    /// The smallest DCT scale at which the crop's shorter side still is at
+    /// least the size it is resized to, decoding only the crop's blocks;
+    /// full decoding when no scale fits.
+    #[default]
+    Auto,
+    /// Every pixel at full resolution, then resampled (the paper's code).
+    Full,
+}
+
+impl crate::settings::Choice for DecodeScale {
+    const CHOICES: &'static [(Self, &'static str, &'static str)] = &[
+        (
+            DecodeScale::Auto,
+            "auto",
+            "Decode JPEGs at the smallest DCT scale (1/2, 1/4, 1/8) at which the crop's shorter \
+             side still is at least the size it is resized to, and only the crop's blocks",
+        ),
+        (
+            DecodeScale::Full,
+            "full",
+            "Decode every pixel at full resolution, then resample (the paper's code)",
+        ),
+    ];
+}
+crate::settings::choice_by_name!(DecodeScale);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
@@ -99,6 +147,15 @@ pub enum DecodeError {
     /// Another error of GDAL's reading (the message names the file and band).
     #[error(transparent)]
     Raster(#[from] super::raster::RasterError),
+    /// A packed sample (`geossl pack`) that cannot be used: its checksum
+    /// does not match, or its bytes are not what the pack's index says.
+    #[error("{shard}: sample {key} ({path}): {message}")]
+    Packed {
+        shard: String,
+        key: String,
+        path: String,
+        message: String,
+    },
     /// The manifest's crop does not lie entirely inside the decoded image.
     #[error("{path}: crop {crop} does not lie inside the {width} x {height} image")]
     CropOutside {
@@ -118,7 +175,7 @@ pub enum DecodeError {
 pub fn decode_file(
     path: &Path,
     crop: Option<CropBox>,
-    limits: &DecodeLimits,
+    limits: &DecodeOptions,
 ) -> Result<RgbImage, DecodeError> {
     let name = path.display().to_string();
     let rgb8 = is_jpeg_or_png(path).map_err(|source| DecodeError::Io {
@@ -127,7 +184,7 @@ pub fn decode_file(
     })?;
     if !rgb8 {
         let spec = super::bands::InputSpec::rgb();
-        return match super::band_image::decode_source(path, crop, &spec, limits)? {
+        return match super::band_image::decode_source(path, crop, &spec, limits, None)? {
             super::band_image::SourceImage::Rgb8(img) => Ok(img),
             super::band_image::SourceImage::Bands(b) => Ok(b.to_rgb8()),
         };
@@ -140,7 +197,7 @@ pub fn decode_file(
 pub(crate) fn decode_rgb8_file(
     path: &Path,
     crop: Option<CropBox>,
-    limits: &DecodeLimits,
+    limits: &DecodeOptions,
 ) -> Result<RgbImage, DecodeError> {
     let name = path.display().to_string();
     let bytes = std::fs::read(path).map_err(|source| DecodeError::Io {
@@ -158,7 +215,7 @@ pub fn decode_bytes(
     bytes: &[u8],
     name: &str,
     crop: Option<CropBox>,
-    limits: &DecodeLimits,
+    limits: &DecodeOptions,
 ) -> Result<RgbImage, DecodeError> {
     catch_panic(|| decode_unguarded(bytes, name, crop, limits)).unwrap_or_else(|message| {
         Err(DecodeError::DecoderPanic {
@@ -214,7 +271,7 @@ fn decode_unguarded(
     bytes: &[u8],
     name: &str,
     crop: Option<CropBox>,
-    limits: &DecodeLimits,
+    limits: &DecodeOptions,
 ) -> Result<RgbImage, DecodeError> {
     let path = || name.to_string();
     if bytes.is_empty() {
@@ -292,7 +349,7 @@ fn check_size(
     name: &str,
     width: u32,
     height: u32,
-    limits: &DecodeLimits,
+    limits: &DecodeOptions,
 ) -> Result<(), DecodeError> {
     let pixels = width as u64 * height as u64;
     if pixels > limits.max_pixels {
@@ -347,7 +404,7 @@ fn tidy(message: impl std::fmt::Display) -> String {
 fn decode_jpeg(
     bytes: &[u8],
     name: &str,
-    limits: &DecodeLimits,
+    limits: &DecodeOptions,
 ) -> Result<DynamicImage, DecodeError> {
     use zune_core::bytestream::ZCursor;
     use zune_core::colorspace::ColorSpace;
@@ -540,8 +597,8 @@ pub(crate) mod tests {
         RgbImage::from_fn(w, h, |x, y| Rgb([(x * 8) as u8, (y * 8) as u8, 100]))
     }
 
-    fn limits() -> DecodeLimits {
-        DecodeLimits::default()
+    fn limits() -> DecodeOptions {
+        DecodeOptions::default()
     }
 
     #[test]
@@ -640,7 +697,10 @@ pub(crate) mod tests {
     #[test]
     fn refuses_pixel_bombs_before_allocating() {
         let bytes = encode(DynamicImage::ImageRgb8(gradient(64, 64)), ImageFormat::Png);
-        let small = DecodeLimits { max_pixels: 1000 };
+        let small = DecodeOptions {
+            max_pixels: 1000,
+            ..Default::default()
+        };
         let err = decode_bytes(&bytes, "big.png", None, &small).unwrap_err();
         assert_eq!(
             err.to_string(),
@@ -883,7 +943,8 @@ pub(crate) mod tests {
             let path = dir.path().join("ms.tif");
             std::fs::write(&path, chunky_tiff(6, 4, photometric, bands, &extra)).unwrap();
             let what = format!("{photometric} {bands} {extra:?}");
-            let Ok(SourceImage::Bands(img)) = decode_source(&path, None, &every_band, &limits())
+            let Ok(SourceImage::Bands(img)) =
+                decode_source(&path, None, &every_band, &limits(), None)
             else {
                 panic!("{what}: not read as bands");
             };

@@ -27,11 +27,12 @@ use rayon::prelude::*;
 use tch::Tensor;
 
 use super::augment::{augment_bands_into, augment_into, AugConfig, ViewTransform};
-use super::band_image::{decode_source, SourceImage};
+use super::band_image::SourceImage;
 use super::bands::InputSpec;
-use super::decode::{catch_panic, DecodeLimits};
+use super::decode::{catch_panic, DecodeOptions};
 use super::location_index::LocationIndex;
 use super::manifest::Manifest;
+use super::source::ImageSource;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -66,7 +67,7 @@ pub struct LoaderConfig {
     pub seed: u64,
     /// Batches prepared ahead of the training step.
     pub prefetch: usize,
-    pub decode: DecodeLimits,
+    pub decode: DecodeOptions,
     /// Attach `geo_cluster` labels (every row must have one).
     pub geo_labels: bool,
     /// Build batches in pinned host memory, for asynchronous copies to a GPU.
@@ -78,6 +79,8 @@ pub struct LoaderConfig {
     /// The input channels and their radiometry and normalisation
     /// ([`InputSpec::rgb`]: the paper's RGB input).
     pub input: InputSpec,
+    /// Where the images are read from: the files, or a pack.
+    pub source: ImageSource,
 }
 
 /// One rank's part of each global batch (PyTorch's `DistributedSampler`
@@ -374,8 +377,13 @@ fn make_batch(
                 let outcome = catch_panic(|| -> anyhow::Result<u64> {
                     let load = |r: usize| {
                         current.set(r);
-                        let rec = &manifest.records[r];
-                        decode_source(&manifest.resolve(rec), rec.crop, &config.input, &config.decode)
+                        config.source.load(
+                            manifest,
+                            r,
+                            &config.input,
+                            &config.decode,
+                            config.aug.pre_size,
+                        )
                     };
                     let qimg = load(anchor)?;
                     let kimg = match krow == anchor {
@@ -468,7 +476,7 @@ pub struct ImageLoader {
     pub drop_last: bool,
     pub seed: u64,
     pub prefetch: usize,
-    pub decode: DecodeLimits,
+    pub decode: DecodeOptions,
     /// Build batches in pinned host memory (for a GPU).
     pub pin_memory: bool,
     /// Unreadable rows: dropped from the batch and listed in
@@ -476,6 +484,8 @@ pub struct ImageLoader {
     pub on_bad_image: BadImagePolicy,
     /// The input channels, radiometry and normalisation.
     pub input: InputSpec,
+    /// Where the images are read from: the files, or a pack.
+    pub source: ImageSource,
 }
 
 /// One single-view batch.
@@ -510,11 +520,24 @@ impl ImageLoader {
             drop_last: false,
             seed: 0,
             prefetch: 4,
-            decode: DecodeLimits::default(),
+            decode: DecodeOptions::default(),
             pin_memory: false,
             on_bad_image: BadImagePolicy::default(),
             input,
+            source: ImageSource::Files,
         }
+    }
+
+    /// The same loader decoding with `decode`.
+    pub fn with_decode(mut self, decode: DecodeOptions) -> Self {
+        self.decode = decode;
+        self
+    }
+
+    /// The same loader reading its images from `source`.
+    pub fn with_source(mut self, source: ImageSource) -> Self {
+        self.source = source;
+        self
     }
 
     /// The same loader with `policy` for unreadable rows.
@@ -593,11 +616,12 @@ impl ImageLoader {
                         // The last net: a decoder or transform panic is this
                         // row's error, under the same policy as any other.
                         let read = catch_panic(|| -> anyhow::Result<u64> {
-                            let img = decode_source(
-                                &m.resolve(rec),
-                                rec.crop,
+                            let img = this.source.load(
+                                m,
+                                row,
                                 &this.input,
                                 &this.decode,
+                                this.transform.resize_to(),
                             )?;
                             let valid = this
                                 .transform
@@ -713,12 +737,13 @@ mod tests {
             sample_by: SampleBy::Image,
             seed: 5,
             prefetch: 2,
-            decode: DecodeLimits::default(),
+            decode: DecodeOptions::default(),
             geo_labels: false,
             pin_memory: false,
             on_bad_image: BadImagePolicy::Skip,
             shard: Shard::default(),
             input: InputSpec::rgb(),
+            source: ImageSource::Files,
         }
     }
 

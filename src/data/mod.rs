@@ -14,8 +14,10 @@ pub mod import_csv;
 pub mod loader;
 pub mod location_index;
 pub mod manifest;
+pub mod pack;
 pub mod raster;
 pub mod scenes;
+pub mod source;
 pub mod summary;
 pub mod synth;
 

@@ -9,7 +9,7 @@
 //! suitable overview when the target is smaller than the window) with the
 //! chosen [`Resampling`], and returns the valid-pixel mask that GDAL's
 //! NoData values, mask bands and alpha bands define. A window above
-//! [`DecodeLimits::max_pixels`] is refused before any pixel is read, the
+//! [`DecodeOptions::max_pixels`] is refused before any pixel is read, the
 //! same bound as the JPEG/PNG/TIFF decoder of [`super::decode`].
 //!
 //! Values are the stored ones converted to `f32` (GDAL's data type
@@ -22,7 +22,7 @@ use std::path::Path;
 use gdal::raster::ResampleAlg;
 use gdal::{Dataset, Metadata};
 
-use super::decode::DecodeLimits;
+use super::decode::DecodeOptions;
 
 /// What a raster's band says about itself.
 #[derive(Debug, Clone, PartialEq)]
@@ -356,7 +356,7 @@ impl RasterReader {
         window: Window,
         target: (usize, usize),
         resampling: Resampling,
-        limits: &DecodeLimits,
+        limits: &DecodeOptions,
     ) -> Result<RasterRead, RasterError> {
         let path = || self.path.clone();
         if bands.is_empty() {
@@ -631,7 +631,7 @@ mod tests {
                 window,
                 (10, 12),
                 Resampling::Nearest,
-                &DecodeLimits::default(),
+                &DecodeOptions::default(),
             )
             .unwrap();
         for y in 0..12 {
@@ -661,7 +661,7 @@ mod tests {
                 full(),
                 (10, 6),
                 Resampling::Average,
-                &DecodeLimits::default(),
+                &DecodeOptions::default(),
             )
             .unwrap();
         for ty in 0..6 {
@@ -729,7 +729,7 @@ mod tests {
                 window,
                 (32, 32),
                 Resampling::Nearest,
-                &DecodeLimits::default(),
+                &DecodeOptions::default(),
             )
             .unwrap();
         assert!(r.data.iter().all(|&v| v == 7.0), "overview not used");
@@ -740,7 +740,7 @@ mod tests {
                 window,
                 (64, 64),
                 Resampling::Nearest,
-                &DecodeLimits::default(),
+                &DecodeOptions::default(),
             )
             .unwrap();
         assert_eq!(r.data[64 + 3], (3 * 10 + 1) as f32);
@@ -752,7 +752,10 @@ mod tests {
         let path = dir.path().join("u16.tif");
         write_uint16_nodata(&path, &[]);
         let reader = RasterReader::open(&path).unwrap();
-        let limits = DecodeLimits { max_pixels: 100 };
+        let limits = DecodeOptions {
+            max_pixels: 100,
+            ..Default::default()
+        };
         let window = Window {
             x: 0,
             y: 0,
@@ -818,7 +821,7 @@ mod tests {
         let path = dir.path().join("u16.tif");
         write_uint16_nodata(&path, &[]);
         let reader = RasterReader::open(&path).unwrap();
-        let limits = DecodeLimits::default();
+        let limits = DecodeOptions::default();
         let err = reader
             .read(&[1, 5], full(), (W, H), Resampling::Nearest, &limits)
             .unwrap_err();
@@ -1289,7 +1292,7 @@ mod tests {
                 width: MW,
                 height: MH,
             };
-            let limits = DecodeLimits::default();
+            let limits = DecodeOptions::default();
             let r = reader
                 .read(&all, window, (MW, MH), Resampling::Nearest, &limits)
                 .unwrap_or_else(|e| panic!("{}: {e}", case.name));
@@ -1348,7 +1351,7 @@ mod tests {
                 width: MW,
                 height: MH,
             };
-            let limits = DecodeLimits::default();
+            let limits = DecodeOptions::default();
             let r = reader
                 .read(&[1], window, size, Resampling::Nearest, &limits)
                 .unwrap();

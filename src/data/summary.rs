@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use super::band_image::decode_source;
 use super::bands::{BandSelection, InputSpec};
-use super::decode::DecodeLimits;
+use super::decode::DecodeOptions;
 use super::location_index::LocationIndex;
 use super::manifest::{CropBox, Manifest};
 use crate::geo::LatLon;
@@ -52,7 +52,7 @@ pub struct CheckOptions {
     /// Views of one location farther apart than this (great-circle
     /// kilometres) make the location a problem.
     pub max_location_spread_km: f64,
-    pub decode_limits: DecodeLimits,
+    pub decode_limits: DecodeOptions,
 }
 
 impl Default for CheckOptions {
@@ -60,7 +60,7 @@ impl Default for CheckOptions {
         Self {
             files: FileCheck::Exists,
             max_location_spread_km: DEFAULT_MAX_LOCATION_SPREAD_KM,
-            decode_limits: DecodeLimits::default(),
+            decode_limits: DecodeOptions::default(),
         }
     }
 }
@@ -327,7 +327,7 @@ impl Summary {
 fn decode_all(
     manifest: &Manifest,
     missing: &HashSet<&str>,
-    limits: &DecodeLimits,
+    limits: &DecodeOptions,
 ) -> Vec<UnreadableFile> {
     let mut seen = HashSet::new();
     let work: Vec<(PathBuf, Option<CropBox>)> = manifest
@@ -348,7 +348,7 @@ fn decode_all(
     let failures: Vec<Option<UnreadableFile>> = work
         .par_iter()
         .map(|(path, crop)| {
-            let r = decode_source(path, *crop, &every_band, limits)
+            let r = decode_source(path, *crop, &every_band, limits, None)
                 .err()
                 .map(|e| {
                     let path = path.display().to_string();

@@ -19,7 +19,7 @@ use crate::data::Manifest;
 use crate::formats::npy;
 
 /// How to embed.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct EmbedConfig {
     /// Resize + CenterCrop side, pixels.
     pub image_size: u32,
@@ -30,6 +30,10 @@ pub struct EmbedConfig {
     pub on_bad_image: BadImagePolicy,
     /// No progress bar.
     pub quiet: bool,
+    /// Where the images are read from: the manifest's files, or a pack.
+    pub source: crate::data::source::ImageSource,
+    /// How they are decoded.
+    pub decode: crate::data::decode::DecodeOptions,
 }
 
 impl EmbedConfig {
@@ -94,7 +98,9 @@ pub fn embed(
         config.batch,
         encoder.input.clone(),
     )
-    .on_bad_image(config.on_bad_image);
+    .on_bad_image(config.on_bad_image)
+    .with_source(config.source.clone())
+    .with_decode(config.decode);
     let what = "embedding";
     let bar = crate::progress::bar_unless(config.quiet, loader.batches_per_epoch() as u64, what);
     let features = extract(

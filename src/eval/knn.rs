@@ -87,6 +87,12 @@ impl KnnMonitor {
             )
         })?;
         task.on_bad_image = config.run.on_bad_image;
+        task.source =
+            crate::data::source::ImageSource::open(Some(&config.run.packed), &task.manifest)?;
+        task.decode = crate::data::decode::DecodeOptions {
+            scale: config.data.decode_scale,
+            ..Default::default()
+        };
         Ok(Self {
             task,
             knn: KnnConfig {

@@ -10,7 +10,9 @@ use super::classification::{evaluate, ClassificationReport, SkippedImage};
 use super::features::SkipWarnings;
 use crate::data::augment::ViewTransform;
 use crate::data::bands::InputSpec;
+use crate::data::decode::DecodeOptions;
 use crate::data::loader::{BadImage, BadImagePolicy, ImageLoader};
+use crate::data::source::ImageSource;
 use crate::data::{ImageRecord, LocationIndex, Manifest, Split};
 
 /// The column classes come from.
@@ -216,6 +218,10 @@ pub struct Task {
     /// Skipped rows already warned about: a task evaluated again and again
     /// (the pretraining kNN monitor) names each unreadable row once.
     pub skip_warnings: SkipWarnings,
+    /// Where the images are read from: the manifest's files, or a pack.
+    pub source: ImageSource,
+    /// How they are decoded (JPEG DCT scaling or full decoding).
+    pub decode: DecodeOptions,
 }
 
 impl Task {
@@ -277,6 +283,8 @@ impl Task {
             test_locations,
             on_bad_image: BadImagePolicy::default(),
             skip_warnings: SkipWarnings::default(),
+            source: ImageSource::Files,
+            decode: DecodeOptions::default(),
         })
     }
 
@@ -297,6 +305,8 @@ impl Task {
             input.clone(),
         )
         .on_bad_image(self.on_bad_image)
+        .with_source(self.source.clone())
+        .with_decode(self.decode)
     }
 
     /// The class indices of `rows` (rows of the train split, in any order:

@@ -18,8 +18,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::augment::AugConfig;
 use crate::data::bands::{BandSelection, InputSpec, Radiometry};
-use crate::data::decode::DecodeLimits;
+use crate::data::decode::{DecodeOptions, DecodeScale};
 use crate::data::loader::{BadImagePolicy, LoaderConfig, PairMode, SampleBy};
+use crate::data::source::ImageSource;
 use crate::model::{Arch, MocoConfig, ResNetConfig};
 use crate::settings::{self, Choice};
 
@@ -323,8 +324,9 @@ macro_rules! config_section {
 /// key defines the run (model, objective, optimiser, schedule, data
 /// pipeline, seed): changing one would make the steps after the checkpoint
 /// belong to a different run, so `--resume` refuses it.
-pub const CHANGEABLE_ON_RESUME: [&str; 16] = [
+pub const CHANGEABLE_ON_RESUME: [&str; 17] = [
     "manifest",
+    "packed",
     "epochs",
     "device",
     "threads",
@@ -471,6 +473,10 @@ config_section! {
         crop_min_scale: f64 = 0.2,
         /// Iterate over images (as the paper) or locations.
         sample_by: SampleBy = SampleBy::Image,
+        /// JPEG decoding: auto (DCT-domain downscaling to the smallest
+        /// scale that keeps the crop at least --pre-size, only the crop's
+        /// blocks) or full (every pixel, as the paper's code).
+        decode_scale: DecodeScale = DecodeScale::Auto,
         /// Bands read as input channels: rgb, all, 4,3,2 (GDAL band
         /// numbers) or B04,B03,B02 (band descriptions).
         ///
@@ -504,6 +510,9 @@ config_section! {
         channels_last: bool = false,
         /// Batches prepared ahead by the loader.
         prefetch: usize = 4,
+        /// Read the images from this pack (`geossl pack`) instead of the
+        /// manifest's files; empty: the files.
+        packed: PathBuf = PathBuf::new() => "DIR",
         /// Unreadable images: replace them by other samples and list them in
         /// RUN/bad_images.csv (skip), or stop (fail).
         on_bad_image: BadImagePolicy = BadImagePolicy::Skip,
@@ -782,12 +791,16 @@ impl PretrainConfig {
             sample_by: self.data.sample_by,
             seed: self.run.seed,
             prefetch: self.run.prefetch,
-            decode: DecodeLimits::default(),
+            decode: DecodeOptions {
+                scale: self.data.decode_scale,
+                ..DecodeOptions::default()
+            },
             geo_labels: self.method.geo(),
             pin_memory,
             on_bad_image: self.run.on_bad_image,
             shard: Default::default(),
             input: input.clone(),
+            source: ImageSource::Files,
         }
     }
 

@@ -418,8 +418,10 @@ fn load(
         rank: ranks.rank(),
         world: ranks.world(),
     };
+    let source = crate::data::source::ImageSource::open(Some(&config.run.packed), &manifest)?;
     let loader_config = crate::data::loader::LoaderConfig {
         shard,
+        source,
         ..config.loader(device.is_cuda(), &input)
     };
     let loader = PairLoader::new(manifest, loader_config)?;

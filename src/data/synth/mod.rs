@@ -574,7 +574,7 @@ mod tests {
     /// Per image: the mean of each band over valid pixels, and whether the
     /// image has NoData pixels.
     fn band_means(dir: &Path, m: &Manifest) -> Vec<(String, Vec<f64>, bool)> {
-        use crate::data::decode::DecodeLimits;
+        use crate::data::decode::DecodeOptions;
         use crate::data::raster::{RasterReader, Resampling, Window};
         m.records
             .iter()
@@ -594,7 +594,7 @@ mod tests {
                         window,
                         (info.width, info.height),
                         Resampling::Nearest,
-                        &DecodeLimits::default(),
+                        &DecodeOptions::default(),
                     )
                     .unwrap();
                 let plane = read.width * read.height;

@@ -1,0 +1,66 @@
+//! Where a manifest row's image is read from: its own file (the raw path),
+//! or a packed copy written by `geossl pack` ([`super::pack`]). The loaders
+//! ask an [`ImageSource`] for row after row and never see the difference.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::band_image::{decode_source, SourceImage};
+use super::bands::InputSpec;
+use super::decode::{DecodeError, DecodeOptions};
+use super::manifest::Manifest;
+use super::pack::PackedRows;
+
+/// The images of a manifest's rows.
+#[derive(Clone, Default)]
+pub enum ImageSource {
+    /// Each row's file, cut to its `crop` ([`decode_source`]).
+    #[default]
+    Files,
+    /// The rows' crops as `geossl pack` stored them, pre-resized.
+    Packed(Arc<PackedRows>),
+}
+
+impl std::fmt::Debug for ImageSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ImageSource::Files => f.write_str("Files"),
+            ImageSource::Packed(p) => write!(f, "Packed({})", p.dir().display()),
+        }
+    }
+}
+
+impl ImageSource {
+    /// The files (`packed` is `None` or empty), or the pack in folder
+    /// `packed` matched to `manifest`'s rows. Errors: the pack cannot be
+    /// read, or rows of `manifest` are not in it (named).
+    pub fn open(packed: Option<&Path>, manifest: &Manifest) -> anyhow::Result<Self> {
+        match packed {
+            Some(dir) if !dir.as_os_str().is_empty() => Ok(ImageSource::Packed(Arc::new(
+                PackedRows::open(dir, manifest)?,
+            ))),
+            _ => Ok(ImageSource::Files),
+        }
+    }
+
+    /// Row `row` of `manifest` decoded for the input `spec` (see
+    /// [`decode_source`] for `resize_to`: the image may come back smaller
+    /// than the crop, never smaller than `resize_to` on its shorter side
+    /// unless the crop itself is).
+    pub fn load(
+        &self,
+        manifest: &Manifest,
+        row: usize,
+        spec: &InputSpec,
+        options: &DecodeOptions,
+        resize_to: Option<u32>,
+    ) -> Result<SourceImage, DecodeError> {
+        match self {
+            ImageSource::Files => {
+                let rec = &manifest.records[row];
+                decode_source(&manifest.resolve(rec), rec.crop, spec, options, resize_to)
+            }
+            ImageSource::Packed(p) => p.load(row, spec, options, resize_to),
+        }
+    }
+}
