@@ -59,6 +59,12 @@ def aug_plus(size, pre):
     ])
 
 
+def shard_path(pack, shard):
+    """The shard file of an index.csv `shard` value: its file name, or its number."""
+    name = f"shard-{int(shard):06d}.tar" if shard.isdigit() else shard
+    return os.path.join(pack, name)
+
+
 class PackedPairs(torch.utils.data.Dataset):
     def __init__(self, pack, size, pre, temporal):
         self.pack = pack
@@ -81,7 +87,7 @@ class PackedPairs(torch.utils.data.Dataset):
         shard = s["shard"]
         f = self.files.get(shard)
         if f is None:
-            f = self.files[shard] = open(os.path.join(self.pack, shard), "rb")
+            f = self.files[shard] = open(shard_path(self.pack, shard), "rb")
         f.seek(int(s["offset"]))
         data = f.read(int(s["size"]))
         if s["member"].endswith(".npy"):
@@ -99,7 +105,7 @@ class PackedPairs(torch.utils.data.Dataset):
 def verify(ds):
     import crc32c
     for s in ds.samples:
-        with open(os.path.join(ds.pack, s["shard"]), "rb") as f:
+        with open(shard_path(ds.pack, s["shard"]), "rb") as f:
             f.seek(int(s["offset"]))
             got = crc32c.crc32c(f.read(int(s["size"])))
         if f"{got:08x}" != s["crc32c"].lower().rjust(8, "0"):

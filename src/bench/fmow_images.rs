@@ -164,7 +164,7 @@ fn plan(c: &FmowImagesConfig) -> (Vec<View>, usize) {
 /// at 400 and 90 px), structure at 20 and 5 px (fields, roofs, tree crowns)
 /// and sensor-like grain of a few levels on every pixel.
 fn texture((w, h): (u32, u32), seed: u64) -> RgbImage {
-    let octaves = [(400.0, 70.0), (90.0, 40.0), (20.0, 24.0), (5.0, 14.0)];
+    let octaves = [(400.0, 70.0), (90.0, 40.0), (20.0, 26.0), (5.0, 20.0)];
     let lattices: Vec<Lattice> = octaves
         .iter()
         .enumerate()
@@ -180,7 +180,7 @@ fn texture((w, h): (u32, u32), seed: u64) -> RgbImage {
                 v += amp * l.at(x, y);
             }
             let t = tint.at(x, y);
-            let grain = rng.gen_range(-5.0..5.0);
+            let grain = rng.gen_range(-8.0..8.0);
             let rgb = [
                 v + 14.0 * t + grain,
                 v + 6.0 * t + grain,

@@ -912,6 +912,19 @@ mod tests {
     }
 
     #[test]
+    fn batches_in_flight_together_arrive_in_order() {
+        // Later batches take less time, so with two in flight on two or
+        // more threads each next batch finishes before the one ahead of it.
+        let got: Vec<usize> = prefetch(0..6, 1, |b| {
+            std::thread::sleep(std::time::Duration::from_millis((6 - b as u64) * 5));
+            Ok(b)
+        })
+        .map(|b| b.unwrap())
+        .collect();
+        assert_eq!(got, (0..6).collect::<Vec<_>>());
+    }
+
+    #[test]
     fn a_panicking_batch_ends_the_stream_with_an_error() {
         let mut it = prefetch(0..3, 1, |b| {
             if b == 1 {
