@@ -204,9 +204,9 @@ pub struct PackArgs {
     /// Store RGB as raw arrays (KEY.npy, uint8 [S, S, 3]) instead of JPEG. Other inputs are always raw (float32 [C, S, S] unit values).
     #[arg(long)]
     pub raw: bool,
-    /// Shard size to aim at, MB (the views of one place are never split over shards).
+    /// Shard size to aim at, MB (10^6 bytes; the views of one place are never split over shards).
     #[arg(long, value_name = "MB", default_value_t = crate::data::pack::DEFAULT_SHARD_MB)]
-    pub shard_size: u64,
+    pub shard_size: f64,
     /// Bands stored as channels, as pretrain's --bands (rgb, all, 4,3,2 or B04,B03,B02); the run that reads the pack must use the same.
     #[arg(long, value_name = "BANDS", default_value = "rgb")]
     pub bands: crate::data::bands::BandSelection,
@@ -233,11 +233,16 @@ pub(super) fn pack_cmd(a: &PackArgs) -> anyhow::Result<()> {
     if let Some(note) = crate::train::config::input_note(&input) {
         println!("{note}");
     }
+    anyhow::ensure!(
+        a.shard_size.is_finite() && a.shard_size * 1e6 >= 1.0,
+        "--shard-size must be a positive number of MB (got {})",
+        a.shard_size
+    );
     let options = PackOptions {
         size: a.size,
         quality: a.quality.unwrap_or(DEFAULT_QUALITY),
         raw: a.raw,
-        shard_bytes: a.shard_size.saturating_mul(1 << 20),
+        shard_bytes: (a.shard_size * 1e6) as u64,
         input,
         quiet: false,
     };

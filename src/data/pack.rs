@@ -66,8 +66,9 @@ pub const UNREADABLE_FILE: &str = "unreadable.csv";
 pub const SUMS_FILE: &str = "SHA256SUMS";
 /// `--quality` by default: PIL's highest recommended JPEG quality.
 pub const DEFAULT_QUALITY: u8 = 95;
-/// `--shard-size` by default, MB: WebDataset's usual 100 MB-1 GB range.
-pub const DEFAULT_SHARD_MB: u64 = 256;
+/// `--shard-size` by default, MB: in WebDataset's usual 100 MB-1 GB
+/// range (few files to open, yet many shards to spread over workers).
+pub const DEFAULT_SHARD_MB: f64 = 256.0;
 /// Modification time of every member (the epoch): the same input gives
 /// the same bytes.
 const MTIME: u64 = 0;
@@ -681,7 +682,10 @@ fn finish(
         encoding: options.encoding(),
         quality: quality_of(options),
         input: input_of(options),
-        source_manifest: manifest.source.display().to_string(),
+        source_manifest: std::fs::canonicalize(&manifest.source)
+            .unwrap_or_else(|_| manifest.source.clone())
+            .display()
+            .to_string(),
         samples: samples.len(),
         unreadable: unreadable.len(),
         shards,
@@ -1154,4 +1158,222 @@ fn read_csv<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<Vec<T
         .enumerate()
         .map(|(i, r)| r.with_context(|| format!("{name}:{}", i + 2)))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::Rgb;
+
+    /// A manifest of `rows` (path, location_id) in `dir`, row 1 with a
+    /// crop, with a 20 x 14 JPEG for each path but those `missing`
+    /// (unreadable rows).
+    fn jpeg_manifest(dir: &Path, rows: &[(&str, &str)], missing: &[&str]) -> Manifest {
+        let mut csv = String::from("path,location_id,crop\n");
+        for (i, (path, place)) in rows.iter().enumerate() {
+            if !missing.contains(path) {
+                let img = RgbImage::from_fn(20, 14, |x, y| {
+                    Rgb([(x * 12) as u8, (y * 17) as u8, (i * 40) as u8])
+                });
+                img.save(dir.join(path)).unwrap();
+            }
+            // One row with a crop: packs store the crop.
+            let crop = if i == 1 { "\"2,1,16,12\"" } else { "" };
+            csv += &format!("{path},{place},{crop}\n");
+        }
+        std::fs::write(dir.join("m.csv"), &csv).unwrap();
+        Manifest::read(&dir.join("m.csv")).unwrap()
+    }
+
+    fn options(size: u32, raw: bool) -> PackOptions {
+        PackOptions {
+            size,
+            quality: 95,
+            raw,
+            shard_bytes: 1,
+            input: InputSpec::rgb(),
+            quiet: true,
+        }
+    }
+
+    const ROWS: [(&str, &str); 5] = [
+        ("a.jpg", "p0"),
+        ("b.jpg", "p1"),
+        ("c.jpg", "p0"),
+        ("d.jpg", "p2"),
+        ("e.jpg", "p1"),
+    ];
+
+    #[test]
+    fn places_stay_whole_and_in_first_row_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = jpeg_manifest(dir.path(), &ROWS, &ROWS.map(|r| r.0));
+        assert_eq!(places(&m), vec![vec![0, 2], vec![1, 4], vec![3]]);
+        let p = places(&m);
+        assert_eq!(plan_shards(&p, 1), vec![vec![0, 2], vec![1, 4], vec![3]]);
+        assert_eq!(plan_shards(&p, 3), vec![vec![0, 2], vec![1, 4, 3]]);
+        assert_eq!(plan_shards(&p, 4), vec![vec![0, 2, 1, 4], vec![3]]);
+        assert_eq!(plan_shards(&p, 100), vec![vec![0, 2, 1, 4, 3]]);
+        // Without a location_id column each row is a place.
+        let alone = Manifest::parse("path\na.jpg\nb.jpg\n".as_bytes(), "m.csv", dir.path());
+        assert_eq!(places(&alone.unwrap()), vec![vec![0], vec![1]]);
+        assert_eq!(key_of(7, 10), "000007");
+        assert_eq!(key_of(7, 12_345_678), "00000007");
+    }
+
+    #[test]
+    fn raw_packs_hold_the_center_crop_exactly_and_jpeg_packs_s_by_s() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let m = jpeg_manifest(d, &ROWS, &[]);
+        let report = pack(&m, &d.join("raw"), &options(8, true)).unwrap();
+        assert_eq!((report.info.samples, report.info.shards.len()), (5, 3));
+        assert_eq!(report.info.encoding, Encoding::Npy);
+        let packed = PackedRows::open(&d.join("raw"), &m).unwrap();
+        let spec = InputSpec::rgb();
+        for row in 0..5 {
+            let want = match ImageSource::Files
+                .load(&m, row, &spec, &DecodeOptions::default(), Some(8))
+                .unwrap()
+            {
+                SourceImage::Rgb8(img) => resize_center_crop(&img, 8).unwrap(),
+                other => panic!("{other:?}"),
+            };
+            let got = packed
+                .load(row, &spec, &DecodeOptions::default(), None)
+                .unwrap();
+            assert_eq!(got, SourceImage::Rgb8(want), "row {row}");
+        }
+        let report = pack(&m, &d.join("jpeg"), &options(8, false)).unwrap();
+        assert_eq!(report.info.quality, Some(95));
+        let packed = PackedRows::open(&d.join("jpeg"), &m).unwrap();
+        let img = packed
+            .load(1, &spec, &DecodeOptions::default(), None)
+            .unwrap();
+        assert_eq!(img.dimensions(), (8, 8));
+    }
+
+    #[test]
+    fn a_flipped_byte_is_a_checksum_error_naming_the_shard() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let m = jpeg_manifest(d, &ROWS, &[]);
+        let out = d.join("pack");
+        pack(&m, &out, &options(8, false)).unwrap();
+        let index: Vec<IndexRow> = read_csv(&out.join(INDEX_FILE)).unwrap();
+        let r = index.iter().find(|r| r.row == 4).unwrap();
+        let shard = out.join(&r.shard);
+        let mut bytes = std::fs::read(&shard).unwrap();
+        bytes[(r.offset + r.size / 2) as usize] ^= 0x40;
+        std::fs::write(&shard, bytes).unwrap();
+        let packed = PackedRows::open(&out, &m).unwrap();
+        let spec = InputSpec::rgb();
+        let e = packed
+            .load(4, &spec, &DecodeOptions::default(), None)
+            .unwrap_err()
+            .to_string();
+        let named = format!("{}: sample {} (e.jpg)", shard.display(), r.key);
+        assert!(e.starts_with(&named), "{e}");
+        assert!(
+            e.contains("checksum mismatch: the shard is corrupt; run sha256sum -c SHA256SUMS in"),
+            "{e}"
+        );
+        // The other sample of that shard reads.
+        assert!(packed
+            .load(1, &spec, &DecodeOptions::default(), None)
+            .is_ok());
+    }
+
+    #[test]
+    fn unreadable_rows_are_left_out_and_read_as_bad_images() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let m = jpeg_manifest(d, &ROWS, &["c.jpg"]);
+        let out = d.join("pack");
+        let report = pack(&m, &out, &options(8, false)).unwrap();
+        assert_eq!(report.info.samples, 4);
+        assert_eq!(report.unreadable.len(), 1);
+        assert!(
+            report.unreadable[0].error.contains("c.jpg"),
+            "{:?}",
+            report.unreadable
+        );
+        let packed = PackedRows::open(&out, &m).unwrap();
+        let e = packed
+            .load(2, &InputSpec::rgb(), &DecodeOptions::default(), None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("could not be read when the pack was made"),
+            "{e}"
+        );
+        assert!(e.contains("unreadable.csv"), "{e}");
+    }
+
+    #[test]
+    fn rows_not_in_the_pack_and_another_input_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let m = jpeg_manifest(d, &ROWS[..3], &[]);
+        let out = d.join("pack");
+        pack(&m, &out, &options(8, false)).unwrap();
+        let more = jpeg_manifest(d, &ROWS, &[]);
+        let e = PackedRows::open(&out, &more).unwrap_err().to_string();
+        assert!(e.contains("2 of the 5 rows"), "{e}");
+        assert!(e.contains("d.jpg, e.jpg"), "{e}");
+        assert!(e.contains("run geossl pack again"), "{e}");
+        // The rows of `m` in another order are found by (path, crop).
+        let mut shuffled = m.clone();
+        shuffled.records.reverse();
+        let packed = PackedRows::open(&out, &shuffled).unwrap();
+        let spec = InputSpec::rgb();
+        let crop_row = packed.load(1, &spec, &DecodeOptions::default(), None);
+        assert_eq!(crop_row.unwrap().dimensions(), (8, 8));
+        let mut other = InputSpec::rgb();
+        other.radiometry = Radiometry::Scale(vec![255.0]);
+        let e = packed
+            .load(0, &other, &DecodeOptions::default(), None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("the pack holds --bands rgb --radiometry auto"),
+            "{e}"
+        );
+        let e = packed_input(&out, &BandSelection::All, &Radiometry::Auto).unwrap_err();
+        assert!(e.to_string().contains("pack the manifest again"), "{e}");
+        assert_eq!(
+            packed_input(&out, &BandSelection::Rgb, &Radiometry::Auto).unwrap(),
+            InputSpec::rgb()
+        );
+    }
+
+    #[test]
+    fn a_rerun_keeps_complete_shards_and_rewrites_a_missing_one_identically() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let m = jpeg_manifest(d, &ROWS, &[]);
+        let out = d.join("pack");
+        let first = pack(&m, &out, &options(8, false)).unwrap();
+        assert_eq!((first.written, first.kept), (3, 0));
+        let shard1 = std::fs::read(out.join(shard_name(1))).unwrap();
+        let again = pack(&m, &out, &options(8, false)).unwrap();
+        assert_eq!((again.written, again.kept), (0, 3));
+        std::fs::remove_file(out.join(shard_name(1))).unwrap();
+        // A temporary file of a killed run is cleared.
+        std::fs::write(out.join(".shard-000002.tar.tmp-1"), b"partial").unwrap();
+        let resumed = pack(&m, &out, &options(8, false)).unwrap();
+        assert_eq!((resumed.written, resumed.kept), (1, 2));
+        assert_eq!(std::fs::read(out.join(shard_name(1))).unwrap(), shard1);
+        assert_eq!(resumed.info, first.info);
+        assert!(!out.join(".shard-000002.tar.tmp-1").exists());
+        // Other settings are another plan: every shard is written again,
+        // and the shards of a longer plan go.
+        let fewer = PackOptions {
+            shard_bytes: 1 << 30,
+            ..options(8, false)
+        };
+        let repacked = pack(&m, &out, &fewer).unwrap();
+        assert_eq!((repacked.written, repacked.kept), (1, 0));
+        assert!(!out.join(shard_name(1)).exists() && !out.join(sidecar_name(2)).exists());
+    }
 }

@@ -167,6 +167,12 @@ mod tests {
         write(&p, &[3], &[1.0f64, 2.0, 3.0]).unwrap();
         assert_eq!(read::<f64>(&p).unwrap().0, vec![3]);
         assert!(write(&p, &[2, 2], &[1.0f32]).is_err());
+        let bytes = to_bytes(&[2, 2], &[1u8, 2, 3, 250]).unwrap();
+        assert_eq!(bytes.len() % 64, 4);
+        assert_eq!(
+            from_bytes::<u8>(&bytes, "m.npy").unwrap(),
+            (vec![2, 2], vec![1, 2, 3, 250])
+        );
         std::fs::write(&p, b"\x93NUMPY\x01\x00\xff\xff").unwrap();
         assert!(read::<f32>(&p)
             .unwrap_err()
