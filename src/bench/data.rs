@@ -5,6 +5,9 @@
 //! ...), collated into batches, on `threads` worker threads. Unreadable
 //! images are replaced and listed, as pretraining does (or stop the bench
 //! with `--on-bad-image fail`); a pass that prepared no pair is an error.
+//! `--pairs temporal` takes each key from another view of the place (two
+//! decodes per pair, as pretraining with temporal positives), `--packed`
+//! reads a pack, `--decode-scale full` turns JPEG DCT scaling off.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -40,6 +43,13 @@ pub struct DataBenchConfig {
     /// How stored values become unit values (`--radiometry`); `stats` reads
     /// the manifest's `M.band_stats.json`.
     pub radiometry: Radiometry,
+    /// Same-image pairs (MoCo-v2) or temporal positives (the key from
+    /// another view of the place: two decodes per pair).
+    pub pairs: PairMode,
+    /// Read the images from this pack (`geossl pack`) instead of the files.
+    pub packed: Option<PathBuf>,
+    /// JPEG decoding (DCT scaling or full).
+    pub decode: DecodeOptions,
 }
 
 #[derive(Debug, Clone)]
@@ -91,23 +101,24 @@ pub fn run(c: &DataBenchConfig) -> anyhow::Result<DataTiming> {
         )?
     };
     let channels = input.channels();
+    let source = crate::data::source::ImageSource::open(c.packed.as_deref(), &manifest)?;
     let aug = AugConfig::aug_plus_pre(c.size, c.pre);
     let loader = PairLoader::new(
         manifest,
         LoaderConfig {
             batch: c.batch,
             aug,
-            pairs: PairMode::SameImage,
+            pairs: c.pairs,
             sample_by: SampleBy::Image,
             seed: c.seed,
             prefetch: 4,
-            decode: DecodeOptions::default(),
+            decode: c.decode,
             geo_labels: false,
             pin_memory: false,
             on_bad_image: c.on_bad_image,
             shard: Default::default(),
             input,
-            source: crate::data::source::ImageSource::Files,
+            source,
         },
     )?;
     let started = Instant::now();
@@ -176,6 +187,9 @@ mod tests {
             on_bad_image: BadImagePolicy::Skip,
             bands: BandSelection::Rgb,
             radiometry: Radiometry::Auto,
+            pairs: PairMode::SameImage,
+            packed: None,
+            decode: DecodeOptions::default(),
         }
     }
 

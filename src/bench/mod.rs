@@ -4,6 +4,7 @@
 
 pub mod data;
 pub mod decode;
+pub mod fmow_images;
 pub mod kmeans;
 pub mod scaled_jpeg;
 pub mod step;

@@ -9,7 +9,7 @@ use crate::bench::decode::DecodeBenchConfig;
 use crate::bench::scaled_jpeg::ScaledJpegConfig;
 use crate::bench::step::StepBenchConfig;
 use crate::data::bands::{BandSelection, Radiometry};
-use crate::data::loader::BadImagePolicy;
+use crate::data::loader::{BadImagePolicy, PairMode};
 use crate::model::Arch;
 use crate::train::PretrainConfig;
 
@@ -40,6 +40,40 @@ pub enum BenchCommand {
     /// on one thread and all cores, on files the bench writes (JPEG, PNG,
     /// GeoTIFF uint8/uint16, 3/4/13 bands).
     Decode(DecodeArgs),
+    /// fMoW-sized JPEGs (1200x900 .. 3500x3000, textured like imagery, 2-4
+    /// views per place, fMoW context crops) and their manifest.csv, for
+    /// `bench data` and bench/loader.sh.
+    FmowImages(FmowImagesArgs),
+}
+
+/// The settings of `geossl bench fmow-images`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct FmowImagesArgs {
+    /// Folder to write the JPEGs and manifest.csv into.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Images to write (views, over places of 2-4 views).
+    #[arg(long, default_value_t = 200)]
+    pub count: usize,
+    /// Smallest image, WxH.
+    #[arg(long, default_value = "1200x900")]
+    pub min_size: String,
+    /// Largest image, WxH.
+    #[arg(long, default_value = "3500x3000")]
+    pub max_size: String,
+    /// JPEG quality (fMoW's files: ~90-95).
+    #[arg(long, default_value_t = 92)]
+    pub quality: u8,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+/// `WxH` as (width, height).
+fn parse_size(flag: &str, v: &str) -> anyhow::Result<(u32, u32)> {
+    let parsed = v
+        .split_once('x')
+        .and_then(|(w, h)| Some((w.trim().parse().ok()?, h.trim().parse().ok()?)));
+    parsed.ok_or_else(|| anyhow::anyhow!("--{flag} must be WxH, e.g. 1200x900, got '{v}'"))
 }
 
 /// The settings of `geossl bench decode`.
@@ -123,6 +157,13 @@ pub struct StepArgs {
     pub seed: u64,
 }
 
+/// `--pairs` of `geossl bench data`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Pairs {
+    Same,
+    Temporal,
+}
+
 /// The settings of `geossl bench data` (the reference's flags and defaults).
 #[derive(Debug, Clone, clap::Args)]
 pub struct DataArgs {
@@ -147,6 +188,13 @@ pub struct DataArgs {
     /// (skip), or stop (fail).
     #[arg(long, value_parser = super::choice::<BadImagePolicy>(), default_value_t = BadImagePolicy::Skip)]
     pub on_bad_image: BadImagePolicy,
+    /// Pairs: same (two views of one image, MoCo-v2) or temporal (the key
+    /// from another view of the same place, as pretraining with TP).
+    #[arg(long, value_enum, default_value_t = Pairs::Same)]
+    pub pairs: Pairs,
+    /// Where and how the images are read (`--packed DIR`, `--decode-scale`).
+    #[command(flatten)]
+    pub read: super::eval::ImageReading,
     /// Input bands: rgb, all, 1-based numbers (4,3,2) or band descriptions (B04,B03,B02).
     #[arg(long, default_value = "rgb")]
     pub bands: BandSelection,
@@ -190,6 +238,12 @@ impl From<DataArgs> for DataBenchConfig {
             on_bad_image: a.on_bad_image,
             bands: a.bands,
             radiometry: a.radiometry,
+            pairs: match a.pairs {
+                Pairs::Same => PairMode::SameImage,
+                Pairs::Temporal => PairMode::Temporal,
+            },
+            packed: a.read.packed.clone(),
+            decode: a.read.decode(),
         }
     }
 }
@@ -266,8 +320,14 @@ pub(super) fn bench_cmd(b: BenchCommand) -> anyhow::Result<()> {
                 tracing::warn!("skipped unreadable image: {}", b.error);
             }
             println!(
-                "BENCH data threads={} channels={} size={} pre={} batch={} images={} bad_images={} seconds={:.2} pairs_per_s={:.1} pairs_per_s_per_thread={:.1}",
+                "BENCH data threads={} pairs={} packed={} decode_scale={} channels={} size={} pre={} batch={} images={} bad_images={} seconds={:.2} pairs_per_s={:.1} pairs_per_s_per_thread={:.1}",
                 rayon::current_num_threads(),
+                match c.pairs {
+                    PairMode::SameImage => "same",
+                    PairMode::Temporal => "temporal",
+                },
+                u8::from(c.packed.is_some()),
+                crate::settings::choice_name(c.decode.scale),
                 t.channels,
                 c.size,
                 t.pre,
@@ -277,6 +337,26 @@ pub(super) fn bench_cmd(b: BenchCommand) -> anyhow::Result<()> {
                 t.seconds,
                 t.pairs_per_s,
                 t.pairs_per_s / rayon::current_num_threads() as f64
+            );
+            Ok(())
+        }
+        BenchCommand::FmowImages(a) => {
+            let config = crate::bench::fmow_images::FmowImagesConfig {
+                out: a.out,
+                count: a.count,
+                min_size: parse_size("min-size", &a.min_size)?,
+                max_size: parse_size("max-size", &a.max_size)?,
+                quality: a.quality,
+                seed: a.seed,
+            };
+            let w = crate::bench::fmow_images::run(&config)?;
+            println!(
+                "BENCH fmow-images images={} places={} bytes={} bits_per_pixel={:.2} manifest={}",
+                w.images,
+                w.places,
+                w.bytes,
+                w.bits_per_pixel,
+                w.manifest.display()
             );
             Ok(())
         }

@@ -1,4 +1,4 @@
-//! `synth`, `index` and `cluster`: the dataset commands.
+//! `synth`, `index`, `cluster` and `pack`: the dataset commands.
 
 use std::path::{Path, PathBuf};
 
@@ -186,6 +186,107 @@ pub struct ClusterArgs {
     /// Leave the rows of locations without lat/lon out of the output (counted) instead of stopping.
     #[arg(long)]
     pub drop_unpositioned: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct PackArgs {
+    /// The manifest whose rows are packed (every row; unreadable images are listed and left out).
+    pub manifest: PathBuf,
+    /// The pack's folder (created). A re-run into it keeps the shards an earlier run of the same manifest and flags completed.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Side S of the stored images: each row's crop after Resize(S) + CenterCrop(S); the run's --pre-size (e.g. 448 for fMoW) stores exactly pretraining's first step.
+    #[arg(long, value_name = "S")]
+    pub size: u32,
+    /// JPEG quality (1-100) of RGB images [default: 95].
+    #[arg(long, value_name = "Q", conflicts_with = "raw")]
+    pub quality: Option<u8>,
+    /// Store RGB as raw arrays (KEY.npy, uint8 [S, S, 3]) instead of JPEG. Other inputs are always raw (float32 [C, S, S] unit values).
+    #[arg(long)]
+    pub raw: bool,
+    /// Shard size to aim at, MB (10^6 bytes; the views of one place are never split over shards).
+    #[arg(long, value_name = "MB", default_value_t = crate::data::pack::DEFAULT_SHARD_MB)]
+    pub shard_size: f64,
+    /// Bands stored as channels, as pretrain's --bands (rgb, all, 4,3,2 or B04,B03,B02); the run that reads the pack must use the same.
+    #[arg(long, value_name = "BANDS", default_value = "rgb")]
+    pub bands: crate::data::bands::BandSelection,
+    /// Stored values to [0, 1], as pretrain's --radiometry (auto, stretch[:P], scale:D[,D...] or stats).
+    #[arg(long, value_name = "R", default_value = "auto")]
+    pub radiometry: crate::data::bands::Radiometry,
+    /// Threads decoding and encoding; 0: one per core.
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+}
+
+/// `geossl pack`: resolves the input, packs in a pool of `--threads`,
+/// lists the unreadable rows (the first 10) and sums up.
+pub(super) fn pack_cmd(a: &PackArgs) -> anyhow::Result<()> {
+    use crate::data::pack::{pack, Encoding, PackOptions, DEFAULT_QUALITY, UNREADABLE_FILE};
+    let m = Manifest::read(&a.manifest)?;
+    let stats = crate::data::bands::BandStats::load_for(&a.manifest)?;
+    let input = crate::data::bands::InputSpec::resolve(
+        a.bands.clone(),
+        a.radiometry.clone(),
+        &m,
+        stats.as_ref(),
+    )?;
+    if let Some(note) = crate::train::config::input_note(&input) {
+        println!("{note}");
+    }
+    anyhow::ensure!(
+        a.shard_size.is_finite() && a.shard_size * 1e6 >= 1.0,
+        "--shard-size must be a positive number of MB (got {})",
+        a.shard_size
+    );
+    let options = PackOptions {
+        size: a.size,
+        quality: a.quality.unwrap_or(DEFAULT_QUALITY),
+        raw: a.raw,
+        shard_bytes: (a.shard_size * 1e6) as u64,
+        input,
+        quiet: false,
+    };
+    if a.quality.is_some() && options.encoding() != Encoding::Jpeg {
+        println!(
+            "note: --quality applies to RGB JPEGs; this input is stored as raw float32 arrays"
+        );
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(a.threads)
+        .build()?;
+    let t0 = std::time::Instant::now();
+    let report = pool.install(|| pack(&m, &a.out, &options))?;
+    let unreadable: Vec<String> = report.unreadable.iter().map(|u| u.error.clone()).collect();
+    print_some("unreadable", &unreadable);
+    let info = &report.info;
+    let bytes: u64 = info.shards.iter().map(|s| s.bytes).sum();
+    let encoding = match info.quality {
+        Some(q) => format!("JPEG quality {q}"),
+        None => "raw .npy".to_string(),
+    };
+    println!(
+        "packed {} of {} rows at {s} x {s} px ({encoding}) into {} shards, {:.1} MB ({} written, {} complete from an earlier run) in {:.1} s; {} unreadable rows left out{}",
+        info.samples,
+        m.records.len(),
+        info.shards.len(),
+        bytes as f64 / 1e6,
+        report.written,
+        report.kept,
+        t0.elapsed().as_secs_f64(),
+        info.unreadable,
+        if info.unreadable > 0 {
+            format!(" (listed in {})", a.out.join(UNREADABLE_FILE).display())
+        } else {
+            String::new()
+        },
+        s = info.size,
+    );
+    println!(
+        "wrote {}; read it with --packed {}",
+        a.out.display(),
+        a.out.display()
+    );
+    Ok(())
 }
 
 /// `--bands` of `synth`: one of [`synth::BAND_COUNTS`].

@@ -196,6 +196,7 @@ pub(super) fn probe_cmd(a: &ProbeArgs) -> anyhow::Result<()> {
     let encoder = crate::eval::Encoder::load(&a.data.checkpoint, a.data.device()?)?;
     say_input(&encoder);
     let task = a.data.task(None)?;
+    task.source.check_input(&encoder.input)?;
     let config = crate::eval::probe::ProbeConfig {
         lr: a.lr,
         epochs: a.epochs,
@@ -242,6 +243,7 @@ pub(super) fn finetune_cmd(a: &FinetuneArgs) -> anyhow::Result<()> {
     }
     say_input(&encoder);
     let task = a.data.task(None)?;
+    task.source.check_input(&encoder.input)?;
     let config = crate::eval::finetune::FinetuneConfig {
         lr: a.lr,
         epochs: a.epochs,
@@ -282,6 +284,11 @@ fn scratch_input(
         .radiometry
         .clone()
         .unwrap_or_else(|| checkpoint.radiometry.clone());
+    if let Some(dir) = &a.data.read.packed {
+        // The pack's input (its values are that input's; the files need
+        // not be here).
+        return crate::data::pack::packed_input(dir, &bands, &radiometry);
+    }
     let manifest = Manifest::read(&a.data.manifest)?;
     let stats = crate::data::bands::BandStats::load_for(&a.data.manifest)?;
     crate::data::bands::InputSpec::resolve(bands, radiometry, &manifest, stats.as_ref())
@@ -298,6 +305,7 @@ pub(super) fn knn_cmd(a: &KnnArgs) -> anyhow::Result<()> {
     let encoder = crate::eval::Encoder::load(&a.data.checkpoint, a.data.device()?)?;
     say_input(&encoder);
     let task = a.data.task(None)?;
+    task.source.check_input(&encoder.input)?;
     let config = crate::eval::knn::KnnConfig {
         k: a.k,
         temperature: a.t,
@@ -340,6 +348,7 @@ pub(super) fn embed_cmd(a: &EmbedArgs) -> anyhow::Result<()> {
         source: a.read.source(&manifest)?,
         decode: a.read.decode(),
     };
+    config.source.check_input(&encoder.input)?;
     let done = crate::eval::embed::embed(&encoder, &manifest, rows, &config, &a.out)?;
     println!(
         "wrote {} x {} features to {} and their rows to {}",

@@ -42,6 +42,8 @@ pub enum Command {
     Index(IndexArgs),
     /// k-means the manifest's locations on the sphere and write a `geo_cluster` column.
     Cluster(ClusterArgs),
+    /// Pack a manifest's crops, pre-resized, into WebDataset tar shards with an index, for training at speed (`--packed DIR`).
+    Pack(PackArgs),
     /// Pretrain an encoder: MoCo-v2, +TP (temporal positives), +Geo (geo-location head), +TP+Geo.
     Pretrain(Box<PretrainArgs>),
     /// Linear probe of a frozen encoder (the paper's protocol); prints and writes a report.
@@ -103,6 +105,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Synth(a) => synth_cmd(&a),
         Command::Index(a) => index_cmd(a),
         Command::Cluster(a) => cluster_cmd(&a),
+        Command::Pack(a) => pack_cmd(&a),
         Command::Pretrain(a) => pretrain_cmd(&a),
         Command::Probe(a) => probe_cmd(&a),
         Command::Finetune(a) => finetune_cmd(&a),

@@ -8,6 +8,7 @@ pub mod band_stats;
 pub mod bands;
 pub(crate) mod csv_lines;
 pub mod decode;
+pub mod decoded_cache;
 pub mod fmow;
 pub mod geo_classes;
 pub mod import_csv;

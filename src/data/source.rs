@@ -43,6 +43,18 @@ impl ImageSource {
         }
     }
 
+    /// Errors unless a pack holds images of the input `spec` (the files
+    /// are read with any input): say it before the first batch rather than
+    /// once per image.
+    pub fn check_input(&self, spec: &InputSpec) -> anyhow::Result<()> {
+        match self {
+            ImageSource::Files => Ok(()),
+            ImageSource::Packed(p) => p
+                .check_input(spec)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", p.dir().display())),
+        }
+    }
+
     /// Row `row` of `manifest` decoded for the input `spec` (see
     /// [`decode_source`] for `resize_to`: the image may come back smaller
     /// than the crop, never smaller than `resize_to` on its shorter side

@@ -167,7 +167,8 @@ pub fn train_classifier(
     // the batch's rows); it is reported once.
     let mut train = task
         .loader(&task.train.rows, view, batch, &model.encoder.input)
-        .for_training(config.seed);
+        .for_training(config.seed)
+        .cached();
     if train.batches_per_epoch() == 0 {
         // Fewer images than one batch: train on them all.
         train.drop_last = false;

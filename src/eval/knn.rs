@@ -87,6 +87,8 @@ impl KnnMonitor {
             )
         })?;
         task.on_bad_image = config.run.on_bad_image;
+        // Read every `knn_every` epochs: decode each image once.
+        task.cache_images = true;
         task.source =
             crate::data::source::ImageSource::open(Some(&config.run.packed), &task.manifest)?;
         task.decode = crate::data::decode::DecodeOptions {

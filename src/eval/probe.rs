@@ -252,18 +252,18 @@ pub fn linear_probe(
     let random_view = ViewTransform::RandomCrop { size };
     // The first epoch's features (or the cached ones) under the task's
     // policy: they fix the rows that train.
-    let (first, bar) = if config.cache_features {
+    let (first, bar, decoded) = if config.cache_features {
         let l = loader(&task.train.rows, center);
         let what = "probe train features";
         let bar = crate::progress::bar_unless(quiet, l.batches_per_epoch() as u64, what);
         let first = extract(backbone, device, &l, 0, what, &bar)?;
         bar.finish_and_clear();
         let bar = crate::progress::bar_unless(quiet, config.epochs as u64, "linear probe");
-        (first, bar)
+        (first, bar, None)
     } else {
         // One bar over every epoch's feature batches: the backbone is where
         // the time goes.
-        let l = loader(&task.train.rows, random_view);
+        let l = loader(&task.train.rows, random_view).cached();
         let bar = crate::progress::bar_unless(
             quiet,
             (l.batches_per_epoch() * config.epochs.max(1)) as u64,
@@ -272,12 +272,19 @@ pub fn linear_probe(
         (
             extract(backbone, device, &l, 0, "probe train features", &bar)?,
             bar,
+            l.cache,
         )
     };
     let train_rows = first.rows.clone();
     let train_labels = task.train_labels(&train_rows)?;
     let mut skipped = task.skipped(&first.skipped, &task.train_split);
+    // Read on each of the later epochs: each image decoded once, in the
+    // first epoch (the same view, so the same cache).
     let random = loader(&train_rows, random_view).on_bad_image(BadImagePolicy::Fail);
+    let random = match decoded {
+        Some(cache) => random.with_cache(cache),
+        None => random,
+    };
     if !config.cache_features {
         // Later epochs read only the rows the first could.
         let later = random.batches_per_epoch() * config.epochs.saturating_sub(1);

@@ -11,6 +11,7 @@ use super::features::SkipWarnings;
 use crate::data::augment::ViewTransform;
 use crate::data::bands::InputSpec;
 use crate::data::decode::DecodeOptions;
+use crate::data::decoded_cache::{CacheBudget, DecodedCache};
 use crate::data::loader::{BadImage, BadImagePolicy, ImageLoader};
 use crate::data::source::ImageSource;
 use crate::data::{ImageRecord, LocationIndex, Manifest, Split};
@@ -222,7 +223,16 @@ pub struct Task {
     pub source: ImageSource,
     /// How they are decoded (JPEG DCT scaling or full decoding).
     pub decode: DecodeOptions,
+    /// Keep the decoded images of the task's loaders between reads (a task
+    /// read again and again: the pretraining kNN monitor), one cache per
+    /// view and input ([`crate::data::decoded_cache`]).
+    pub cache_images: bool,
+    caches: TaskCaches,
 }
+
+/// The decoded-image caches of a task, by view and input; locked only when
+/// a loader is made, never while it reads.
+type TaskCaches = std::sync::Mutex<Vec<(ViewTransform, InputSpec, Arc<DecodedCache>)>>;
 
 impl Task {
     /// Reads `manifest` and labels the rows of both splits by `target`;
@@ -285,6 +295,8 @@ impl Task {
             skip_warnings: SkipWarnings::default(),
             source: ImageSource::Files,
             decode: DecodeOptions::default(),
+            cache_images: false,
+            caches: Default::default(),
         })
     }
 
@@ -297,7 +309,7 @@ impl Task {
         batch: usize,
         input: &InputSpec,
     ) -> ImageLoader {
-        ImageLoader::new(
+        let loader = ImageLoader::new(
             self.manifest.clone(),
             rows.to_vec(),
             view,
@@ -306,7 +318,20 @@ impl Task {
         )
         .on_bad_image(self.on_bad_image)
         .with_source(self.source.clone())
-        .with_decode(self.decode)
+        .with_decode(self.decode);
+        if !self.cache_images {
+            return loader;
+        }
+        let mut caches = self.caches.lock().unwrap_or_else(|e| e.into_inner());
+        let cache = match caches.iter().find(|(v, i, _)| *v == view && i == input) {
+            Some((_, _, cache)) => cache.clone(),
+            None => {
+                let cache = DecodedCache::new(self.manifest.records.len(), CacheBudget::process());
+                caches.push((view, input.clone(), cache.clone()));
+                cache
+            }
+        };
+        loader.with_cache(cache)
     }
 
     /// The class indices of `rows` (rows of the train split, in any order:

@@ -36,12 +36,24 @@ impl NpyElement for f64 {
     }
 }
 
-/// Writes `data` (row-major, `shape.iter().product()` values) as `.npy`.
-pub fn write<T: NpyElement>(path: &Path, shape: &[usize], data: &[T]) -> anyhow::Result<()> {
+/// `u8` as NumPy's `|u1` (byte order does not apply).
+impl NpyElement for u8 {
+    const DESCR: &'static str = "|u1";
+    const SIZE: usize = 1;
+    fn write_le(self, w: &mut impl Write) -> std::io::Result<()> {
+        w.write_all(&[self])
+    }
+    fn from_le(b: &[u8]) -> Self {
+        b[0]
+    }
+}
+
+/// The magic, version, header length and header of a `.npy` file of
+/// `len` values of `T` in `shape`. Errors: the shape does not hold `len`.
+fn header<T: NpyElement>(shape: &[usize], len: usize) -> anyhow::Result<Vec<u8>> {
     anyhow::ensure!(
-        shape.iter().product::<usize>() == data.len(),
-        "npy: shape {shape:?} does not hold {} values",
-        data.len()
+        shape.iter().product::<usize>() == len,
+        "npy: shape {shape:?} does not hold {len} values"
     );
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
     let shape_text = if shape.len() == 1 {
@@ -58,10 +70,28 @@ pub fn write<T: NpyElement>(path: &Path, shape: &[usize], data: &[T]) -> anyhow:
         header.push(' ');
     }
     header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    Ok(out)
+}
+
+/// `data` (row-major, `shape.iter().product()` values) as the bytes of a
+/// `.npy` file (e.g. a member of a `geossl pack` shard).
+pub fn to_bytes<T: NpyElement>(shape: &[usize], data: &[T]) -> anyhow::Result<Vec<u8>> {
+    let mut out = header::<T>(shape, data.len())?;
+    out.reserve(data.len() * T::SIZE);
+    for &v in data {
+        v.write_le(&mut out)?;
+    }
+    Ok(out)
+}
+
+/// Writes `data` (row-major, `shape.iter().product()` values) as `.npy`.
+pub fn write<T: NpyElement>(path: &Path, shape: &[usize], data: &[T]) -> anyhow::Result<()> {
+    let header = header::<T>(shape, data.len())?;
     crate::formats::atomic_write::write_atomically(path, |w| {
-        w.write_all(b"\x93NUMPY\x01\x00")?;
-        w.write_all(&(header.len() as u16).to_le_bytes())?;
-        w.write_all(header.as_bytes())?;
+        w.write_all(&header)?;
         for &v in data {
             v.write_le(w)?;
         }
@@ -73,7 +103,11 @@ pub fn write<T: NpyElement>(path: &Path, shape: &[usize], data: &[T]) -> anyhow:
 /// (shape, values). Other layouts are refused with a message.
 pub fn read<T: NpyElement>(path: &Path) -> anyhow::Result<(Vec<usize>, Vec<T>)> {
     let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
-    let file = path.display();
+    from_bytes(&bytes, &path.display().to_string())
+}
+
+/// [`read`] of a `.npy` file's bytes; `file` names it in errors.
+pub fn from_bytes<T: NpyElement>(bytes: &[u8], file: &str) -> anyhow::Result<(Vec<usize>, Vec<T>)> {
     anyhow::ensure!(
         bytes.len() >= 10 && &bytes[..6] == b"\x93NUMPY" && bytes[6] == 1,
         "{file}: not a version 1 .npy file"
@@ -133,6 +167,12 @@ mod tests {
         write(&p, &[3], &[1.0f64, 2.0, 3.0]).unwrap();
         assert_eq!(read::<f64>(&p).unwrap().0, vec![3]);
         assert!(write(&p, &[2, 2], &[1.0f32]).is_err());
+        let bytes = to_bytes(&[2, 2], &[1u8, 2, 3, 250]).unwrap();
+        assert_eq!(bytes.len() % 64, 4);
+        assert_eq!(
+            from_bytes::<u8>(&bytes, "m.npy").unwrap(),
+            (vec![2, 2], vec![1, 2, 3, 250])
+        );
         std::fs::write(&p, b"\x93NUMPY\x01\x00\xff\xff").unwrap();
         assert!(read::<f32>(&p)
             .unwrap_err()

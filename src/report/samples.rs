@@ -120,12 +120,15 @@ pub fn augmented_pairs(
     );
     // The run's loader, one batch of the pairs to show; no geo labels
     // needed to look at them.
+    // The run's images: its pack when it read one.
+    let source = crate::data::source::ImageSource::open(Some(&config.run.packed), &manifest)?;
     let loader = PairLoader::new(
         manifest.clone(),
         LoaderConfig {
             batch: n,
             prefetch: 1,
             geo_labels: false,
+            source,
             ..config.loader(false, input)
         },
     )?;

@@ -310,8 +310,17 @@ impl Ranks {
 /// The model's input of a run with `config` on `manifest` (every row):
 /// its `--bands` and `--radiometry` resolved against the manifest's first
 /// image and the band statistics beside the manifest
-/// (`M.band_stats.json`, when `geossl index stats` wrote them).
+/// (`M.band_stats.json`, when `geossl index stats` wrote them); with
+/// `--packed`, the input the pack was made with (its values are that
+/// input's; the files and statistics need not be on this machine).
 pub fn resolve_input(config: &PretrainConfig, manifest: &Manifest) -> anyhow::Result<InputSpec> {
+    if !config.run.packed.as_os_str().is_empty() {
+        return crate::data::pack::packed_input(
+            &config.run.packed,
+            &config.data.bands,
+            &config.data.radiometry,
+        );
+    }
     let stats = BandStats::load_for(&config.manifest)?;
     InputSpec::resolve(
         config.data.bands.clone(),
@@ -419,6 +428,8 @@ fn load(
         world: ranks.world(),
     };
     let source = crate::data::source::ImageSource::open(Some(&config.run.packed), &manifest)?;
+    source.check_input(&input)?;
+    warn_small_pack(config, &source);
     let loader_config = crate::data::loader::LoaderConfig {
         shard,
         source,
@@ -450,6 +461,23 @@ fn load(
         sgd,
         monitor,
     })
+}
+
+/// Warns when the pack's images are smaller than the run resizes them to
+/// (its pre-size, else its input size): they are then upsampled.
+fn warn_small_pack(config: &PretrainConfig, source: &crate::data::source::ImageSource) {
+    if let crate::data::source::ImageSource::Packed(p) = source {
+        let aug = config.aug();
+        let needed = aug.pre_size.unwrap_or(aug.size);
+        if p.info().size < needed {
+            tracing::warn!(
+                "{}: the pack stores {} x {} px images, smaller than the {needed} px this run resizes them to: they are upsampled (pack at {needed} for the full resolution)",
+                p.dir().display(),
+                p.info().size,
+                p.info().size
+            );
+        }
+    }
 }
 
 /// Joins the data-parallel job of `rdzv`: this rank's device (for `cuda`,
