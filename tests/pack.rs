@@ -70,8 +70,10 @@ fn data_line(stderr: &[u8]) -> String {
 /// The rows, key rows and geo labels of every batch of epoch 0 of the
 /// moco-tp-geo loader on `manifest`'s training rows, reading `source`.
 fn loader_draws(manifest: &Path, packed: Option<&Path>) -> Vec<(Vec<usize>, Vec<usize>, Vec<i64>)> {
-    let mut config = PretrainConfig::default();
-    config.method = Method::MocoTpGeo;
+    let mut config = PretrainConfig {
+        method: Method::MocoTpGeo,
+        ..Default::default()
+    };
     config.data.image_size = 16;
     config.optimizer.batch_size = 8;
     let m =
