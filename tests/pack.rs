@@ -170,7 +170,17 @@ fn packed_pretraining_and_evaluation_match_the_raw_path_without_the_files() {
         loader_draws(&manifest, None)
     );
 
-    let method = ["--method", "moco-tp-geo", "--epochs", "1"];
+    // With the kNN monitor, which reads the pack too.
+    let method = [
+        "--method",
+        "moco-tp-geo",
+        "--epochs",
+        "1",
+        "--knn-every",
+        "1",
+        "--knn-k",
+        "3",
+    ];
     let raw = tiny_pretrain(&manifest, &d.join("raw"))
         .args(method)
         .assert()
@@ -203,6 +213,8 @@ fn packed_pretraining_and_evaluation_match_the_raw_path_without_the_files() {
         .assert()
         .success();
     assert_eq!(data_line(&packed.get_output().stderr), raw_data);
+    let stderr = String::from_utf8_lossy(&packed.get_output().stderr).to_string();
+    assert!(stderr.contains("kNN top-1"), "{stderr}");
     assert!(!run.join("bad_images.csv").exists());
     assert_eq!(embed(&run, "packed_embed.npy", Some(&pk)), raw_rows);
     for (command, extra) in [
