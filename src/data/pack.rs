@@ -310,7 +310,8 @@ fn row_json(manifest: &Manifest, row: usize, key: &str) -> Vec<u8> {
         }
     }
     for (name, value) in manifest.extra_columns.iter().zip(&r.extra) {
-        m.insert(name.clone(), json!(value));
+        // An extra column never hides the key or a standard column.
+        m.entry(name.clone()).or_insert_with(|| json!(value));
     }
     serde_json::to_vec(&Value::Object(m)).expect("a JSON object serialises")
 }
