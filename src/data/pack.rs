@@ -310,7 +310,8 @@ fn row_json(manifest: &Manifest, row: usize, key: &str) -> Vec<u8> {
         }
     }
     for (name, value) in manifest.extra_columns.iter().zip(&r.extra) {
-        m.insert(name.clone(), json!(value));
+        // An extra column never hides the key or a standard column.
+        m.entry(name.clone()).or_insert_with(|| json!(value));
     }
     serde_json::to_vec(&Value::Object(m)).expect("a JSON object serialises")
 }
@@ -863,30 +864,7 @@ impl PackedRows {
     pub fn open(dir: &Path, manifest: &Manifest) -> anyhow::Result<Self> {
         let info = read_info(dir)?;
         let shards = open_shards(dir, &info)?;
-        let by_file: HashMap<&str, usize> = info
-            .shards
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.file.as_str(), i))
-            .collect();
-        let mut found: HashMap<(String, Option<CropBox>), Slot> = HashMap::new();
-        let index_path = dir.join(INDEX_FILE);
-        for r in read_csv::<IndexRow>(&index_path)? {
-            let shard = *by_file.get(r.shard.as_str()).with_context(|| {
-                format!(
-                    "{}: row {} names shard {}, which {INFO_FILE} does not list",
-                    index_path.display(),
-                    r.key,
-                    r.shard
-                )
-            })?;
-            let slot = index_slot(&r, shard).with_context(|| index_path.display().to_string())?;
-            found.insert((r.path, parse_crop(&r.crop)?), slot);
-        }
-        for u in read_csv::<UnreadableRow>(&dir.join(UNREADABLE_FILE))? {
-            let slot = Slot::Unreadable { error: u.error };
-            found.entry((u.path, parse_crop(&u.crop)?)).or_insert(slot);
-        }
+        let found = packed_slots(dir, &info)?;
         let mut missing = Vec::new();
         let slots = manifest
             .records
@@ -1091,6 +1069,39 @@ impl PackedRows {
         img.recount();
         Ok(SourceImage::Bands(img))
     }
+}
+
+/// Each (path, crop) of the pack: its sample (`index.csv`), or the
+/// decoder's message when it could not be packed (`unreadable.csv`).
+fn packed_slots(
+    dir: &Path,
+    info: &PackInfo,
+) -> anyhow::Result<HashMap<(String, Option<CropBox>), Slot>> {
+    let by_file: HashMap<&str, usize> = info
+        .shards
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.file.as_str(), i))
+        .collect();
+    let mut found: HashMap<(String, Option<CropBox>), Slot> = HashMap::new();
+    let index_path = dir.join(INDEX_FILE);
+    for r in read_csv::<IndexRow>(&index_path)? {
+        let shard = *by_file.get(r.shard.as_str()).with_context(|| {
+            format!(
+                "{}: row {} names shard {}, which {INFO_FILE} does not list",
+                index_path.display(),
+                r.key,
+                r.shard
+            )
+        })?;
+        let slot = index_slot(&r, shard).with_context(|| index_path.display().to_string())?;
+        found.insert((r.path, parse_crop(&r.crop)?), slot);
+    }
+    for u in read_csv::<UnreadableRow>(&dir.join(UNREADABLE_FILE))? {
+        let slot = Slot::Unreadable { error: u.error };
+        found.entry((u.path, parse_crop(&u.crop)?)).or_insert(slot);
+    }
+    Ok(found)
 }
 
 /// The shards of `info`, open, each of the length `pack.json` records.

@@ -146,11 +146,16 @@ pub fn pretrain(
     );
     // Recorded absolute in config.toml and the checkpoints, so that
     // `--resume`, `report` and `export` find it from any working directory.
-    let config = PretrainConfig {
+    let mut config = PretrainConfig {
         manifest: std::path::absolute(&config.manifest)
             .with_context(|| format!("{}: cannot make absolute", config.manifest.display()))?,
         ..config.clone()
     };
+    // The pack likewise (`report` draws its sample pairs from it).
+    if !config.run.packed.as_os_str().is_empty() {
+        config.run.packed = std::path::absolute(&config.run.packed)
+            .with_context(|| format!("{}: cannot make absolute", config.run.packed.display()))?;
+    }
     let mut loaded = load(&config, run_dir, monitor, options)?;
     let start = start_point(&config, run_dir, options, &mut loaded)?;
     loaded.ranks.agree_on_start(&start, run_dir)?;
