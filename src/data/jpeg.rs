@@ -13,8 +13,12 @@
 //! Strict as the full-resolution path ([`super::decode`]): libjpeg's
 //! warnings (data that ends early, a corrupt Huffman code) stop the decode
 //! (`TJPARAM_STOPONWARNING`) and become [`DecodeError::Corrupt`] naming the
-//! file, including damage after the crop window (the rest of the scan is
-//! still entropy-decoded and the file read to its EOI marker).
+//! file. The rows above the window are entropy-decoded (and checked);
+//! libjpeg does not read the rows below it at all (`jpeg_skip_scanlines`
+//! to the bottom), so a file cut short there is caught by walking its
+//! markers to the EOI marker first ([`super::decode`]'s `ends_with_eoi`),
+//! while bit errors inside the entropy-coded data below the window go
+//! unnoticed, as they do for PIL's draft + crop.
 
 use std::cell::RefCell;
 use std::ffi::{c_int, CStr};
@@ -23,7 +27,7 @@ use image::RgbImage;
 use rayon::prelude::*;
 use turbojpeg_sys as tj;
 
-use super::decode::{check_size, corrupt, DecodeError, DecodeOptions};
+use super::decode::{check_size, corrupt, ends_with_eoi, DecodeError, DecodeOptions};
 use super::manifest::CropBox;
 
 /// The reductions tried, the strongest last: libjpeg's DCT scaling factors
@@ -114,6 +118,7 @@ pub(crate) fn decode_scaled(
         let Some(denom) = scale_for(crop.w, crop.h, resize_to).filter(|_| header.scalable) else {
             return Ok(None);
         };
+        check_eoi(bytes, name)?;
         let img = d.decode_region(bytes, name, &header, denom, scaled_crop(crop, denom))?;
         Ok(Some((img, denom)))
     })
@@ -149,8 +154,21 @@ pub(crate) fn decode_at(
                 h: header.height.div_ceil(denom),
             },
         };
+        check_eoi(bytes, name)?;
         d.decode_region(bytes, name, &header, denom, crop)
     })
+}
+
+/// A JPEG whose marker sequence does not reach its EOI marker is cut short
+/// ([`DecodeError::Corrupt`]): libjpeg does not read below the region.
+fn check_eoi(bytes: &[u8], name: &str) -> Result<(), DecodeError> {
+    match ends_with_eoi(bytes) {
+        true => Ok(()),
+        false => Err(corrupt(
+            name,
+            "JPEG ends before its end-of-image marker (file cut short)",
+        )),
+    }
 }
 
 /// `crop` when it lies inside the image, else [`DecodeError::CropOutside`]
@@ -570,7 +588,8 @@ mod tests {
     fn damaged_jpegs_are_errors_naming_the_file_under_scaling() {
         let bytes = encode(&aerial_texture(1203, 901, 3), 90, Subsampling::S420);
         let auto = DecodeOptions::default();
-        // A crop at the top: the damage lies after its blocks.
+        // A crop at the top: the cuts but the first lie below its blocks,
+        // where libjpeg reads nothing (the EOI check catches them).
         let c = Some(crop("0,0,600,400"));
         assert!(decode_scaled(&bytes, "ok.jpg", c, &auto, 100)
             .unwrap()
@@ -586,16 +605,20 @@ mod tests {
                 "cut at {cut}: {err}"
             );
         }
-        // A marker in the middle of the entropy-coded data.
+        // A marker in the entropy-coded data a fifth of the way down: inside
+        // a crop at the top, above one at the bottom (whose rows above are
+        // entropy-decoded too).
         let mut bad = bytes.clone();
-        let at = bytes.len() * 3 / 4;
+        let at = bytes.len() / 5;
         bad[at..at + 2].copy_from_slice(&[0xFF, 0xC4]);
-        let err = decode_bytes_scaled(&bad, "bad.jpg", c, &auto, Some(100)).unwrap_err();
-        assert!(
-            err.to_string()
-                .starts_with("bad.jpg: corrupt or truncated image: JPEG: "),
-            "{err}"
-        );
+        for c in [c, Some(crop("500,500,700,400"))] {
+            let err = decode_bytes_scaled(&bad, "bad.jpg", c, &auto, Some(100)).unwrap_err();
+            assert!(
+                err.to_string()
+                    .starts_with("bad.jpg: corrupt or truncated image: JPEG"),
+                "{err}"
+            );
+        }
     }
 
     #[test]
@@ -625,7 +648,8 @@ mod tests {
             assert!(out == reference, "{:?} {r:?}", options.scale);
         }
         assert_eq!(full().scale, DecodeScale::Full);
-        // 203 / 2 >= 101: scaled, the whole image at 1/2 (151 x 101).
+        // 203 / 2 >= 101: scaled, the whole image at 1/2 (301 / 2 and
+        // 203 / 2 rounded down).
         let out = decode_bytes_scaled(&bytes, "s.jpg", None, &auto, Some(101)).unwrap();
         assert_eq!(out.dimensions(), (150, 101));
     }
