@@ -374,6 +374,16 @@ pub(crate) enum Subsampling {
 /// (`tj3Compress8`): test and benchmark files with a chosen subsampling,
 /// which the `image` crate's encoder does not offer.
 pub(crate) fn encode(img: &RgbImage, quality: u8, subsampling: Subsampling) -> Vec<u8> {
+    encode_with(img, quality, subsampling, false)
+}
+
+/// [`encode`], progressive (multi-scan) when `progressive`.
+pub(crate) fn encode_with(
+    img: &RgbImage,
+    quality: u8,
+    subsampling: Subsampling,
+    progressive: bool,
+) -> Vec<u8> {
     let subsamp = match subsampling {
         Subsampling::S444 => tj::TJSAMP_TJSAMP_444,
         Subsampling::S420 => tj::TJSAMP_TJSAMP_420,
@@ -395,6 +405,12 @@ pub(crate) fn encode(img: &RgbImage, quality: u8, subsampling: Subsampling) -> V
             quality as c_int,
         );
         tj::tj3Set(handle, tj::TJPARAM_TJPARAM_SUBSAMP as c_int, subsamp);
+        let progressive = c_int::from(progressive);
+        tj::tj3Set(
+            handle,
+            tj::TJPARAM_TJPARAM_PROGRESSIVE as c_int,
+            progressive,
+        );
         let mut out: *mut u8 = std::ptr::null_mut();
         let mut size: tj::size_t = 0;
         let status = tj::tj3Compress8(
@@ -553,12 +569,19 @@ mod tests {
     }
 
     /// The cropping region (aligned to the scaled iMCU, then sub-cropped)
-    /// gives exactly the pixels of the whole image decoded at that scale.
+    /// gives exactly the pixels of the whole image decoded at that scale,
+    /// baseline and progressive.
     #[test]
     fn region_decode_equals_the_region_of_a_whole_decode_at_the_same_scale() {
         let img = aerial_texture(1203, 901, 7);
-        for sub in [Subsampling::S420, Subsampling::S444, Subsampling::Gray] {
-            let bytes = encode(&img, 90, sub);
+        let kinds = [
+            (Subsampling::S420, false),
+            (Subsampling::S444, false),
+            (Subsampling::Gray, false),
+            (Subsampling::S420, true),
+        ];
+        for (sub, progressive) in kinds {
+            let bytes = encode_with(&img, 90, sub, progressive);
             for denom in [2, 4, 8] {
                 let limits = DecodeOptions::default();
                 let whole = decode_at(&bytes, "t.jpg", None, &limits, denom).unwrap();
@@ -578,7 +601,10 @@ mod tests {
                     }
                     let region = decode_at(&bytes, "t.jpg", Some(crop(c)), &limits, denom).unwrap();
                     let expected = image::imageops::crop_imm(&whole, s.x, s.y, s.w, s.h);
-                    assert!(region == expected.to_image(), "{sub:?} 1/{denom} crop {c}");
+                    assert!(
+                        region == expected.to_image(),
+                        "{sub:?} progressive {progressive} 1/{denom} crop {c}"
+                    );
                 }
             }
         }
