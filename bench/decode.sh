@@ -4,7 +4,11 @@
 #   geossl bench decode --keep DIR   GDAL (RasterReader) vs the current
 #                                    JPEG/PNG decoder (zune-jpeg / image), 1
 #                                    thread and all cores, on JPEG, PNG and
-#                                    GeoTIFF files it writes into DIR
+#                                    GeoTIFF files it writes into DIR; then
+#                                    the scaled-JPEG rows: 16 JPEGs of 1200 x
+#                                    900 to 3500 x 3000 with fMoW-like crops,
+#                                    full vs DCT-scaled + region decode for
+#                                    Resize(448), 1 thread, and the PSNR
 #   bench/decode_reference.py DIR    PIL and torchvision.io on the same JPEG
 #                                    and PNG files, 1 thread
 #   geossl bench data                the loader (decode + two aug+ views +

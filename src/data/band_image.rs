@@ -900,6 +900,39 @@ pub(crate) mod tests {
         );
     }
 
+    /// `resize_to` reaches the JPEG decoder on both the RGB8 and the C-band
+    /// path: a crop of 600 x 400 resized to 100 comes back at 1/4.
+    #[test]
+    fn a_jpeg_crop_is_decoded_at_reduced_scale_for_its_resize() {
+        use crate::data::jpeg::{aerial_texture, encode, Subsampling};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.jpg");
+        let img = aerial_texture(1203, 901, 1);
+        std::fs::write(&path, encode(&img, 90, Subsampling::S420)).unwrap();
+        let crop = Some("13,7,600,400".parse().unwrap());
+        let rgb = InputSpec::rgb();
+        let scaled = InputSpec {
+            radiometry: Radiometry::Scale(vec![255.0; 3]),
+            ..InputSpec::rgb()
+        };
+        let auto = DecodeOptions::default();
+        for spec in [&rgb, &scaled] {
+            let size = |options: &DecodeOptions, r: Option<u32>| match decode_source(
+                &path, crop, spec, options, r,
+            )
+            .unwrap()
+            {
+                SourceImage::Rgb8(i) => (true, i.dimensions()),
+                SourceImage::Bands(b) => (false, (b.width as u32, b.height as u32)),
+            };
+            let rgb8 = spec.is_default_rgb();
+            assert_eq!(size(&auto, Some(100)), (rgb8, (150, 100)));
+            assert_eq!(size(&auto, Some(101)), (rgb8, (300, 200)));
+            assert_eq!(size(&auto, None), (rgb8, (600, 400)));
+            assert_eq!(size(&DecodeOptions::full(), Some(100)), (rgb8, (600, 400)));
+        }
+    }
+
     #[test]
     fn percentiles_by_rank_over_valid_values() {
         let v: Vec<f32> = (1..=1000).map(|i| i as f32).collect();

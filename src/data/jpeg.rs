@@ -13,8 +13,12 @@
 //! Strict as the full-resolution path ([`super::decode`]): libjpeg's
 //! warnings (data that ends early, a corrupt Huffman code) stop the decode
 //! (`TJPARAM_STOPONWARNING`) and become [`DecodeError::Corrupt`] naming the
-//! file, including damage after the crop window (the rest of the scan is
-//! still entropy-decoded and the file read to its EOI marker).
+//! file. The rows above the window are entropy-decoded (and checked);
+//! libjpeg does not read the rows below it at all (`jpeg_skip_scanlines`
+//! to the bottom), so a file cut short there is caught by walking its
+//! markers to the EOI marker first ([`super::decode`]'s `ends_with_eoi`),
+//! while bit errors inside the entropy-coded data below the window go
+//! unnoticed, as they do for PIL's draft + crop.
 
 use std::cell::RefCell;
 use std::ffi::{c_int, CStr};
@@ -23,7 +27,7 @@ use image::RgbImage;
 use rayon::prelude::*;
 use turbojpeg_sys as tj;
 
-use super::decode::{check_size, corrupt, DecodeError, DecodeOptions};
+use super::decode::{check_size, corrupt, ends_with_eoi, DecodeError, DecodeOptions};
 use super::manifest::CropBox;
 
 /// The reductions tried, the strongest last: libjpeg's DCT scaling factors
@@ -114,6 +118,7 @@ pub(crate) fn decode_scaled(
         let Some(denom) = scale_for(crop.w, crop.h, resize_to).filter(|_| header.scalable) else {
             return Ok(None);
         };
+        check_eoi(bytes, name)?;
         let img = d.decode_region(bytes, name, &header, denom, scaled_crop(crop, denom))?;
         Ok(Some((img, denom)))
     })
@@ -149,8 +154,21 @@ pub(crate) fn decode_at(
                 h: header.height.div_ceil(denom),
             },
         };
+        check_eoi(bytes, name)?;
         d.decode_region(bytes, name, &header, denom, crop)
     })
+}
+
+/// A JPEG whose marker sequence does not reach its EOI marker is cut short
+/// ([`DecodeError::Corrupt`]): libjpeg does not read below the region.
+fn check_eoi(bytes: &[u8], name: &str) -> Result<(), DecodeError> {
+    match ends_with_eoi(bytes) {
+        true => Ok(()),
+        false => Err(corrupt(
+            name,
+            "JPEG ends before its end-of-image marker (file cut short)",
+        )),
+    }
 }
 
 /// `crop` when it lies inside the image, else [`DecodeError::CropOutside`]
@@ -356,6 +374,16 @@ pub(crate) enum Subsampling {
 /// (`tj3Compress8`): test and benchmark files with a chosen subsampling,
 /// which the `image` crate's encoder does not offer.
 pub(crate) fn encode(img: &RgbImage, quality: u8, subsampling: Subsampling) -> Vec<u8> {
+    encode_with(img, quality, subsampling, false)
+}
+
+/// [`encode`], progressive (multi-scan) when `progressive`.
+pub(crate) fn encode_with(
+    img: &RgbImage,
+    quality: u8,
+    subsampling: Subsampling,
+    progressive: bool,
+) -> Vec<u8> {
     let subsamp = match subsampling {
         Subsampling::S444 => tj::TJSAMP_TJSAMP_444,
         Subsampling::S420 => tj::TJSAMP_TJSAMP_420,
@@ -377,6 +405,12 @@ pub(crate) fn encode(img: &RgbImage, quality: u8, subsampling: Subsampling) -> V
             quality as c_int,
         );
         tj::tj3Set(handle, tj::TJPARAM_TJPARAM_SUBSAMP as c_int, subsamp);
+        let progressive = c_int::from(progressive);
+        tj::tj3Set(
+            handle,
+            tj::TJPARAM_TJPARAM_PROGRESSIVE as c_int,
+            progressive,
+        );
         let mut out: *mut u8 = std::ptr::null_mut();
         let mut size: tj::size_t = 0;
         let status = tj::tj3Compress8(
@@ -535,12 +569,19 @@ mod tests {
     }
 
     /// The cropping region (aligned to the scaled iMCU, then sub-cropped)
-    /// gives exactly the pixels of the whole image decoded at that scale.
+    /// gives exactly the pixels of the whole image decoded at that scale,
+    /// baseline and progressive.
     #[test]
     fn region_decode_equals_the_region_of_a_whole_decode_at_the_same_scale() {
         let img = aerial_texture(1203, 901, 7);
-        for sub in [Subsampling::S420, Subsampling::S444, Subsampling::Gray] {
-            let bytes = encode(&img, 90, sub);
+        let kinds = [
+            (Subsampling::S420, false),
+            (Subsampling::S444, false),
+            (Subsampling::Gray, false),
+            (Subsampling::S420, true),
+        ];
+        for (sub, progressive) in kinds {
+            let bytes = encode_with(&img, 90, sub, progressive);
             for denom in [2, 4, 8] {
                 let limits = DecodeOptions::default();
                 let whole = decode_at(&bytes, "t.jpg", None, &limits, denom).unwrap();
@@ -560,7 +601,10 @@ mod tests {
                     }
                     let region = decode_at(&bytes, "t.jpg", Some(crop(c)), &limits, denom).unwrap();
                     let expected = image::imageops::crop_imm(&whole, s.x, s.y, s.w, s.h);
-                    assert!(region == expected.to_image(), "{sub:?} 1/{denom} crop {c}");
+                    assert!(
+                        region == expected.to_image(),
+                        "{sub:?} progressive {progressive} 1/{denom} crop {c}"
+                    );
                 }
             }
         }
@@ -570,7 +614,8 @@ mod tests {
     fn damaged_jpegs_are_errors_naming_the_file_under_scaling() {
         let bytes = encode(&aerial_texture(1203, 901, 3), 90, Subsampling::S420);
         let auto = DecodeOptions::default();
-        // A crop at the top: the damage lies after its blocks.
+        // A crop at the top: the cuts but the first lie below its blocks,
+        // where libjpeg reads nothing (the EOI check catches them).
         let c = Some(crop("0,0,600,400"));
         assert!(decode_scaled(&bytes, "ok.jpg", c, &auto, 100)
             .unwrap()
@@ -586,16 +631,20 @@ mod tests {
                 "cut at {cut}: {err}"
             );
         }
-        // A marker in the middle of the entropy-coded data.
+        // A marker in the entropy-coded data a fifth of the way down: inside
+        // a crop at the top, above one at the bottom (whose rows above are
+        // entropy-decoded too).
         let mut bad = bytes.clone();
-        let at = bytes.len() * 3 / 4;
+        let at = bytes.len() / 5;
         bad[at..at + 2].copy_from_slice(&[0xFF, 0xC4]);
-        let err = decode_bytes_scaled(&bad, "bad.jpg", c, &auto, Some(100)).unwrap_err();
-        assert!(
-            err.to_string()
-                .starts_with("bad.jpg: corrupt or truncated image: JPEG: "),
-            "{err}"
-        );
+        for c in [c, Some(crop("500,500,700,400"))] {
+            let err = decode_bytes_scaled(&bad, "bad.jpg", c, &auto, Some(100)).unwrap_err();
+            assert!(
+                err.to_string()
+                    .starts_with("bad.jpg: corrupt or truncated image: JPEG"),
+                "{err}"
+            );
+        }
     }
 
     #[test]
@@ -625,7 +674,8 @@ mod tests {
             assert!(out == reference, "{:?} {r:?}", options.scale);
         }
         assert_eq!(full().scale, DecodeScale::Full);
-        // 203 / 2 >= 101: scaled, the whole image at 1/2 (151 x 101).
+        // 203 / 2 >= 101: scaled, the whole image at 1/2 (301 / 2 and
+        // 203 / 2 rounded down).
         let out = decode_bytes_scaled(&bytes, "s.jpg", None, &auto, Some(101)).unwrap();
         assert_eq!(out.dimensions(), (150, 101));
     }
