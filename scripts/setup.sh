@@ -7,7 +7,9 @@
 # libgloo-dev, the Gloo headers the c10d shim (src/dist/c10d.cpp) compiles
 # against (the wheel ships c10d's headers and Gloo's library, not Gloo's
 # headers); Debian's libgdal-dev, the GDAL library and headers the `gdal`
-# crate links against (src/data/raster.rs reads rasters through it). With
+# crate links against (src/data/raster.rs reads rasters through it); Debian's
+# cmake and nasm, which build libjpeg-turbo and its SIMD code from the source
+# vendored in the `turbojpeg-sys` crate (src/data/jpeg.rs). With
 # GEOSSL_SETUP_TESTS=1 (scripts/test.sh sets it) also Debian's
 # chromium, the headless browser the report tests load pages in.
 #
@@ -30,8 +32,9 @@ GEOSSL_VENV="${GEOSSL_VENV:-$GEOSSL_ROOT/.venv}"
 # without changing it).
 GEOSSL_PY_REQUIREMENTS="torch==2.11.0 torchvision==0.26.0 safetensors==0.8.0 numpy tensorboard==2.21.0 nvidia-cuda-crt==13.0.88 nvidia-cuda-cccl==13.0.85 timm==1.0.31"
 # Debian packages the build needs: Gloo's headers and GDAL (library and
-# headers), each checked by its header below.
-GEOSSL_BUILD_DEBIAN_PACKAGES="libgloo-dev libgdal-dev"
+# headers), each checked by its header below; cmake and nasm (libjpeg-turbo's
+# build), checked by their commands.
+GEOSSL_BUILD_DEBIAN_PACKAGES="libgloo-dev libgdal-dev cmake nasm"
 GEOSSL_GLOO_HEADER="/usr/include/gloo/config.h"
 GEOSSL_GDAL_HEADER="/usr/include/gdal/gdal.h"
 # Debian packages of the test suite only.
@@ -75,9 +78,10 @@ geossl_apt_install() {
     }
 }
 
-if [ ! -f "$GEOSSL_GLOO_HEADER" ] || [ ! -f "$GEOSSL_GDAL_HEADER" ]; then
+if [ ! -f "$GEOSSL_GLOO_HEADER" ] || [ ! -f "$GEOSSL_GDAL_HEADER" ] ||
+    ! command -v cmake >/dev/null 2>&1 || ! command -v nasm >/dev/null 2>&1; then
     geossl_apt_install "$GEOSSL_BUILD_DEBIAN_PACKAGES" \
-        'test -f "$GEOSSL_GLOO_HEADER" && test -f "$GEOSSL_GDAL_HEADER"' ||
+        'test -f "$GEOSSL_GLOO_HEADER" && test -f "$GEOSSL_GDAL_HEADER" && command -v cmake >/dev/null && command -v nasm >/dev/null' ||
         { unset -f geossl_apt_install; return 1 2>/dev/null || exit 1; }
 fi
 

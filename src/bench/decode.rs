@@ -215,7 +215,7 @@ fn decode(d: Decoder, path: &Path) -> anyhow::Result<()> {
     let limits = DecodeOptions::default();
     match d {
         Decoder::Current => {
-            let img = decode_rgb8_file(path, None, &limits)?;
+            let img = decode_rgb8_file(path, None, &limits, None)?;
             std::hint::black_box(img);
         }
         Decoder::Gdal => {

@@ -6,6 +6,7 @@ pub mod data;
 pub mod decode;
 pub mod fmow_images;
 pub mod kmeans;
+pub mod scaled_jpeg;
 pub mod step;
 
 /// Peak resident memory of this process so far (VmHWM, the same figure as

@@ -6,6 +6,7 @@ use clap::Subcommand;
 
 use crate::bench::data::DataBenchConfig;
 use crate::bench::decode::DecodeBenchConfig;
+use crate::bench::scaled_jpeg::ScaledJpegConfig;
 use crate::bench::step::StepBenchConfig;
 use crate::data::bands::{BandSelection, Radiometry};
 use crate::data::loader::{BadImagePolicy, PairMode};
@@ -101,6 +102,16 @@ pub struct DecodeArgs {
     /// JPEG and 13-band GeoTIFF (KEEP/loader-*/manifest.csv) for `geossl bench data`.
     #[arg(long, default_value_t = 128)]
     pub loader_images: usize,
+    /// JPEGs of 1200 x 900 to 3500 x 3000 with fMoW-like crops for the
+    /// scaled-JPEG rows (full vs DCT-scaled + region decode, PSNR; 0: none).
+    #[arg(long, default_value_t = 16)]
+    pub scaled_files: usize,
+    /// The side the scaled-JPEG rows resize each crop's shorter side to.
+    #[arg(long, default_value_t = 448)]
+    pub scaled_resize_to: u32,
+    /// Only the scaled-JPEG rows (not the format x decoder matrix).
+    #[arg(long)]
+    pub scaled_only: bool,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
 }
@@ -350,27 +361,67 @@ pub(super) fn bench_cmd(b: BenchCommand) -> anyhow::Result<()> {
             Ok(())
         }
         BenchCommand::Decode(args) => {
-            let (formats, measures) = crate::bench::decode::run(&DecodeBenchConfig::from(args))?;
-            for m in &measures {
-                match (m.images_per_s, m.mp_per_s) {
-                    (Some(ips), Some(mps)) => println!(
-                        "BENCH decode format={} decoder={} threads={} images={} images_per_s={ips:.1} mp_per_s={mps:.1}",
-                        m.format,
-                        m.decoder.name(),
-                        m.threads,
-                        m.images
-                    ),
-                    _ => println!(
-                        "BENCH decode format={} decoder={} threads={} unreadable: {}",
-                        m.format,
-                        m.decoder.name(),
-                        m.threads,
-                        m.error.as_deref().unwrap_or("?")
-                    ),
-                }
+            let scaled = ScaledJpegConfig {
+                files: args.scaled_files,
+                resize_to: args.scaled_resize_to,
+                quality: 92,
+                rounds: args.rounds,
+                seed: args.seed,
+            };
+            if !args.scaled_only {
+                decode_matrix(args)?;
             }
-            println!("{}", crate::bench::decode::table(&formats, &measures));
+            if scaled.files > 0 {
+                scaled_jpeg_rows(&scaled)?;
+            }
             Ok(())
         }
     }
+}
+
+/// The format x decoder rows of `geossl bench decode`.
+fn decode_matrix(args: DecodeArgs) -> anyhow::Result<()> {
+    let (formats, measures) = crate::bench::decode::run(&DecodeBenchConfig::from(args))?;
+    for m in &measures {
+        match (m.images_per_s, m.mp_per_s) {
+            (Some(ips), Some(mps)) => println!(
+                "BENCH decode format={} decoder={} threads={} images={} images_per_s={ips:.1} mp_per_s={mps:.1}",
+                m.format,
+                m.decoder.name(),
+                m.threads,
+                m.images
+            ),
+            _ => println!(
+                "BENCH decode format={} decoder={} threads={} unreadable: {}",
+                m.format,
+                m.decoder.name(),
+                m.threads,
+                m.error.as_deref().unwrap_or("?")
+            ),
+        }
+    }
+    println!("{}", crate::bench::decode::table(&formats, &measures));
+    Ok(())
+}
+
+/// The scaled-JPEG rows of `geossl bench decode` (one thread).
+fn scaled_jpeg_rows(c: &ScaledJpegConfig) -> anyhow::Result<()> {
+    let rows = crate::bench::scaled_jpeg::run(c)?;
+    for (i, r) in rows.iter().enumerate() {
+        println!(
+            "BENCH decode-scaled-jpeg file={i} size={}x{} crop={} bits_per_pixel={:.2} resize_to={} scale={} zune_full_ms={:.2} turbo_full_ms={:.2} auto_ms={:.2} psnr_db={}",
+            r.width,
+            r.height,
+            r.crop,
+            r.bits_per_pixel,
+            c.resize_to,
+            r.denom.map_or("1".into(), |d| format!("1/{d}")),
+            r.zune_full_ms,
+            r.turbo_full_ms,
+            r.auto_ms,
+            r.psnr.map_or("inf".into(), |p| format!("{p:.2}"))
+        );
+    }
+    println!("{}", crate::bench::scaled_jpeg::table(&rows, c.resize_to));
+    Ok(())
 }

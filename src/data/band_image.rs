@@ -185,7 +185,6 @@ pub fn decode_source(
     limits: &DecodeOptions,
     resize_to: Option<u32>,
 ) -> Result<SourceImage, DecodeError> {
-    let _ = resize_to; // contract: scaled JPEG decoding (issue 17) uses it
     let name = path.display().to_string();
     let meta = std::fs::metadata(path).map_err(|source| DecodeError::Io {
         path: name.clone(),
@@ -199,7 +198,7 @@ pub fn decode_source(
         source,
     })?;
     if rgb8 {
-        let img = decode_rgb8_file(path, crop, limits)?;
+        let img = decode_rgb8_file(path, crop, limits, resize_to)?;
         return Ok(if spec.is_default_rgb() {
             SourceImage::Rgb8(img)
         } else {

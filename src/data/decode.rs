@@ -189,22 +189,24 @@ pub fn decode_file(
             super::band_image::SourceImage::Bands(b) => Ok(b.to_rgb8()),
         };
     }
-    decode_rgb8_file(path, crop, limits)
+    decode_rgb8_file(path, crop, limits, None)
 }
 
 /// [`decode_file`] of a JPEG or PNG (other formats are refused as
-/// [`decode_bytes`] refuses them).
+/// [`decode_bytes`] refuses them), possibly at reduced scale
+/// ([`decode_bytes_scaled`]).
 pub(crate) fn decode_rgb8_file(
     path: &Path,
     crop: Option<CropBox>,
     limits: &DecodeOptions,
+    resize_to: Option<u32>,
 ) -> Result<RgbImage, DecodeError> {
     let name = path.display().to_string();
     let bytes = std::fs::read(path).map_err(|source| DecodeError::Io {
         path: name.clone(),
         source,
     })?;
-    decode_bytes(&bytes, &name, crop, limits)
+    decode_bytes_scaled(&bytes, &name, crop, limits, resize_to)
 }
 
 /// Decodes in-memory JPEG or PNG contents; `name` is used in errors. Other
@@ -217,12 +219,35 @@ pub fn decode_bytes(
     crop: Option<CropBox>,
     limits: &DecodeOptions,
 ) -> Result<RgbImage, DecodeError> {
-    catch_panic(|| decode_unguarded(bytes, name, crop, limits)).unwrap_or_else(|message| {
-        Err(DecodeError::DecoderPanic {
-            path: name.to_string(),
-            message,
-        })
-    })
+    decode_bytes_scaled(bytes, name, crop, limits, None)
+}
+
+/// [`decode_bytes`] for a crop whose shorter side is resized to
+/// `resize_to` next (torchvision's `Resize(resize_to)`): under
+/// [`DecodeScale::Auto`] a JPEG is decoded at the smallest DCT scale 1/2,
+/// 1/4 or 1/8 at which the crop's shorter side is still at least
+/// `resize_to` (`min(w, h) / d >= resize_to`, PIL draft's rule applied to
+/// the crop), and only over the crop's blocks, through libjpeg-turbo
+/// ([`super::jpeg`]). The result is then the crop at that scale: the crop
+/// box's x, y, w, h each divided by d and rounded down (as the PyTorch
+/// reference scales the box after `draft`). When no scale fits, for PNGs,
+/// under [`DecodeScale::Full`] and for `resize_to: None`, exactly
+/// [`decode_bytes`].
+pub fn decode_bytes_scaled(
+    bytes: &[u8],
+    name: &str,
+    crop: Option<CropBox>,
+    limits: &DecodeOptions,
+    resize_to: Option<u32>,
+) -> Result<RgbImage, DecodeError> {
+    catch_panic(|| decode_unguarded(bytes, name, crop, limits, resize_to)).unwrap_or_else(
+        |message| {
+            Err(DecodeError::DecoderPanic {
+                path: name.to_string(),
+                message,
+            })
+        },
+    )
 }
 
 thread_local! {
@@ -272,6 +297,7 @@ fn decode_unguarded(
     name: &str,
     crop: Option<CropBox>,
     limits: &DecodeOptions,
+    resize_to: Option<u32>,
 ) -> Result<RgbImage, DecodeError> {
     let path = || name.to_string();
     if bytes.is_empty() {
@@ -287,7 +313,14 @@ fn decode_unguarded(
     };
     let image = match reader()?.format() {
         None => return Err(DecodeError::UnknownFormat { path: path() }),
-        Some(ImageFormat::Jpeg) => decode_jpeg(bytes, name, limits)?,
+        Some(ImageFormat::Jpeg) => {
+            if let (DecodeScale::Auto, Some(r)) = (limits.scale, resize_to) {
+                if let Some((img, _)) = super::jpeg::decode_scaled(bytes, name, crop, limits, r)? {
+                    return Ok(img);
+                }
+            }
+            decode_jpeg(bytes, name, limits)?
+        }
         Some(ImageFormat::Png) => {
             let (width, height) = reader()?.into_dimensions().map_err(|e| classify(name, e))?;
             check_size(name, width, height, limits)?;
@@ -345,7 +378,7 @@ pub fn is_jpeg_or_png(path: &Path) -> std::io::Result<bool> {
 
 /// Refuses images above `limits` (before any pixel memory is allocated) and
 /// images without pixels.
-fn check_size(
+pub(super) fn check_size(
     name: &str,
     width: u32,
     height: u32,
@@ -370,7 +403,7 @@ fn check_size(
 /// A [`DecodeError::Corrupt`] whose message is trimmed: decoders end some
 /// messages with a newline or wrap them in quotes, which would leave blank
 /// lines in warnings and push hints onto a line of their own.
-fn corrupt(name: &str, message: impl std::fmt::Display) -> DecodeError {
+pub(super) fn corrupt(name: &str, message: impl std::fmt::Display) -> DecodeError {
     DecodeError::Corrupt {
         path: name.to_string(),
         message: tidy(message),

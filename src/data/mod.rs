@@ -12,6 +12,7 @@ pub mod decoded_cache;
 pub mod fmow;
 pub mod geo_classes;
 pub mod import_csv;
+pub(crate) mod jpeg;
 pub mod loader;
 pub mod location_index;
 pub mod manifest;
