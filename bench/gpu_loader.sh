@@ -12,7 +12,8 @@
 #   bash bench/gpu_loader.sh [--dry] [--count N] [--rounds N]
 #
 # --dry: a quick check of the script on a CPU machine: the step on the CPU
-# at ResNet-18, batch 8, 64 px; 12 smaller images; one round.
+# at ResNet-18, batch 8, 64 px; 12 smaller images, loader batches of 4;
+# one round.
 # Env: GEOSSL_BIN (.gpu/geossl), PYTHON (python3), OUT (/tmp/geossl-gpu-loader),
 # THREADS.
 set -uo pipefail
@@ -42,11 +43,13 @@ exec > >(tee "$log") 2>&1
 if [ "$dry" = 1 ]; then
     step=(--arch resnet18 --batch 8 --size 64 --device cpu --steps 2 --warmup 1)
     gen=(--count 12 --min-size 600x450 --max-size 1200x1000)
+    batch=4
     rounds=1
 else
     nvidia-smi -L
     step=(--arch resnet50 --batch 256 --size 224 --device cuda --amp --channels-last --steps 10 --warmup 5)
     gen=(--count "$count")
+    batch=256
 fi
 "$bin" info | head -5
 
@@ -64,7 +67,7 @@ fi
 
 field() { grep -o "$1=[0-9.]*" | head -1 | cut -d= -f2; }
 steps="" raws="" packs=""
-loader=(--manifest "$data/manifest.csv" --size 224 --pre 448 --batch 256 --pairs temporal --threads "$threads")
+loader=(--manifest "$data/manifest.csv" --size 224 --pre 448 --batch "$batch" --pairs temporal --threads "$threads")
 for round in $(seq 1 "$rounds"); do
     echo "--- round $round/$rounds"
     line="$("$bin" bench step "${step[@]}")" && { echo "$line"; steps+="$(echo "$line" | field pairs_per_s) "; }
