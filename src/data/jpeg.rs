@@ -222,7 +222,8 @@ thread_local! {
     static DECOMPRESSOR: RefCell<Option<Decompressor>> = const { RefCell::new(None) };
 }
 
-/// Runs `f` with this thread's [`Decompressor`].
+/// Runs `f` with this thread's [`Decompressor`]; an instance that reported
+/// an error is destroyed, not reused.
 fn with_decompressor<T>(
     name: &str,
     f: impl FnOnce(&Decompressor) -> Result<T, DecodeError>,
@@ -237,7 +238,14 @@ fn with_decompressor<T>(
             }
             *slot = Some(Decompressor(handle));
         }
-        f(slot.as_ref().expect("made above"))
+        let result = f(slot.as_ref().expect("made above"));
+        if result.is_err() {
+            // After an error libjpeg's state machine may not be back at its
+            // start (the next image would fail with the old error): the
+            // next image gets a new instance.
+            *slot = None;
+        }
+        result
     })
 }
 
@@ -658,6 +666,27 @@ mod tests {
                     .starts_with("bad.jpg: corrupt or truncated image: JPEG"),
                 "{err}"
             );
+        }
+    }
+
+    /// One bad file must not break the thread's decoder for the next ones
+    /// (it did: every later image failed with the bad file's error).
+    #[test]
+    fn a_good_jpeg_after_a_corrupt_one_decodes() {
+        let good = encode(&aerial_texture(403, 301, 4), 90, Subsampling::S420);
+        // A Huffman table whose code counts are bogus: an error while the
+        // header is read (the case that broke the decoder).
+        let dht = good.windows(2).position(|w| w == [0xFF, 0xC4]).unwrap();
+        let mut bad = good.clone();
+        bad[dht + 5..dht + 21].fill(0xFF);
+        let auto = DecodeOptions::default();
+        let c = Some(crop("10,10,300,250"));
+        let expected = decode_scaled(&good, "good.jpg", c, &auto, 100).unwrap();
+        for _ in 0..3 {
+            let err = decode_scaled(&bad, "bad.jpg", c, &auto, 100).unwrap_err();
+            assert!(err.to_string().contains("Huffman"), "{err}");
+            let again = decode_scaled(&good, "good.jpg", c, &auto, 100).unwrap();
+            assert!(again == expected);
         }
     }
 
