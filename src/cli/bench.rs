@@ -92,7 +92,7 @@ pub struct DecodeArgs {
     #[arg(long, default_value_t = 3)]
     pub rounds: usize,
     /// Threads of the parallel passes (0: one per core).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = super::thread_count)]
     pub threads: usize,
     /// Keep the files in this folder, with files.csv for bench/decode_reference.py
     /// (default: a temporary folder, removed).
@@ -177,7 +177,7 @@ pub struct DataArgs {
     #[arg(long, default_value_t = 32)]
     pub batch: usize,
     /// Worker threads (0: one per core).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = super::thread_count)]
     pub threads: usize,
     /// Use the first N images only (0: all).
     #[arg(long, default_value_t = 0)]

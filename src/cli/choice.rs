@@ -20,3 +20,20 @@ pub fn choice<T: Choice + Send + Sync>() -> impl TypedValueParser<Value = T> {
     PossibleValuesParser::new(values)
         .map(|name| parse_choice::<T>(&name).expect("clap accepts only the listed names"))
 }
+
+/// The most worker threads a `--threads` flag accepts. More than a few per
+/// core only costs memory and start-up; an absurd count (99999) spent
+/// minutes creating threads before any work.
+pub const MAX_THREADS: usize = 1024;
+
+/// `--threads N` of the worker pools: 0 (one per core) to [`MAX_THREADS`].
+pub fn thread_count(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if n <= MAX_THREADS => Ok(n),
+        Ok(n) => Err(format!(
+            "{n} threads: at most {MAX_THREADS} (0: one per core, {} here)",
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        )),
+        Err(e) => Err(format!("'{s}': {e}")),
+    }
+}

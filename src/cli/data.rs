@@ -213,8 +213,11 @@ pub struct PackArgs {
     /// Stored values to [0, 1], as pretrain's --radiometry (auto, stretch[:P], scale:D[,D...] or stats).
     #[arg(long, value_name = "R", default_value = "auto")]
     pub radiometry: crate::data::bands::Radiometry,
+    /// JPEG decoding: auto (DCT-domain downscaling to the smallest scale that keeps the crop at least S, only the crop's blocks) or full (every pixel).
+    #[arg(long, value_parser = super::choice::<crate::data::decode::DecodeScale>(), default_value = "auto")]
+    pub decode_scale: crate::data::decode::DecodeScale,
     /// Threads decoding and encoding; 0: one per core.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = super::thread_count)]
     pub threads: usize,
 }
 
@@ -244,6 +247,7 @@ pub(super) fn pack_cmd(a: &PackArgs) -> anyhow::Result<()> {
         raw: a.raw,
         shard_bytes: (a.shard_size * 1e6) as u64,
         input,
+        decode: a.decode_scale,
         quiet: false,
     };
     if a.quality.is_some() && options.encoding() != Encoding::Jpeg {

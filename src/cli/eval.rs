@@ -196,6 +196,8 @@ pub(super) fn probe_cmd(a: &ProbeArgs) -> anyhow::Result<()> {
     let encoder = crate::eval::Encoder::load(&a.data.checkpoint, a.data.device()?)?;
     say_input(&encoder);
     let task = a.data.task(None)?;
+    task.source
+        .warn_if_smaller(a.data.image_size.unwrap_or(encoder.image_size));
     task.source.check_input(&encoder.input)?;
     let config = crate::eval::probe::ProbeConfig {
         lr: a.lr,
@@ -243,6 +245,8 @@ pub(super) fn finetune_cmd(a: &FinetuneArgs) -> anyhow::Result<()> {
     }
     say_input(&encoder);
     let task = a.data.task(None)?;
+    task.source
+        .warn_if_smaller(a.data.image_size.unwrap_or(encoder.image_size));
     task.source.check_input(&encoder.input)?;
     let config = crate::eval::finetune::FinetuneConfig {
         lr: a.lr,
@@ -305,6 +309,8 @@ pub(super) fn knn_cmd(a: &KnnArgs) -> anyhow::Result<()> {
     let encoder = crate::eval::Encoder::load(&a.data.checkpoint, a.data.device()?)?;
     say_input(&encoder);
     let task = a.data.task(None)?;
+    task.source
+        .warn_if_smaller(a.data.image_size.unwrap_or(encoder.image_size));
     task.source.check_input(&encoder.input)?;
     let config = crate::eval::knn::KnnConfig {
         k: a.k,
@@ -349,6 +355,7 @@ pub(super) fn embed_cmd(a: &EmbedArgs) -> anyhow::Result<()> {
         decode: a.read.decode(),
     };
     config.source.check_input(&encoder.input)?;
+    config.source.warn_if_smaller(config.image_size);
     let done = crate::eval::embed::embed(&encoder, &manifest, rows, &config, &a.out)?;
     println!(
         "wrote {} x {} features to {} and their rows to {}",

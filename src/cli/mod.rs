@@ -15,7 +15,7 @@ mod pretrain;
 mod report;
 
 pub use bench::*;
-pub use choice::choice;
+pub use choice::{choice, thread_count};
 pub use data::*;
 pub use demo::*;
 pub use eval::*;
@@ -87,10 +87,29 @@ pub fn main() -> ExitCode {
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_text(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, `: `-separated as anyhow's `{:#}`, but leaving
+/// out a cause whose text the message already holds (errors that name the
+/// file and quote their I/O error printed it twice: "m.csv: No such file
+/// or directory (os error 2): No such file or directory (os error 2)").
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let cause = cause.to_string();
+        if text.contains(&cause) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&cause);
+    }
+    text
 }
 
 /// Colour codes on stderr: only on a terminal, and not when `NO_COLOR` is
@@ -140,4 +159,22 @@ fn info_cmd() -> anyhow::Result<()> {
     println!("cuDNN available    {}", tch::Cuda::cudnn_is_available());
     println!("rayon threads      {}", rayon::current_num_threads());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_text;
+
+    #[test]
+    fn a_cause_already_quoted_is_not_repeated() {
+        let read = crate::data::Manifest::read(std::path::Path::new("/nonexistent/m.csv"));
+        let e = anyhow::Error::from(read.unwrap_err());
+        assert_eq!(
+            error_text(&e),
+            "/nonexistent/m.csv: No such file or directory (os error 2)"
+        );
+        let io = std::io::Error::new(std::io::ErrorKind::Other, "disk on fire");
+        let e = anyhow::Error::from(io).context("writing m.csv");
+        assert_eq!(error_text(&e), "writing m.csv: disk on fire");
+    }
 }

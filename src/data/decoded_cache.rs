@@ -52,15 +52,25 @@ impl CacheBudget {
     /// The process's budget, shared by every cache that does not bring its
     /// own: `GEOSSL_DECODE_CACHE_MB` MiB when set, else a quarter of the
     /// machine's memory (`MemTotal` of /proc/meminfo; 2 GiB where that
-    /// cannot be read).
+    /// cannot be read). A value that is not a whole number is warned about
+    /// and the default used.
     pub fn process() -> Arc<Self> {
         static BUDGET: OnceLock<Arc<CacheBudget>> = OnceLock::new();
         BUDGET
             .get_or_init(|| {
-                let from_env = std::env::var(BUDGET_ENV)
-                    .ok()
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .map(|mb| mb << 20);
+                let from_env = std::env::var(BUDGET_ENV).ok().and_then(|v| {
+                    let mb = v.trim().parse::<u64>();
+                    match mb {
+                        Ok(0) => tracing::info!(
+                            "{BUDGET_ENV}=0: decoded images are not kept; every epoch decodes them"
+                        ),
+                        Ok(_) => {}
+                        Err(_) => tracing::warn!(
+                            "{BUDGET_ENV}={v}: not a whole number of MiB; using the default budget (a quarter of the machine's memory)"
+                        ),
+                    }
+                    mb.ok().map(|mb| mb << 20)
+                });
                 CacheBudget::new(from_env.unwrap_or_else(|| memory_total().unwrap_or(8 << 30) / 4))
             })
             .clone()
@@ -92,7 +102,8 @@ impl CacheBudget {
 
     /// Says once that the budget is spent and what that costs.
     fn report_full(&self, bytes: u64) {
-        if !self.reported.swap(true, Ordering::Relaxed) {
+        // A zero budget is the cache turned off (said when it is read).
+        if self.limit > 0 && !self.reported.swap(true, Ordering::Relaxed) {
             tracing::warn!(
                 "decoded-image cache full: {} MiB held of its {} MiB budget, an image of {} KiB does not fit; rows that do not fit are decoded again on every epoch (set {BUDGET_ENV} to change the budget)",
                 self.used() >> 20,

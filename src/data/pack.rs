@@ -185,6 +185,9 @@ pub struct PackOptions {
     pub shard_bytes: u64,
     /// The input the stored images are read with.
     pub input: InputSpec,
+    /// How the source JPEGs are decoded (DCT scaling to at least S, or
+    /// every pixel).
+    pub decode: DecodeScale,
     /// No progress bar.
     pub quiet: bool,
 }
@@ -345,6 +348,7 @@ fn settings_text(options: &PackOptions) -> String {
         "encoding": options.encoding(),
         "quality": quality_of(options),
         "input": input_of(options),
+        "decode_scale": crate::settings::choice_name(options.decode),
     })
     .to_string()
 }
@@ -378,7 +382,10 @@ fn encode_row(manifest: &Manifest, row: usize, options: &PackOptions) -> Result<
                 manifest,
                 row,
                 &options.input,
-                &DecodeOptions::default(),
+                &DecodeOptions {
+                    scale: options.decode,
+                    ..DecodeOptions::default()
+                },
                 Some(s),
             )
             .map_err(|e| e.to_string())?;
@@ -472,12 +479,20 @@ struct Job<'a> {
 
 impl Job<'_> {
     /// Shard `i`'s sidecar when it was completed by an earlier run of the
-    /// same plan and its file has the recorded length.
+    /// same plan and its file has the recorded length and SHA-256 (a shard
+    /// damaged since is written again, not kept under its old checksum).
     fn complete(&self, i: usize, plan: &str) -> Option<Sidecar> {
+        use sha2::Digest;
         let text = std::fs::read_to_string(self.dir.join(sidecar_name(i))).ok()?;
         let sidecar: Sidecar = serde_json::from_str(&text).ok()?;
-        let len = std::fs::metadata(self.dir.join(shard_name(i))).ok()?.len();
-        (sidecar.plan == plan && sidecar.shard.bytes == len).then_some(sidecar)
+        let path = self.dir.join(shard_name(i));
+        let len = std::fs::metadata(&path).ok()?.len();
+        if sidecar.plan != plan || sidecar.shard.bytes != len {
+            return None;
+        }
+        let mut sha = sha2::Sha256::new();
+        std::io::copy(&mut std::fs::File::open(&path).ok()?, &mut sha).ok()?;
+        (hex(&sha.finalize()) == sidecar.shard.sha256).then_some(sidecar)
     }
 
     /// Shard `i` of `rows`: kept when complete, else written (tar under a
@@ -1226,6 +1241,7 @@ mod tests {
             raw,
             shard_bytes: 1,
             input: InputSpec::rgb(),
+            decode: DecodeScale::Auto,
             quiet: true,
         }
     }
@@ -1400,6 +1416,14 @@ mod tests {
         assert_eq!(std::fs::read(out.join(shard_name(1))).unwrap(), shard1);
         assert_eq!(resumed.info, first.info);
         assert!(!out.join(".shard-000002.tar.tmp-1").exists());
+        // A complete shard damaged since (same length) is written again,
+        // not kept under its old checksum.
+        let mut damaged = shard1.clone();
+        damaged[700] ^= 0x40;
+        std::fs::write(out.join(shard_name(1)), &damaged).unwrap();
+        let repaired = pack(&m, &out, &options(8, false)).unwrap();
+        assert_eq!((repaired.written, repaired.kept), (1, 2));
+        assert_eq!(std::fs::read(out.join(shard_name(1))).unwrap(), shard1);
         // Other settings are another plan: every shard is written again,
         // and the shards of a longer plan go.
         let fewer = PackOptions {

@@ -55,6 +55,21 @@ impl ImageSource {
         }
     }
 
+    /// Warns when a pack's images are smaller than `needed`, the side the
+    /// reader resizes them to (pretraining's pre-size, an evaluation's
+    /// input size): they are then upsampled. Nothing for files.
+    pub fn warn_if_smaller(&self, needed: u32) {
+        if let ImageSource::Packed(p) = self {
+            let size = p.info().size;
+            if size < needed {
+                tracing::warn!(
+                    "{}: the pack stores {size} x {size} px images, smaller than the {needed} px they are resized to here: they are upsampled (pack at {needed} for the full resolution)",
+                    p.dir().display()
+                );
+            }
+        }
+    }
+
     /// Row `row` of `manifest` decoded for the input `spec` (see
     /// [`decode_source`] for `resize_to`: the image may come back smaller
     /// than the crop, never smaller than `resize_to` on its shorter side

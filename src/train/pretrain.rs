@@ -471,18 +471,8 @@ fn load(
 /// Warns when the pack's images are smaller than the run resizes them to
 /// (its pre-size, else its input size): they are then upsampled.
 fn warn_small_pack(config: &PretrainConfig, source: &crate::data::source::ImageSource) {
-    if let crate::data::source::ImageSource::Packed(p) = source {
-        let aug = config.aug();
-        let needed = aug.pre_size.unwrap_or(aug.size);
-        if p.info().size < needed {
-            tracing::warn!(
-                "{}: the pack stores {} x {} px images, smaller than the {needed} px this run resizes them to: they are upsampled (pack at {needed} for the full resolution)",
-                p.dir().display(),
-                p.info().size,
-                p.info().size
-            );
-        }
-    }
+    let aug = config.aug();
+    source.warn_if_smaller(aug.pre_size.unwrap_or(aug.size));
 }
 
 /// Joins the data-parallel job of `rdzv`: this rank's device (for `cuda`,
