@@ -131,7 +131,7 @@ fn measure(
         scaled.dimensions()
     );
     let psnr = match denom {
-        Some(_) => Some(psnr(
+        Some(_) => Some(crate::data::jpeg::psnr(
             &resize_center_crop(&scaled, r)?,
             &resize_center_crop(&reference, r)?,
         )),
@@ -148,19 +148,6 @@ fn measure(
         auto_ms,
         psnr,
     })
-}
-
-/// Peak signal-to-noise ratio in dB of two images of one size, over all
-/// channels (infinite when identical).
-pub fn psnr(a: &RgbImage, b: &RgbImage) -> f64 {
-    let se: f64 = a
-        .as_raw()
-        .iter()
-        .zip(b.as_raw())
-        .map(|(&p, &q)| (p as f64 - q as f64).powi(2))
-        .sum();
-    let mse = se / a.as_raw().len().max(1) as f64;
-    10.0 * (255.0f64 * 255.0 / mse).log10()
 }
 
 /// A box like fMoW's context crops: 35-95% of each side of the image, at a

@@ -254,9 +254,10 @@ pub fn decode_bytes(
 /// the crop), and only over the crop's blocks, through libjpeg-turbo
 /// ([`super::jpeg`]). The result is then the crop at that scale: the crop
 /// box's x, y, w, h each divided by d and rounded down (as the PyTorch
-/// reference scales the box after `draft`). When no scale fits, for PNGs,
-/// under [`DecodeScale::Full`] and for `resize_to: None`, exactly
-/// [`decode_bytes`].
+/// reference scales the box after `draft`). A crop of part of the image
+/// that no scale fits is decoded over its blocks at full scale. For a whole
+/// image that no scale fits, for PNGs, under [`DecodeScale::Full`] and for
+/// `resize_to: None`, exactly [`decode_bytes`].
 pub fn decode_bytes_scaled(
     bytes: &[u8],
     name: &str,

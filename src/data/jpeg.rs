@@ -508,6 +508,24 @@ fn hash(x: u64, y: u64, seed: u64) -> f64 {
     (z ^ (z >> 31)) as f64 / u64::MAX as f64
 }
 
+/// Peak signal-to-noise ratio in dB of two images of one size, over all
+/// channels (infinite when identical).
+pub(crate) fn psnr(a: &RgbImage, b: &RgbImage) -> f64 {
+    assert_eq!(
+        a.dimensions(),
+        b.dimensions(),
+        "PSNR of images of two sizes"
+    );
+    let se: f64 = a
+        .as_raw()
+        .iter()
+        .zip(b.as_raw())
+        .map(|(&p, &q)| (p as f64 - q as f64).powi(2))
+        .sum();
+    let mse = se / a.as_raw().len().max(1) as f64;
+    10.0 * (255.0f64 * 255.0 / mse).log10()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -520,18 +538,6 @@ mod tests {
 
     fn full() -> DecodeOptions {
         DecodeOptions::full()
-    }
-
-    fn psnr(a: &RgbImage, b: &RgbImage) -> f64 {
-        assert_eq!(a.dimensions(), b.dimensions());
-        let se: f64 = a
-            .as_raw()
-            .iter()
-            .zip(b.as_raw())
-            .map(|(&p, &q)| (p as f64 - q as f64).powi(2))
-            .sum();
-        let mse = se / a.as_raw().len() as f64;
-        10.0 * (255.0f64 * 255.0 / mse).log10()
     }
 
     #[test]
