@@ -173,7 +173,7 @@ mod tests {
             error_text(&e),
             "/nonexistent/m.csv: No such file or directory (os error 2)"
         );
-        let io = std::io::Error::new(std::io::ErrorKind::Other, "disk on fire");
+        let io = std::io::Error::other("disk on fire");
         let e = anyhow::Error::from(io).context("writing m.csv");
         assert_eq!(error_text(&e), "writing m.csv: disk on fire");
     }

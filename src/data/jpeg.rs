@@ -655,7 +655,7 @@ mod tests {
                 matches!(err, DecodeError::Corrupt { .. })
                     && err
                         .to_string()
-                        .starts_with("cut.jpg: corrupt or truncated image: JPEG: "),
+                        .starts_with("cut.jpg: corrupt or truncated image: JPEG"),
                 "cut at {cut}: {err}"
             );
         }
