@@ -26,10 +26,13 @@
 //! `Resize + CenterCrop` the result is within 34.9-40.8 dB PSNR of the full
 //! decode's on the tests' odd-sized images, 38.1 dB at 1/4 for 4:2:0; the
 //! sub-pixel shift of the rounded crop box and the DCT's own low-pass
-//! (not the resampler's) make the difference. When no reduction fits
-//! (every crop under 2 x `resize_to`, such as the built-in 64 px images),
-//! under [`DecodeScale::Full`] (`--decode-scale full`, the paper's exact
-//! path) and for PNGs, the full-resolution path below runs unchanged.
+//! (not the resampler's) make the difference. A crop of part of the image
+//! that no reduction fits (under 2 x `resize_to` on its shorter side) is
+//! still decoded by libjpeg-turbo over its blocks only, at full scale
+//! (68-72 dB from zune-jpeg's pixels). For a whole image that no reduction
+//! fits (the built-in 64 px images), under [`DecodeScale::Full`]
+//! (`--decode-scale full`, the paper's exact path) and for PNGs, the
+//! full-resolution path below runs unchanged.
 //! On 16 fMoW-sized JPEGs (1200 x 900 to 3500 x 3000, fMoW-like crops,
 //! resize to 448; `geossl bench decode --scaled-only`, one thread) the
 //! scaled decode takes 20.8 ms an image against 39.8 ms for the full path,
@@ -94,8 +97,9 @@ impl DecodeOptions {
 #[serde(rename_all = "kebab-case")]
 pub enum DecodeScale {
     /// The smallest DCT scale at which the crop's shorter side still is at
-    /// least the size it is resized to, decoding only the crop's blocks;
-    /// full decoding when no scale fits.
+    /// least the size it is resized to, decoding only the crop's blocks
+    /// (at full scale when no reduction fits a crop of part of the image);
+    /// a whole image that no scale fits is decoded as under `Full`.
     #[default]
     Auto,
     /// Every pixel at full resolution, then resampled (the paper's code).
