@@ -381,6 +381,11 @@ where
                 "the loader panicked while preparing batch {b}: {panic}"
             ))
         });
+        // Let go of the loader before the batch is delivered: once a
+        // stream has ended, nothing of its loader is alive any more (a
+        // decoded-image cache's memory is back in its budget; the task
+        // dropped it after sending, racing the consumer: seen in a test).
+        drop(make);
         // The consumer may be gone (the stream was dropped): nothing to do.
         let _ = done.send(batch);
     });
