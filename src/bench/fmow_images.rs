@@ -67,20 +67,17 @@ pub fn run(c: &FmowImagesConfig) -> anyhow::Result<FmowImages> {
         .map_err(|e| anyhow::anyhow!("{}: cannot create: {e}", c.out.display()))?;
     let (views, places) = plan(c);
     let bar = crate::progress::bar(views.len() as u64, "fMoW-sized JPEGs");
-    let bytes: Vec<u64> = views
-        .par_iter()
-        .map(|v| {
-            let img = texture(v.size, v.seed);
-            let path = c.out.join(&v.file);
-            let mut data = Vec::new();
-            JpegEncoder::new_with_quality(&mut data, c.quality).encode_image(&img)?;
-            // The manifest, written last, marks the folder complete.
-            std::fs::write(&path, &data)
-                .map_err(|e| anyhow::anyhow!("{}: cannot write: {e}", path.display()))?;
-            bar.inc(1);
-            Ok(data.len() as u64)
-        })
-        .collect::<anyhow::Result<_>>()?;
+    let bytes: Vec<u64> = crate::data::collect_in_order(views.par_iter().map(|v| {
+        let img = texture(v.size, v.seed);
+        let path = c.out.join(&v.file);
+        let mut data = Vec::new();
+        JpegEncoder::new_with_quality(&mut data, c.quality).encode_image(&img)?;
+        // The manifest, written last, marks the folder complete.
+        std::fs::write(&path, &data)
+            .map_err(|e| anyhow::anyhow!("{}: cannot write: {e}", path.display()))?;
+        bar.inc(1);
+        Ok(data.len() as u64)
+    }))?;
     bar.finish_and_clear();
     let pixels: f64 = views
         .iter()

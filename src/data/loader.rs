@@ -406,7 +406,8 @@ fn make_batch(
     let n = anchors.len();
     let mut query = image_batch_tensor(n, c, config.aug.size, config.pin_memory)?;
     let mut key = image_batch_tensor(n, c, config.aug.size, config.pin_memory)?;
-    let samples: Vec<(usize, usize, Vec<BadImage>, u64)> = f32_values(&mut query)
+    let samples: Vec<(usize, usize, Vec<BadImage>, u64)> = super::collect_in_order(
+        f32_values(&mut query)
         .par_chunks_mut(plane)
         .zip(f32_values(&mut key).par_chunks_mut(plane))
         .zip(anchors.par_iter().enumerate())
@@ -467,8 +468,8 @@ fn make_batch(
                 manifest.source.display(),
                 bad.last().map_or("", |b| b.error.as_str())
             )
-        })
-        .collect::<anyhow::Result<_>>()?;
+        }),
+    )?;
     let rows: Vec<usize> = samples.iter().map(|s| s.0).collect();
     let key_rows: Vec<usize> = samples.iter().map(|s| s.1).collect();
     let nodata_pixels = samples.iter().map(|s| s.3).sum();
@@ -673,67 +674,70 @@ impl ImageLoader {
             // Written in place; a row that cannot be read leaves its plane
             // unwritten and is cut out below, so images and rows stay
             // aligned.
-            let read: Vec<Result<u64, BadImage>> = f32_values(&mut images)
-                .par_chunks_mut(plane)
-                .zip(rows.par_iter().enumerate())
-                .map(
-                    |(out, (i, &row))| -> anyhow::Result<Result<u64, BadImage>> {
-                        let mut rng = ChaCha8Rng::seed_from_u64(sample_seed(
-                            this.seed,
-                            epoch,
-                            (start + i) as u64,
-                        ));
-                        let m = &this.manifest;
-                        let rec = &m.records[row];
-                        // The last net: a decoder or transform panic is this
-                        // row's error, under the same policy as any other.
-                        let read = catch_panic(|| -> anyhow::Result<u64> {
-                            let load = || {
-                                this.source.load(
-                                    m,
-                                    row,
-                                    &this.input,
-                                    &this.decode,
-                                    this.transform.resize_to(),
-                                )
-                            };
-                            let view = &this.transform;
-                            let valid = match &this.cache {
-                                None => {
-                                    view.apply_source_into(&load()?, &this.input, &mut rng, out)
+            let read: Vec<Result<u64, BadImage>> = super::collect_in_order(
+                f32_values(&mut images)
+                    .par_chunks_mut(plane)
+                    .zip(rows.par_iter().enumerate())
+                    .map(
+                        |(out, (i, &row))| -> anyhow::Result<Result<u64, BadImage>> {
+                            let mut rng = ChaCha8Rng::seed_from_u64(sample_seed(
+                                this.seed,
+                                epoch,
+                                (start + i) as u64,
+                            ));
+                            let m = &this.manifest;
+                            let rec = &m.records[row];
+                            // The last net: a decoder or transform panic is this
+                            // row's error, under the same policy as any other.
+                            let read = catch_panic(|| -> anyhow::Result<u64> {
+                                let load = || {
+                                    this.source.load(
+                                        m,
+                                        row,
+                                        &this.input,
+                                        &this.decode,
+                                        this.transform.resize_to(),
+                                    )
+                                };
+                                let view = &this.transform;
+                                let valid = match &this.cache {
+                                    None => {
+                                        view.apply_source_into(&load()?, &this.input, &mut rng, out)
+                                    }
+                                    Some(cache) => {
+                                        let img =
+                                            cache.get_or_load(row, || -> anyhow::Result<_> {
+                                                let img = load()?;
+                                                prepare_view(view, img)
+                                                    .map_err(|e| file_error(m, row, e))
+                                            })?;
+                                        apply_prepared_into(view, &img, &this.input, &mut rng, out)
+                                    }
                                 }
-                                Some(cache) => {
-                                    let img = cache.get_or_load(row, || -> anyhow::Result<_> {
-                                        let img = load()?;
-                                        prepare_view(view, img).map_err(|e| file_error(m, row, e))
-                                    })?;
-                                    apply_prepared_into(view, &img, &this.input, &mut rng, out)
+                                .map_err(|e| file_error(m, row, e))?;
+                                Ok((s * s - valid) as u64)
+                            })
+                            .unwrap_or_else(|panic| {
+                                Err(file_error(m, row, format!("panicked: {panic}")))
+                            });
+                            match read {
+                                Ok(nodata) => Ok(Ok(nodata)),
+                                Err(e) if this.on_bad_image == BadImagePolicy::Fail => {
+                                    Err(anyhow::anyhow!(
+                                        "{}:{}: {e} ({} skip leaves such rows out)",
+                                        m.source.display(),
+                                        row + 2,
+                                        crate::settings::name("on_bad_image")
+                                    ))
                                 }
+                                Err(e) => Ok(Err(BadImage {
+                                    path: rec.path.clone(),
+                                    error: e.to_string(),
+                                })),
                             }
-                            .map_err(|e| file_error(m, row, e))?;
-                            Ok((s * s - valid) as u64)
-                        })
-                        .unwrap_or_else(|panic| {
-                            Err(file_error(m, row, format!("panicked: {panic}")))
-                        });
-                        match read {
-                            Ok(nodata) => Ok(Ok(nodata)),
-                            Err(e) if this.on_bad_image == BadImagePolicy::Fail => {
-                                Err(anyhow::anyhow!(
-                                    "{}:{}: {e} ({} skip leaves such rows out)",
-                                    m.source.display(),
-                                    row + 2,
-                                    crate::settings::name("on_bad_image")
-                                ))
-                            }
-                            Err(e) => Ok(Err(BadImage {
-                                path: rec.path.clone(),
-                                error: e.to_string(),
-                            })),
-                        }
-                    },
-                )
-                .collect::<anyhow::Result<_>>()?;
+                        },
+                    ),
+            )?;
             let mut kept = Vec::with_capacity(rows.len());
             let mut skipped = Vec::new();
             let mut nodata_pixels = 0;

@@ -650,11 +650,11 @@ pub fn pack(manifest: &Manifest, dir: &Path, options: &PackOptions) -> anyhow::R
             "packing samples",
         ),
     };
-    let done: Vec<(Sidecar, bool)> = plan
-        .par_iter()
-        .enumerate()
-        .map(|(i, rows)| job.shard(i, rows))
-        .collect::<anyhow::Result<_>>()?;
+    let done: Vec<(Sidecar, bool)> = super::collect_in_order(
+        plan.par_iter()
+            .enumerate()
+            .map(|(i, rows)| job.shard(i, rows)),
+    )?;
     job.bar.finish_and_clear();
     finish(manifest, dir, options, done)
 }

@@ -226,14 +226,12 @@ pub fn generate_bands(out: &Path, config: &SynthConfig, bands: usize) -> anyhow:
     } else {
         "jpg"
     };
-    let rows: Vec<Vec<ImageRecord>> = places
-        .par_iter()
-        .map(|place| {
+    let rows: Vec<Vec<ImageRecord>> =
+        crate::data::collect_in_order(places.par_iter().map(|place| {
             let rows = render_place(place, out, ext, config, bands);
             bar.inc(place.times.len() as u64);
             rows
-        })
-        .collect::<anyhow::Result<_>>()?;
+        }))?;
     bar.finish_and_clear();
     let manifest = Manifest {
         source: out.join("manifest.csv"),
