@@ -55,7 +55,7 @@ pub(super) fn export_cmd(a: &ExportArgs) -> anyhow::Result<()> {
 }
 
 pub(super) fn import_cmd(a: &ImportArgs) -> anyhow::Result<()> {
-    let done = crate::interop::import::import_moco(&a.pth, &a.out)?;
+    let done = crate::interop::import::import(&a.pth, &a.out)?;
     println!(
         "imported {} tensors ({}, epoch {}, geo head: {}) into {}{}",
         done.tensors,

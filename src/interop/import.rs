@@ -36,6 +36,11 @@ use crate::train::{Method, PretrainConfig};
 #[derive(Debug)]
 pub struct Imported {
     pub checkpoint: PathBuf,
+    /// What the file was, for messages (e.g. "MoCo checkpoint, legacy
+    /// torch.save format", "GASSL checkpoint with geo_dict").
+    pub layout: String,
+    /// The method the weights were trained with, as far as the file tells.
+    pub method: Method,
     pub arch: Arch,
     pub epoch: usize,
     pub geo_classes: Option<i64>,
@@ -67,6 +72,33 @@ pub fn imported_input(channels: usize) -> InputSpec {
         std: vec![STATS_UNIT_STD; channels],
         stats: Vec::new(),
         rgb: None,
+    }
+}
+
+/// `geossl import`: a MoCo / GASSL checkpoint (any file holding
+/// `encoder_q.*` tensors) through [`import_moco`], any other `.pth` or a
+/// `.safetensors` file as a plain backbone through
+/// [`super::backbone::import`].
+pub fn import(path: &Path, out: &Path) -> anyhow::Result<Imported> {
+    let is_safetensors = path.extension().is_some_and(|e| e == "safetensors");
+    if !is_safetensors && holds_moco(&TorchFile::read(path)?) {
+        import_moco(path, out)
+    } else {
+        super::backbone::import(path, out)
+    }
+}
+
+fn holds_moco(file: &TorchFile) -> bool {
+    let state_dict = file.root.get("state_dict").unwrap_or(&file.root);
+    match state_dict {
+        Value::Dict(items) => items.iter().any(|(k, _)| {
+            k.as_str().is_some_and(|n| {
+                n.strip_prefix("module.")
+                    .unwrap_or(n)
+                    .starts_with("encoder_q.")
+            })
+        }),
+        _ => false,
     }
 }
 
@@ -180,6 +212,8 @@ pub fn import_moco(pth: &Path, out: &Path) -> anyhow::Result<Imported> {
     )?;
     Ok(Imported {
         checkpoint,
+        layout: "MoCo checkpoint".into(),
+        method: config.method,
         arch,
         epoch,
         geo_classes,

@@ -2,6 +2,7 @@
 //! weights in torchvision's layout, and published PyTorch checkpoints read
 //! without running any of their code.
 
+pub mod backbone;
 pub mod export;
 pub mod import;
 pub mod pickle;
