@@ -57,33 +57,40 @@ pub(super) fn export_cmd(a: &ExportArgs) -> anyhow::Result<()> {
 pub(super) fn import_cmd(a: &ImportArgs) -> anyhow::Result<()> {
     let done = crate::interop::import::import(&a.pth, &a.out)?;
     println!(
-        "imported {} tensors ({}, epoch {}, geo head: {}) into {}{}",
+        "imported {} tensors ({}, epoch {}, geo head: {}) into {}",
         done.tensors,
         done.arch.name(),
         done.epoch,
         done.geo_classes
             .map_or("none".to_string(), |k| format!("{k} classes")),
         done.checkpoint.display(),
-        ignored_note(&done.ignored)
     );
+    println!("file: {}", done.layout);
+    println!(
+        "method: {} ({})",
+        done.method.name(),
+        crate::interop::import::method_note(done.method)
+    );
+    println!("ignored: {}", ignored_note(&done.ignored));
     Ok(())
 }
 
-/// BN step counters are expected to be dropped; anything else is named.
+/// BN step counters are expected to be dropped and are counted; anything
+/// else is named.
 fn ignored_note(ignored: &[String]) -> String {
     let (counters, other): (Vec<&String>, Vec<&String>) = ignored
         .iter()
         .partition(|n| n.ends_with("num_batches_tracked"));
-    let mut note = String::new();
+    let mut parts: Vec<String> = other.iter().map(|s| s.to_string()).collect();
     if !counters.is_empty() {
-        note.push_str(&format!(
-            "; dropped {} BN num_batches_tracked counters",
+        parts.push(format!(
+            "{} BN num_batches_tracked counters (no counterpart in geossl)",
             counters.len()
         ));
     }
-    if !other.is_empty() {
-        let names: Vec<&str> = other.iter().map(|s| s.as_str()).collect();
-        note.push_str(&format!("; ignored {}", names.join(", ")));
+    if parts.is_empty() {
+        "nothing".to_string()
+    } else {
+        parts.join("; ")
     }
-    note
 }

@@ -5,10 +5,24 @@
 //! geossl run folder with one checkpoint, so `probe`, `knn`, `embed`,
 //! `export` and `pretrain --resume` work on it.
 //!
+//! Both of torch.save's containers are read ([`TorchFile::read`]: the zip
+//! format of PyTorch >= 1.6 and the legacy format of the official MoCo-v2
+//! weights), through the restricted pickle reader: no code in the file runs.
+//!
+//! The GASSL checkpoint layout (sustainlab-group/geography-aware-ssl,
+//! `moco_fmow/main_moco_geo+tp.py` and `main_moco_fmow_geo.py`) keeps the
+//! geo classifier out of the MoCo model, in a top-level `geo_dict`: the
+//! state dict of `classifier`, `layers = Sequential(ReLU, Linear(128, K))`
+//! applied to the query's projection before normalisation, saved under DDP
+//! as `module.layers.1.weight` [K, 128] and `module.layers.1.bias` [K]. It
+//! becomes geossl's geo head `geo_head.1.*` (the same function, see
+//! [`crate::model::heads::GeoHead`]).
+//!
 //! The optimizer state is not carried over: PyTorch keys it by parameter
 //! position, not name; a resumed run starts with fresh momentum buffers.
 //! BN `num_batches_tracked` counters have no counterpart in geossl and are
-//! dropped.
+//! dropped. Both are listed in [`Imported::ignored`], as is any other
+//! top-level entry holding tensors: nothing is dropped silently.
 //!
 //! `conv1` may take any number C of input channels (a multispectral
 //! encoder, `Conv2d(C, 64, 7, 2, 3)`). The file does not say which bands
@@ -102,7 +116,104 @@ fn holds_moco(file: &TorchFile) -> bool {
     }
 }
 
-/// Imports `pth` into the run folder `out` (created; must not hold checkpoints).
+/// What the imported weights tell about the method, for messages: the geo
+/// head shows the geo task; temporal positives only change which images
+/// were paired, so nothing in the weights shows them.
+pub fn method_note(method: Method) -> &'static str {
+    if method.geo() {
+        "a geo head is present; temporal positives leave no trace in the weights, so moco-geo and moco-tp-geo cannot be told apart"
+    } else {
+        "no geo head; temporal positives leave no trace in the weights, so moco and moco-tp cannot be told apart"
+    }
+}
+
+/// The top-level entries of the official MoCo / GASSL checkpoints.
+const TOP_LEVEL: [&str; 5] = ["epoch", "arch", "state_dict", "optimizer", "geo_dict"];
+
+fn tensor_count(v: &Value) -> usize {
+    match v {
+        Value::Tensor(_) => 1,
+        Value::List(items) | Value::Tuple(items) => items.iter().map(tensor_count).sum(),
+        Value::Dict(items) => items
+            .iter()
+            .map(|(k, v)| tensor_count(k) + tensor_count(v))
+            .sum(),
+        _ => 0,
+    }
+}
+
+/// The top-level entries of a checkpoint dict that hold tensors and are
+/// not used: the optimizer state and anything unknown (an EMA model, a
+/// second head, ...), each named with its tensor count.
+fn top_level_ignored(root: &Value) -> Vec<String> {
+    let Value::Dict(items) = root else {
+        return Vec::new();
+    };
+    if root.get("state_dict").is_none() {
+        return Vec::new(); // the file is the state dict itself
+    }
+    let mut out = Vec::new();
+    for (k, v) in items {
+        let n = tensor_count(v);
+        match k.as_str() {
+            _ if n == 0 => {}
+            Some("optimizer") => out.push(format!(
+                "optimizer state ({n} tensors; a resumed run starts with fresh momentum)"
+            )),
+            Some(name) if TOP_LEVEL.contains(&name) => {}
+            Some(name) => out.push(format!("top-level {name} ({n} tensors)")),
+            None => out.push(format!("top-level {k:?} ({n} tensors)")),
+        }
+    }
+    out
+}
+
+/// Carries GASSL's `geo_dict` (module documentation) over as
+/// `geo_head.1.weight` / `geo_head.1.bias` into `tensors`; its other
+/// tensors go to `ignored`. Returns the file's name of the weight (for
+/// messages), or None when the file has no `geo_dict`.
+fn carry_geo_dict(
+    file: &TorchFile,
+    pth: &Path,
+    tensors: &mut HashMap<String, Tensor>,
+    ignored: &mut Vec<String>,
+) -> anyhow::Result<Option<String>> {
+    let src = pth.display();
+    let Some(geo_dict) = file.root.get("geo_dict") else {
+        return Ok(None);
+    };
+    anyhow::ensure!(
+        !tensors.keys().any(|n| n.starts_with("geo_head.")),
+        "{src}: both state_dict geo_head.* and a geo_dict: which geo head to use is ambiguous"
+    );
+    let mut weight = None;
+    let mut bias = None;
+    for (name, t) in file.tensors_of(geo_dict, "geo_dict")? {
+        match name.strip_prefix("module.").unwrap_or(&name) {
+            "layers.1.weight" => weight = Some((format!("geo_dict.{name}"), t)),
+            "layers.1.bias" => bias = Some((format!("geo_dict.{name}"), t)),
+            _ => ignored.push(format!("geo_dict.{name}")),
+        }
+    }
+    let (Some((weight_name, w)), Some((bias_name, b))) = (weight, bias) else {
+        anyhow::bail!(
+            "{src}: geo_dict lacks layers.1.weight or layers.1.bias (GASSL's classifier: Sequential(ReLU, Linear(128, K)), under DDP as module.layers.*)"
+        );
+    };
+    anyhow::ensure!(
+        w.dim() == 2 && b.size() == [w.size()[0]],
+        "{src}: {weight_name} {:?} and {bias_name} {:?} are not a Linear's [K, dim] and [K]",
+        w.size(),
+        b.size()
+    );
+    tensors.insert("geo_head.1.weight".into(), w);
+    tensors.insert("geo_head.1.bias".into(), b);
+    Ok(Some(weight_name))
+}
+
+/// Imports `pth` (either torch.save format) into the run folder `out`
+/// (created; must not hold checkpoints): `state_dict` with `encoder_q.*`,
+/// a geo head from `state_dict` `geo_head.*` or GASSL's `geo_dict`.
 pub fn import_moco(pth: &Path, out: &Path) -> anyhow::Result<Imported> {
     let file = TorchFile::read(pth)?;
     let src = pth.display();
@@ -117,6 +228,8 @@ pub fn import_moco(pth: &Path, out: &Path) -> anyhow::Result<Imported> {
         tensors.keys().any(|n| n.starts_with("encoder_q.")),
         "{src}: no encoder_q.* tensors: not a MoCo checkpoint"
     );
+    let mut ignored = top_level_ignored(root);
+    let geo_dict = carry_geo_dict(&file, pth, &mut tensors, &mut ignored)?;
     let arch_name = root.get("arch").and_then(Value::as_str).unwrap_or("");
     let arch = arch_named(arch_name).ok_or_else(|| {
         anyhow::anyhow!("{src}: arch {arch_name:?} is not one of resnet18, resnet34, resnet50")
@@ -133,6 +246,15 @@ pub fn import_moco(pth: &Path, out: &Path) -> anyhow::Result<Imported> {
     })?;
     let queue_size = shape("queue").map_or(65536, |s| s[1]);
     let geo_classes = shape("geo_head.1.weight").map(|s| s[0]);
+    if let (Some(name), Some(w)) = (&geo_dict, shape("geo_head.1.weight")) {
+        anyhow::ensure!(
+            w[1] == fc_out[0],
+            "{src}: {name} has shape {w:?}: it takes {} features, the MoCo projection has {}",
+            w[1],
+            fc_out[0]
+        );
+    }
+    let layout = layout_of(root, geo_dict.is_some(), geo_classes, file.format);
     let config = PretrainConfig {
         method: if geo_classes.is_some() {
             Method::MocoGeo
@@ -187,8 +309,9 @@ pub fn import_moco(pth: &Path, out: &Path) -> anyhow::Result<Imported> {
     for name in &used {
         tensors.remove(name);
     }
-    let mut ignored: Vec<String> = tensors.into_keys().collect();
-    ignored.sort();
+    let mut unused: Vec<String> = tensors.into_keys().collect();
+    unused.sort();
+    ignored.splice(0..0, unused);
     anyhow::ensure!(
         checkpoint::latest(out)?.is_none(),
         "{}: already holds checkpoints; import into a new folder",
@@ -212,7 +335,7 @@ pub fn import_moco(pth: &Path, out: &Path) -> anyhow::Result<Imported> {
     )?;
     Ok(Imported {
         checkpoint,
-        layout: "MoCo checkpoint".into(),
+        layout,
         method: config.method,
         arch,
         epoch,
@@ -220,4 +343,21 @@ pub fn import_moco(pth: &Path, out: &Path) -> anyhow::Result<Imported> {
         tensors: used.len(),
         ignored,
     })
+}
+
+/// What the file was, for [`Imported::layout`]: e.g. "GASSL checkpoint
+/// (state_dict + geo_dict, 100 classes), legacy torch.save format".
+fn layout_of(
+    root: &Value,
+    geo_dict: bool,
+    geo_classes: Option<i64>,
+    format: super::torch_load::Format,
+) -> String {
+    let what = match (geo_dict, geo_classes) {
+        (true, Some(k)) => format!("GASSL checkpoint (state_dict + geo_dict, {k} classes)"),
+        (false, Some(k)) => format!("MoCo checkpoint (state_dict with geo_head.*, {k} classes)"),
+        _ if root.get("state_dict").is_some() => "MoCo checkpoint (state_dict)".to_string(),
+        _ => "MoCo state dict".to_string(),
+    };
+    format!("{what}, {}", format.describe())
 }

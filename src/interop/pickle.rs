@@ -1,7 +1,8 @@
 //! A restricted pickle reader for PyTorch checkpoints. It interprets the
 //! opcodes of protocols 2-5 that `torch.save` emits into plain values, and
 //! knows only the few globals a checkpoint needs: `collections.OrderedDict`,
-//! `torch._utils._rebuild_tensor_v2`, `torch._utils._rebuild_parameter`
+//! `torch._utils._rebuild_tensor_v2` (and `_rebuild_tensor`, its
+//! predecessor in files of PyTorch < 0.4), `torch._utils._rebuild_parameter`
 //! and the typed storage classes. Any other global (`os.system`,
 //! `builtins.eval`, ...) is refused with an error naming it; nothing is ever
 //! called or imported, so a hostile file can at worst be rejected.
@@ -15,9 +16,16 @@ use std::collections::HashMap;
 pub struct StorageRef {
     /// Element type name, e.g. `FloatStorage`.
     pub kind: String,
-    /// File name under `data/` in the archive.
+    /// File name under `data/` in the zip archive; in the legacy format the
+    /// root key the storage is listed under after the object pickle.
     pub key: String,
+    /// Elements of the whole (root) storage.
     pub numel: usize,
+    /// Legacy format only: the storage is a view of elements
+    /// `offset..offset + numel` of the root storage, as `(offset, numel)`
+    /// (the `view_metadata` of PyTorch's `_legacy_load`, written by
+    /// versions that still had storage views; the root stays `key`).
+    pub view: Option<(usize, usize)>,
 }
 
 /// A tensor as described in the pickle: a view of a storage.
@@ -35,6 +43,9 @@ pub enum Value {
     Bool(bool),
     Int(i64),
     Float(f64),
+    /// An integer wider than 64 bits (LONG1 of 9 to 16 bytes): torch.save's
+    /// magic number 0x1950a86a20f9469cfc6c is one.
+    BigInt(i128),
     Str(String),
     Bytes(Vec<u8>),
     List(Vec<Value>),
@@ -68,8 +79,9 @@ impl Value {
     }
 }
 
-const ALLOWED_GLOBALS: [&str; 4] = [
+const ALLOWED_GLOBALS: [&str; 5] = [
     "collections.OrderedDict",
+    "torch._utils._rebuild_tensor",
     "torch._utils._rebuild_tensor_v2",
     "torch._utils._rebuild_parameter",
     "torch.storage",
@@ -171,14 +183,14 @@ fn usizes(v: &Value, what: &str) -> Result<Vec<usize>, String> {
 fn call(f: &str, args: Vec<Value>) -> Result<Value, String> {
     match f {
         "collections.OrderedDict" => Ok(Value::Dict(Vec::new())),
-        "torch._utils._rebuild_tensor_v2" => {
+        // (storage, offset, size, stride[, requires_grad, hooks, ...]);
+        // the v1 of PyTorch < 0.4 takes the first four only.
+        "torch._utils._rebuild_tensor_v2" | "torch._utils._rebuild_tensor" => {
             let [storage, offset, size, stride, ..] = args.as_slice() else {
-                return Err("_rebuild_tensor_v2: too few arguments".into());
+                return Err(format!("{f}: too few arguments"));
             };
             let Value::Storage(storage) = storage else {
-                return Err(format!(
-                    "_rebuild_tensor_v2: expected a storage, found {storage:?}"
-                ));
+                return Err(format!("{f}: expected a storage, found {storage:?}"));
             };
             let t = TensorRef {
                 storage: storage.clone(),
@@ -203,7 +215,15 @@ fn call(f: &str, args: Vec<Value>) -> Result<Value, String> {
 
 /// Interprets `data` (a whole pickle) and returns the value it builds.
 pub fn load(data: &[u8]) -> Result<Value, String> {
-    let mut r = Reader { data, pos: 0 };
+    load_prefix(data, 0).map(|(value, _)| value)
+}
+
+/// Interprets the pickle that starts at byte `start` of `data` and returns
+/// the value it builds and the position just after its STOP opcode: the
+/// legacy torch.save format is several pickles in a row, then raw bytes.
+/// Errors give byte positions within `data`.
+pub fn load_prefix(data: &[u8], start: usize) -> Result<(Value, usize), String> {
+    let mut r = Reader { data, pos: start };
     let mut stack: Vec<Value> = Vec::new();
     let mut memo: HashMap<usize, Value> = HashMap::new();
     let pop = |stack: &mut Vec<Value>| stack.pop().ok_or_else(|| "stack underflow".to_string());
@@ -232,7 +252,7 @@ pub fn load(data: &[u8]) -> Result<Value, String> {
             0x95 => {
                 r.take(8)?; // FRAME: length only
             }
-            b'.' => return pop(&mut stack),
+            b'.' => return Ok((pop(&mut stack)?, r.pos)),
             b'(' => stack.push(Value::Mark),
             b'}' => stack.push(Value::Dict(Vec::new())),
             b']' => stack.push(Value::List(Vec::new())),
@@ -248,17 +268,21 @@ pub fn load(data: &[u8]) -> Result<Value, String> {
             0x8a => {
                 let n = r.u8()? as usize;
                 let bytes = r.take(n)?;
-                if n > 8 {
+                if n > 16 {
                     return Err(format!("integer of {n} bytes at byte {at}"));
                 }
-                let mut v: i64 = 0;
+                // Little-endian two's complement of n bytes.
+                let mut v: i128 = 0;
                 for (i, b) in bytes.iter().enumerate() {
-                    v |= (*b as i64) << (8 * i);
+                    v |= (*b as i128) << (8 * i);
                 }
-                if n > 0 && n < 8 && bytes[n - 1] & 0x80 != 0 {
-                    v -= 1i64 << (8 * n);
+                if n > 0 && n < 16 && bytes[n - 1] & 0x80 != 0 {
+                    v -= 1i128 << (8 * n);
                 }
-                stack.push(Value::Int(v));
+                stack.push(match i64::try_from(v) {
+                    Ok(v) => Value::Int(v),
+                    Err(_) => Value::BigInt(v),
+                });
             }
             b'G' => stack.push(Value::Float(f64::from_be_bytes(
                 r.take(8)?.try_into().expect("8"),
@@ -415,26 +439,60 @@ fn pairs(items: Vec<Value>) -> Result<Vec<(Value, Value)>, String> {
     Ok(out)
 }
 
-/// torch.save's persistent id: ('storage', <StorageType>, key, location, numel).
+/// A text field of a persistent id: `str`, or ASCII `bytes` as Python 2
+/// pickles hold them (PyTorch's `_maybe_decode_ascii`).
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::Str(s) => Some(s.clone()),
+        Value::Bytes(b) if b.is_ascii() => Some(String::from_utf8_lossy(b).into_owned()),
+        _ => None,
+    }
+}
+
+fn plain_key(key: String) -> Result<String, String> {
+    if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(format!("storage key {key:?} is not a plain name"));
+    }
+    Ok(key)
+}
+
+/// torch.save's persistent id: `('storage', <StorageType>, key, location,
+/// numel)` in the zip format; the legacy format adds `view_metadata`,
+/// `None` or `(view_key, offset, numel)` in elements of the root storage
+/// (PyTorch's `_legacy_load`). The location (`cpu`, `cuda:0`) is not
+/// needed: everything is read to the CPU.
 fn persistent_storage(pid: Value) -> Result<Value, String> {
     let Value::Tuple(items) = pid else {
         return Err(format!("persistent id is not a tuple: {pid:?}"));
     };
-    match items.as_slice() {
-        [Value::Str(tag), Value::Global(kind), Value::Str(key), _location, numel]
-            if tag == "storage" && STORAGE_TYPES.contains(kind) =>
-        {
-            if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Err(format!("storage key {key:?} is not a plain name"));
-            }
-            Ok(Value::Storage(StorageRef {
-                kind: kind.to_string(),
-                key: key.clone(),
-                numel: usize_of(numel, "storage size")?,
-            }))
-        }
-        other => Err(format!("unsupported persistent id {other:?}")),
+    let (fields, view) = match items.as_slice() {
+        [fields @ .., view] if items.len() == 6 => (fields, Some(view)),
+        fields => (fields, None),
+    };
+    let [tag, Value::Global(kind), key, _location, numel] = fields else {
+        return Err(format!("unsupported persistent id {items:?}"));
+    };
+    if text(tag).as_deref() != Some("storage") || !STORAGE_TYPES.contains(kind) {
+        return Err(format!("unsupported persistent id {items:?}"));
     }
+    let key = plain_key(text(key).ok_or_else(|| format!("storage key {key:?} is not text"))?)?;
+    let view = match view {
+        None | Some(Value::None) => None,
+        Some(Value::Tuple(v)) => match v.as_slice() {
+            [_view_key, offset, size] => Some((
+                usize_of(offset, "storage view offset")?,
+                usize_of(size, "storage view size")?,
+            )),
+            other => return Err(format!("unsupported storage view {other:?}")),
+        },
+        Some(other) => return Err(format!("unsupported storage view {other:?}")),
+    };
+    Ok(Value::Storage(StorageRef {
+        kind: kind.to_string(),
+        key,
+        numel: usize_of(numel, "storage size")?,
+        view,
+    }))
 }
 
 #[cfg(test)]

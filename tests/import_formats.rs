@@ -1,0 +1,146 @@
+//! `geossl import` of the published checkpoint layouts in both torch.save
+//! containers, with files written by PyTorch in the test
+//! (tests/python/legacy_checkpoints.py): GASSL's `geo_dict`, the legacy
+//! format of PyTorch < 1.6, and damaged or hostile legacy files.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use geossl::formats::{npy, safetensors::read_safetensors};
+use geossl::model::Moco;
+use geossl::train::checkpoint;
+use geossl::train::sgd::Sgd;
+use predicates::prelude::*;
+use tch::{Device, Tensor};
+
+use common::{geossl, run_python};
+
+/// `geossl import --pth FILE --out OUT`; its standard output.
+fn import(file: &Path, out: &Path) -> String {
+    let done = geossl()
+        .args(["import", "--pth"])
+        .arg(file)
+        .arg("--out")
+        .arg(out)
+        .assert()
+        .success();
+    let stdout = String::from_utf8(done.get_output().stdout.clone()).unwrap();
+    println!("{stdout}");
+    stdout
+}
+
+fn imported_tensors(run: &Path) -> HashMap<String, Tensor> {
+    let ckpt = checkpoint::latest(run).unwrap().unwrap();
+    read_safetensors(&ckpt.join("model.safetensors")).unwrap()
+}
+
+fn assert_same_tensors(a: &Path, b: &Path) {
+    let (a, b) = (imported_tensors(a), imported_tensors(b));
+    let mut names: Vec<&String> = a.keys().collect();
+    names.sort();
+    assert_eq!(names.len(), b.len());
+    for name in names {
+        assert!(a[name].equal(&b[name]), "{name} differs");
+    }
+}
+
+/// The geo logits of the imported run on `x.npy`: query encoder (eval
+/// mode), projection, geo head, as geossl's library computes them.
+fn geo_logits(run: &Path, x: &Path) -> Tensor {
+    let ckpt = checkpoint::latest(run).unwrap().unwrap();
+    let state = checkpoint::read_state(&ckpt).unwrap();
+    let mut moco = Moco::new(
+        Device::Cpu,
+        state.config.resnet(&state.input),
+        state.config.moco(state.geo_classes),
+    )
+    .unwrap();
+    let mut sgd = Sgd::new(moco.vs_q.variables(), 0.9, 1e-4);
+    checkpoint::load(&ckpt, &mut moco, &mut sgd).unwrap();
+    let (shape, x) = npy::read::<f32>(x).unwrap();
+    let dims: Vec<i64> = shape.iter().map(|&s| s as i64).collect();
+    let x = Tensor::from_slice(&x).view(dims.as_slice());
+    tch::no_grad(|| moco.geo_logits(&moco.encoder_q.forward_t(&x, false))).expect("a geo head")
+}
+
+#[test]
+fn gassl_and_moco_checkpoints_import_from_both_containers_with_pytorchs_geo_logits() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    run_python("legacy_checkpoints.py", [d]);
+
+    let gassl = d.join("gassl-legacy");
+    let printed = import(&d.join("gassl_legacy.pth.tar"), &gassl);
+    for expected in [
+        "resnet18, epoch 3, geo head: 10 classes",
+        "file: GASSL checkpoint (state_dict + geo_dict, 10 classes), legacy torch.save format",
+        "method: moco-geo (a geo head is present; temporal positives leave no trace",
+        "optimizer state (",
+        "BN num_batches_tracked counters",
+    ] {
+        assert!(printed.contains(expected), "{expected:?} not in {printed}");
+    }
+    // GASSL's classifier on the query projection, as PyTorch computed it.
+    let ours = geo_logits(&gassl, &d.join("x.npy"));
+    let (_, theirs) = npy::read::<f32>(&d.join("geo_logits.npy")).unwrap();
+    let theirs = Tensor::from_slice(&theirs).view_as(&ours);
+    let err =
+        (&ours - &theirs).abs().max().double_value(&[]) / theirs.abs().max().double_value(&[]);
+    println!("imported GASSL geo logits vs PyTorch: max relative error {err:.3e}");
+    // float32 through a ResNet-18 and two heads: rounding only.
+    assert!(err <= 1e-5, "{err}");
+
+    let gassl_zip = d.join("gassl-zip");
+    let printed = import(&d.join("gassl_zip.pth.tar"), &gassl_zip);
+    assert!(printed.contains("geo_dict, 10 classes), zip torch.save format"));
+    assert_same_tensors(&gassl, &gassl_zip);
+
+    let (moco, moco_zip) = (d.join("moco-legacy"), d.join("moco-zip"));
+    let printed = import(&d.join("moco_legacy.pth.tar"), &moco);
+    for expected in [
+        "geo head: none",
+        "file: MoCo checkpoint (state_dict), legacy torch.save format",
+        "method: moco (no geo head;",
+        "top-level ema (2 tensors)",
+    ] {
+        assert!(printed.contains(expected), "{expected:?} not in {printed}");
+    }
+    import(&d.join("moco_zip.pth.tar"), &moco_zip);
+    assert_same_tensors(&moco, &moco_zip);
+}
+
+#[test]
+fn hostile_truncated_and_forged_legacy_files_are_refused_with_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    run_python("legacy_checkpoints.py", [d]);
+    for (file, message) in [
+        ("evil_object.pth.tar", "refused global posix.system"),
+        ("evil_sys_info.pth.tar", "refused global builtins.eval"),
+        (
+            "truncated_pickle.pth.tar",
+            "object pickle: truncated at byte",
+        ),
+        (
+            "truncated_storages.pth.tar",
+            "reach past the end of the file",
+        ),
+        ("forged_size.pth.tar", "says 4611686018427387904 elements"),
+    ] {
+        let out = d.join(file.replace(".pth.tar", ""));
+        geossl()
+            .args(["import", "--pth"])
+            .arg(d.join(file))
+            .arg("--out")
+            .arg(&out)
+            .assert()
+            .failure()
+            .stderr(predicate::str::contains(d.join(file).display().to_string()))
+            .stderr(predicate::str::contains(message))
+            .stderr(predicate::str::contains("panicked").not());
+        assert!(!out.exists(), "{file}: no run folder for a refused file");
+    }
+    assert!(!d.join("pwned").exists(), "no code ran");
+}
