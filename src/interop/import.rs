@@ -50,8 +50,9 @@ use crate::train::{Method, PretrainConfig};
 #[derive(Debug)]
 pub struct Imported {
     pub checkpoint: PathBuf,
-    /// What the file was, for messages (e.g. "MoCo checkpoint, legacy
-    /// torch.save format", "GASSL checkpoint with geo_dict").
+    /// What the file was, for messages (e.g. "GASSL checkpoint
+    /// (state_dict + geo_dict, 100 classes), legacy torch.save format",
+    /// "MoCo checkpoint (state_dict), zip torch.save format").
     pub layout: String,
     /// The method the weights were trained with, as far as the file tells.
     pub method: Method,
@@ -154,15 +155,18 @@ fn top_level_ignored(root: &Value) -> Vec<String> {
     }
     let mut out = Vec::new();
     for (k, v) in items {
-        let n = tensor_count(v);
+        let n = match tensor_count(v) {
+            0 => continue,
+            1 => "1 tensor".to_string(),
+            n => format!("{n} tensors"),
+        };
         match k.as_str() {
-            _ if n == 0 => {}
             Some("optimizer") => out.push(format!(
-                "optimizer state ({n} tensors; a resumed run starts with fresh momentum)"
+                "optimizer state ({n}; a resumed run starts with fresh momentum)"
             )),
             Some(name) if TOP_LEVEL.contains(&name) => {}
-            Some(name) => out.push(format!("top-level {name} ({n} tensors)")),
-            None => out.push(format!("top-level {k:?} ({n} tensors)")),
+            Some(name) => out.push(format!("top-level {name} ({n})")),
+            None => out.push(format!("top-level {k:?} ({n})")),
         }
     }
     out
@@ -360,4 +364,57 @@ fn layout_of(
         _ => "MoCo state dict".to_string(),
     };
     format!("{what}, {}", format.describe())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(s: &str) -> Value {
+        Value::Str(s.into())
+    }
+
+    #[test]
+    fn unused_top_level_entries_with_tensors_are_named() {
+        let tensor = Value::Tensor(super::super::pickle::TensorRef {
+            storage: super::super::pickle::StorageRef {
+                kind: "FloatStorage".into(),
+                key: "0".into(),
+                numel: 1,
+                view: None,
+            },
+            offset: 0,
+            size: vec![1],
+            stride: vec![1],
+        });
+        let dict = |items: Vec<(&str, Value)>| {
+            Value::Dict(items.into_iter().map(|(k, v)| (text(k), v)).collect())
+        };
+        let root = dict(vec![
+            ("epoch", Value::Int(3)),
+            ("state_dict", dict(vec![("encoder_q.w", tensor.clone())])),
+            (
+                "geo_dict",
+                dict(vec![("module.layers.1.weight", tensor.clone())]),
+            ),
+            (
+                "optimizer",
+                dict(vec![(
+                    "state",
+                    Value::List(vec![tensor.clone(), tensor.clone()]),
+                )]),
+            ),
+            ("ema", dict(vec![("w", tensor.clone())])),
+            ("best_acc1", Value::Float(0.5)),
+        ]);
+        assert_eq!(
+            top_level_ignored(&root),
+            [
+                "optimizer state (2 tensors; a resumed run starts with fresh momentum)",
+                "top-level ema (1 tensor)"
+            ]
+        );
+        // A bare state dict has no top level of its own.
+        assert!(top_level_ignored(&dict(vec![("ema.w", tensor)])).is_empty());
+    }
 }

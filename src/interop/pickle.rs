@@ -542,4 +542,63 @@ mod tests {
             .contains("memo 7 unset"));
         assert!(load(b"\x80\x02a").unwrap_err().contains("underflow"));
     }
+
+    #[test]
+    fn reads_a_stream_of_pickles_and_wide_integers() {
+        // pickle.dumps(0x1950a86a20f9469cfc6c, 2) + pickle.dumps(1001, 2)
+        // + pickle.dumps(-2**70, 2): torch.save's magic number, its
+        // protocol version, a negative wide integer.
+        let data = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19.\x80\x02M\xe9\x03.\x80\x02\x8a\x09\x00\x00\x00\x00\x00\x00\x00\x00\xc0.";
+        let (magic, at) = load_prefix(data, 0).unwrap();
+        assert_eq!(magic, Value::BigInt(0x1950A86A20F9469CFC6C));
+        assert_eq!(at, 15);
+        let (version, at) = load_prefix(data, at).unwrap();
+        assert_eq!((version, at), (Value::Int(1001), 21));
+        let (wide, at) = load_prefix(data, at).unwrap();
+        assert_eq!((wide, at), (Value::BigInt(-(1i128 << 70)), data.len()));
+        assert!(load_prefix(data, at).unwrap_err().contains("truncated"));
+    }
+
+    #[test]
+    fn persistent_ids_of_both_formats() {
+        let storage = |items: Vec<Value>| persistent_storage(Value::Tuple(items));
+        let base = || {
+            vec![
+                Value::Str("storage".into()),
+                Value::Global("FloatStorage"),
+                Value::Bytes(b"94767527398048".to_vec()),
+                Value::Str("cuda:0".into()),
+                Value::Int(10),
+            ]
+        };
+        let zip = storage(base()).unwrap();
+        let Value::Storage(s) = &zip else {
+            panic!("{zip:?}")
+        };
+        assert_eq!(
+            (s.key.as_str(), s.numel, s.view),
+            ("94767527398048", 10, None)
+        );
+        let mut legacy = base();
+        legacy.push(Value::None);
+        assert_eq!(storage(legacy).unwrap(), zip);
+        let mut view = base();
+        view.push(Value::Tuple(vec![
+            Value::Str("1".into()),
+            Value::Int(2),
+            Value::Int(5),
+        ]));
+        let Value::Storage(s) = storage(view).unwrap() else {
+            panic!()
+        };
+        assert_eq!(s.view, Some((2, 5)));
+        let mut bad = base();
+        bad[2] = Value::Str("../data.pkl".into());
+        assert!(storage(bad).unwrap_err().contains("not a plain name"));
+        let mut module = base();
+        module[0] = Value::Str("module".into());
+        assert!(storage(module)
+            .unwrap_err()
+            .contains("unsupported persistent id"));
+    }
 }
