@@ -15,6 +15,7 @@ use geossl::formats::safetensors::read_safetensors;
 use geossl::interop::backbone;
 use geossl::model::{Arch, ResNetConfig};
 use predicates::prelude::*;
+use tch::nn::ModuleT;
 use tch::{Device, Tensor};
 
 /// Largest |ours - PyTorch's| / max |PyTorch's| allowed for features: the
@@ -365,7 +366,11 @@ fn pretrain_init_starts_both_encoders_from_the_file_and_refuses_another_arch() {
         .iter()
         .zip(trained_backbones(&first))
     {
-        assert_eq!(tensors.len(), 40, "{which}: conv weights and BN affine");
+        assert_eq!(
+            tensors.len(),
+            60,
+            "{which}: 20 conv weights, 20 BN weights and biases"
+        );
         for (name, t) in &tensors {
             assert!(
                 t.equal(&reference[name]),
