@@ -264,6 +264,28 @@ fn finetune_init_probe_knn_embed_and_import_run_on_a_torchvision_file() {
         .code(2)
         .stderr(predicate::str::contains("--checkpoint"));
 
+    // export converts the file to geossl's safetensors (torchvision names,
+    // BN counters, metadata): the same backbone tensors.
+    let exported = d.join("exported.safetensors");
+    ok(&[
+        os("export"),
+        os("--checkpoint"),
+        os(&file),
+        os("--out"),
+        os(&exported),
+    ]);
+    let reference = read_safetensors(&d.join("torchvision_plain.safetensors")).unwrap();
+    let back = read_safetensors(&exported).unwrap();
+    assert_eq!(back.len(), reference.len() - 2, "all but fc");
+    for (name, t) in &back {
+        if !name.ends_with("num_batches_tracked") {
+            assert!(t.equal(&reference[name]), "{name}");
+        }
+    }
+    let meta = geossl::interop::export::read_metadata(&exported).unwrap();
+    assert_eq!(meta["arch"], "resnet18");
+    assert!(meta["source_layout"].contains("prefix module."), "{meta:?}");
+
     // import: a run folder whose encoders are the file's backbone.
     let run = d.join("imported");
     let out = ok(&[
