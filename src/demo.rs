@@ -106,6 +106,7 @@ pub fn pretrain_config(
             arch: crate::model::Arch::Resnet18,
             width: budget.width,
             small_input: true,
+            ..Default::default()
         },
         optimizer: OptimizerConfig {
             epochs: budget.epochs,

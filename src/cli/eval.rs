@@ -10,7 +10,7 @@ use crate::train::RunDir;
 /// What is evaluated, on which data.
 #[derive(Args, Debug)]
 pub struct EvalData {
-    /// A pretraining run folder (its latest checkpoint), a checkpoint folder, or a classifier folder from `finetune`.
+    /// A pretraining run folder (its latest checkpoint), a checkpoint folder, a classifier folder from `finetune`, or a backbone file (.pth, .pth.tar, .pt or .safetensors: a torchvision, timm or torchgeo ResNet state dict, read at --image-size, default 224).
     #[arg(long)]
     pub checkpoint: PathBuf,
     /// Manifest with a label column (or geo_cluster, with --target geo-cluster) and splits.
@@ -88,10 +88,22 @@ impl EvalData {
         Ok(task)
     }
 
-    /// `--out`, or the report `in_folder` names in the checkpoint folder.
+    /// `--out`, or the report `in_folder` names in the checkpoint folder;
+    /// for a backbone file `NAME.pth`, `NAME.<its file name>` beside it
+    /// (`NAME.probe.json`), since a file has no folder of its own.
     fn report_path(&self, out: &Option<PathBuf>, in_folder: fn(&RunDir) -> PathBuf) -> PathBuf {
-        out.clone()
-            .unwrap_or_else(|| in_folder(&RunDir::new(&self.checkpoint)))
+        if let Some(out) = out {
+            return out.clone();
+        }
+        let in_run = in_folder(&RunDir::new(&self.checkpoint));
+        let stem = crate::train::encoder_source::backbone_stem(&self.checkpoint)
+            .filter(|_| crate::train::encoder_source::is_backbone_file(&self.checkpoint));
+        match (stem, in_run.file_name()) {
+            (Some(stem), Some(name)) => self
+                .checkpoint
+                .with_file_name(format!("{stem}.{}", name.to_string_lossy())),
+            _ => in_run,
+        }
     }
 }
 
@@ -113,12 +125,19 @@ pub struct ProbeArgs {
     /// Standardise each feature with the training set's mean and std first (MAE's BN without affine).
     #[arg(long)]
     pub standardize: bool,
-    /// Report JSON [default: probe.json in the checkpoint folder].
+    /// Report JSON [default: probe.json in the checkpoint folder; NAME.probe.json beside a backbone file NAME.pth].
     #[arg(long)]
     pub out: Option<PathBuf>,
 }
 
+/// `--init` is `--checkpoint` under the name that says what it is here:
+/// where the weights start (e.g. torchvision's supervised ImageNet
+/// `resnet50` file, the paper's ImageNet-init baseline). One of the two.
 #[derive(Args, Debug)]
+#[command(mut_arg("checkpoint", |a| a
+    .visible_alias("init")
+    .value_name("CHECKPOINT|FILE")
+    .help("Where the weights start: a pretraining run folder (its latest checkpoint), a checkpoint folder, a classifier folder from `finetune`, or a backbone file (.pth, .pth.tar, .pt or .safetensors: a torchvision, timm or torchgeo ResNet state dict, read at --image-size, default 224; --init FILE says it)")))]
 pub struct FinetuneArgs {
     #[command(flatten)]
     pub data: EvalData,
@@ -161,7 +180,7 @@ pub struct KnnArgs {
     /// Temperature of the vote weights exp(similarity / t).
     #[arg(long, default_value_t = 0.07)]
     pub t: f64,
-    /// Report JSON [default: knn.json in the checkpoint folder].
+    /// Report JSON [default: knn.json in the checkpoint folder; NAME.knn.json beside a backbone file NAME.pth].
     #[arg(long)]
     pub out: Option<PathBuf>,
 }
@@ -373,4 +392,72 @@ pub(super) fn embed_cmd(a: &EmbedArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::super::{Cli, Command};
+
+    fn finetune(args: &[&str]) -> Result<std::path::PathBuf, clap::Error> {
+        let base = ["geossl", "finetune", "--manifest", "m.csv", "--out", "o"];
+        let cli = Cli::try_parse_from(base.iter().chain(args))?;
+        match cli.command {
+            Command::Finetune(a) => Ok(a.data.checkpoint),
+            _ => unreachable!("parsed as finetune"),
+        }
+    }
+
+    #[test]
+    fn finetune_takes_its_start_as_init_or_checkpoint_but_not_both() {
+        assert_eq!(
+            finetune(&["--init", "r50.pth"]).unwrap(),
+            std::path::Path::new("r50.pth")
+        );
+        assert_eq!(
+            finetune(&["--checkpoint", "run"]).unwrap(),
+            std::path::Path::new("run")
+        );
+        let both = finetune(&["--init", "a.pth", "--checkpoint", "run"]).unwrap_err();
+        assert_eq!(both.exit_code(), 2, "a usage error");
+        assert!(both.to_string().contains("--checkpoint"), "{both}");
+        let none = finetune(&[]).unwrap_err().to_string();
+        assert!(none.contains("--checkpoint"), "{none}");
+        // Only finetune has the alias: a probe's source is no start.
+        let probe = ["geossl", "probe", "--init", "a.pth", "--manifest", "m.csv"];
+        assert!(Cli::try_parse_from(probe).is_err());
+    }
+
+    #[test]
+    fn reports_of_a_backbone_file_default_to_beside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("resnet50.pth.tar");
+        std::fs::write(&file, b"").unwrap();
+        let cli = Cli::try_parse_from([
+            "geossl",
+            "probe",
+            "--checkpoint",
+            file.to_str().unwrap(),
+            "--manifest",
+            "m.csv",
+        ])
+        .unwrap();
+        let Command::Probe(a) = cli.command else {
+            unreachable!("parsed as probe")
+        };
+        let path = a.data.report_path(&None, crate::train::RunDir::probe_json);
+        assert_eq!(path, dir.path().join("resnet50.probe.json"));
+        let knn = a.data.report_path(&None, crate::train::RunDir::knn_json);
+        assert_eq!(knn, dir.path().join("resnet50.knn.json"));
+        let run = dir.path().join("run");
+        let in_run = super::EvalData {
+            checkpoint: run.clone(),
+            ..a.data
+        };
+        assert_eq!(
+            in_run.report_path(&None, crate::train::RunDir::probe_json),
+            run.join("probe.json")
+        );
+    }
 }

@@ -83,6 +83,8 @@ pub fn main() -> ExitCode {
         .try_init();
     // Messages below the CLI name config fields; here they are flags.
     crate::settings::set_namer(|field| format!("--{}", field.replace('_', "-")));
+    // Evaluation and pretraining (below interop) read backbone files with it.
+    crate::interop::backbone::register();
     let cli = Cli::parse();
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,

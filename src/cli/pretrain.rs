@@ -272,7 +272,7 @@ mod tests {
             assert_eq!(arg.get_long(), Some(field.key.replace('_', "-").as_str()));
             let help = arg.get_help().unwrap().to_string();
             // Paths whose default is "none given" show no default.
-            if matches!(field.key, "manifest" | "packed") {
+            if matches!(field.key, "manifest" | "packed" | "init") {
                 assert!(!help.contains("[default:"), "{help}");
                 continue;
             }

@@ -5,7 +5,12 @@
 //! [`crate::train::encoder_source`]: from a pretraining run or checkpoint
 //! folder the QUERY encoder's backbone, as the paper evaluates
 //! (`encoder_q.*` without `encoder_q.fc.*`); from a classifier folder
-//! written by `geossl finetune`, its backbone.
+//! written by `geossl finetune`, its backbone; from a plain backbone file
+//! (a torchvision, timm or torchgeo ResNet state dict, `.pth` or
+//! `.safetensors`), its tensors, read by the registered reader
+//! ([`crate::train::encoder_source::read_backbone`]). A backbone file does
+//! not say its input size: it is taken as the paper's (the `image_size`
+//! default of pretraining, 224), which `--image-size` overrides.
 
 use std::path::Path;
 
@@ -16,7 +21,8 @@ use crate::data::bands::InputSpec;
 use crate::formats::safetensors::read_safetensors;
 use crate::model::weights::copy_named;
 use crate::model::{ResNet, ResNetConfig};
-use crate::train::encoder_source::EncoderSource;
+use crate::train::config::DataConfig;
+use crate::train::encoder_source::{read_backbone, EncoderSource};
 
 /// A backbone with its own variable store.
 pub struct Encoder {
@@ -76,6 +82,19 @@ impl Encoder {
                     state.epoch
                 ),
             ),
+            EncoderSource::Backbone { path } => {
+                let backbone = read_backbone(&path)?;
+                let mut encoder = Self::random(
+                    backbone.resnet,
+                    backbone.input,
+                    DataConfig::default().image_size,
+                    device,
+                );
+                encoder.source = format!("{} ({})", path.display(), backbone.layout);
+                let tensors = backbone.tensors.into_iter().collect();
+                copy_named(&encoder.vs, &tensors, "", &path)?;
+                Ok(encoder)
+            }
         }
     }
 

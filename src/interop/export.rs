@@ -208,6 +208,7 @@ pub fn export(checkpoint_path: &Path, out: &Path, part: Part) -> anyhow::Result<
     let (tensors, meta) = match EncoderSource::resolve(checkpoint_path)? {
         EncoderSource::Classifier { dir, info } => classifier_tensors(&dir, &info)?,
         EncoderSource::Checkpoint { dir, state } => checkpoint_tensors(&dir, &state, part)?,
+        EncoderSource::Backbone { path } => backbone_tensors(&path, part)?,
     };
     anyhow::ensure!(
         !tensors.is_empty(),
@@ -286,6 +287,31 @@ fn checkpoint_tensors(
     }
     meta.insert("checkpoint".into(), dir.path().display().to_string());
     input_metadata(&mut meta, c.data.image_size, &state.input)?;
+    Ok((tensors, meta))
+}
+
+/// A plain backbone file (torchvision / timm / torchgeo state dict): its
+/// backbone, the only part it has, with `num_batches_tracked` 0 (the file's
+/// counters are not kept) and the input side of the paper (224).
+fn backbone_tensors(path: &Path, part: Part) -> anyhow::Result<TensorsAndMetadata> {
+    anyhow::ensure!(
+        part == Part::Backbone,
+        "{}: a backbone file holds only a backbone; export --part backbone",
+        path.display()
+    );
+    let backbone = super::backbone::read(path)?;
+    let mut tensors = backbone.tensors;
+    add_num_batches_tracked(&mut tensors, 0);
+    let r = backbone.resnet;
+    let mut meta = BTreeMap::new();
+    meta.insert("part".into(), "backbone".into());
+    meta.insert("arch".into(), r.arch.name().into());
+    meta.insert("width".into(), r.width.to_string());
+    meta.insert("small_input".into(), r.small_input.to_string());
+    meta.insert("checkpoint".into(), path.display().to_string());
+    meta.insert("source_layout".into(), backbone.layout);
+    let size = crate::train::config::DataConfig::default().image_size;
+    input_metadata(&mut meta, size, &backbone.input)?;
     Ok((tensors, meta))
 }
 

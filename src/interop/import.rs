@@ -269,6 +269,7 @@ pub fn import_moco(pth: &Path, out: &Path) -> anyhow::Result<Imported> {
             arch,
             width: conv1[0],
             small_input: conv1[2] == 3,
+            ..Default::default()
         },
         optimizer: OptimizerConfig {
             epochs: epoch.max(1),

@@ -414,6 +414,14 @@ config_section! {
         width: i64 = 64,
         /// 3x3 stride-1 stem without max-pool, for small images.
         small_input: bool = false,
+        /// Start both encoders' backbones from this file (a torchvision,
+        /// timm or torchgeo ResNet state dict, .pth or .safetensors; the MLP
+        /// head starts fresh); empty: a random initialisation.
+        ///
+        /// Its arch, width, stem and input channels must be the run's
+        /// (--arch, --width, --small-input, --bands); read when the run
+        /// starts, not on --resume (the checkpoint holds the weights).
+        init: PathBuf = PathBuf::new() => "FILE",
     }
 }
 

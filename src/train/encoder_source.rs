@@ -6,17 +6,23 @@
 //!   `checkpoints/epoch-NNNN` folder: the MoCo model, whose query encoder
 //!   (`encoder_q.*`) the paper evaluates;
 //! - a classifier folder written by `geossl finetune` (`classifier.json` +
-//!   `classifier.safetensors`, torchvision names).
+//!   `classifier.safetensors`, torchvision names);
+//! - a plain backbone file from the rest of the field (`.pth`, `.pth.tar`,
+//!   `.pt` or `.safetensors`: a torchvision, timm or torchgeo ResNet state
+//!   dict), read by `interop::backbone::read` (see [`set_backbone_reader`]).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
+use tch::Tensor;
 
 use super::checkpoint::{self, TrainState};
 use super::run_dir::{CheckpointDir, ClassifierDir};
 use crate::data::bands::InputSpec;
-use crate::model::ResNetConfig;
+use crate::model::{Moco, ResNetConfig};
 
 /// What a classifier folder says about itself (`classifier.json`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -50,12 +56,20 @@ pub enum EncoderSource {
         dir: CheckpointDir,
         state: Box<TrainState>,
     },
+    /// A plain backbone file (see [`is_backbone_file`]); read by
+    /// [`read_backbone`].
+    Backbone { path: PathBuf },
 }
 
 impl EncoderSource {
     /// Resolves `path` (see the module documentation); fails naming it when
     /// it is none of the accepted folders.
     pub fn resolve(path: &Path) -> anyhow::Result<Self> {
+        if is_backbone_file(path) {
+            return Ok(Self::Backbone {
+                path: path.to_path_buf(),
+            });
+        }
         let classifier = ClassifierDir::new(path);
         if classifier.info_json().is_file() {
             let info = Box::new(read_classifier_info(&classifier)?);
@@ -80,8 +94,9 @@ pub fn checkpoint_dir(path: &Path) -> anyhow::Result<PathBuf> {
     }
     anyhow::ensure!(
         path.is_dir(),
-        "{}: no such run, checkpoint or classifier folder",
-        path.display()
+        "{}: no such run, checkpoint or classifier folder, nor a backbone file ({})",
+        path.display(),
+        BACKBONE_EXTENSIONS.join(", ")
     );
     checkpoint::latest(path)?.ok_or_else(|| {
         anyhow::anyhow!(
@@ -99,4 +114,116 @@ pub fn read_classifier_info(dir: &ClassifierDir) -> anyhow::Result<ClassifierInf
         std::fs::read_to_string(&p).with_context(|| format!("{}: cannot read", p.display()))?;
     serde_json::from_str(&text)
         .with_context(|| format!("{}: invalid classifier description", p.display()))
+}
+
+/// The file names a backbone file may end with: PyTorch's (`torch.save`,
+/// the MoCo code's `.pth.tar`) and safetensors.
+pub const BACKBONE_EXTENSIONS: [&str; 4] = [".pth", ".pth.tar", ".pt", ".safetensors"];
+
+/// Whether `path` is a regular file whose name ends with one of
+/// [`BACKBONE_EXTENSIONS`].
+pub fn is_backbone_file(path: &Path) -> bool {
+    path.is_file() && backbone_stem(path).is_some()
+}
+
+/// The name of a backbone file without its extension (`resnet50` of
+/// `resnet50.pth.tar`); `None` when it has none of [`BACKBONE_EXTENSIONS`].
+pub fn backbone_stem(path: &Path) -> Option<String> {
+    let name = path.file_name()?.to_str()?;
+    // `.pth.tar` before `.tar`-less names: the longest extension wins.
+    let mut extensions = BACKBONE_EXTENSIONS;
+    extensions.sort_by_key(|e| std::cmp::Reverse(e.len()));
+    extensions
+        .iter()
+        .find_map(|e| name.strip_suffix(e))
+        .filter(|stem| !stem.is_empty())
+        .map(str::to_string)
+}
+
+/// A ResNet backbone read from a file of the rest of the field, in
+/// geossl's (= torchvision's) names. Read by `interop::backbone::read`;
+/// defined here so that evaluation and pretraining, below `interop`, can
+/// use it (see [`set_backbone_reader`]).
+#[derive(Debug)]
+pub struct Backbone {
+    /// Backbone tensors by torchvision name (`conv1.weight`,
+    /// `layer1.0.bn1.running_mean`, ...), prefix stripped, no `fc.*`, as
+    /// float32 on the CPU.
+    pub tensors: BTreeMap<String, Tensor>,
+    /// Architecture inferred from the tensor shapes.
+    pub resnet: ResNetConfig,
+    /// The input the weights expect: RGB with ImageNet normalisation for 3
+    /// channels (torchvision's and timm's), else
+    /// `interop::import::imported_input`.
+    pub input: InputSpec,
+    /// What the file was, for messages: e.g. "torchvision/timm ResNet-50
+    /// state dict (prefix module.)".
+    pub layout: String,
+    /// Names (as in the file) of the tensors that were not used (`fc.*`,
+    /// `num_batches_tracked`, projection heads, ...).
+    pub ignored: Vec<String>,
+}
+
+impl Backbone {
+    /// Copies the backbone into both encoders of `moco` (`encoder_q.*` and
+    /// `encoder_k.*`, BN running statistics included), leaving the
+    /// projection heads (`fc.*`) and the geo head as they are: the start
+    /// of `pretrain --init` and of `geossl import` of a backbone file.
+    /// Errors: a variable with no tensor or another shape (`source` names
+    /// the file).
+    pub fn copy_into_moco(&self, moco: &Moco, source: &Path) -> anyhow::Result<usize> {
+        let mut copied = 0;
+        tch::no_grad(|| -> anyhow::Result<()> {
+            for (vs, prefix) in [(&moco.vs_q, "encoder_q."), (&moco.vs_k, "encoder_k.")] {
+                for (name, var) in vs.variables() {
+                    let Some(rest) = name.strip_prefix(prefix) else {
+                        continue;
+                    };
+                    if rest.starts_with("fc.") {
+                        continue;
+                    }
+                    let src = self.tensors.get(rest).ok_or_else(|| {
+                        anyhow::anyhow!("{}: missing tensor {rest}", source.display())
+                    })?;
+                    anyhow::ensure!(
+                        src.size() == var.size(),
+                        "{}: {rest} has shape {:?}, the model {:?}",
+                        source.display(),
+                        src.size(),
+                        var.size()
+                    );
+                    var.shallow_clone().f_copy_(src)?;
+                    copied += 1;
+                }
+            }
+            Ok(())
+        })?;
+        Ok(copied)
+    }
+}
+
+/// Reads a backbone file (the signature of `interop::backbone::read`).
+pub type BackboneReader = fn(&Path) -> anyhow::Result<Backbone>;
+
+static BACKBONE_READER: OnceLock<BackboneReader> = OnceLock::new();
+
+/// Registers how backbone files are read: `interop::backbone::read`,
+/// which sits above this layer (it parses `torch.save` files). The command
+/// line registers it at start-up (`interop::backbone::register`); a
+/// library caller that passes backbone files to `eval::Encoder::load` or
+/// `pretrain` with `init` set does the same. The first registration wins.
+pub fn set_backbone_reader(reader: BackboneReader) {
+    let _ = BACKBONE_READER.set(reader);
+}
+
+/// Reads the backbone file `path` with the registered reader. Errors: the
+/// reader's, or none registered.
+pub fn read_backbone(path: &Path) -> anyhow::Result<Backbone> {
+    let reader = BACKBONE_READER.get().ok_or_else(|| {
+        anyhow::anyhow!(
+            "{}: no backbone file reader registered (call geossl::interop::backbone::register() first; the command line does)",
+            path.display()
+        )
+    })?;
+    reader(path)
 }

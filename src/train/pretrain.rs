@@ -156,6 +156,11 @@ pub fn pretrain(
         config.run.packed = std::path::absolute(&config.run.packed)
             .with_context(|| format!("{}: cannot make absolute", config.run.packed.display()))?;
     }
+    // The init file likewise, so that a resume's repeated `--init` is the same setting.
+    if !config.model.init.as_os_str().is_empty() {
+        config.model.init = std::path::absolute(&config.model.init)
+            .with_context(|| format!("{}: cannot make absolute", config.model.init.display()))?;
+    }
     let mut loaded = load(&config, run_dir, monitor, options)?;
     let start = start_point(&config, run_dir, options, &mut loaded)?;
     loaded.ranks.agree_on_start(&start, run_dir)?;
@@ -442,6 +447,7 @@ fn load(
     };
     let loader = PairLoader::new(manifest, loader_config)?;
     let mut moco = Moco::new(device, config.resnet(&input), config.moco(geo_classes))?;
+    init_from_backbone(config, run_dir, options, &moco)?;
     if config.run.channels_last {
         moco.to_channels_last()?;
     }
@@ -466,6 +472,63 @@ fn load(
         sgd,
         monitor,
     })
+}
+
+/// `pretrain --init FILE`: copies the backbone file's weights into both
+/// encoders of a run that starts from the beginning (the MLP and geo heads
+/// stay freshly initialised, as MoCo's); nothing when `init` is empty or a
+/// `--resume` finds a checkpoint (which holds the weights). Every rank
+/// reads the same file. Errors: the file's
+/// ([`super::encoder_source::read_backbone`]), and an
+/// architecture, width, stem or number of input channels other than the
+/// run's, naming the flags that would fit.
+fn init_from_backbone(
+    config: &PretrainConfig,
+    run_dir: &Path,
+    options: &RunOptions,
+    moco: &Moco,
+) -> anyhow::Result<()> {
+    let path = &config.model.init;
+    if path.as_os_str().is_empty()
+        || (options.resume && !checkpoint::candidates(run_dir)?.is_empty())
+    {
+        return Ok(());
+    }
+    let backbone = super::encoder_source::read_backbone(path)?;
+    let (file, run) = (backbone.resnet, moco.resnet);
+    if file != run {
+        let show = |r: crate::model::ResNetConfig| {
+            format!(
+                "{} {} {} {} {} {}, {} input channel(s)",
+                settings::name("arch"),
+                r.arch.name(),
+                settings::name("width"),
+                r.width,
+                settings::name("small_input"),
+                r.small_input,
+                r.in_channels
+            )
+        };
+        anyhow::bail!(
+            "{}: {} holds {} ({}); the run is {}: pass the file's values (the input channels are those of {})",
+            path.display(),
+            settings::name("init"),
+            show(file),
+            backbone.layout,
+            show(run),
+            settings::name("bands")
+        );
+    }
+    backbone.copy_into_moco(moco, path)?;
+    let writes = options.rendezvous.as_ref().is_none_or(|r| r.rank == 0);
+    if writes && !options.quiet {
+        eprintln!(
+            "init: both encoders' backbones from {} ({}); fresh MLP head",
+            path.display(),
+            backbone.layout
+        );
+    }
+    Ok(())
 }
 
 /// Warns when the pack's images are smaller than the run resizes them to

@@ -1,0 +1,441 @@
+//! Plain backbone files of the rest of the field (torchvision, timm,
+//! torchgeo), written by PyTorch in the test (tests/python/backbone_files.py):
+//! read to PyTorch's tensors and features, and used where an encoder is
+//! expected (probe, knn, embed, finetune --init, pretrain --init, import).
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use common::{geossl, run_python, world};
+use geossl::eval::Encoder;
+use geossl::formats::npy;
+use geossl::formats::safetensors::read_safetensors;
+use geossl::interop::backbone;
+use geossl::model::{Arch, ResNetConfig};
+use predicates::prelude::*;
+use tch::nn::ModuleT;
+use tch::{Device, Tensor};
+
+/// Largest |ours - PyTorch's| / max |PyTorch's| allowed for features: the
+/// same libtorch on the same CPU runs the same kernels, so what is left
+/// is the order of floating-point sums.
+const FEATURE_TOLERANCE: f64 = 1e-5;
+
+fn resnet18() -> ResNetConfig {
+    ResNetConfig {
+        arch: Arch::Resnet18,
+        width: 64,
+        small_input: false,
+        in_channels: 3,
+    }
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// The pooled eval-mode features of the encoder geossl reads from `path`
+/// on `x.npy`, and their max relative error against `theirs` (a .npy).
+fn feature_error(path: &Path, dir: &Path, theirs: &str) -> f64 {
+    let encoder = Encoder::load(path, Device::Cpu).unwrap();
+    assert_eq!(encoder.image_size, 224, "a backbone file is read at 224");
+    let (shape, x) = npy::read::<f32>(&dir.join("x.npy")).unwrap();
+    let dims: Vec<i64> = shape.iter().map(|&s| s as i64).collect();
+    let ours = tch::no_grad(|| {
+        encoder
+            .backbone
+            .forward_t(&Tensor::from_slice(&x).view(dims.as_slice()), false)
+    });
+    let (_, theirs) = npy::read::<f32>(&dir.join(theirs)).unwrap();
+    let theirs = Tensor::from_slice(&theirs).view_as(&ours);
+    (&ours - &theirs).abs().max().double_value(&[]) / theirs.abs().max().double_value(&[])
+}
+
+/// Asserts that `b` holds exactly `reference`'s backbone tensors (every
+/// name but `fc.*` and the BN counters) and ignores exactly the rest.
+fn assert_same_backbone(b: &backbone::Backbone, reference: &HashMap<String, Tensor>, what: &str) {
+    let expected: Vec<&String> = reference
+        .keys()
+        .filter(|n| !n.starts_with("fc.") && !n.ends_with("num_batches_tracked"))
+        .collect();
+    assert_eq!(b.tensors.len(), expected.len(), "{what}");
+    for name in expected {
+        assert!(b.tensors[name].equal(&reference[name]), "{what}: {name}");
+    }
+    let counters = b
+        .ignored
+        .iter()
+        .filter(|n| n.ends_with(".num_batches_tracked"));
+    let fc = b
+        .ignored
+        .iter()
+        .filter(|n| n.ends_with("fc.weight") || n.ends_with("fc.bias"));
+    assert_eq!(counters.count(), 20, "{what}: {:?}", b.ignored);
+    assert_eq!(fc.count(), 2, "{what}: {:?}", b.ignored);
+    assert_eq!(b.ignored.len(), 22, "{what}: {:?}", b.ignored);
+}
+
+#[test]
+fn torchvision_timm_and_torchgeo_files_read_to_pytorchs_tensors_and_features() {
+    backbone::register();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    run_python("backbone_files.py", [d.as_os_str(), "all".as_ref()]);
+    let mut worst: f64 = 0.0;
+    for lib in ["torchvision", "timm"] {
+        let reference = read_safetensors(&d.join(format!("{lib}_plain.safetensors"))).unwrap();
+        for (tag, prefix) in [
+            ("plain", "no prefix"),
+            ("module", "prefix module."),
+            ("backbone", "prefix backbone."),
+            ("encoder", "prefix encoder."),
+        ] {
+            for (ext, format) in [
+                ("pth", "state dict (torch.save)"),
+                ("safetensors", "safetensors"),
+            ] {
+                let path = d.join(format!("{lib}_{tag}.{ext}"));
+                let b = backbone::read(&path).unwrap();
+                let what = path.display().to_string();
+                assert_eq!(b.resnet, resnet18(), "{what}");
+                assert_eq!(b.input, geossl::data::bands::InputSpec::rgb(), "{what}");
+                assert_eq!(
+                    b.layout,
+                    format!("torchvision/timm ResNet-18 {format} (bare, {prefix})")
+                );
+                assert_same_backbone(&b, &reference, &what);
+                let err = feature_error(&path, d, &format!("{lib}_features.npy"));
+                worst = worst.max(err);
+                assert!(
+                    err <= FEATURE_TOLERANCE,
+                    "{what}: features off by {err:.3e}"
+                );
+            }
+        }
+    }
+    println!("torchvision and timm resnet18 features, 16 files: max relative error {worst:.3e}");
+
+    // The wrappers of Lightning and of torchvision's reference scripts.
+    let reference = read_safetensors(&d.join("torchvision_plain.safetensors")).unwrap();
+    for (file, layout) in [
+        (
+            "torchvision_lightning.pth",
+            "wrapped in 'state_dict', prefix model.",
+        ),
+        (
+            "torchvision_reference.pth.tar",
+            "wrapped in 'model', prefix module.",
+        ),
+    ] {
+        let b = backbone::read(&d.join(file)).unwrap();
+        assert!(b.layout.ends_with(&format!("({layout})")), "{}", b.layout);
+        assert_same_backbone(&b, &reference, file);
+    }
+
+    // torchgeo's ResNet50_Weights.FMOW_RGB_GASSL layout: bare, no fc.
+    let gassl = d.join("resnet50_fmow_rgb_gassl.pth");
+    let b = backbone::read(&gassl).unwrap();
+    assert_eq!(
+        b.resnet,
+        ResNetConfig {
+            arch: Arch::Resnet50,
+            ..resnet18()
+        }
+    );
+    assert_eq!(
+        b.layout,
+        "torchvision/timm ResNet-50 state dict (torch.save) (bare, no prefix)"
+    );
+    assert_eq!(b.ignored.len(), 53, "the BN counters only: {:?}", b.ignored);
+    assert!(b
+        .ignored
+        .iter()
+        .all(|n| n.ends_with(".num_batches_tracked")));
+    let err = feature_error(&gassl, d, "gassl_features.npy");
+    println!("GASSL-layout timm resnet50 features: max relative error {err:.3e}");
+    assert!(err <= FEATURE_TOLERANCE, "{err}");
+
+    // A file that is no backbone says what it holds.
+    let other = d.join("not_a_backbone.pth");
+    let e = backbone::read(&other).unwrap_err().to_string();
+    assert_eq!(
+        e,
+        format!(
+            "{}: neither a ResNet backbone (no conv1.weight, bn1.weight and layer1.0.conv1.weight, bare or under module., backbone., encoder., model.) nor a MoCo checkpoint (no encoder_q.*); it holds head.weight, pos_embed",
+            other.display()
+        )
+    );
+}
+
+/// Runs `geossl ARGS` and returns its stdout; fails the test on failure.
+fn ok(args: &[&std::ffi::OsStr]) -> String {
+    let out = geossl().args(args).assert().success();
+    String::from_utf8_lossy(&out.get_output().stdout).to_string()
+}
+
+fn os<S: AsRef<std::ffi::OsStr> + ?Sized>(s: &S) -> &std::ffi::OsStr {
+    s.as_ref()
+}
+
+const EVAL: [&str; 6] = ["--image-size", "32", "--batch-size", "8", "--device", "cpu"];
+
+#[test]
+fn finetune_init_probe_knn_embed_and_import_run_on_a_torchvision_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    run_python("backbone_files.py", [d.as_os_str(), "e2e".as_ref()]);
+    let manifest = world(d, 12, 32, 3);
+    let file = d.join("torchvision_module.pth");
+    let eval = |cmd: &str, source: &str, path: &Path, extra: &[&str]| {
+        let mut args = vec![
+            os(cmd),
+            os(source),
+            os(path),
+            os("--manifest"),
+            os(&manifest),
+        ];
+        args.extend(EVAL.iter().map(os));
+        args.extend(extra.iter().map(os));
+        ok(&args)
+    };
+
+    // The paper's ImageNet-init supervised baseline: fine-tune from the file.
+    let classifier = d.join("classifier");
+    let out = eval(
+        "finetune",
+        "--init",
+        &file,
+        &["--epochs", "1", "--out", classifier.to_str().unwrap()],
+    );
+    assert!(out.contains("trained end to end"), "{out}");
+    let info = json(&classifier.join("classifier.json"));
+    let init = info["init"].as_str().unwrap();
+    assert!(init.starts_with(file.to_str().unwrap()), "{init}");
+    assert!(
+        init.contains("ResNet-18 state dict (torch.save) (bare, prefix module.)"),
+        "{init}"
+    );
+    assert_eq!(info["resnet"]["width"], 64);
+    assert_eq!(info["image_size"], 32);
+
+    // Frozen evaluations of the file: reports beside it, named after it.
+    let out = eval(
+        "probe",
+        "--checkpoint",
+        &file,
+        &["--epochs", "2", "--cache-features"],
+    );
+    assert!(out.contains("torchvision_module.probe.json"), "{out}");
+    let probe = json(&d.join("torchvision_module.probe.json"));
+    assert!(probe["top1"].as_f64().is_some(), "{probe}");
+    assert!(
+        probe.to_string().contains("torchvision_module.pth"),
+        "{probe}"
+    );
+    eval("knn", "--checkpoint", &file, &["--k", "3"]);
+    assert!(d.join("torchvision_module.knn.json").is_file());
+    let npy_out = d.join("features.npy");
+    ok(&[
+        os("embed"),
+        os("--checkpoint"),
+        os(&file),
+        os("--manifest"),
+        os(&manifest),
+        os("--image-size"),
+        os("32"),
+        os("--device"),
+        os("cpu"),
+        os("--out"),
+        os(&npy_out),
+    ]);
+    let (shape, _) = npy::read::<f32>(&npy_out).unwrap();
+    assert_eq!(shape[1], 512, "resnet18's pooled features");
+
+    // --init and --checkpoint name the same thing: one of them.
+    geossl()
+        .args(["finetune", "--init"])
+        .arg(&file)
+        .arg("--checkpoint")
+        .arg(&file)
+        .args(["--manifest", "m.csv", "--out", "o"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("--checkpoint"));
+
+    // export converts the file to geossl's safetensors (torchvision names,
+    // BN counters, metadata): the same backbone tensors.
+    let exported = d.join("exported.safetensors");
+    ok(&[
+        os("export"),
+        os("--checkpoint"),
+        os(&file),
+        os("--out"),
+        os(&exported),
+    ]);
+    let reference = read_safetensors(&d.join("torchvision_plain.safetensors")).unwrap();
+    let back = read_safetensors(&exported).unwrap();
+    assert_eq!(back.len(), reference.len() - 2, "all but fc");
+    for (name, t) in &back {
+        if !name.ends_with("num_batches_tracked") {
+            assert!(t.equal(&reference[name]), "{name}");
+        }
+    }
+    let meta = geossl::interop::export::read_metadata(&exported).unwrap();
+    assert_eq!(meta["arch"], "resnet18");
+    assert!(meta["source_layout"].contains("prefix module."), "{meta:?}");
+
+    // import: a run folder whose encoders are the file's backbone.
+    let run = d.join("imported");
+    let out = ok(&[
+        os("import"),
+        os("--pth"),
+        os(&d.join("torchvision_plain.safetensors")),
+        os("--out"),
+        os(&run),
+    ]);
+    assert!(out.contains("resnet18, epoch 0"), "{out}");
+    backbone::register();
+    let from_run = Encoder::load(&run, Device::Cpu).unwrap();
+    let from_file = Encoder::load(&file, Device::Cpu).unwrap();
+    let (a, b) = (from_run.vs.variables(), from_file.vs.variables());
+    assert_eq!(a.len(), b.len());
+    for (name, t) in &a {
+        assert!(t.equal(&b[name]), "{name}");
+    }
+    let state = json(&run.join("checkpoints/epoch-0000/state.json"));
+    assert_eq!(state["config"]["method"], "moco");
+    assert!(state["imported_from"]
+        .as_str()
+        .unwrap()
+        .ends_with("torchvision_plain.safetensors"));
+    eval(
+        "probe",
+        "--checkpoint",
+        &run,
+        &["--epochs", "1", "--cache-features"],
+    );
+    assert!(run.join("probe.json").is_file());
+}
+
+/// The tiny pretraining of these tests at resnet18 width 64 (the file's).
+fn pretrain_args(manifest: &Path, out: &Path) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = vec!["pretrain".into(), "--manifest".into()];
+    args.push(manifest.into());
+    args.push("--out".into());
+    args.push(out.into());
+    for a in [
+        "--method",
+        "moco",
+        "--arch",
+        "resnet18",
+        "--image-size",
+        "16",
+        "--batch-size",
+        "8",
+        "--moco-k",
+        "32",
+        "--epochs",
+        "1",
+        "--threads",
+        "1",
+        "--device",
+        "cpu",
+    ] {
+        args.push(a.into());
+    }
+    args
+}
+
+/// encoder_q's and encoder_k's tensors of a checkpoint, names without the
+/// encoder prefix, BN running statistics left out (train-mode forward
+/// passes update them whatever the learning rate).
+fn trained_backbones(checkpoint: &Path) -> [HashMap<String, Tensor>; 2] {
+    let all = read_safetensors(&checkpoint.join("model.safetensors")).unwrap();
+    ["encoder_q.", "encoder_k."].map(|prefix| {
+        all.iter()
+            .filter_map(|(n, t)| Some((n.strip_prefix(prefix)?.to_string(), t.shallow_clone())))
+            .filter(|(n, _)| !n.starts_with("fc.") && !n.contains("running_"))
+            .collect()
+    })
+}
+
+#[test]
+fn pretrain_init_starts_both_encoders_from_the_file_and_refuses_another_arch() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    run_python("backbone_files.py", [d.as_os_str(), "e2e".as_ref()]);
+    let manifest = world(d, 12, 32, 3);
+    let file = d.join("torchvision_module.pth");
+    let reference = read_safetensors(&d.join("torchvision_plain.safetensors")).unwrap();
+
+    // lr 0: SGD leaves every parameter as it started (p - 0 * buf) and the
+    // momentum update k + (1 - m) (q - k) leaves k = q, so after one epoch
+    // both encoders' parameters must still be the file's, bit for bit.
+    let run = d.join("run");
+    geossl()
+        .args(pretrain_args(&manifest, &run))
+        .args(["--lr", "0", "--init"])
+        .arg(&file)
+        .assert()
+        .success()
+        .stderr(predicate::str::contains(
+            "init: both encoders' backbones from",
+        ));
+    let first = run.join("checkpoints/epoch-0001");
+    for (which, tensors) in ["encoder_q", "encoder_k"]
+        .iter()
+        .zip(trained_backbones(&first))
+    {
+        assert_eq!(
+            tensors.len(),
+            60,
+            "{which}: 20 conv weights, 20 BN weights and biases"
+        );
+        for (name, t) in &tensors {
+            assert!(
+                t.equal(&reference[name]),
+                "{which}.{name} is not the file's"
+            );
+        }
+    }
+    let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(
+        config.contains(&format!("init = \"{}\"", file.display())),
+        "recorded absolute: {config}"
+    );
+    // Without --init the same run starts elsewhere: the check above can fail.
+    let random = d.join("random");
+    geossl()
+        .args(pretrain_args(&manifest, &random))
+        .args(["--lr", "0"])
+        .assert()
+        .success();
+    let [q, _] = trained_backbones(&random.join("checkpoints/epoch-0001"));
+    assert!(!q["conv1.weight"].equal(&reference["conv1.weight"]));
+
+    // --resume does not read the file again (the checkpoint holds the weights).
+    let moved = d.join("moved.pth");
+    std::fs::rename(&file, &moved).unwrap();
+    geossl()
+        .args(pretrain_args(&manifest, &run))
+        .args(["--lr", "0", "--resume", "--epochs", "2", "--init"])
+        .arg(&file)
+        .assert()
+        .success();
+    assert!(run.join("checkpoints/epoch-0002").is_dir());
+
+    // Another architecture than the run's is refused, naming the flags.
+    geossl()
+        .args(pretrain_args(&manifest, &d.join("r34")))
+        .args(["--arch", "resnet34", "--init"])
+        .arg(&moved)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains(format!(
+            "{}: --init holds --arch resnet18 --width 64 --small-input false, 3 input channel(s) (torchvision/timm ResNet-18 state dict (torch.save) (bare, prefix module.)); the run is --arch resnet34 --width 64 --small-input false, 3 input channel(s)",
+            moved.display()
+        )));
+    assert!(!d.join("r34/checkpoints").exists());
+}
