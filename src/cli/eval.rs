@@ -191,9 +191,12 @@ pub struct EmbedArgs {
     pub checkpoint: PathBuf,
     #[arg(long)]
     pub manifest: PathBuf,
-    /// Output .npy (float32, rows x features); the rows go to the .csv beside it.
+    /// Output .npy (float32, rows x features; the rows go to the .csv beside it), or .parquet with --format parquet.
     #[arg(long)]
     pub out: PathBuf,
+    /// The output's layout.
+    #[arg(long, value_parser = super::choice::<crate::eval::embed::EmbedFormat>(), default_value = "npy")]
+    pub format: crate::eval::embed::EmbedFormat,
     /// Only the rows of this split (train, val, test) [default: every row].
     #[arg(long)]
     pub split: Option<String>,
@@ -372,21 +375,36 @@ pub(super) fn embed_cmd(a: &EmbedArgs) -> anyhow::Result<()> {
         quiet: false,
         source: a.read.source(&manifest)?,
         decode: a.read.decode(),
+        format: a.format,
     };
     config.source.check_input(&encoder.input)?;
     config.source.warn_if_smaller(config.image_size);
     let done = crate::eval::embed::embed(&encoder, &manifest, rows, &config, &a.out)?;
-    println!(
-        "wrote {} x {} features to {} and their rows to {}",
-        done.rows,
-        done.dim,
-        done.npy.display(),
-        done.csv.display()
-    );
+    match &done.csv {
+        Some(csv) => println!(
+            "wrote {} x {} features to {} and their rows to {}",
+            done.rows,
+            done.dim,
+            done.embeddings.display(),
+            csv.display()
+        ),
+        None => println!(
+            "wrote {} rows with their {}-d features (column {}) to {}",
+            done.rows,
+            done.dim,
+            crate::eval::embed::EMBEDDING_COLUMN,
+            done.embeddings.display()
+        ),
+    }
     if let Some(list) = &done.skipped_csv {
         println!(
-            "left out {} unreadable row(s) of {} (from both files), listed in {}",
+            "left out {} unreadable row(s) of {} (from {}), listed in {}",
             done.skipped.len(),
+            if done.csv.is_some() {
+                "both files"
+            } else {
+                "the table"
+            },
             manifest.source.display(),
             list.display()
         );

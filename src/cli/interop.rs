@@ -9,12 +9,21 @@ pub struct ExportArgs {
     /// A pretraining run folder (its latest checkpoint), a checkpoint folder, or a classifier folder.
     #[arg(long)]
     pub checkpoint: PathBuf,
-    /// Output .safetensors file.
+    /// Output .safetensors file, or (--format hf) the repository folder: new, empty, or a previous hf export (replaced).
     #[arg(long)]
     pub out: PathBuf,
-    /// What to export from a pretraining checkpoint.
+    /// What to export from a pretraining checkpoint (--format hf: backbone only).
     #[arg(long, value_parser = super::choice::<crate::interop::export::Part>(), default_value = "backbone")]
     pub part: crate::interop::export::Part,
+    /// The file layout.
+    #[arg(long, value_parser = super::choice::<crate::interop::hub::ExportFormat>(), default_value = "safetensors")]
+    pub format: crate::interop::hub::ExportFormat,
+    /// --format hf: the model card's license (an SPDX id or Hub license name, e.g. apache-2.0) [default: left for you to fill in].
+    #[arg(long)]
+    pub license: Option<String>,
+    /// --format hf: a `geossl finetune` folder outside the run folder whose test results the card lists (repeatable; those inside the run folder are found anyway).
+    #[arg(long)]
+    pub finetune: Vec<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -28,6 +37,14 @@ pub struct ImportArgs {
 }
 
 pub(super) fn export_cmd(a: &ExportArgs) -> anyhow::Result<()> {
+    use crate::interop::hub::ExportFormat;
+    if a.format == ExportFormat::Hf {
+        return export_hf_cmd(a);
+    }
+    anyhow::ensure!(
+        a.license.is_none() && a.finetune.is_empty(),
+        "--license and --finetune describe a model card: they go with --format hf"
+    );
     let done = crate::interop::export::export(&a.checkpoint, &a.out, a.part)?;
     println!(
         "wrote {} tensors to {} ({})",
@@ -51,6 +68,36 @@ pub(super) fn export_cmd(a: &ExportArgs) -> anyhow::Result<()> {
             input.as_ref().map_or(3, |i| i.channels())
         );
     }
+    Ok(())
+}
+
+fn export_hf_cmd(a: &ExportArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        a.part == crate::interop::export::Part::Backbone,
+        "--format hf exports the backbone (what timm and torchvision build); --part {} goes with --format safetensors",
+        crate::settings::choice_name(a.part)
+    );
+    let options = crate::interop::hub::HubOptions {
+        license: a.license.clone(),
+        finetune: a.finetune.clone(),
+    };
+    let done = crate::interop::hub::export_hf(&a.checkpoint, &a.out, &options)?;
+    println!(
+        "wrote a Hugging Face model repository to {}: {} ({} tensors, {} input channels, {}-d features), {}, {} with {} evaluation result(s)",
+        done.dir.display(),
+        crate::interop::hub::WEIGHTS,
+        done.tensors,
+        done.in_chans,
+        done.num_features,
+        crate::interop::hub::CONFIG,
+        crate::interop::hub::CARD,
+        done.results
+    );
+    println!(
+        "timm: timm.create_model(\"local-dir:{}\", pretrained=True), or \"{}\" with num_classes=0 and pretrained_cfg_overlay=dict(file=...)",
+        done.dir.display(),
+        done.arch
+    );
     Ok(())
 }
 

@@ -5,6 +5,12 @@
 //! manifest). `numpy.load` and `pandas.read_csv` read them. A row whose
 //! image cannot be read is left out of both files and listed in a third,
 //! `<name>.skipped.csv` (or, with `--on-bad-image fail`, stops the work).
+//!
+//! [`EmbedFormat::Parquet`] writes one `.parquet` file instead: the CSV's
+//! columns (typed: `lat`, `lon` float64, `geo_cluster` int64, the others
+//! strings as written in the CSV, empty cells null) and then `embedding`,
+//! a fixed-size list of float32 per row (`pandas.read_parquet`,
+//! `pyarrow.parquet.read_table`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,8 +21,48 @@ use super::encoder::Encoder;
 use super::features::{extract, to_vec};
 use crate::data::augment::ViewTransform;
 use crate::data::loader::{BadImage, BadImagePolicy, ImageLoader};
+use crate::data::manifest::{COLUMN_GEO_CLUSTER, COLUMN_LAT, COLUMN_LON};
 use crate::data::Manifest;
 use crate::formats::npy;
+use crate::formats::parquet::{self, Column};
+
+/// The file layout of the embeddings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmbedFormat {
+    /// A float32 `.npy` matrix and the `.csv` of its rows beside it.
+    Npy,
+    /// One `.parquet` table: the rows' columns and an `embedding` column.
+    Parquet,
+}
+
+impl crate::settings::Choice for EmbedFormat {
+    const CHOICES: &'static [(Self, &'static str, &'static str)] = &[
+        (
+            EmbedFormat::Npy,
+            "npy",
+            "A float32 .npy matrix (rows x features) and the .csv of its rows beside it",
+        ),
+        (
+            EmbedFormat::Parquet,
+            "parquet",
+            "One .parquet table: the .csv's columns and `embedding` (fixed-size list of float32)",
+        ),
+    ];
+}
+crate::settings::choice_by_name!(EmbedFormat);
+
+impl EmbedFormat {
+    /// The extension the output file must have.
+    pub fn extension(self) -> &'static str {
+        match self {
+            EmbedFormat::Npy => "npy",
+            EmbedFormat::Parquet => "parquet",
+        }
+    }
+}
+
+/// The name of the embeddings column of [`EmbedFormat::Parquet`].
+pub const EMBEDDING_COLUMN: &str = "embedding";
 
 /// How to embed.
 #[derive(Debug, Clone)]
@@ -34,6 +80,8 @@ pub struct EmbedConfig {
     pub source: crate::data::source::ImageSource,
     /// How they are decoded.
     pub decode: crate::data::decode::DecodeOptions,
+    /// The output's layout.
+    pub format: EmbedFormat,
 }
 
 impl EmbedConfig {
@@ -49,9 +97,11 @@ impl EmbedConfig {
 /// Where the embeddings went.
 #[derive(Debug)]
 pub struct EmbedOutcome {
-    pub npy: PathBuf,
-    pub csv: PathBuf,
-    /// Rows written (to both files).
+    /// The `.npy` or `.parquet` file.
+    pub embeddings: PathBuf,
+    /// The CSV of the `.npy`'s rows (none for Parquet: the rows are in it).
+    pub csv: Option<PathBuf>,
+    /// Rows written.
     pub rows: usize,
     pub dim: usize,
     /// Rows left out as unreadable, with why.
@@ -67,7 +117,8 @@ pub fn skipped_path(npy: &Path) -> PathBuf {
 }
 
 /// Embeds `rows` of `manifest` (all rows when `None`) into `out` (`.npy`)
-/// and the CSV beside it: row i of both is the same image. Rows that cannot
+/// and the CSV beside it: row i of both is the same image (or into the one
+/// `.parquet` file `out`, as `config.format` says). Rows that cannot
 /// be read are left out of both (and listed in [`skipped_path`]) or stop
 /// the work, as `config.on_bad_image` says; none left is an error.
 pub fn embed(
@@ -78,10 +129,17 @@ pub fn embed(
     out: &Path,
 ) -> anyhow::Result<EmbedOutcome> {
     config.validate()?;
+    let ext = config.format.extension();
     anyhow::ensure!(
-        out.extension().is_some_and(|e| e == "npy"),
-        "{}: the embeddings file must end in .npy (the CSV of its rows is written beside it)",
-        out.display()
+        out.extension().is_some_and(|e| e == ext),
+        "{}: the embeddings file must end in .{ext} with --format {}{}",
+        out.display(),
+        crate::settings::choice_name(config.format),
+        if config.format == EmbedFormat::Npy {
+            " (the CSV of its rows is written beside it)"
+        } else {
+            ""
+        }
     );
     let rows = rows.unwrap_or_else(|| (0..manifest.records.len()).collect());
     anyhow::ensure!(
@@ -128,14 +186,25 @@ pub fn embed(
         .iter()
         .map(|&r| manifest.records[r].clone())
         .collect();
-    npy::write(out, &[n, dim], &to_vec(&features.features)?)?;
-    let csv = out.with_extension("csv");
-    let folder = match csv.parent() {
+    let folder = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
     table.rebase(&folder)?;
-    table.write(&csv)?;
+    let values = to_vec(&features.features)?;
+    let csv = match config.format {
+        EmbedFormat::Npy => {
+            npy::write(out, &[n, dim], &values)?;
+            let csv = out.with_extension("csv");
+            table.write(&csv)?;
+            Some(csv)
+        }
+        EmbedFormat::Parquet => {
+            let columns = table_columns(&table)?;
+            parquet::write_table(out, &columns, EMBEDDING_COLUMN, &values, dim)?;
+            None
+        }
+    };
     let list = skipped_path(out);
     let skipped_csv = if features.skipped.is_empty() {
         // A list from an earlier run would describe other outputs.
@@ -157,11 +226,45 @@ pub fn embed(
         Some(list)
     };
     Ok(EmbedOutcome {
-        npy: out.to_path_buf(),
+        embeddings: out.to_path_buf(),
         csv,
         rows: n,
         dim,
         skipped: features.skipped,
         skipped_csv,
     })
+}
+
+/// The columns of `table` exactly as its CSV spells them (the manifest's
+/// own writer, so paths, timestamps and crops read the same), typed:
+/// `lat`, `lon` float64, `geo_cluster` int64, the rest strings; an empty
+/// cell is a null.
+fn table_columns(table: &Manifest) -> anyhow::Result<Vec<(String, Column)>> {
+    let mut text = Vec::new();
+    table.write_csv(&mut text)?;
+    let mut reader = csv::Reader::from_reader(text.as_slice());
+    let header: Vec<String> = reader.headers()?.iter().map(str::to_string).collect();
+    let records = reader.records().collect::<Result<Vec<_>, _>>()?;
+    let mut columns = Vec::with_capacity(header.len());
+    for (i, name) in header.into_iter().enumerate() {
+        let cells = records.iter().map(|r| r.get(i).filter(|c| !c.is_empty()));
+        let parse_err = |cell: &str| anyhow::anyhow!("column {name}: {cell:?} is not a number");
+        let column = if name == COLUMN_LAT || name == COLUMN_LON {
+            Column::Float64(
+                cells
+                    .map(|c| c.map(|c| c.parse().map_err(|_| parse_err(c))).transpose())
+                    .collect::<anyhow::Result<_>>()?,
+            )
+        } else if name == COLUMN_GEO_CLUSTER {
+            Column::Int64(
+                cells
+                    .map(|c| c.map(|c| c.parse().map_err(|_| parse_err(c))).transpose())
+                    .collect::<anyhow::Result<_>>()?,
+            )
+        } else {
+            Column::Utf8(cells.map(|c| c.map(str::to_string)).collect())
+        };
+        columns.push((name, column));
+    }
+    Ok(columns)
 }

@@ -5,5 +5,6 @@
 pub mod atomic_write;
 pub mod classification_report;
 pub mod npy;
+pub mod parquet;
 pub mod safetensors;
 pub mod tensorboard;

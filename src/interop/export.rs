@@ -222,7 +222,7 @@ pub fn export(checkpoint_path: &Path, out: &Path, part: Part) -> anyhow::Result<
     })
 }
 
-type TensorsAndMetadata = (BTreeMap<String, Tensor>, BTreeMap<String, String>);
+pub(crate) type TensorsAndMetadata = (BTreeMap<String, Tensor>, BTreeMap<String, String>);
 
 /// A classifier is a torchvision model already: backbone and fc.
 fn classifier_tensors(
@@ -245,7 +245,7 @@ fn classifier_tensors(
 }
 
 /// `part` of a pretraining checkpoint, described by its training state.
-fn checkpoint_tensors(
+pub(crate) fn checkpoint_tensors(
     dir: &CheckpointDir,
     state: &TrainState,
     part: Part,

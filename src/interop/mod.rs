@@ -4,6 +4,8 @@
 
 pub mod backbone;
 pub mod export;
+pub mod hub;
 pub mod import;
+pub mod model_card;
 pub mod pickle;
 pub mod torch_load;
