@@ -273,30 +273,6 @@ fn reports_load_in_a_headless_browser_without_errors_and_every_chart_has_data() 
             .assert()
             .success();
     }
-    let record = json(&tp_geo.join("run.json"));
-    let launches = record["launches"].as_array().unwrap();
-    assert_eq!(launches.len(), 2, "{record}");
-    for (l, (from, to, outcome)) in launches.iter().zip([
-        (0, 1, "paused after 1 of 2 epochs (--stop-after)"),
-        (1, 2, "finished"),
-    ]) {
-        assert_eq!(l["device"], "cpu");
-        assert_eq!(l["world_size"], 1);
-        assert_eq!(
-            (l["start_epoch"].as_u64(), l["end_epoch"].as_u64()),
-            (Some(from), Some(to))
-        );
-        assert_eq!(l["outcome"], outcome);
-        let args: Vec<&str> = l["command_line"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|a| a.as_str().unwrap())
-            .collect();
-        assert_eq!(args[1], "pretrain", "{args:?}");
-        assert!(args.contains(&"moco-tp-geo"), "{args:?}");
-        assert!(l["started"].as_str().unwrap() <= l["updated"].as_str().unwrap());
-    }
     for eval in ["probe", "knn"] {
         let mut c = geossl();
         c.arg(eval)
@@ -404,6 +380,32 @@ fn reports_load_in_a_headless_browser_without_errors_and_every_chart_has_data() 
         span_chart["texts"].as_u64().unwrap() >= 12,
         "the squeezed spans make many bins, labelled: {span_chart}"
     );
+
+    // What pretraining recorded of its two launches.
+    let record = json(&tp_geo.join("run.json"));
+    let launches = record["launches"].as_array().unwrap();
+    assert_eq!(launches.len(), 2, "{record}");
+    for (l, (from, to, outcome)) in launches.iter().zip([
+        (0, 1, "paused after 1 of 2 epochs (--stop-after)"),
+        (1, 2, "finished"),
+    ]) {
+        assert_eq!(l["device"], "cpu");
+        assert_eq!(l["world_size"], 1);
+        assert_eq!(
+            (l["start_epoch"].as_u64(), l["end_epoch"].as_u64()),
+            (Some(from), Some(to))
+        );
+        assert_eq!(l["outcome"], outcome);
+        let args: Vec<&str> = l["command_line"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        assert_eq!(args[1], "pretrain", "{args:?}");
+        assert!(args.contains(&"moco-tp-geo"), "{args:?}");
+        assert!(l["started"].as_str().unwrap() <= l["updated"].as_str().unwrap());
+    }
 
     let control = result("broken");
     let problems = control["problems"].to_string();
