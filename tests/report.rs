@@ -4,6 +4,11 @@
 //! `tests/python/browser_check.py`).
 //!
 //! The browser test leaves its screenshots in `target/test-artifacts/report/`.
+//! It measures the layout in the browser too: no two texts of a chart
+//! overlap, no text or legend covers a curve, axes that count epochs or
+//! steps are ticked at whole numbers, and the page says how the run was
+//! made (command lines, device, wall time, the checkpoints evaluated, the
+//! images skipped).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -184,22 +189,90 @@ fn artifacts() -> PathBuf {
         .join("report")
 }
 
+/// `manifest` with each location's dates pulled towards the earliest
+/// date, so that the longest time span of a location is just under four
+/// years: the time-span histogram then has 16 bins of a quarter year, whose
+/// labels ("3.75-4") are wider than their bars.
+fn squeeze_time_spans(manifest: &Path, out: &Path) {
+    use chrono::{DateTime, Utc};
+    let mut reader = csv::Reader::from_path(manifest).unwrap();
+    let headers = reader.headers().unwrap().clone();
+    let col = |name: &str| headers.iter().position(|h| h == name).unwrap();
+    let (time, location) = (col("timestamp"), col("location_id"));
+    let records: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    let parse = |r: &csv::StringRecord| r[time].parse::<DateTime<Utc>>().unwrap();
+    let mut spans: BTreeMap<&str, (DateTime<Utc>, DateTime<Utc>)> = BTreeMap::new();
+    for r in &records {
+        let t = parse(r);
+        let e = spans.entry(&r[location]).or_insert((t, t));
+        *e = (e.0.min(t), e.1.max(t));
+    }
+    let longest = spans.values().map(|(a, b)| *b - *a).max().unwrap();
+    let earliest = records.iter().map(parse).min().unwrap();
+    let scale = 3.9 * 365.25 * 86400.0 / longest.num_seconds() as f64;
+    let mut w = csv::Writer::from_path(out).unwrap();
+    w.write_record(&headers).unwrap();
+    for r in &records {
+        let offset = (parse(r) - earliest).num_seconds() as f64 * scale;
+        let t = earliest + chrono::Duration::seconds(offset as i64);
+        let mut fields: Vec<String> = r.iter().map(str::to_string).collect();
+        fields[time] = t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+        w.write_record(&fields).unwrap();
+    }
+    w.flush().unwrap();
+}
+
+/// Layout faults of every chart of a page as the browser drew it: texts
+/// overlapping each other, texts or legends over a line chart's data, and
+/// fractional ticks on the axes (`counted`) that count epochs or steps.
+fn layout_faults(page: &str, result: &Value, counted: &[&str]) -> Vec<String> {
+    let mut faults = Vec::new();
+    for c in result["charts"].as_array().unwrap() {
+        let id = c["id"].as_str().unwrap();
+        for (what, key) in [
+            ("texts overlap", "text_overlaps"),
+            ("text over the data", "text_over_data"),
+            ("legend over the data", "legend_over_data"),
+        ] {
+            if !c[key].as_array().unwrap().is_empty() {
+                faults.push(format!("{page}/{id}: {what}: {}", c[key]));
+            }
+        }
+        let fractional: Vec<&Value> = c["x_ticks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t.as_str().unwrap().contains('.'))
+            .collect();
+        if counted.contains(&id) && !fractional.is_empty() {
+            faults.push(format!(
+                "{page}/{id}: fractional ticks on a count axis: {fractional:?}"
+            ));
+        }
+    }
+    faults
+}
+
 #[test]
 fn reports_load_in_a_headless_browser_without_errors_and_every_chart_has_data() {
     let dir = tempfile::tempdir().unwrap();
     let geo = world(dir.path(), 80, 32, 4);
     let tp_geo = dir.path().join("moco-tp-geo");
-    tiny_pretrain(&geo, &tp_geo)
-        .args([
-            "--method",
-            "moco-tp-geo",
-            "--epochs",
-            "2",
-            "--knn-every",
-            "1",
-        ])
-        .assert()
-        .success();
+    // Two launches (the second a --resume): the page lists both.
+    for extra in [&["--stop-after", "1"][..], &["--resume"]] {
+        tiny_pretrain(&geo, &tp_geo)
+            .args([
+                "--method",
+                "moco-tp-geo",
+                "--epochs",
+                "2",
+                "--knn-every",
+                "1",
+            ])
+            .args(extra)
+            .assert()
+            .success();
+    }
     for eval in ["probe", "knn"] {
         let mut c = geossl();
         c.arg(eval)
@@ -244,6 +317,19 @@ fn reports_load_in_a_headless_browser_without_errors_and_every_chart_has_data() 
         "the note names the manifest"
     );
     assert!(!page.contains("id=\"map\""), "no map without data");
+    // Many narrow bins: their labels must stand apart all the same.
+    let squeezed = dir.path().join("squeezed.csv");
+    squeeze_time_spans(&geo, &squeezed);
+    let spans = dir.path().join("spans.html");
+    geossl()
+        .arg("report")
+        .arg(&tp_geo)
+        .arg("--manifest")
+        .arg(&squeezed)
+        .args(["--pairs", "0", "--out"])
+        .arg(&spans)
+        .assert()
+        .success();
     // A page with a console error, a script exception and a missing image:
     // the checker must see all three, or its silence below means nothing.
     let broken = dir.path().join("broken.html");
@@ -259,6 +345,7 @@ fn reports_load_in_a_headless_browser_without_errors_and_every_chart_has_data() 
         ("moco-tp-geo", tp_geo.join("report.html")),
         ("moco", moco.join("report.html")),
         ("comparison", compare.clone()),
+        ("spans", spans.clone()),
         ("broken", broken.clone()),
     ];
     let mut args = vec![shots.into_os_string()];
@@ -269,6 +356,56 @@ fn reports_load_in_a_headless_browser_without_errors_and_every_chart_has_data() 
     }
     let results: Value = serde_json::from_str(&run_python("browser_check.py", args)).unwrap();
     let result = |name: &str| &results[name];
+
+    // The layout first, all pages at once: what a reader would see wrong.
+    let run_counts = ["loss", "pretext-accuracy", "lr", "knn", "throughput"];
+    let compared = ["infonce", "geo-ce", "knn", "moco-acc", "lr"];
+    let mut faults = Vec::new();
+    for (page, counted) in [
+        ("moco-tp-geo", &run_counts[..]),
+        ("moco", &run_counts[..]),
+        ("comparison", &compared[..]),
+        ("spans", &run_counts[..]),
+    ] {
+        faults.extend(layout_faults(page, result(page), counted));
+    }
+    assert!(faults.is_empty(), "layout faults:\n{}", faults.join("\n"));
+    let span_chart = result("spans")["charts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "time-span")
+        .unwrap();
+    assert!(
+        span_chart["texts"].as_u64().unwrap() >= 12,
+        "the squeezed spans make many bins, labelled: {span_chart}"
+    );
+
+    // What pretraining recorded of its two launches.
+    let record = json(&tp_geo.join("run.json"));
+    let launches = record["launches"].as_array().unwrap();
+    assert_eq!(launches.len(), 2, "{record}");
+    for (l, (from, to, outcome)) in launches.iter().zip([
+        (0, 1, "paused after 1 of 2 epochs (--stop-after)"),
+        (1, 2, "finished"),
+    ]) {
+        assert_eq!(l["device"], "cpu");
+        assert_eq!(l["world_size"], 1);
+        assert_eq!(
+            (l["start_epoch"].as_u64(), l["end_epoch"].as_u64()),
+            (Some(from), Some(to))
+        );
+        assert_eq!(l["outcome"], outcome);
+        let args: Vec<&str> = l["command_line"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        assert_eq!(args[1], "pretrain", "{args:?}");
+        assert!(args.contains(&"moco-tp-geo"), "{args:?}");
+        assert!(l["started"].as_str().unwrap() <= l["updated"].as_str().unwrap());
+    }
 
     let control = result("broken");
     let problems = control["problems"].to_string();
@@ -321,9 +458,40 @@ fn reports_load_in_a_headless_browser_without_errors_and_every_chart_has_data() 
     );
     assert_eq!(
         full["sections"].as_array().unwrap().len(),
-        5,
-        "training, evaluation, data, pairs, configuration: {}",
+        6,
+        "provenance, training, evaluation, data, pairs, configuration: {}",
         full["sections"]
+    );
+    // How the run was made, as the page shows it.
+    let made = full["section_text"]["provenance"].as_str().unwrap();
+    for fact in [
+        "Wall time of pretraining",
+        "in 2 launch(es), on cpu",
+        "--stop-after 1",
+        "--resume",
+        "paused after 1 of 2 epochs",
+        "finished",
+        "Images skipped: pretraining replaced 0 unreadable image(s)",
+        "the linear probe left out 0 unreadable row(s)",
+        "kNN left out 0 unreadable row(s)",
+    ] {
+        assert!(made.contains(fact), "{fact:?} not in:\n{made}");
+    }
+    let evaluation = full["section_text"]["evaluation"].as_str().unwrap();
+    assert!(evaluation.contains("checkpoint evaluated"), "{evaluation}");
+    assert_eq!(
+        evaluation.matches("checkpoints/epoch-0002").count(),
+        2,
+        "probe and kNN name the checkpoint they read: {evaluation}"
+    );
+    let loss = &full["charts"][0];
+    assert_eq!(loss["id"], "loss");
+    assert!(
+        loss["legend"].as_array().unwrap().contains(&Value::from(
+            "geo CE at chance: ln 4 = 1.386 (4 geo classes)"
+        )),
+        "the chance line of 4 geo clusters: {}",
+        loss["legend"]
     );
     // 8 query/key pairs.
     assert_eq!(full["images"].as_array().unwrap().len(), 16);

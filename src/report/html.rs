@@ -2,7 +2,7 @@
 //! images as data URIs, no script, nothing fetched), built from sections of
 //! tables, charts and notes.
 
-use super::plot::Figure;
+use super::plot::{Figure, LegendEntry, LineKind};
 
 /// Text made safe for HTML element content and attribute values.
 pub fn escape(s: &str) -> String {
@@ -37,15 +37,40 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     s + "</tbody>\n</table>\n"
 }
 
-/// A chart with its caption; `id` names it for tests and links.
+/// A chart with its legend and caption; `id` names it for tests and links.
 pub fn figure(id: &str, caption: &str, fig: &Figure) -> String {
     format!(
-        "<figure class=\"chart\" id=\"{id}\" data-chart=\"{id}\" data-points=\"{}\">\n{}\n<figcaption>{}</figcaption>\n</figure>\n",
+        "<figure class=\"chart\" id=\"{id}\" data-chart=\"{id}\" data-points=\"{}\">\n{}\n{}<figcaption>{}</figcaption>\n</figure>\n",
         fig.points,
         fig.svg,
+        legend(&fig.legend),
         escape(caption),
         id = escape(id),
     )
+}
+
+/// A chart's legend as a list under it (empty for none): each entry's line
+/// drawn as the chart draws it, in its colour.
+pub fn legend(entries: &[LegendEntry]) -> String {
+    if entries.is_empty() {
+        return String::new();
+    }
+    let mut s = String::from("<ul class=\"legend\">");
+    for e in entries {
+        let (width, style, opacity) = match e.kind {
+            LineKind::Bold => (3, "solid", 1.0),
+            LineKind::Faint => (2, "solid", 0.4),
+            LineKind::Dashed => (2, "dashed", 1.0),
+        };
+        s += &format!(
+            "<li><span class=\"swatch\" style=\"border-top: {width}px {style} rgb({}, {}, {}); opacity: {opacity}\"></span>{}</li>",
+            e.color.0,
+            e.color.1,
+            e.color.2,
+            escape(&e.name)
+        );
+    }
+    s + "</ul>\n"
 }
 
 /// A remark where a chart or table cannot be shown, saying why.
@@ -70,15 +95,19 @@ h2 { font-size: 1.2em; margin-top: 1.8em; border-bottom: 1px solid #ddd; padding
 .grid { display: flex; flex-wrap: wrap; gap: 12px; }
 figure.chart { margin: 0; background: #fff; border: 1px solid #e2e2e2; border-radius: 4px; padding: 6px; }
 figure.chart svg { display: block; max-width: 100%; height: auto; }
+.legend { list-style: none; display: flex; flex-wrap: wrap; gap: 2px 16px; margin: 2px 6px; padding: 0; font-size: 0.8em; max-width: 540px; }
+.legend .swatch { display: inline-block; width: 22px; height: 0; vertical-align: middle; margin-right: 6px; }
 figcaption { font-size: 0.85em; color: #555; padding: 4px 6px 0; max-width: 60ch; }
 table { border-collapse: collapse; background: #fff; font-size: 0.9em; margin: 8px 0; }
 th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: left; vertical-align: top; }
+.launches td:nth-child(5), .launches td:nth-child(6) { white-space: nowrap; }
+.launches td:nth-child(2) { font-family: ui-monospace, monospace; font-size: 0.9em; overflow-wrap: anywhere; min-width: 30ch; }
 th { background: #f0f0f0; }
 td { font-variant-numeric: tabular-nums; }
 .config td:first-child { font-family: ui-monospace, monospace; }
 .note { color: #8a5a00; background: #fff8e6; border: 1px solid #f0d9a0; padding: 6px 10px; border-radius: 4px; }
 .pairs { display: flex; flex-wrap: wrap; gap: 10px; }
-.pair { background: #fff; border: 1px solid #e2e2e2; border-radius: 4px; padding: 6px; font-size: 0.8em; width: 214px; }
+.pair { background: #fff; border: 1px solid #e2e2e2; border-radius: 4px; padding: 6px; font-size: 0.8em; min-width: 214px; }
 .pair img { width: 100px; height: 100px; image-rendering: pixelated; border: 1px solid #ccc; }
 .pair .caption { color: #555; margin-top: 4px; overflow-wrap: anywhere; }
 .pair .when { white-space: nowrap; }

@@ -2,7 +2,10 @@
 //! (inline SVG and images, no script, no network), and several runs side by
 //! side on a comparison page.
 //!
-//! A run report shows the configuration, the training curves (InfoNCE and
+//! A run report says first how the run was made (each launch's command
+//! line, device, ranks and wall time from `run.json`, the images skipped,
+//! the checkpoint each evaluation read), then shows the configuration, the
+//! training curves (InfoNCE and
 //! geo cross-entropy per step and per epoch, pretext accuracies, lr, kNN
 //! top-1, throughput) from `metrics.jsonl`, the probe and kNN results with
 //! a confusion matrix when `probe.json`/`knn.json` are there, the data
@@ -25,10 +28,11 @@ use crate::data::bands::InputSpec;
 use crate::data::{LocationIndex, Manifest};
 use crate::formats::classification_report::ClassificationReport;
 use crate::geo::LatLon;
+use crate::train::launches::{Launch, RunRecord};
 use crate::train::metrics::{read_rows, MetricsRow};
 use crate::train::{PretrainConfig, RunDir};
 use html::{escape, figure, note, section, table};
-use plot::{bar_chart, line_chart, Series, PALETTE};
+use plot::{bar_chart, line_chart, line_chart_with_references, Reference, Series, PALETTE};
 use world::{Centroid, MapPoint};
 
 /// What `geossl report` may be told beyond the run folder.
@@ -59,6 +63,23 @@ pub struct Run {
     pub rows: Vec<MetricsRow>,
     pub probe: Option<ClassificationReport>,
     pub knn: Option<ClassificationReport>,
+    /// Each pretraining invocation (`run.json`; empty for runs written
+    /// before it), or why it could not be read.
+    pub launches: Result<Vec<Launch>, String>,
+    /// Images pretraining replaced as unreadable (`bad_images.csv`).
+    pub bad_images: usize,
+    /// Geo classes of the newest checkpoint's geo head (runs with one).
+    pub geo_classes: Option<i64>,
+}
+
+/// Rows of `bad_images.csv` (0 when there is none).
+fn bad_image_count(path: &Path) -> anyhow::Result<usize> {
+    if !path.exists() {
+        return Ok(0);
+    }
+    let mut reader =
+        csv::Reader::from_path(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    Ok(reader.records().count())
 }
 
 fn read_report(path: &Path) -> anyhow::Result<Option<ClassificationReport>> {
@@ -103,6 +124,10 @@ impl Run {
                 || dir.display().to_string(),
                 |n| n.to_string_lossy().into_owned(),
             );
+        let geo_classes = match crate::train::checkpoint::latest(dir)? {
+            Some(latest) => crate::train::checkpoint::read_state(&latest)?.geo_classes,
+            None => None,
+        };
         Ok(Self {
             dir: dir.to_path_buf(),
             name,
@@ -111,7 +136,19 @@ impl Run {
             rows: read_rows(dir)?,
             probe: read_report(&folder.probe_json())?,
             knn: read_report(&folder.knn_json())?,
+            launches: RunRecord::read(dir)
+                .map(|r| r.launches)
+                .map_err(|e| format!("{e:#}")),
+            bad_images: bad_image_count(&folder.bad_images_csv())?,
+            geo_classes,
         })
+    }
+
+    /// The geo head's chance level, ln K: the cross-entropy of a uniform
+    /// guess over the run's K geo classes.
+    fn geo_chance(&self) -> Option<Reference> {
+        let k = self.geo_classes.filter(|&k| k > 1)?;
+        Some(geo_chance(k))
     }
 
     fn epochs(&self) -> impl Iterator<Item = &MetricsRow> {
@@ -155,6 +192,15 @@ fn series(name: &str, color: usize, faint: bool, points: Vec<(f64, f64)>) -> Ser
 
 fn pct(v: f64) -> String {
     format!("{:.2}%", 100.0 * v)
+}
+
+/// The dashed chance line of geo CE curves over `k` classes.
+fn geo_chance(k: i64) -> Reference {
+    let y = (k as f64).ln();
+    Reference {
+        name: format!("geo CE at chance: ln {k} = {y:.3} ({k} geo classes)"),
+        y,
+    }
 }
 
 /// The training-curve charts of one run.
@@ -209,10 +255,11 @@ fn curves(run: &Run) -> anyhow::Result<String> {
             epoch_points_at_step(|r| r.geo_loss),
         ));
     }
+    let chance: Vec<Reference> = run.geo_chance().into_iter().collect();
     out += &figure(
         "loss",
-        "Losses: InfoNCE of the query against its key and the queue, and the geo head's cross-entropy over the geo clusters (faint: every step; bold: epoch means).",
-        &line_chart("Losses", "step", "loss", &loss, None)?,
+        "Losses: InfoNCE of the query against its key and the queue, and the geo head's cross-entropy over the geo clusters (faint: every step; bold: epoch means; dashed: the geo CE of a uniform guess, ln K).",
+        &line_chart_with_references("Losses", "step", "loss", &loss, None, &chance)?,
     );
     let mut accuracy = vec![series(
         "instance discrimination",
@@ -303,6 +350,7 @@ fn evaluation(run: &Run) -> anyhow::Result<String> {
                     }
                 ),
                 r.protocol.clone(),
+                r.encoder.clone(),
             ]
         })
         .collect();
@@ -315,9 +363,15 @@ fn evaluation(run: &Run) -> anyhow::Result<String> {
             "per-location top-1",
             "test set",
             "protocol",
+            "checkpoint evaluated",
         ],
         &rows,
     );
+    for (name, r) in &reports {
+        if let Some(text) = stale_evaluation(run, name, r) {
+            out += &note(&text);
+        }
+    }
     let (name, main) = reports[0];
     let class_rows: Vec<Vec<String>> = main
         .per_class
@@ -344,6 +398,182 @@ fn evaluation(run: &Run) -> anyhow::Result<String> {
         );
     }
     Ok(out)
+}
+
+/// The epoch of the checkpoint an evaluation read, from its `encoder`
+/// (`.../checkpoints/epoch-0003 (...)`), when it names one.
+fn evaluated_epoch(encoder: &str) -> Option<usize> {
+    let at = encoder.rfind("epoch-")? + "epoch-".len();
+    let digits: String = encoder[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    digits.parse().ok()
+}
+
+/// A warning when an evaluation read an older checkpoint than the run's
+/// last epoch (its figures are not the final model's).
+fn stale_evaluation(run: &Run, name: &str, report: &ClassificationReport) -> Option<String> {
+    let evaluated = evaluated_epoch(&report.encoder)?;
+    let last = run.last_epoch()?.epoch;
+    (evaluated < last).then(|| {
+        format!(
+            "The {name} evaluated the checkpoint of epoch {evaluated}, but the run has trained {last} epochs since: rerun it on the newest checkpoint."
+        )
+    })
+}
+
+/// `arg` as a POSIX shell reads it back: bare when plain, else in single
+/// quotes.
+fn shell_quote(arg: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c);
+    if !arg.is_empty() && arg.chars().all(plain) {
+        arg.to_string()
+    } else {
+        format!("'{}'", arg.replace('\'', "'\\''"))
+    }
+}
+
+/// Seconds as `2 h 05 min`, `3 min 07 s` or `12.4 s`.
+fn duration(seconds: f64) -> String {
+    let s = seconds.max(0.0);
+    let whole = s.round() as u64;
+    match whole {
+        0..=59 => format!("{s:.1} s"),
+        60..=3599 => format!("{} min {:02} s", whole / 60, whole % 60),
+        _ => format!("{} h {:02} min", whole / 3600, (whole % 3600) / 60),
+    }
+}
+
+/// An RFC 3339 time as `2026-11-30 17:05:26 UTC` (as written if it does
+/// not parse).
+fn when(rfc3339: &str) -> String {
+    chrono::DateTime::parse_from_rfc3339(rfc3339).map_or_else(
+        |_| rfc3339.to_string(),
+        |t| {
+            t.with_timezone(&chrono::Utc)
+                .format("%Y-%m-%d %H:%M:%S UTC")
+                .to_string()
+        },
+    )
+}
+
+/// How the run was made: each launch (command line, device, ranks, start,
+/// end, wall time, epochs), the wall time in all, and the images left out.
+fn provenance(run: &Run) -> String {
+    let epoch_seconds: f64 = run.epochs().filter_map(|r| r.seconds).sum();
+    let mut out = match &run.launches {
+        Err(e) => note(&format!("The run record could not be read: {e}")),
+        Ok(launches) if launches.is_empty() => note(&format!(
+            "{} has no run.json (the run predates it): its command lines, device and launch times were not recorded.",
+            run.dir.display()
+        )),
+        Ok(launches) => launch_table(launches),
+    };
+    out += &format!(
+        "<p class=\"facts\">Training time of the epochs (their durations in metrics.jsonl, kNN monitor included): <b>{}</b> over {} epoch(s).</p>\n",
+        duration(epoch_seconds),
+        run.epochs().count()
+    );
+    let mut skipped = vec![format!(
+        "pretraining replaced {} unreadable image(s) by other samples{}",
+        run.bad_images,
+        if run.bad_images > 0 {
+            " (listed in bad_images.csv)"
+        } else {
+            ""
+        }
+    )];
+    for (name, report) in [("the linear probe", &run.probe), ("kNN", &run.knn)] {
+        if let Some(r) = report {
+            skipped.push(format!(
+                "{name} left out {} unreadable row(s){}",
+                r.skipped.len(),
+                if r.skipped.is_empty() {
+                    ""
+                } else {
+                    " (listed in its JSON)"
+                }
+            ));
+        }
+    }
+    out + &format!(
+        "<p class=\"facts\" id=\"skipped-images\">Images skipped: {}.</p>\n",
+        escape(&skipped.join("; "))
+    )
+}
+
+/// One row per launch, and the wall time of all of them.
+fn launch_table(launches: &[Launch]) -> String {
+    let rows: Vec<Vec<String>> = launches
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let ranks = match (l.world_size, l.launcher.as_str()) {
+                (1, _) => "1".to_string(),
+                (n, "") => n.to_string(),
+                (n, by) => format!("{n} ({by})"),
+            };
+            vec![
+                (i + 1).to_string(),
+                l.command_line
+                    .iter()
+                    .map(|a| shell_quote(a))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                l.device.clone(),
+                ranks,
+                when(&l.started),
+                when(&l.updated),
+                l.seconds().map_or("-".into(), duration),
+                format!("{} → {}", l.start_epoch, l.end_epoch),
+                format!("{} → {}", l.start_step, l.end_step),
+                l.outcome.clone().unwrap_or_else(|| {
+                    "no end recorded (running, or killed): last checkpoint at the end time".into()
+                }),
+                l.version.clone(),
+            ]
+        })
+        .collect();
+    let total: f64 = launches.iter().filter_map(Launch::seconds).sum();
+    format!(
+        "<p class=\"facts\">Wall time of pretraining: <b>{}</b> in {} launch(es), on {}.</p>\n",
+        duration(total),
+        launches.len(),
+        escape(&devices(launches))
+    ) + "<div class=\"launches\">"
+        + &table(
+            &[
+                "launch",
+                "command line",
+                "device",
+                "ranks",
+                "started",
+                "ended",
+                "wall time",
+                "epochs",
+                "steps",
+                "outcome",
+                "geossl",
+            ],
+            &rows,
+        )
+        + "</div>\n"
+}
+
+/// The devices the launches trained on, each once (`cpu`, `cuda:0 x 4`).
+fn devices(launches: &[Launch]) -> String {
+    let mut seen: Vec<String> = Vec::new();
+    for l in launches {
+        let d = match l.world_size {
+            1 => l.device.clone(),
+            n => format!("{} x {n} ranks", l.device),
+        };
+        if !seen.contains(&d) {
+            seen.push(d);
+        }
+    }
+    seen.join(", ")
 }
 
 /// Each location once: its position (the spherical mean of its views'),
@@ -628,7 +858,8 @@ fn pairs_grid(run: &Run, composite: &samples::Composite, pairs: &[samples::Sampl
 /// The HTML report of one run.
 pub fn run_report(run_dir: &Path, options: &ReportOptions) -> anyhow::Result<String> {
     let run = Run::load(run_dir)?;
-    let mut body = section("curves", "Training", &curves(&run)?);
+    let mut body = section("provenance", "How this run was made", &provenance(&run));
+    body += &section("curves", "Training", &curves(&run)?);
     body += &section("evaluation", "Evaluation", &evaluation(&run)?);
     body += &data_sections(&run, options)?;
     let config_rows: Vec<Vec<String>> = run
@@ -688,6 +919,8 @@ struct EpochCurve {
     caption: &'static str,
     value: fn(&MetricsRow) -> Option<f64>,
     range: Option<(f64, f64)>,
+    /// Draw the geo CE chance level, ln K, of each K among the runs.
+    geo_chance: bool,
 }
 
 const COMPARED_CURVES: [EpochCurve; 5] = [
@@ -697,6 +930,7 @@ const COMPARED_CURVES: [EpochCurve; 5] = [
         caption: "InfoNCE (epoch mean).",
         value: |e| Some(e.moco_loss),
         range: None,
+        geo_chance: false,
     },
     EpochCurve {
         id: "geo-ce",
@@ -704,6 +938,7 @@ const COMPARED_CURVES: [EpochCurve; 5] = [
         caption: "Geo cross-entropy (epoch mean), runs with the geo head.",
         value: |e| e.geo_loss,
         range: None,
+        geo_chance: true,
     },
     EpochCurve {
         id: "knn",
@@ -711,6 +946,7 @@ const COMPARED_CURVES: [EpochCurve; 5] = [
         caption: "kNN top-1 of the query encoder during training (runs with --knn-every).",
         value: |e| e.knn_top1,
         range: Some((0.0, 1.0)),
+        geo_chance: false,
     },
     EpochCurve {
         id: "moco-acc",
@@ -719,6 +955,7 @@ const COMPARED_CURVES: [EpochCurve; 5] = [
             "Pretext accuracy (epoch mean): the key is the most similar of the key and the queue.",
         value: |e| Some(e.moco_acc),
         range: Some((0.0, 1.0)),
+        geo_chance: false,
     },
     EpochCurve {
         id: "lr",
@@ -726,6 +963,7 @@ const COMPARED_CURVES: [EpochCurve; 5] = [
         caption: "Learning rate at the end of each epoch.",
         value: |e| Some(e.lr),
         range: None,
+        geo_chance: false,
     },
 ];
 
@@ -827,16 +1065,23 @@ pub fn comparison_report(
             .filter(|s| !s.points.is_empty())
             .collect()
     };
+    let mut ks: Vec<i64> = runs.iter().filter_map(|r| r.geo_classes).collect();
+    ks.sort_unstable();
+    ks.dedup();
     let mut charts = String::from("<div class=\"grid\">\n");
     for curve in COMPARED_CURVES {
         let s = overlay(curve.value);
         if s.is_empty() {
             continue;
         }
+        let chance: Vec<Reference> = match curve.geo_chance {
+            true => ks.iter().map(|&k| geo_chance(k)).collect(),
+            false => Vec::new(),
+        };
         charts += &figure(
             curve.id,
             curve.caption,
-            &line_chart(curve.title, "epoch", "", &s, curve.range)?,
+            &line_chart_with_references(curve.title, "epoch", "", &s, curve.range, &chance)?,
         );
     }
     let probes: Vec<(String, f64)> = runs
@@ -880,6 +1125,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn facts_read_as_written() {
+        assert_eq!(shell_quote("--out"), "--out");
+        assert_eq!(shell_quote("my run"), "'my run'");
+        assert_eq!(shell_quote("it's"), "'it'\\''s'");
+        assert_eq!(shell_quote(""), "''");
+        assert_eq!(duration(12.34), "12.3 s");
+        assert_eq!(duration(187.0), "3 min 07 s");
+        assert_eq!(duration(7500.0), "2 h 05 min");
+        assert_eq!(
+            evaluated_epoch("/r/checkpoints/epoch-0012 (MocoTpGeo, epoch 12)"),
+            Some(12)
+        );
+        assert_eq!(evaluated_epoch("imported.pth"), None);
+        assert_eq!(when("2026-11-30T17:05:26.120Z"), "2026-11-30 17:05:26 UTC");
+        let k4 = geo_chance(4);
+        assert!((k4.y - 1.386_294).abs() < 1e-6);
+        assert!(k4.name.contains("ln 4 = 1.386"), "{}", k4.name);
+    }
+
+    #[test]
     fn histograms_count_every_location() {
         let facts: Vec<LocationFacts> = [1usize, 1, 2, 5, 30]
             .iter()
@@ -898,6 +1163,7 @@ mod tests {
         assert_eq!(bars.iter().map(|b| b.1).sum::<f64>(), 5.0);
 
         let spans = span_histogram(&[0.1, 0.3, 2.9, 3.0]);
+        assert_eq!(spans.len(), 13);
         assert_eq!(spans[0], ("0-0.25".to_string(), 1.0));
         assert_eq!(spans.iter().map(|b| b.1).sum::<f64>(), 4.0);
         assert_eq!(spans.last().unwrap().1, 1.0, "3.0 falls in the last bin");

@@ -3,10 +3,18 @@
 //! the world map of [`super::world`]. Text stays `<text>` elements that the
 //! browser sets, so no fonts are needed here.
 //!
-//! Every chart comes back as a [`Figure`]: the SVG and the number of data
+//! Every chart comes back as a [`Figure`]: the SVG, the number of data
 //! points drawn, which the page records (`data-points`) so that a test can
-//! tell a chart with data from an empty frame.
+//! tell a chart with data from an empty frame, and the legend, which the
+//! page sets as HTML under the chart: outside the plot, it never covers a
+//! curve, and the browser wraps its entries however many there are.
+//!
+//! Axes that count (epochs, steps, locations) are ticked at whole numbers
+//! only ([`count_ticks`]); bar labels that would collide are turned upright
+//! and, when even that is too tight, thinned ([`BarLabels`]).
 
+use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint, Ranged};
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -17,7 +25,39 @@ pub struct Figure {
     pub svg: String,
     /// Data points (or bars, cells, map markers) drawn.
     pub points: usize,
+    /// What the curves are, for the page to show beside the chart (empty:
+    /// no legend).
+    pub legend: Vec<LegendEntry>,
 }
+
+/// How a legend entry's line is drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineKind {
+    Bold,
+    /// Thin and pale (per-step values).
+    Faint,
+    /// A reference level, not data (chance).
+    Dashed,
+}
+
+/// One entry of a [`Figure`]'s legend.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LegendEntry {
+    pub name: String,
+    pub color: RGBColor,
+    pub kind: LineKind,
+}
+
+/// A horizontal reference line of a line chart (a chance level), drawn
+/// dashed across the plot and named in the legend.
+#[derive(Debug, Clone)]
+pub struct Reference {
+    pub name: String,
+    pub y: f64,
+}
+
+/// Colour of reference lines: grey, apart from the data's palette.
+pub const REFERENCE_COLOR: RGBColor = RGBColor(90, 90, 90);
 
 /// One curve of a line chart.
 #[derive(Debug, Clone)]
@@ -122,7 +162,80 @@ fn render(
         root.present().map_err(plot_error)?;
         points
     };
-    Ok(Figure { svg, points })
+    Ok(Figure {
+        svg,
+        points,
+        legend: Vec::new(),
+    })
+}
+
+/// Tick positions for an axis that counts (epochs, steps, images) over
+/// `lo..hi`: whole multiples of a step of 1, 2 or 5 times a power of ten,
+/// at most `max_ticks` of them (a short run's epoch axis gets 1, 2, 3,
+/// never 1.2).
+pub fn count_ticks(lo: f64, hi: f64, max_ticks: usize) -> Vec<f64> {
+    ticks(lo, hi, max_ticks, 0)
+}
+
+/// [`count_ticks`] for an axis of any values: the step may be a fraction.
+pub fn nice_ticks(lo: f64, hi: f64, max_ticks: usize) -> Vec<f64> {
+    ticks(lo, hi, max_ticks, -12)
+}
+
+/// Multiples of the smallest step `m * 10^p` (m in 1, 2, 5; p from
+/// `min_power`) that puts at most `max_ticks` ticks in `lo..=hi`.
+fn ticks(lo: f64, hi: f64, max_ticks: usize, min_power: i32) -> Vec<f64> {
+    if !(lo.is_finite() && hi.is_finite()) || hi < lo {
+        return Vec::new();
+    }
+    let wanted = (hi - lo) / max_ticks.max(1) as f64;
+    let mut step = 1.0;
+    'search: for power in min_power..=300 {
+        for m in [1.0, 2.0, 5.0] {
+            step = m * 10f64.powi(power);
+            if step >= wanted {
+                break 'search;
+            }
+        }
+    }
+    let first = (lo / step).ceil() as i64;
+    let last = (hi / step).floor() as i64;
+    (first..=last).map(|k| k as f64 * step).collect()
+}
+
+/// An f64 axis ticked (labels and grid lines) at given values alone, so
+/// that an axis that counts shows whole numbers only: plotters' own f64
+/// axis picks fractional steps on short ranges.
+#[derive(Clone)]
+struct TickedAxis {
+    range: RangedCoordf64,
+    ticks: Vec<f64>,
+}
+
+impl TickedAxis {
+    fn new(range: std::ops::Range<f64>, ticks: Vec<f64>) -> Self {
+        Self {
+            range: range.into(),
+            ticks,
+        }
+    }
+}
+
+impl Ranged for TickedAxis {
+    type FormatOption = DefaultFormatting;
+    type ValueType = f64;
+
+    fn map(&self, value: &f64, limit: (i32, i32)) -> i32 {
+        self.range.map(value, limit)
+    }
+
+    fn key_points<Hint: KeyPointHint>(&self, _hint: Hint) -> Vec<f64> {
+        self.ticks.clone()
+    }
+
+    fn range(&self) -> std::ops::Range<f64> {
+        self.range.range()
+    }
 }
 
 /// Curves over a shared x axis; non-finite points are left out.
@@ -132,6 +245,20 @@ pub fn line_chart(
     y_desc: &str,
     series: &[Series],
     y_range: Option<(f64, f64)>,
+) -> anyhow::Result<Figure> {
+    line_chart_with_references(title, x_desc, y_desc, series, y_range, &[])
+}
+
+/// [`line_chart`] with horizontal reference lines (always in view: the y
+/// range takes them in). The x axis counts (epochs or steps): it is ticked
+/// at whole numbers.
+pub fn line_chart_with_references(
+    title: &str,
+    x_desc: &str,
+    y_desc: &str,
+    series: &[Series],
+    y_range: Option<(f64, f64)>,
+    references: &[Reference],
 ) -> anyhow::Result<Figure> {
     let finite = |p: &&(f64, f64)| p.0.is_finite() && p.1.is_finite();
     let all: Vec<(f64, f64)> = series
@@ -147,13 +274,19 @@ pub fn line_chart(
     };
     let (x0, x1) = fold(|p| p.0);
     let (y0, y1) = y_range.unwrap_or_else(|| fold(|p| p.1));
-    render((560, 320), |root| {
+    let (y0, y1) = references
+        .iter()
+        .filter(|r| r.y.is_finite())
+        .fold((y0, y1), |(lo, hi), r| (lo.min(r.y), hi.max(r.y)));
+    let x_range = padded(x0, x1);
+    let x_ticks = count_ticks(x_range.start, x_range.end, 10);
+    let mut figure = render((560, 320), |root| {
         let mut chart = ChartBuilder::on(root)
             .caption(title, ("sans-serif", 18))
             .margin(8)
             .x_label_area_size(36)
             .y_label_area_size(56)
-            .build_cartesian_2d(padded(x0, x1), padded(y0, y1))
+            .build_cartesian_2d(TickedAxis::new(x_range.clone(), x_ticks), padded(y0, y1))
             .map_err(plot_error)?;
         chart
             .configure_mesh()
@@ -165,7 +298,6 @@ pub fn line_chart(
             .draw()
             .map_err(plot_error)?;
         let mut drawn = 0;
-        let mut legend = false;
         for s in series {
             let points: Vec<(f64, f64)> = s.points.iter().filter(finite).copied().collect();
             drawn += points.len();
@@ -176,37 +308,107 @@ pub fn line_chart(
             };
             // A lone point would be an invisible zero-length line.
             let marker = points.len() == 1 || (!s.faint && points.len() <= 30);
-            let line = chart
+            chart
                 .draw_series(LineSeries::new(points.clone(), style))
                 .map_err(plot_error)?;
-            if !s.name.is_empty() {
-                legend = true;
-                let color = s.color;
-                line.label(s.name.as_str()).legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
-                });
-            }
             if marker {
                 chart
                     .draw_series(points.iter().map(|&p| Circle::new(p, 3, s.color.filled())))
                     .map_err(plot_error)?;
             }
         }
-        if legend {
+        let (left, right) = (x_range.start, x_range.end);
+        for r in references.iter().filter(|r| r.y.is_finite()) {
             chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperRight)
-                .background_style(WHITE.mix(0.85))
-                .border_style(RGBColor(200, 200, 200))
-                .label_font(("sans-serif", 12))
-                .draw()
+                .draw_series(DashedLineSeries::new(
+                    [(left, r.y), (right, r.y)],
+                    6,
+                    4,
+                    REFERENCE_COLOR.stroke_width(1),
+                ))
                 .map_err(plot_error)?;
         }
         Ok(drawn)
-    })
+    })?;
+    let named = series.iter().filter(|s| !s.name.is_empty());
+    figure.legend = named
+        .map(|s| LegendEntry {
+            name: s.name.clone(),
+            color: s.color,
+            kind: if s.faint {
+                LineKind::Faint
+            } else {
+                LineKind::Bold
+            },
+        })
+        .chain(references.iter().map(|r| LegendEntry {
+            name: r.name.clone(),
+            color: REFERENCE_COLOR,
+            kind: LineKind::Dashed,
+        }))
+        .collect();
+    Ok(figure)
 }
 
-/// Vertical bars, one per label.
+/// Pixel size plotters gives the tick labels' 12-point font in its SVG.
+const LABEL_PX: f64 = 9.7;
+
+/// A label's width in pixels at [`LABEL_PX`], on the generous side (the
+/// browser's sans-serif, DejaVu Sans on Debian, sets digits 0.64 em wide).
+fn label_px(s: &str) -> f64 {
+    s.chars().count() as f64 * LABEL_PX * 0.68
+}
+
+/// Plot width of the 560-pixel charts: margins and the y label area off.
+const PLOT_PX: f64 = 560.0 - 2.0 * 8.0 - 56.0;
+
+/// How a bar chart's category labels sit under their bars without
+/// touching: level when the widest fits its bar's slot, else upright
+/// (rotated a quarter turn) and, when even a line's height is more than a
+/// slot, only every `every`-th one.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct BarLabels {
+    upright: bool,
+    every: usize,
+    /// Height of the label area (labels and the axis name), pixels.
+    area: u32,
+}
+
+impl BarLabels {
+    /// Upright labels longer than this many characters are cut (`…`).
+    const MAX_CHARS: usize = 28;
+
+    fn fit(labels: &[String]) -> Self {
+        let slot = PLOT_PX / labels.len().max(1) as f64;
+        let widest = labels.iter().map(|l| label_px(l)).fold(0.0, f64::max);
+        if widest + 6.0 <= slot {
+            return Self {
+                upright: false,
+                every: 1,
+                area: 40,
+            };
+        }
+        let line = LABEL_PX * 1.5;
+        let shown = labels.iter().map(|l| label_px(&Self::cut(l)));
+        Self {
+            upright: true,
+            every: (line / slot).ceil().max(1.0) as usize,
+            area: (shown.fold(0.0, f64::max) + 34.0).ceil() as u32,
+        }
+    }
+
+    fn cut(label: &str) -> String {
+        if label.chars().count() <= Self::MAX_CHARS {
+            return label.to_string();
+        }
+        let head: String = label.chars().take(Self::MAX_CHARS - 1).collect();
+        head + "…"
+    }
+}
+
+/// Vertical bars, one per label. Labels that do not fit level under their
+/// bars stand upright, thinned when the bars are narrower than a line
+/// ([`BarLabels`]); bars of whole numbers get a y axis of whole numbers.
 pub fn bar_chart(
     title: &str,
     x_desc: &str,
@@ -215,22 +417,29 @@ pub fn bar_chart(
     color: RGBColor,
 ) -> anyhow::Result<Figure> {
     let top = bars.iter().map(|b| b.1).fold(0.0f64, f64::max);
-    render((560, 320), |root| {
+    let names: Vec<String> = bars.iter().map(|b| b.0.clone()).collect();
+    let layout = BarLabels::fit(&names);
+    let y_range = 0.0..padded(0.0, top).end;
+    let whole = bars.iter().all(|b| b.1.fract() == 0.0);
+    let y_ticks = match whole {
+        true => count_ticks(0.0, y_range.end, 8),
+        false => nice_ticks(0.0, y_range.end, 8),
+    };
+    render((560, 280 + layout.area), |root| {
         let mut chart = ChartBuilder::on(root)
             .caption(title, ("sans-serif", 18))
             .margin(8)
-            .x_label_area_size(40)
+            .x_label_area_size(layout.area)
             .y_label_area_size(56)
             .build_cartesian_2d(
                 categories(bars.len()).into_segmented(),
-                0.0..padded(0.0, top).end,
+                TickedAxis::new(y_range, y_ticks),
             )
             .map_err(plot_error)?;
         let label = |v: &SegmentValue<i32>| match v {
-            SegmentValue::CenterOf(i) if *i >= 0 => bars
-                .get(*i as usize)
-                .map(|b| b.0.clone())
-                .unwrap_or_default(),
+            SegmentValue::CenterOf(i) if *i >= 0 && !layout.upright => {
+                names.get(*i as usize).cloned().unwrap_or_default()
+            }
             _ => String::new(),
         };
         chart
@@ -244,6 +453,12 @@ pub fn bar_chart(
             .light_line_style(RGBColor(235, 235, 235))
             .draw()
             .map_err(plot_error)?;
+        if layout.upright {
+            let under_bars: Vec<(i32, i32)> = (0..names.len() as i32)
+                .map(|i| chart.backend_coord(&(SegmentValue::CenterOf(i), 0.0)))
+                .collect();
+            upright_labels(root, &under_bars, &names, layout.every)?;
+        }
         chart
             .draw_series(bars.iter().enumerate().map(|(i, b)| {
                 let i = i as i32;
@@ -260,6 +475,27 @@ pub fn bar_chart(
             .map_err(plot_error)?;
         Ok(bars.iter().filter(|b| b.1 > 0.0).count())
     })
+}
+
+/// Category labels drawn upright (every `every`-th), each starting just
+/// under its bar's foot (`under_bars`, pixels) and reading upwards.
+fn upright_labels(
+    root: &DrawingArea<SVGBackend, Shift>,
+    under_bars: &[(i32, i32)],
+    names: &[String],
+    every: usize,
+) -> anyhow::Result<()> {
+    let font = ("sans-serif", 12)
+        .into_font()
+        .transform(FontTransform::Rotate270)
+        .color(&BLACK)
+        .pos(Pos::new(HPos::Right, VPos::Center));
+    let labelled = under_bars.iter().zip(names).step_by(every.max(1));
+    for (&(x, y), name) in labelled {
+        root.draw(&Text::new(BarLabels::cut(name), (x, y + 8), font.clone()))
+            .map_err(plot_error)?;
+    }
+    Ok(())
 }
 
 /// Test images by true class (rows, top to bottom) and predicted class
@@ -401,6 +637,89 @@ mod tests {
         .unwrap();
         assert_eq!(m.points, 4);
         assert!(m.svg.contains(">\n3\n</text>") || m.svg.contains(">3<"));
+    }
+
+    #[test]
+    fn axes_that_count_are_ticked_at_whole_numbers() {
+        assert_eq!(count_ticks(0.9, 3.1, 10), [1.0, 2.0, 3.0]);
+        assert_eq!(count_ticks(0.95, 1.05, 10), [1.0], "a one-epoch run");
+        assert_eq!(
+            count_ticks(-2.0, 63.0, 10),
+            [0.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0]
+        );
+        let long = count_ticks(0.0, 12_345.0, 10);
+        assert!(
+            long.len() <= 10 && long.iter().all(|t| t.fract() == 0.0),
+            "{long:?}"
+        );
+        let fractions: Vec<String> = nice_ticks(0.0, 1.0, 5).iter().map(tick).collect();
+        assert_eq!(fractions, ["0", "0.2", "0.4", "0.6", "0.8", "1"]);
+
+        let f = line_chart_with_references(
+            "loss",
+            "epoch",
+            "loss",
+            &[Series {
+                name: "geo CE".into(),
+                points: vec![(1.0, 2.0), (2.0, 1.9), (3.0, 1.7)],
+                color: PALETTE[1],
+                faint: false,
+            }],
+            None,
+            &[Reference {
+                name: "chance".into(),
+                y: 4f64.ln(),
+            }],
+        )
+        .unwrap();
+        for t in ["1.2", "1.5", "2.5"] {
+            assert!(!f.svg.contains(&format!(">\n{t}\n</text>")), "no tick {t}");
+        }
+        assert!(f.svg.contains(">\n2\n</text>"), "tick 2 on the epoch axis");
+        let names: Vec<(&str, LineKind)> =
+            f.legend.iter().map(|e| (e.name.as_str(), e.kind)).collect();
+        assert_eq!(
+            names,
+            [("geo CE", LineKind::Bold), ("chance", LineKind::Dashed)]
+        );
+        assert!(
+            !f.svg.contains("geo CE"),
+            "the legend is the page's, outside the plot"
+        );
+    }
+
+    #[test]
+    fn bar_labels_stand_upright_then_thin_out_when_bars_narrow() {
+        let labels = |n: usize, text: &str| vec![text.to_string(); n];
+        let level = BarLabels::fit(&labels(6, "6"));
+        assert!(!level.upright && level.every == 1);
+        let upright = BarLabels::fit(&labels(16, "3.75-4"));
+        assert!(upright.upright && upright.every == 1, "{upright:?}");
+        let thinned = BarLabels::fit(&labels(200, "3.75-4"));
+        assert!(thinned.every > 1, "{thinned:?}");
+        // Shown labels are a line apart at least.
+        assert!(PLOT_PX / 200.0 * thinned.every as f64 >= LABEL_PX * 1.5);
+        let long = BarLabels::fit(&labels(3, &"a-very-long-run-name".repeat(4)));
+        assert!(long.upright && long.area < 250, "{long:?}");
+
+        let bars: Vec<(String, f64)> = (0..16)
+            .map(|i| {
+                (
+                    format!("{}-{}", i as f64 * 0.25, (i + 1) as f64 * 0.25),
+                    3.0,
+                )
+            })
+            .collect();
+        let b = bar_chart("spans", "years", "locations", &bars, PALETTE[2]).unwrap();
+        assert_eq!(
+            b.svg.matches("rotate(270").count(),
+            16 + 1,
+            "16 labels and the y axis name"
+        );
+        assert!(
+            !b.svg.contains(">\n1.5\n</text>"),
+            "counts are ticked at whole numbers"
+        );
     }
 
     #[test]

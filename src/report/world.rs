@@ -117,6 +117,7 @@ pub fn world_map(
     Ok(Figure {
         svg,
         points: points.len() + centroids.len(),
+        legend: Vec::new(),
     })
 }
 

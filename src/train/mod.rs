@@ -5,6 +5,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod encoder_source;
+pub mod launches;
 pub mod metrics;
 pub mod monitor;
 pub mod pretrain;

@@ -23,6 +23,7 @@ use anyhow::Context;
 
 use super::checkpoint::{self, TrainState};
 use super::config::{PretrainConfig, SettingChange, CHANGEABLE_ON_RESUME};
+use super::launches::LaunchLog;
 use super::metrics::{EpochMeter, MetricsLog, MetricsRow};
 use super::monitor::{BuildMonitor, EpochMonitor};
 use super::run_dir::RunDir;
@@ -138,6 +139,8 @@ pub fn pretrain(
     options: &RunOptions,
     monitor: Option<&BuildMonitor>,
 ) -> anyhow::Result<PretrainOutcome> {
+    // The launch's wall time counts the setup (data, model) too.
+    let launched = chrono::Utc::now();
     config.validate()?;
     anyhow::ensure!(
         options.stop_after != Some(0),
@@ -173,15 +176,9 @@ pub fn pretrain(
     if loaded.ranks.writes() {
         start.prepare_folder(run_dir)?;
     }
-    let mut run = Run::open(config, run_dir, options, loaded, start)?;
-    while run.epoch < run.end {
-        match run.run_epoch() {
-            Ok(Some(interrupted)) => return Ok(interrupted),
-            Ok(None) => {}
-            Err(e) => return Err(run.explain_collective_failure(e)),
-        }
-    }
-    run.finish().map_err(|e| run.explain_collective_failure(e))
+    let mut run = Run::open(config, run_dir, options, loaded, start, launched)?;
+    let outcome = run.train();
+    run.record_end(outcome)
 }
 
 /// A pretraining invocation under way: the model, optimiser, data, logs,
@@ -226,6 +223,8 @@ struct Run<'a> {
     first_epoch: usize,
     /// The metrics files; rank 0's alone.
     log: Option<MetricsLog>,
+    /// This invocation in `run.json`; rank 0's alone.
+    launch: Option<LaunchLog>,
     bad_images: BadImageLog,
     stop: StopSignal,
     progress_lines: ProgressLines,
@@ -850,7 +849,8 @@ fn already_finished(
 
 impl<'a> Run<'a> {
     /// Opens the run's logs from `start` (a resume is noted in
-    /// `resumes.log`), writes `config.toml`, registers the stop signals
+    /// `resumes.log`, the launch, begun at `launched`, in `run.json`),
+    /// writes `config.toml`, registers the stop signals
     /// and says what the run is about to do; rank 0 alone writes and talks
     /// while the others wait, then every rank reads the bad-image list.
     fn open(
@@ -859,21 +859,30 @@ impl<'a> Run<'a> {
         options: &RunOptions,
         l: Loaded,
         start: StartPoint,
+        launched: chrono::DateTime<chrono::Utc>,
     ) -> anyhow::Result<Self> {
         let writes = l.ranks.writes();
         if writes && start.last_checkpoint.is_some() {
             append_resume_log(run_dir, &start.line)?;
         }
         let stop = StopSignal::register()?;
-        let log = match writes {
+        let (log, launch) = match writes {
             true => {
                 crate::formats::atomic_write::write_string(
                     &RunDir::new(run_dir).config_toml(),
                     &config.to_toml()?,
                 )?;
-                Some(MetricsLog::open(run_dir, start.step)?)
+                let launcher = if l.ranks.group.is_some() {
+                    l.ranks.launcher
+                } else {
+                    ""
+                };
+                let (world, epoch, step) = (l.ranks.world(), start.epoch, start.step);
+                let launch =
+                    LaunchLog::begin(run_dir, launched, l.device, world, launcher, epoch, step)?;
+                (Some(MetricsLog::open(run_dir, start.step)?), Some(launch))
             }
-            false => None,
+            false => (None, None),
         };
         // The list as rank 0 left it (an attempt without a checkpoint
         // discarded): every rank counts the same unreadable images.
@@ -927,11 +936,60 @@ impl<'a> Run<'a> {
             steps_at_start: step,
             first_epoch: epoch,
             log,
+            launch,
             bad_images,
             stop,
             progress_lines: ProgressLines::new(!quiet && !std::io::stderr().is_terminal()),
             config,
         })
+    }
+
+    /// Every epoch of the invocation (or until a stop signal), then
+    /// [`Self::finish`]; a failed collective's error says where training
+    /// stood.
+    fn train(&mut self) -> anyhow::Result<PretrainOutcome> {
+        while self.epoch < self.end {
+            match self.run_epoch() {
+                Ok(Some(interrupted)) => return Ok(interrupted),
+                Ok(None) => {}
+                Err(e) => return Err(self.explain_collective_failure(e)),
+            }
+        }
+        self.finish()
+            .map_err(|e| self.explain_collective_failure(e))
+    }
+
+    /// Notes in `run.json` how the invocation ended (rank 0), and passes
+    /// `outcome` on. A record that cannot be written fails a run that
+    /// succeeded, and only warns on one that failed (its own error first).
+    fn record_end(
+        &mut self,
+        outcome: anyhow::Result<PretrainOutcome>,
+    ) -> anyhow::Result<PretrainOutcome> {
+        let Some(launch) = &mut self.launch else {
+            return outcome;
+        };
+        let said = match &outcome {
+            Ok(o) => match o.interrupted_by {
+                Some(signal) => format!("stopped by {signal}"),
+                None if o.epochs_done < self.config.optimizer.epochs => format!(
+                    "paused after {} of {} epochs ({})",
+                    o.epochs_done,
+                    self.config.optimizer.epochs,
+                    settings::name("stop_after")
+                ),
+                None => "finished".to_string(),
+            },
+            Err(e) => format!("failed: {e:#}"),
+        };
+        match (launch.end(&said), outcome) {
+            (Err(e), Ok(_)) => Err(e),
+            (Err(e), Err(failed)) => {
+                tracing::warn!("{e:#}");
+                Err(failed)
+            }
+            (Ok(()), outcome) => outcome,
+        }
     }
 
     /// One epoch, from where a resumed checkpoint left it: a step per
@@ -1210,6 +1268,9 @@ impl<'a> Run<'a> {
         let dir = match &mut self.log {
             Some(log) => {
                 let dir = save(self.run_dir, moco, sgd, state, &self.rows, log)?;
+                if let Some(launch) = &mut self.launch {
+                    launch.progress(self.epoch, self.step)?;
+                }
                 // Complete on disk: the last good one even when another
                 // rank fails at the barrier below.
                 self.last_checkpoint = Some(dir.clone());

@@ -1,7 +1,8 @@
 //! The layout of the folders geossl writes, spelled in one place:
 //!
 //! - a pretraining run folder ([`RunDir`]): `config.toml`, `metrics.jsonl`
-//!   and `metrics.csv`, `bad_images.csv`, `resumes.log`, `checkpoints/`
+//!   and `metrics.csv`, `bad_images.csv`, `resumes.log`, `run.json` (how
+//!   and when each invocation ran), `checkpoints/`
 //!   (one [`CheckpointDir`] each, and the `latest` pointer), `tb/`
 //!   (TensorBoard), and what evaluation and reports add: `probe.json`,
 //!   `knn.json`, `report.html`;
@@ -54,6 +55,12 @@ impl RunDir {
     /// A dated line per `--resume`.
     pub fn resumes_log(&self) -> PathBuf {
         self.root.join("resumes.log")
+    }
+
+    /// Each pretraining invocation: command line, device, start and end
+    /// (`launches::RunRecord`).
+    pub fn run_json(&self) -> PathBuf {
+        self.root.join("run.json")
     }
 
     /// The folder of checkpoint folders and of their `latest` pointer.
@@ -177,6 +184,7 @@ mod tests {
             (run.metrics_csv(), "r/metrics.csv"),
             (run.bad_images_csv(), "r/bad_images.csv"),
             (run.resumes_log(), "r/resumes.log"),
+            (run.run_json(), "r/run.json"),
             (run.latest_pointer(), "r/checkpoints/latest"),
             (run.tensorboard("probe"), "r/tb/probe"),
             (run.probe_json(), "r/probe.json"),

@@ -3,7 +3,15 @@ DevTools protocol on a pipe (standard library only) and prints, as JSON,
 per page: every console message, uncaught exception and browser log entry
 of level warning or error, every request that leaves the machine, every chart (`figure.chart`: its data-points,
 rendered size and count of drawn marks), every image (decoded or not), and
-the section ids. Writes a full-page PNG screenshot of each page.
+the section ids and texts. Writes a full-page PNG screenshot of each page.
+
+Per chart it also measures the layout as drawn (client rectangles in the
+DOM): pairs of SVG texts whose boxes overlap (`text_overlaps`), texts drawn
+over the data of a line chart (`text_over_data`: the boxes crossed by a
+coloured polyline's segments or covering a marker; a legend inside the plot
+shows up here), legends (`.legend`) over that data (`legend_over_data`),
+the tick labels centred under the x axis (`x_ticks`) and the legend's
+entries (`legend`).
 
 Usage: browser_check.py OUT_DIR NAME=PAGE.html [NAME=PAGE.html ...]
 Results are keyed by NAME; screenshots go to OUT_DIR/NAME.png. Chromium: $GEOSSL_CHROMIUM or
@@ -20,16 +28,62 @@ import time
 
 INSPECT = r"""
 (() => {
+  // Boxes overlap when they share more than a pixel each way (touching
+  // glyph boxes of neighbouring labels are fine).
+  const overlap = (a, b) =>
+    Math.min(a.right, b.right) - Math.max(a.left, b.left) > 1 &&
+    Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top) > 1;
+  const inside = (r, x, y) => x > r.left + 0.5 && x < r.right - 0.5 && y > r.top + 0.5 && y < r.bottom - 0.5;
+  // Whether segment (x0,y0)-(x1,y1) enters box r (sampled every half pixel).
+  const crosses = (r, x0, y0, x1, y1) => {
+    const n = Math.max(1, Math.ceil(2 * Math.hypot(x1 - x0, y1 - y0)));
+    for (let i = 0; i <= n; i++) {
+      if (inside(r, x0 + (x1 - x0) * i / n, y0 + (y1 - y0) * i / n)) return true;
+    }
+    return false;
+  };
+  // The data of a line chart: coloured polylines (axes and ticks are black)
+  // and the markers; none in charts without coloured polylines.
+  const dataOf = svg => {
+    const lines = [...svg.querySelectorAll('polyline')].filter(p => {
+      const stroke = (p.getAttribute('stroke') || '').toUpperCase();
+      return stroke !== '#000000' && stroke !== 'NONE' && p.points.length >= 2;
+    }).map(p => {
+      const m = p.getScreenCTM();
+      return [...p.points].map(q => new DOMPoint(q.x, q.y).matrixTransform(m));
+    });
+    const markers = lines.length ? [...svg.querySelectorAll('circle')].map(c => c.getBoundingClientRect()) : [];
+    return {lines, markers};
+  };
+  const over = (r, data) =>
+    data.markers.some(m => overlap(r, m)) ||
+    data.lines.some(pts => pts.some((p, i) => i > 0 && crosses(r, pts[i - 1].x, pts[i - 1].y, p.x, p.y)));
   const charts = [...document.querySelectorAll('figure.chart')].map(f => {
     const svg = f.querySelector('svg');
     const box = svg ? svg.getBoundingClientRect() : {width: 0, height: 0};
     const marks = svg ? svg.querySelectorAll('polyline, circle, rect, polygon, path').length : 0;
-    return {id: f.id, points: Number(f.dataset.points), width: box.width, height: box.height, marks};
+    const texts = svg ? [...svg.querySelectorAll('text')]
+      .map(t => ({text: t.textContent.trim(), anchor: t.getAttribute('text-anchor'), box: t.getBoundingClientRect()}))
+      .filter(t => t.text !== '') : [];
+    const text_overlaps = [];
+    texts.forEach((a, i) => texts.slice(i + 1).forEach(b => {
+      if (overlap(a.box, b.box)) text_overlaps.push([a.text, b.text]);
+    }));
+    const data = svg ? dataOf(svg) : {lines: [], markers: []};
+    const text_over_data = texts.filter(t => over(t.box, data)).map(t => t.text);
+    const legends = [...f.querySelectorAll('.legend')];
+    const legend_over_data = legends.filter(l => over(l.getBoundingClientRect(), data)).map(l => l.textContent);
+    const x_ticks = texts.filter(t => t.anchor === 'middle' && /^-?[0-9.]+$/.test(t.text)).map(t => t.text);
+    const legend = [...f.querySelectorAll('.legend li')].map(l => l.textContent);
+    return {id: f.id, points: Number(f.dataset.points), width: box.width, height: box.height, marks,
+            texts: texts.length, text_overlaps, text_over_data, legend_over_data, x_ticks, legend,
+            data_lines: data.lines.length};
   });
   const images = [...document.images].map(i => ({alt: i.alt, decoded: i.complete && i.naturalWidth > 0}));
   const sections = [...document.querySelectorAll('section')].map(s => s.id);
+  const section_text = Object.fromEntries([...document.querySelectorAll('section')].map(s => [s.id, s.innerText]));
   const links = [...document.querySelectorAll('a[href]')].map(a => a.getAttribute('href'));
-  return {title: document.title, charts, images, sections, links};
+  return {title: document.title, charts, images, sections, section_text, links};
 })()
 """
 
