@@ -109,6 +109,11 @@ pub fn export_hf(checkpoint: &Path, out: &Path, options: &HubOptions) -> anyhow:
              (export the classifier with --format safetensors)",
             checkpoint.display()
         ),
+        EncoderSource::Backbone { .. } => anyhow::bail!(
+            "{}: a backbone file, with no run to describe; --format hf exports a pretraining \
+             checkpoint (`geossl import --pth FILE --out RUN` makes a run folder of it)",
+            checkpoint.display()
+        ),
     };
     let resnet = state.config.resnet(&state.input);
     check_buildable(&resnet)
