@@ -30,7 +30,8 @@ GEOSSL_VENV="${GEOSSL_VENV:-$GEOSSL_ROOT/.venv}"
 # timm: tests/interop.rs loads multispectral exports with
 # timm.create_model(arch, in_chans=C) (1.0.31 installs beside torch 2.11
 # without changing it).
-GEOSSL_PY_REQUIREMENTS="torch==2.11.0 torchvision==0.26.0 safetensors==0.8.0 numpy tensorboard==2.21.0 nvidia-cuda-crt==13.0.88 nvidia-cuda-cccl==13.0.85 timm==1.0.31"
+# pyarrow and pandas: tests/hub.rs reads `embed --format parquet` back.
+GEOSSL_PY_REQUIREMENTS="torch==2.11.0 torchvision==0.26.0 safetensors==0.8.0 numpy tensorboard==2.21.0 nvidia-cuda-crt==13.0.88 nvidia-cuda-cccl==13.0.85 timm==1.0.31 pyarrow==26.0.1 pandas==3.1.1"
 # Debian packages the build needs: Gloo's headers and GDAL (library and
 # headers), each checked by its header below; cmake and nasm (libjpeg-turbo's
 # build), checked by their commands.
