@@ -109,6 +109,22 @@ fn gassl_and_moco_checkpoints_import_from_both_containers_with_pytorchs_geo_logi
     }
     import(&d.join("moco_zip.pth.tar"), &moco_zip);
     assert_same_tensors(&moco, &moco_zip);
+
+    // Without encoder_k.*, the key encoder starts as a copy of encoder_q.
+    let query_only = d.join("query-only");
+    let printed = import(&d.join("query_only_legacy.pth.tar"), &query_only);
+    assert!(printed.contains("no encoder_k: the key encoder starts as a copy of encoder_q"));
+    let tensors = imported_tensors(&query_only);
+    let from_file = imported_tensors(&moco);
+    let mut keys = 0;
+    for (name, t) in &tensors {
+        if let Some(rest) = name.strip_prefix("encoder_k.") {
+            assert!(t.equal(&tensors[&format!("encoder_q.{rest}")]), "{name}");
+            assert!(t.equal(&from_file[&format!("encoder_q.{rest}")]), "{name}");
+            keys += 1;
+        }
+    }
+    assert!(keys > 60, "{keys} key encoder tensors");
 }
 
 #[test]

@@ -215,6 +215,24 @@ fn carry_geo_dict(
     Ok(Some(weight_name))
 }
 
+/// A file without `encoder_k.*` (weights published with the query encoder
+/// only) gets a key encoder that is a copy of `encoder_q`, as MoCo's own
+/// initialisation makes it. Returns whether it did so.
+fn copy_query_to_key(tensors: &mut HashMap<String, Tensor>) -> bool {
+    if tensors.keys().any(|n| n.starts_with("encoder_k.")) {
+        return false;
+    }
+    let copies: Vec<(String, Tensor)> = tensors
+        .iter()
+        .filter_map(|(n, t)| {
+            let rest = n.strip_prefix("encoder_q.")?;
+            Some((format!("encoder_k.{rest}"), t.shallow_clone()))
+        })
+        .collect();
+    tensors.extend(copies);
+    true
+}
+
 /// Imports `pth` (either torch.save format) into the run folder `out`
 /// (created; must not hold checkpoints): `state_dict` with `encoder_q.*`,
 /// a geo head from `state_dict` `geo_head.*` or GASSL's `geo_dict`.
@@ -234,6 +252,7 @@ pub fn import_moco(pth: &Path, out: &Path) -> anyhow::Result<Imported> {
     );
     let mut ignored = top_level_ignored(root);
     let geo_dict = carry_geo_dict(&file, pth, &mut tensors, &mut ignored)?;
+    let key_copied = copy_query_to_key(&mut tensors);
     let arch_name = root.get("arch").and_then(Value::as_str).unwrap_or("");
     let arch = arch_named(arch_name).ok_or_else(|| {
         anyhow::anyhow!("{src}: arch {arch_name:?} is not one of resnet18, resnet34, resnet50")
@@ -258,7 +277,10 @@ pub fn import_moco(pth: &Path, out: &Path) -> anyhow::Result<Imported> {
             fc_out[0]
         );
     }
-    let layout = layout_of(root, geo_dict.is_some(), geo_classes, file.format);
+    let mut layout = layout_of(root, geo_dict.is_some(), geo_classes, file.format);
+    if key_copied {
+        layout.push_str("; no encoder_k: the key encoder starts as a copy of encoder_q");
+    }
     let config = PretrainConfig {
         method: if geo_classes.is_some() {
             Method::MocoGeo

@@ -151,7 +151,7 @@ impl TorchFile {
         let root = pickle::load(&pickled).map_err(|e| anyhow::anyhow!("{source}: {pkl}: {e}"))?;
         let mut keys: Vec<String> = storage_refs(&root)
             .into_iter()
-            .map(|s| s.key.clone())
+            .map(|(_, s)| s.key.clone())
             .collect();
         keys.sort();
         keys.dedup();
@@ -281,22 +281,32 @@ impl TorchFile {
     }
 }
 
-/// Every storage reference in `v`, in pickle order.
-fn storage_refs(v: &Value) -> Vec<&StorageRef> {
-    fn walk<'a>(v: &'a Value, out: &mut Vec<&'a StorageRef>) {
+/// Every storage reference in `v`, in pickle order, with where it sits
+/// (dict keys and list positions joined by dots, e.g.
+/// `state_dict.module.encoder_q.conv1.weight`), for messages.
+fn storage_refs(v: &Value) -> Vec<(String, &StorageRef)> {
+    fn walk<'a>(v: &'a Value, at: &str, out: &mut Vec<(String, &'a StorageRef)>) {
+        let join = |part: &str| match at {
+            "" => part.to_string(),
+            _ => format!("{at}.{part}"),
+        };
         match v {
-            Value::Tensor(t) => out.push(&t.storage),
-            Value::Storage(s) => out.push(s),
-            Value::List(items) | Value::Tuple(items) => items.iter().for_each(|i| walk(i, out)),
+            Value::Tensor(t) => out.push((at.to_string(), &t.storage)),
+            Value::Storage(s) => out.push((at.to_string(), s)),
+            Value::List(items) | Value::Tuple(items) => items
+                .iter()
+                .enumerate()
+                .for_each(|(i, item)| walk(item, &join(&i.to_string()), out)),
             Value::Dict(items) => items.iter().for_each(|(k, v)| {
-                walk(k, out);
-                walk(v, out);
+                let name = k.as_str().map_or_else(|| format!("{k:?}"), str::to_string);
+                walk(k, at, out);
+                walk(v, &join(&name), out);
             }),
             _ => {}
         }
     }
     let mut out = Vec::new();
-    walk(v, &mut out);
+    walk(v, "", &mut out);
     out
 }
 
@@ -331,13 +341,16 @@ fn legacy_storages(
     keys: &[String],
     root: &Value,
 ) -> Result<HashMap<String, Range<usize>>, String> {
-    let mut expected: HashMap<&str, (&str, usize)> = HashMap::new();
-    for s in storage_refs(root) {
-        let known = expected.entry(&s.key).or_insert((&s.kind, s.numel));
-        if *known != (s.kind.as_str(), s.numel) {
+    // Each storage's type and size, and the first tensor using it.
+    let mut expected: HashMap<&str, (&str, usize, String)> = HashMap::new();
+    for (at, s) in storage_refs(root) {
+        let known = expected
+            .entry(&s.key)
+            .or_insert((&s.kind, s.numel, at.clone()));
+        if (known.0, known.1) != (s.kind.as_str(), s.numel) {
             return Err(format!(
-                "storage {} is described both as {} {} and as {} {}",
-                s.key, known.1, known.0, s.numel, s.kind
+                "storage {} is described as {} {} for {} and as {} {} for {at}",
+                s.key, known.1, known.0, known.2, s.numel, s.kind
             ));
         }
     }
@@ -350,17 +363,19 @@ fn legacy_storages(
     }
     let mut ranges = HashMap::with_capacity(keys.len());
     for key in keys {
-        let (kind, numel) = *expected
+        let (kind, numel, user) = expected
             .get(key.as_str())
             .ok_or_else(|| format!("storage {key} is listed but no tensor uses it"))?;
+        let (kind, numel) = (*kind, *numel);
+        let what = format!("storage {key} (of {user})");
         let elem = kind_of(kind).map_or(1, |(_, e)| e);
         let header = bytes.get(pos..pos + 8).ok_or_else(|| {
-            format!("storage {key}: truncated at byte {pos} (its size header is missing)")
+            format!("{what}: truncated at byte {pos} (its size header is missing)")
         })?;
         let count = u64::from_le_bytes(header.try_into().expect("8 bytes"));
         if count != numel as u64 {
             return Err(format!(
-                "storage {key}: its header at byte {pos} says {count} elements, the object pickle {numel} ({kind})"
+                "{what}: its header at byte {pos} says {count} elements, the object pickle {numel} ({kind})"
             ));
         }
         let start = pos + 8;
@@ -370,16 +385,17 @@ fn legacy_storages(
             .filter(|&end| end <= bytes.len())
             .ok_or_else(|| {
                 format!(
-                    "storage {key}: {numel} elements of {elem} bytes at byte {start} reach past the end of the file ({} bytes): truncated or forged",
+                    "{what}: {numel} elements of {elem} bytes at byte {start} reach past the end of the file ({} bytes): truncated or forged",
                     bytes.len()
                 )
             })?;
         ranges.insert(key.clone(), start..end);
         pos = end;
     }
-    if let Some(missing) = expected.keys().find(|k| !ranges.contains_key(**k)) {
+    let unlisted = expected.iter().find(|(k, _)| !ranges.contains_key(**k));
+    if let Some((key, (_, _, user))) = unlisted {
         return Err(format!(
-            "storage {missing} is used by a tensor but not listed in the file"
+            "storage {key} (of {user}) is not listed in the file"
         ));
     }
     Ok(ranges)
@@ -512,7 +528,10 @@ mod tests {
         let err = TorchFile::read_legacy(forged, "t.pth".into())
             .err()
             .unwrap();
-        assert!(err.to_string().contains("storage a: its header"), "{err}");
+        assert!(
+            err.to_string().contains("storage a (of w): its header"),
+            "{err}"
+        );
         // A huge storage, consistently stated: refused before any allocation.
         let huge = (1u32 << 31) - 1;
         let object = [
@@ -558,6 +577,26 @@ mod tests {
         .concat();
         let err = TorchFile::read_legacy(file, "t.pth".into()).err().unwrap();
         assert!(err.to_string().contains("no tensor uses it"), "{err}");
+        let object = [
+            &b"}("[..],
+            &text("w"),
+            &tensor("a", 1, None, (0, &[1], &[1])),
+            b"u",
+        ]
+        .concat();
+        let file = [
+            MAGIC,
+            VERSION,
+            &pickle(b"}"),
+            &pickle(&object),
+            &pickle(b"]"),
+        ]
+        .concat();
+        let err = TorchFile::read_legacy(file, "t.pth".into()).err().unwrap();
+        assert!(
+            err.to_string().contains("storage a (of w) is not listed"),
+            "{err}"
+        );
     }
 
     #[test]

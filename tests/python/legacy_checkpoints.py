@@ -8,7 +8,8 @@ official code writes them, in both torch.save containers:
   'optimizer'}; OUT/x.npy (an input batch) and OUT/geo_logits.npy (the
   classifier applied to encoder_q's projection of x, eval mode).
 - OUT/moco_{legacy,zip}.pth.tar: the MoCo-v2 layout (no geo_dict), plus a
-  top-level 'ema' entry holding two tensors that geossl must name as ignored.
+  top-level 'ema' entry holding two tensors that geossl must name as ignored;
+  OUT/query_only_legacy.pth.tar: the MoCo state dict without encoder_k.*.
 - Damaged legacy files: OUT/truncated_pickle.pth.tar (cut inside the object
   pickle), OUT/truncated_storages.pth.tar (cut inside the raw storages),
   OUT/forged_size.pth.tar (the first storage's int64 element count set to
@@ -111,6 +112,10 @@ gassl = {
 }
 moco = {k: v for k, v in gassl.items() if k != "geo_dict"}
 moco["ema"] = {"encoder.fc.weight": torch.randn(4, 4), "encoder.fc.bias": torch.randn(4)}
+# Published weights may hold the query encoder only.
+query_only = {**gassl, "state_dict": {k: v for k, v in gassl["state_dict"].items() if "encoder_k." not in k}}
+del query_only["geo_dict"], query_only["optimizer"]
+torch.save(query_only, os.path.join(out, "query_only_legacy.pth.tar"), _use_new_zipfile_serialization=False)
 for name, obj in [("gassl", gassl), ("moco", moco)]:
     torch.save(obj, os.path.join(out, f"{name}_zip.pth.tar"))
     torch.save(obj, os.path.join(out, f"{name}_legacy.pth.tar"), _use_new_zipfile_serialization=False)
