@@ -31,7 +31,7 @@ fn export_hf(run: &Path, out: &Path, extra: &[&str]) -> assert_cmd::assert::Asse
 
 /// A resnet18 at width 64 with the 7x7 stem (what timm and torchvision
 /// build), 1 epoch of MoCo-v2+TP+Geo at 32 px on a small synthetic world,
-/// probed and kNN-evaluated.
+/// probed, kNN-evaluated and fine-tuned.
 fn hub_run(d: &Path) -> (PathBuf, PathBuf) {
     let manifest = world(d, 12, 40, 3);
     let run = d.join("run");
@@ -65,6 +65,16 @@ fn hub_run(d: &Path) -> (PathBuf, PathBuf) {
             .assert()
             .success();
     }
+    // A finetune folder inside the run folder: the card finds it.
+    geossl()
+        .args(["finetune", "--checkpoint"])
+        .arg(&run)
+        .arg("--manifest")
+        .arg(&manifest)
+        .args(["--epochs", "1", "--device", "cpu", "--out"])
+        .arg(run.join("ft"))
+        .assert()
+        .success();
     (manifest, run)
 }
 
@@ -79,7 +89,7 @@ fn a_hub_export_loads_in_timm_and_torchvision_and_its_card_holds_the_runs_figure
     let repo = d.join("repo");
     export_hf(&run, &repo, &["--license", "cc-by-4.0"])
         .success()
-        .stdout(predicate::str::contains("with 2 evaluation result(s)"));
+        .stdout(predicate::str::contains("with 3 evaluation result(s)"));
     let mut names: Vec<String> = std::fs::read_dir(&repo)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -145,12 +155,16 @@ fn a_hub_export_loads_in_timm_and_torchvision_and_its_card_holds_the_runs_figure
         "MoCo-v2+TP+Geo".to_string(),
         "Geography-Aware Self-Supervised Learning".to_string(),
         format!("1 of 1 epochs, {} steps, batch size 4", state["step"]),
-        format!("**Geo-location classes:** 3"),
+        "**Geo-location classes:** 3".to_string(),
         format!("**Images:** {};", state["rows"]),
         format!("**places:** {}", places.len()),
         "0.485, 0.456, 0.406".to_string(),
         pct(&json(&run.join("probe.json"))["top1"]),
         pct(&json(&run.join("knn.json"))["top1"]),
+        format!(
+            "| fine-tuned (1 epochs) | val | {} |",
+            json(&run.join("ft/report.json"))["test_images"]
+        ),
         "num_classes=0".to_string(),
         "s over 1 epoch(s)".to_string(),
     ];

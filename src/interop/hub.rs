@@ -229,6 +229,7 @@ fn meta_json(meta: &BTreeMap<String, String>) -> serde_json::Value {
                 "band_names",
                 "normalize_mean",
                 "normalize_std",
+                "geo_clusters",
             ];
             let value = match serde_json::from_str(v) {
                 Ok(parsed) if structured.contains(&k.as_str()) => parsed,

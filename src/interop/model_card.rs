@@ -192,7 +192,7 @@ fn evaluations(run: Option<&RunDir>, finetune: &[PathBuf]) -> anyhow::Result<Vec
             continue;
         }
         let report = read_report(&report_path)?;
-        let kind = format!("fine-tuned {} epochs (from {})", info.epochs, info.init);
+        let kind = format!("fine-tuned ({} epochs)", info.epochs);
         found.push(Evaluation {
             kind,
             source: report_path,

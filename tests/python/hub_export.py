@@ -124,7 +124,9 @@ def parquet_check(parquet, npy, csv):
     n, d = matrix.shape
     table = pq.read_table(parquet)
     assert table.num_rows == n, (table.num_rows, n)
-    assert table.schema.field("embedding").type == pa.list_(pa.float32(), d), table.schema
+    kind = table.schema.field("embedding").type
+    assert pa.types.is_fixed_size_list(kind) and kind.list_size == d, table.schema
+    assert kind.value_type == pa.float32(), table.schema
     rows = pd.read_csv(csv, dtype=str, keep_default_na=False)
     df = pd.read_parquet(parquet)
     assert list(df.columns) == list(rows.columns) + ["embedding"], (list(df.columns), list(rows.columns))
