@@ -516,11 +516,7 @@ fn launch_table(launches: &[Launch]) -> String {
             };
             vec![
                 (i + 1).to_string(),
-                l.command_line
-                    .iter()
-                    .map(|a| shell_quote(a))
-                    .collect::<Vec<_>>()
-                    .join(" "),
+                command_line(l),
                 l.device.clone(),
                 ranks,
                 when(&l.started),
@@ -559,6 +555,16 @@ fn launch_table(launches: &[Launch]) -> String {
             &rows,
         )
         + "</div>\n"
+}
+
+/// A launch's command line as a shell would run it again: `cd DIR && ...`
+/// when its working directory is known.
+fn command_line(launch: &Launch) -> String {
+    let words: Vec<String> = launch.command_line.iter().map(|a| shell_quote(a)).collect();
+    match launch.working_dir.as_str() {
+        "" => words.join(" "),
+        dir => format!("cd {} && {}", shell_quote(dir), words.join(" ")),
+    }
 }
 
 /// The devices the launches trained on, each once (`cpu`, `cuda:0 x 4`).
