@@ -482,7 +482,7 @@ fn reports_load_in_a_headless_browser_without_errors_and_every_chart_has_data() 
         "paused after 1 of 2 epochs",
         "finished",
         "Images skipped: pretraining replaced 0 unreadable image(s)",
-        "the linear probe left out 0 unreadable row(s)",
+        "linear probe left out 0 unreadable row(s)",
         "kNN left out 0 unreadable row(s)",
         "fine-tuned (classifier) left out 0 unreadable row(s)",
     ] {

@@ -7,8 +7,9 @@
 //! the checkpoint each evaluation read), then shows the configuration, the
 //! training curves (InfoNCE and
 //! geo cross-entropy per step and per epoch, pretext accuracies, lr, kNN
-//! top-1, throughput) from `metrics.jsonl`, the probe and kNN results with
-//! a confusion matrix when `probe.json`/`knn.json` are there, the data
+//! top-1, throughput) from `metrics.jsonl`, the probe, kNN and fine-tuning
+//! results with a confusion matrix when `probe.json`/`knn.json` or
+//! classifier folders (`geossl finetune --out RUN/NAME`) are there, the data
 //! (locations on a world map coloured by geo cluster with the centroids,
 //! views per location, time spans) from the run's manifest, and the first
 //! query/key pairs the run's loader draws: what temporal positives look
