@@ -285,6 +285,16 @@ fn reports_load_in_a_headless_browser_without_errors_and_every_chart_has_data() 
         }
         c.assert().success();
     }
+    // A classifier fine-tuned into the run folder is an evaluation too.
+    geossl()
+        .args(["finetune", "--epochs", "1", "--checkpoint"])
+        .arg(&tp_geo)
+        .arg("--manifest")
+        .arg(&geo)
+        .arg("--out")
+        .arg(tp_geo.join("classifier"))
+        .assert()
+        .success();
     let moco = dir.path().join("moco");
     tiny_pretrain(&geo, &moco)
         .args(["--method", "moco", "--epochs", "1"])
@@ -472,17 +482,22 @@ fn reports_load_in_a_headless_browser_without_errors_and_every_chart_has_data() 
         "paused after 1 of 2 epochs",
         "finished",
         "Images skipped: pretraining replaced 0 unreadable image(s)",
-        "the linear probe left out 0 unreadable row(s)",
+        "linear probe left out 0 unreadable row(s)",
         "kNN left out 0 unreadable row(s)",
+        "fine-tuned (classifier) left out 0 unreadable row(s)",
     ] {
         assert!(made.contains(fact), "{fact:?} not in:\n{made}");
     }
     let evaluation = full["section_text"]["evaluation"].as_str().unwrap();
     assert!(evaluation.contains("checkpoint evaluated"), "{evaluation}");
+    assert!(
+        evaluation.contains("fine-tuned (classifier)"),
+        "{evaluation}"
+    );
     assert_eq!(
         evaluation.matches("checkpoints/epoch-0002").count(),
-        2,
-        "probe and kNN name the checkpoint they read: {evaluation}"
+        3,
+        "probe, kNN and the fine-tuned classifier name the checkpoint they read: {evaluation}"
     );
     let loss = &full["charts"][0];
     assert_eq!(loss["id"], "loss");

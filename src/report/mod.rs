@@ -7,8 +7,9 @@
 //! the checkpoint each evaluation read), then shows the configuration, the
 //! training curves (InfoNCE and
 //! geo cross-entropy per step and per epoch, pretext accuracies, lr, kNN
-//! top-1, throughput) from `metrics.jsonl`, the probe and kNN results with
-//! a confusion matrix when `probe.json`/`knn.json` are there, the data
+//! top-1, throughput) from `metrics.jsonl`, the probe, kNN and fine-tuning
+//! results with a confusion matrix when `probe.json`/`knn.json` or
+//! classifier folders (`geossl finetune --out RUN/NAME`) are there, the data
 //! (locations on a world map coloured by geo cluster with the centroids,
 //! views per location, time spans) from the run's manifest, and the first
 //! query/key pairs the run's loader draws: what temporal positives look
@@ -63,6 +64,9 @@ pub struct Run {
     pub rows: Vec<MetricsRow>,
     pub probe: Option<ClassificationReport>,
     pub knn: Option<ClassificationReport>,
+    /// Classifiers fine-tuned into the run folder (`geossl finetune --out
+    /// RUN/NAME`): folder name and test report.
+    pub finetuned: Vec<(String, ClassificationReport)>,
     /// Each pretraining invocation (`run.json`; empty for runs written
     /// before it), or why it could not be read.
     pub launches: Result<Vec<Launch>, String>,
@@ -70,6 +74,26 @@ pub struct Run {
     pub bad_images: usize,
     /// Geo classes of the newest checkpoint's geo head (runs with one).
     pub geo_classes: Option<i64>,
+}
+
+/// The test reports of the classifier folders directly in `run_dir`, by
+/// folder name.
+fn finetuned(run_dir: &Path) -> anyhow::Result<Vec<(String, ClassificationReport)>> {
+    let Ok(entries) = std::fs::read_dir(run_dir) else {
+        return Ok(Vec::new());
+    };
+    let mut found = Vec::new();
+    for entry in entries.flatten() {
+        let classifier = crate::train::ClassifierDir::new(entry.path());
+        if !classifier.info_json().exists() {
+            continue;
+        }
+        if let Some(report) = read_report(&classifier.report_json())? {
+            found.push((entry.file_name().to_string_lossy().into_owned(), report));
+        }
+    }
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(found)
 }
 
 /// Rows of `bad_images.csv` (0 when there is none).
@@ -136,12 +160,26 @@ impl Run {
             rows: read_rows(dir)?,
             probe: read_report(&folder.probe_json())?,
             knn: read_report(&folder.knn_json())?,
+            finetuned: finetuned(dir)?,
             launches: RunRecord::read(dir)
                 .map(|r| r.launches)
                 .map_err(|e| format!("{e:#}")),
             bad_images: bad_image_count(&folder.bad_images_csv())?,
             geo_classes,
         })
+    }
+
+    /// Every evaluation found, named: probe, kNN, fine-tuned classifiers.
+    fn evaluations(&self) -> Vec<(String, &ClassificationReport)> {
+        let named = [("linear probe", &self.probe), ("kNN", &self.knn)];
+        let own = named
+            .into_iter()
+            .filter_map(|(n, r)| Some((n.to_string(), r.as_ref()?)));
+        let tuned = self
+            .finetuned
+            .iter()
+            .map(|(dir, r)| (format!("fine-tuned ({dir})"), r));
+        own.chain(tuned).collect()
     }
 
     /// The geo head's chance level, ln K: the cross-entropy of a uniform
@@ -319,11 +357,7 @@ fn curves(run: &Run) -> anyhow::Result<String> {
 /// Probe and kNN results: a summary table, per-class figures and the
 /// probe's confusion matrix.
 fn evaluation(run: &Run) -> anyhow::Result<String> {
-    let reports: Vec<(&str, &ClassificationReport)> =
-        [("linear probe", &run.probe), ("kNN", &run.knn)]
-            .into_iter()
-            .filter_map(|(n, r)| Some((n, r.as_ref()?)))
-            .collect();
+    let reports = run.evaluations();
     if reports.is_empty() {
         return Ok(note(&format!(
             "No evaluation yet: `geossl probe --checkpoint {0}` and `geossl knn --checkpoint {0}` write probe.json and knn.json here.",
@@ -372,7 +406,7 @@ fn evaluation(run: &Run) -> anyhow::Result<String> {
             out += &note(&text);
         }
     }
-    let (name, main) = reports[0];
+    let (name, main) = (reports[0].0.as_str(), reports[0].1);
     let class_rows: Vec<Vec<String>> = main
         .per_class
         .iter()
@@ -484,18 +518,16 @@ fn provenance(run: &Run) -> String {
             ""
         }
     )];
-    for (name, report) in [("the linear probe", &run.probe), ("kNN", &run.knn)] {
-        if let Some(r) = report {
-            skipped.push(format!(
-                "{name} left out {} unreadable row(s){}",
-                r.skipped.len(),
-                if r.skipped.is_empty() {
-                    ""
-                } else {
-                    " (listed in its JSON)"
-                }
-            ));
-        }
+    for (name, r) in run.evaluations() {
+        skipped.push(format!(
+            "{name} left out {} unreadable row(s){}",
+            r.skipped.len(),
+            if r.skipped.is_empty() {
+                ""
+            } else {
+                " (listed in its JSON)"
+            }
+        ));
     }
     out + &format!(
         "<p class=\"facts\" id=\"skipped-images\">Images skipped: {}.</p>\n",
@@ -516,11 +548,7 @@ fn launch_table(launches: &[Launch]) -> String {
             };
             vec![
                 (i + 1).to_string(),
-                l.command_line
-                    .iter()
-                    .map(|a| shell_quote(a))
-                    .collect::<Vec<_>>()
-                    .join(" "),
+                command_line(l),
                 l.device.clone(),
                 ranks,
                 when(&l.started),
@@ -559,6 +587,16 @@ fn launch_table(launches: &[Launch]) -> String {
             &rows,
         )
         + "</div>\n"
+}
+
+/// A launch's command line as a shell would run it again: `cd DIR && ...`
+/// when its working directory is known.
+fn command_line(launch: &Launch) -> String {
+    let words: Vec<String> = launch.command_line.iter().map(|a| shell_quote(a)).collect();
+    match launch.working_dir.as_str() {
+        "" => words.join(" "),
+        dir => format!("cd {} && {}", shell_quote(dir), words.join(" ")),
+    }
 }
 
 /// The devices the launches trained on, each once (`cpu`, `cuda:0 x 4`).

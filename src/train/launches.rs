@@ -22,6 +22,9 @@ use super::run_dir::RunDir;
 pub struct Launch {
     /// The process's arguments, program first, as the shell passed them.
     pub command_line: Vec<String>,
+    /// The working directory the command line's relative paths start from.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub working_dir: String,
     /// What trained: `cpu`, `cuda:N` (rank 0's device when data-parallel).
     pub device: String,
     /// Ranks of a data-parallel job (1 alone).
@@ -119,6 +122,9 @@ impl LaunchLog {
             command_line: std::env::args_os()
                 .map(|a| a.to_string_lossy().into_owned())
                 .collect(),
+            working_dir: std::env::current_dir()
+                .map(|d| d.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             device: device_name(device),
             world_size,
             launcher: launcher.to_string(),
@@ -199,6 +205,7 @@ mod tests {
             !a.command_line.is_empty(),
             "the test binary's own arguments"
         );
+        assert!(!a.working_dir.is_empty());
         assert!(a.seconds().unwrap() >= 0.0);
         std::fs::write(RunDir::new(dir.path()).run_json(), "{").unwrap();
         let e = RunRecord::read(dir.path()).unwrap_err().to_string();
