@@ -93,7 +93,7 @@ fn torchvision_timm_and_torchgeo_files_read_to_pytorchs_tensors_and_features() {
             ("encoder", "prefix encoder."),
         ] {
             for (ext, format) in [
-                ("pth", "state dict (torch.save)"),
+                ("pth", "state dict (zip torch.save format)"),
                 ("safetensors", "safetensors"),
             ] {
                 let path = d.join(format!("{lib}_{tag}.{ext}"));
@@ -146,7 +146,7 @@ fn torchvision_timm_and_torchgeo_files_read_to_pytorchs_tensors_and_features() {
     );
     assert_eq!(
         b.layout,
-        "torchvision/timm ResNet-50 state dict (torch.save) (bare, no prefix)"
+        "torchvision/timm ResNet-50 state dict (zip torch.save format) (bare, no prefix)"
     );
     assert_eq!(b.ignored.len(), 53, "the BN counters only: {:?}", b.ignored);
     assert!(b
@@ -214,7 +214,7 @@ fn finetune_init_probe_knn_embed_and_import_run_on_a_torchvision_file() {
     let init = info["init"].as_str().unwrap();
     assert!(init.starts_with(file.to_str().unwrap()), "{init}");
     assert!(
-        init.contains("ResNet-18 state dict (torch.save) (bare, prefix module.)"),
+        init.contains("ResNet-18 state dict (zip torch.save format) (bare, prefix module.)"),
         "{init}"
     );
     assert_eq!(info["resnet"]["width"], 64);
@@ -434,7 +434,7 @@ fn pretrain_init_starts_both_encoders_from_the_file_and_refuses_another_arch() {
         .assert()
         .failure()
         .stderr(predicate::str::contains(format!(
-            "{}: --init holds --arch resnet18 --width 64 --small-input false, 3 input channel(s) (torchvision/timm ResNet-18 state dict (torch.save) (bare, prefix module.)); the run is --arch resnet34 --width 64 --small-input false, 3 input channel(s)",
+            "{}: --init holds --arch resnet18 --width 64 --small-input false, 3 input channel(s) (torchvision/timm ResNet-18 state dict (zip torch.save format) (bare, prefix module.)); the run is --arch resnet34 --width 64 --small-input false, 3 input channel(s)",
             moved.display()
         )));
     assert!(!d.join("r34/checkpoints").exists());

@@ -116,7 +116,7 @@ pub(super) fn import_cmd(a: &ImportArgs) -> anyhow::Result<()> {
     println!(
         "method: {} ({})",
         done.method.name(),
-        crate::interop::import::method_note(done.method)
+        done.method_note
     );
     println!("ignored: {}", ignored_note(&done.ignored));
     Ok(())

@@ -128,10 +128,10 @@ pub fn read(path: &Path) -> anyhow::Result<Backbone> {
 /// under (`state_dict`, `model`) and the file format, for the layout.
 fn named_tensors(
     path: &Path,
-) -> anyhow::Result<(BTreeMap<String, Tensor>, Option<&'static str>, &'static str)> {
+) -> anyhow::Result<(BTreeMap<String, Tensor>, Option<&'static str>, String)> {
     if path.extension().is_some_and(|e| e == "safetensors") {
         let tensors = crate::formats::safetensors::read_safetensors(path)?;
-        return Ok((tensors.into_iter().collect(), None, "safetensors"));
+        return Ok((tensors.into_iter().collect(), None, "safetensors".into()));
     }
     let file = TorchFile::read(path)?;
     let root = &file.root;
@@ -162,7 +162,7 @@ fn named_tensors(
     Ok((
         tensors.into_iter().collect(),
         wrapper,
-        "state dict (torch.save)",
+        format!("state dict ({})", file.format.describe()),
     ))
 }
 
@@ -337,6 +337,10 @@ pub fn import(path: &Path, out: &Path) -> anyhow::Result<Imported> {
         checkpoint,
         layout: backbone.layout,
         method: Method::Moco,
+        method_note: "a backbone file holds no MoCo or geo head, so it does not say how it was \
+                      trained; the run folder is set up as moco with a fresh MLP head, as \
+                      `pretrain --init` starts"
+            .into(),
         arch: r.arch,
         epoch: 0,
         geo_classes: None,

@@ -54,8 +54,12 @@ pub struct Imported {
     /// (state_dict + geo_dict, 100 classes), legacy torch.save format",
     /// "MoCo checkpoint (state_dict), zip torch.save format").
     pub layout: String,
-    /// The method the weights were trained with, as far as the file tells.
+    /// The method of the run folder written: the one the weights were
+    /// trained with, as far as the file tells.
     pub method: Method,
+    /// What the file tells of the method, for messages ([`method_note`]
+    /// for MoCo / GASSL checkpoints).
+    pub method_note: String,
     pub arch: Arch,
     pub epoch: usize,
     pub geo_classes: Option<i64>,
@@ -364,6 +368,7 @@ pub fn import_moco(pth: &Path, out: &Path) -> anyhow::Result<Imported> {
         checkpoint,
         layout,
         method: config.method,
+        method_note: method_note(config.method).to_string(),
         arch,
         epoch,
         geo_classes,
