@@ -54,7 +54,7 @@ pub enum Command {
     Knn(KnnArgs),
     /// Write the encoder's pooled feature of every row to .npy, with the rows as CSV beside it.
     Embed(EmbedArgs),
-    /// Write an encoder as safetensors with torchvision's names (loads into torchvision.models.resnet*).
+    /// Write an encoder as safetensors with torchvision's names (loads into torchvision.models.resnet*), or (--format hf) as a Hugging Face model repository folder.
     Export(ExportArgs),
     /// Import a PyTorch MoCo/GASSL checkpoint (torch.save zip) as a geossl run; no pickle code is executed.
     Import(ImportArgs),
