@@ -52,7 +52,7 @@ pub enum Command {
     Finetune(FinetuneArgs),
     /// Weighted kNN classification on the encoder's normalised features.
     Knn(KnnArgs),
-    /// Write the encoder's pooled feature of every row to .npy, with the rows as CSV beside it.
+    /// Write the encoder's pooled feature of every row to .npy, with the rows as CSV beside it (or both in one Parquet table: --format parquet).
     Embed(EmbedArgs),
     /// Write an encoder as safetensors with torchvision's names (loads into torchvision.models.resnet*), or (--format hf) as a Hugging Face model repository folder.
     Export(ExportArgs),
