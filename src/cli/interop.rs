@@ -113,11 +113,7 @@ pub(super) fn import_cmd(a: &ImportArgs) -> anyhow::Result<()> {
         done.checkpoint.display(),
     );
     println!("file: {}", done.layout);
-    println!(
-        "method: {} ({})",
-        done.method.name(),
-        done.method_note
-    );
+    println!("method: {} ({})", done.method.name(), done.method_note);
     println!("ignored: {}", ignored_note(&done.ignored));
     Ok(())
 }

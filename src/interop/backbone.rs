@@ -41,9 +41,8 @@ use super::import::{imported_input, Imported};
 use super::pickle::Value;
 use super::torch_load::TorchFile;
 use crate::model::{Arch, Moco, ResNet, ResNetConfig};
-use crate::train::checkpoint::{self, TrainState};
+use crate::train::checkpoint;
 use crate::train::config::{ModelConfig, OptimizerConfig};
-use crate::train::sgd::Sgd;
 use crate::train::{Method, PretrainConfig};
 
 pub use crate::train::encoder_source::Backbone;
@@ -318,21 +317,8 @@ pub fn import(path: &Path, out: &Path) -> anyhow::Result<Imported> {
     };
     let moco = Moco::new(Device::Cpu, r, config.moco(None))?;
     let copied = backbone.copy_into_moco(&moco, path)?;
-    let sgd = Sgd::new(
-        moco.vs_q.variables(),
-        config.optimizer.momentum,
-        config.optimizer.weight_decay,
-    );
-    let state = TrainState {
-        imported_from: Some(path.display().to_string()),
-        input: backbone.input.clone(),
-        ..TrainState::at(&config, None, 0, 0, moco.queue.ptr())
-    };
-    let checkpoint = checkpoint::save(out, &moco, &sgd, &state)?;
-    crate::formats::atomic_write::write_string(
-        &crate::train::RunDir::new(out).config_toml(),
-        &config.to_toml()?,
-    )?;
+    let checkpoint =
+        super::import::write_run(out, path, &moco, &config, None, 0, backbone.input.clone())?;
     Ok(Imported {
         checkpoint,
         layout: backbone.layout,

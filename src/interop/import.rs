@@ -94,6 +94,43 @@ pub fn imported_input(channels: usize) -> InputSpec {
     }
 }
 
+/// Writes the run folder `out` (which must hold no checkpoints) of an
+/// imported model: one checkpoint at `epoch` with fresh optimizer state and
+/// `imported_from` set (its config is inferred from tensor shapes and
+/// defaults, so the first `--resume` may set the rest), and `config.toml`.
+/// Returns the checkpoint folder.
+pub(crate) fn write_run(
+    out: &Path,
+    source: &Path,
+    moco: &Moco,
+    config: &PretrainConfig,
+    geo_classes: Option<i64>,
+    epoch: usize,
+    input: InputSpec,
+) -> anyhow::Result<PathBuf> {
+    anyhow::ensure!(
+        checkpoint::latest(out)?.is_none(),
+        "{}: already holds checkpoints; import into a new folder",
+        out.display()
+    );
+    let sgd = Sgd::new(
+        moco.vs_q.variables(),
+        config.optimizer.momentum,
+        config.optimizer.weight_decay,
+    );
+    let state = TrainState {
+        imported_from: Some(source.display().to_string()),
+        input,
+        ..TrainState::at(config, geo_classes, epoch, 0, moco.queue.ptr())
+    };
+    let checkpoint = checkpoint::save(out, moco, &sgd, &state)?;
+    crate::formats::atomic_write::write_string(
+        &crate::train::RunDir::new(out).config_toml(),
+        &config.to_toml()?,
+    )?;
+    Ok(checkpoint)
+}
+
 /// `geossl import`: a MoCo / GASSL checkpoint (any file holding
 /// `encoder_q.*` tensors) through [`import_moco`], any other `.pth` or a
 /// `.safetensors` file as a plain backbone through
@@ -343,27 +380,7 @@ pub fn import_moco(pth: &Path, out: &Path) -> anyhow::Result<Imported> {
     let mut unused: Vec<String> = tensors.into_keys().collect();
     unused.sort();
     ignored.splice(0..0, unused);
-    anyhow::ensure!(
-        checkpoint::latest(out)?.is_none(),
-        "{}: already holds checkpoints; import into a new folder",
-        out.display()
-    );
-    let sgd = Sgd::new(
-        moco.vs_q.variables(),
-        config.optimizer.momentum,
-        config.optimizer.weight_decay,
-    );
-    let state = TrainState {
-        // Its config is inferred from tensor shapes: a resume may set the rest.
-        imported_from: Some(pth.display().to_string()),
-        input,
-        ..TrainState::at(&config, geo_classes, epoch, 0, moco.queue.ptr())
-    };
-    let checkpoint = checkpoint::save(out, &moco, &sgd, &state)?;
-    crate::formats::atomic_write::write_string(
-        &crate::train::RunDir::new(out).config_toml(),
-        &config.to_toml()?,
-    )?;
+    let checkpoint = write_run(out, pth, &moco, &config, geo_classes, epoch, input)?;
     Ok(Imported {
         checkpoint,
         layout,
