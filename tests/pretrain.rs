@@ -523,3 +523,52 @@ fn pretrain_starts_with_a_summary_and_shows_progress_from_the_first_step() {
             "warning: no place has two views (location_id with several images), so temporal positives never occur and moco-tp reduces to MoCo-v2 (moco)",
         ));
 }
+
+/// `pretrain --init RUN` starts both encoders from another run's query
+/// encoder (the way to start from a MoCo checkpoint: `geossl import` it,
+/// then pass the run folder). With lr 0 nothing moves, so after one epoch
+/// every backbone weight of both encoders is the source run's query
+/// encoder's, bit for bit.
+#[test]
+fn pretrain_init_from_a_run_folder_starts_from_its_query_encoder() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = world(dir.path(), 8, 16, 2);
+    let source = dir.path().join("source");
+    tiny_pretrain(&manifest, &source)
+        .args(["--epochs", "1"])
+        .assert()
+        .success();
+    let run = dir.path().join("init");
+    tiny_pretrain(&manifest, &run)
+        .args(["--epochs", "1", "--lr", "0", "--init"])
+        .arg(&source)
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("the query encoder of"));
+    let from = checkpoint_tensors(&source, "epoch-0001");
+    let to = checkpoint_tensors(&run, "epoch-0001");
+    let mut compared = 0;
+    for (name, t) in &from {
+        let Some(rest) = name.strip_prefix("encoder_q.") else {
+            continue;
+        };
+        // BN running statistics move in every training-mode pass, and the
+        // MLP head starts fresh.
+        if rest.starts_with("fc.")
+            || rest.contains("running_")
+            || rest.ends_with("num_batches_tracked")
+        {
+            continue;
+        }
+        for encoder in ["encoder_q.", "encoder_k."] {
+            assert!(t.equal(&to[&format!("{encoder}{rest}")]), "{encoder}{rest}");
+            compared += 1;
+        }
+    }
+    assert!(compared >= 40, "{compared} tensors compared");
+    let fresh = checkpoint_tensors(&source, "epoch-0001")["encoder_q.fc.0.weight"].shallow_clone();
+    assert!(
+        !fresh.equal(&to["encoder_q.fc.0.weight"]),
+        "the MLP head starts fresh"
+    );
+}

@@ -187,8 +187,10 @@ pub struct KnnArgs {
 
 #[derive(Args, Debug)]
 pub struct EmbedArgs {
+    /// A pretraining run folder (its latest checkpoint), a checkpoint folder, a classifier folder from `finetune`, or a torchvision/timm backbone file (.pth, .safetensors).
     #[arg(long)]
     pub checkpoint: PathBuf,
+    /// The rows to embed (a manifest CSV).
     #[arg(long)]
     pub manifest: PathBuf,
     /// Output .npy (float32, rows x features; the rows go to the .csv beside it), or .parquet with --format parquet.

@@ -6,7 +6,7 @@ use clap::Args;
 
 #[derive(Args, Debug)]
 pub struct ExportArgs {
-    /// A pretraining run folder (its latest checkpoint), a checkpoint folder, or a classifier folder.
+    /// A pretraining run folder (its latest checkpoint), a checkpoint folder, a classifier folder, or (--format safetensors) a torchvision/timm backbone file (.pth, .safetensors).
     #[arg(long)]
     pub checkpoint: PathBuf,
     /// Output .safetensors file, or (--format hf) the repository folder: new, empty, or a previous hf export (replaced).
@@ -28,7 +28,7 @@ pub struct ExportArgs {
 
 #[derive(Args, Debug)]
 pub struct ImportArgs {
-    /// The checkpoint, e.g. moco_v2_200ep.pth.tar.
+    /// A MoCo/GASSL checkpoint (torch.save, zip or legacy format, e.g. moco_v2_800ep_pretrain.pth.tar) or a torchvision/timm/torchgeo backbone file (.pth, .safetensors).
     #[arg(long)]
     pub pth: PathBuf,
     /// New run folder that receives checkpoints/epoch-NNNN and config.toml.

@@ -56,7 +56,7 @@ pub enum Command {
     Embed(EmbedArgs),
     /// Write an encoder as safetensors with torchvision's names (loads into torchvision.models.resnet*), or (--format hf) as a Hugging Face model repository folder.
     Export(ExportArgs),
-    /// Import a PyTorch MoCo/GASSL checkpoint (torch.save zip) as a geossl run; no pickle code is executed.
+    /// Import a PyTorch MoCo/GASSL checkpoint (torch.save, zip or legacy) or a torchvision/timm backbone file as a geossl run; no pickle code is executed.
     Import(ImportArgs),
     /// Benchmarks.
     #[command(subcommand)]

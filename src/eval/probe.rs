@@ -373,7 +373,10 @@ pub fn linear_probe(
 }
 
 /// [`linear_probe`] with its report written to `report_path` (JSON) and
-/// its TensorBoard scalars beside it, in `tb/probe` of the report's folder.
+/// its TensorBoard scalars beside it: in `tb/probe` of the report's folder
+/// for a `probe.json`, else in `tb/<report name without .json>` (the
+/// `resnet50.probe.json` of a backbone file, a `--out` of its own), so
+/// probes that share a folder keep their own curves.
 pub fn linear_probe_to(
     encoder: &Encoder,
     task: &Task,
@@ -382,7 +385,13 @@ pub fn linear_probe_to(
     report_path: &Path,
 ) -> anyhow::Result<ProbeOutcome> {
     let folder = report_path.parent().unwrap_or(Path::new("."));
-    let tb = tensorboard::log_dir(folder, "probe");
+    let name = report_path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .filter(|n| *n != "probe.json")
+        .map(|n| n.strip_suffix(".json").unwrap_or(n))
+        .unwrap_or("probe");
+    let tb = tensorboard::log_dir(folder, name);
     let outcome = linear_probe(encoder, task, config, quiet, Some(&tb))?;
     outcome.report.write_json(report_path)?;
     Ok(outcome)

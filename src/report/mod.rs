@@ -452,7 +452,7 @@ fn stale_evaluation(run: &Run, name: &str, report: &ClassificationReport) -> Opt
     let last = run.last_epoch()?.epoch;
     (evaluated < last).then(|| {
         format!(
-            "The {name} evaluated the checkpoint of epoch {evaluated}, but the run has trained {last} epochs since: rerun it on the newest checkpoint."
+            "The {name} evaluated the checkpoint of epoch {evaluated}, but the run has trained to epoch {last} since: rerun it on the newest checkpoint."
         )
     })
 }

@@ -415,13 +415,16 @@ config_section! {
         /// 3x3 stride-1 stem without max-pool, for small images.
         small_input: bool = false,
         /// Start both encoders' backbones from this file (a torchvision,
-        /// timm or torchgeo ResNet state dict, .pth or .safetensors; the MLP
-        /// head starts fresh); empty: a random initialisation.
+        /// timm or torchgeo ResNet state dict, .pth or .safetensors) or from
+        /// the query encoder of a run or checkpoint folder (one `geossl
+        /// import` made of a MoCo checkpoint included) or a classifier
+        /// folder's backbone; the MLP head starts fresh. Empty: a random
+        /// initialisation.
         ///
         /// Its arch, width, stem and input channels must be the run's
         /// (--arch, --width, --small-input, --bands); read when the run
         /// starts, not on --resume (the checkpoint holds the weights).
-        init: PathBuf = PathBuf::new() => "FILE",
+        init: PathBuf = PathBuf::new() => "PATH",
     }
 }
 

@@ -227,3 +227,52 @@ pub fn read_backbone(path: &Path) -> anyhow::Result<Backbone> {
     })?;
     reader(path)
 }
+
+/// The backbone at any path `--checkpoint` accepts ([`EncoderSource`]):
+/// a backbone file through the registered reader, the query encoder of a
+/// pretraining run or checkpoint folder (a run `geossl import` made from a
+/// MoCo checkpoint included), or a classifier folder's backbone. What
+/// `pretrain --init` starts from. Errors: those of
+/// [`EncoderSource::resolve`] and of reading the weights.
+pub fn backbone_of(path: &Path) -> anyhow::Result<Backbone> {
+    let (resnet, input, file, prefix, layout) = match EncoderSource::resolve(path)? {
+        EncoderSource::Backbone { path } => return read_backbone(&path),
+        EncoderSource::Checkpoint { dir, state } => (
+            state.config.resnet(&state.input),
+            state.input.clone(),
+            dir.model_safetensors(),
+            "encoder_q.",
+            format!(
+                "the query encoder of {} ({}, epoch {})",
+                dir.path().display(),
+                state.config.method.name(),
+                state.epoch
+            ),
+        ),
+        EncoderSource::Classifier { dir, info } => (
+            info.resnet,
+            info.input.clone(),
+            dir.weights(),
+            "",
+            format!("the backbone of classifier {}", dir.path().display()),
+        ),
+    };
+    let mut tensors = BTreeMap::new();
+    let mut ignored = Vec::new();
+    for (name, t) in crate::formats::safetensors::read_safetensors(&file)? {
+        match name.strip_prefix(prefix).filter(|n| !n.starts_with("fc.")) {
+            Some(rest) => {
+                tensors.insert(rest.to_string(), t);
+            }
+            None => ignored.push(name),
+        }
+    }
+    ignored.sort();
+    Ok(Backbone {
+        tensors,
+        resnet,
+        input,
+        layout,
+        ignored,
+    })
+}

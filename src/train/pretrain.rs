@@ -493,7 +493,7 @@ fn init_from_backbone(
     {
         return Ok(());
     }
-    let backbone = super::encoder_source::read_backbone(path)?;
+    let backbone = super::encoder_source::backbone_of(path)?;
     let (file, run) = (backbone.resnet, moco.resnet);
     if file != run {
         let show = |r: crate::model::ResNetConfig| {
