@@ -35,20 +35,8 @@ fn export_hf(run: &Path, out: &Path, extra: &[&str]) -> assert_cmd::assert::Asse
 fn hub_run(d: &Path) -> (PathBuf, PathBuf) {
     let manifest = world(d, 12, 40, 3);
     let run = d.join("run");
-    geossl()
-        .args(["pretrain", "--manifest"])
-        .arg(&manifest)
-        .args([
-            "--method",
-            "moco-tp-geo",
-            "--arch",
-            "resnet18",
-            "--image-size",
-            "32",
-        ])
-        .args(["--epochs", "1", "--batch-size", "4", "--moco-k", "8"])
-        .args(["--bn-groups", "2", "--threads", "2", "--out"])
-        .arg(&run)
+    pretrain(&manifest, &run)
+        .args(["--epochs", "1"])
         .assert()
         .success();
     for (cmd, extra) in [
@@ -66,16 +54,41 @@ fn hub_run(d: &Path) -> (PathBuf, PathBuf) {
             .success();
     }
     // A finetune folder inside the run folder: the card finds it.
+    finetune(&run, &manifest, &run.join("ft"), &[]);
+    (manifest, run)
+}
+
+/// `geossl pretrain` of [`hub_run`] into `run`, without `--epochs`.
+fn pretrain(manifest: &Path, run: &Path) -> assert_cmd::Command {
+    let mut cmd = geossl();
+    cmd.args(["pretrain", "--manifest"])
+        .arg(manifest)
+        .args([
+            "--method",
+            "moco-tp-geo",
+            "--arch",
+            "resnet18",
+            "--image-size",
+            "32",
+        ])
+        .args(["--batch-size", "4", "--moco-k", "8"])
+        .args(["--bn-groups", "2", "--threads", "2", "--out"])
+        .arg(run);
+    cmd
+}
+
+/// `geossl finetune` of `checkpoint` for 1 epoch into `out`.
+fn finetune(checkpoint: &Path, manifest: &Path, out: &Path, extra: &[&str]) {
     geossl()
         .args(["finetune", "--checkpoint"])
-        .arg(&run)
+        .arg(checkpoint)
         .arg("--manifest")
-        .arg(&manifest)
+        .arg(manifest)
         .args(["--epochs", "1", "--device", "cpu", "--out"])
-        .arg(run.join("ft"))
+        .arg(out)
+        .args(extra)
         .assert()
         .success();
-    (manifest, run)
 }
 
 /// The export loads in timm (file overlay and `local-dir:`) and torchvision
@@ -154,7 +167,10 @@ fn a_hub_export_loads_in_timm_and_torchvision_and_its_card_holds_the_runs_figure
     let expected = [
         "MoCo-v2+TP+Geo".to_string(),
         "Geography-Aware Self-Supervised Learning".to_string(),
-        format!("1 of 1 epochs, {} steps, batch size 4", state["step"]),
+        format!("1 of 1 epoch, {} steps, batch size 4", state["step"]),
+        "lr 0.03 x 4/256 = 0.00046875".to_string(),
+        "from scratch".to_string(),
+        "| linear probe | epoch 1 |".to_string(),
         "**Geo-location classes:** 3".to_string(),
         format!("**Images:** {};", state["rows"]),
         format!("**places:** {}", places.len()),
@@ -162,11 +178,12 @@ fn a_hub_export_loads_in_timm_and_torchvision_and_its_card_holds_the_runs_figure
         pct(&json(&run.join("probe.json"))["top1"]),
         pct(&json(&run.join("knn.json"))["top1"]),
         format!(
-            "| fine-tuned (1 epochs) | val | {} |",
+            "| fine-tuned (1 epoch) | epoch 1 | val | {} |",
             json(&run.join("ft/report.json"))["test_images"]
         ),
         "num_classes=0".to_string(),
-        "s over 1 epoch(s)".to_string(),
+        "s, the sum of the durations of 1 epoch in metrics.jsonl".to_string(),
+        "s over 1 launch (run.json".to_string(),
     ];
     for want in &expected {
         assert!(
@@ -192,6 +209,126 @@ fn a_hub_export_loads_in_timm_and_torchvision_and_its_card_holds_the_runs_figure
         std::fs::read_to_string(other.join("notes.txt")).unwrap(),
         "mine"
     );
+    provenance(d, &manifest, &run);
+}
+
+/// Only fine-tunes of this run count; evaluations of another epoch say so;
+/// imported and `--init` runs say where their weights came from.
+fn provenance(d: &Path, manifest: &Path, run: &Path) {
+    let repo = d.join("repo");
+    let card = || std::fs::read_to_string(repo.join("README.md")).unwrap();
+    // A from-scratch fine-tune inside the run folder is skipped, named on
+    // stderr; passed with --finetune it is refused.
+    let scratch = run.join("scratch");
+    finetune(run, manifest, &scratch, &["--from-scratch"]);
+    export_hf(run, &repo, &[])
+        .success()
+        .stderr(predicate::str::contains(format!(
+            "{}: skipped, fine-tuned from random initialisation",
+            scratch.display()
+        )));
+    let text = card();
+    assert!(!text.contains(&scratch.display().to_string()), "{text}");
+    let outside = d.join("scratch");
+    std::fs::rename(&scratch, &outside).unwrap();
+    export_hf(run, &repo, &["--finetune", outside.to_str().unwrap()])
+        .failure()
+        .stderr(predicate::str::contains(format!(
+            "{}: fine-tuned from random initialisation (classifier.json init), not from this run",
+            outside.display()
+        )));
+
+    // A second epoch: the epoch-1 evaluations are marked, with a warning;
+    // a fine-tune of this run outside its folder counts.
+    let ft = d.join("ft");
+    std::fs::rename(run.join("ft"), &ft).unwrap();
+    pretrain(manifest, run)
+        .args(["--resume", "--epochs", "2"])
+        .assert()
+        .success();
+    let stale = "epoch 1; the exported checkpoint is epoch 2";
+    export_hf(run, &repo, &["--finetune", ft.to_str().unwrap()])
+        .success()
+        .stderr(predicate::str::contains(format!(
+            "warning: {}: evaluated the checkpoint of epoch 1; the exported checkpoint is epoch 2",
+            run.join("probe.json").display()
+        )));
+    for want in [
+        format!("| linear probe | {stale} |"),
+        format!("| kNN | {stale} |"),
+        format!("| fine-tuned (1 epoch) | {stale} |"),
+        "2 of 2 epochs".to_string(),
+        "of 2 epochs in metrics.jsonl".to_string(),
+        "over 2 launches".to_string(),
+    ] {
+        assert!(card().contains(&want), "{want} not in\n{}", card());
+    }
+
+    // An import of the run's backbone: no training details, method unknown.
+    let file = d.join("backbone.safetensors");
+    geossl()
+        .args(["export", "--checkpoint"])
+        .arg(run)
+        .arg("--out")
+        .arg(&file)
+        .assert()
+        .success();
+    let imported = d.join("imported");
+    geossl()
+        .args(["import", "--pth"])
+        .arg(&file)
+        .arg("--out")
+        .arg(&imported)
+        .assert()
+        .success();
+    export_hf(&imported, &repo, &["--finetune", ft.to_str().unwrap()])
+        .failure()
+        .stderr(predicate::str::contains(format!(
+            "{}: fine-tuned from {}",
+            ft.display(),
+            run.display()
+        )));
+    export_hf(&imported, &repo, &[]).success();
+    let text = card();
+    let from = format!("imported from `{}` by geossl import", file.display());
+    for want in [
+        from.as_str(),
+        "method it was trained with is unknown",
+        "not recorded in the file",
+    ] {
+        assert!(text.contains(want), "{want} not in\n{text}");
+    }
+    for absent in [
+        "pretrained with",
+        "pretrained by",
+        "**Data:**",
+        "**Budget:**",
+        "**MoCo:**",
+        "- moco\n",
+    ] {
+        assert!(!text.contains(absent), "{absent} in\n{text}");
+    }
+    let geo = &json(&repo.join("config.json"))["geossl"];
+    assert_eq!(geo["imported_from"], file.display().to_string());
+    assert_eq!(geo["method"], "unknown");
+    assert!(geo.get("manifest").is_none(), "{geo}");
+
+    // A run started with --init FILE says so.
+    let init = d.join("init");
+    pretrain(manifest, &init)
+        .args(["--epochs", "1", "--init"])
+        .arg(&file)
+        .assert()
+        .success();
+    export_hf(&init, &repo, &[]).success();
+    let text = card();
+    let from = format!("initialised from `{}` (pretrain --init)", file.display());
+    assert!(
+        text.contains(&from) && !text.contains("from scratch"),
+        "{text}"
+    );
+    let geo = &json(&repo.join("config.json"))["geossl"];
+    assert_eq!(geo["init"], file.display().to_string());
 }
 
 /// Encoders no timm/torchvision builder holds, and parts other than the

@@ -213,8 +213,29 @@ fn hf_config(
             "conv1": format!("torch.nn.Conv2d({c}, 64, kernel_size=7, stride=2, padding=3, bias=False)"),
             "missing_keys": ["fc.weight", "fc.bias"],
         },
-        "geossl": meta_json(meta),
+        "geossl": geossl_section(facts, meta),
     })
+}
+
+/// The `geossl` section: the export's metadata, plus where the weights
+/// came from: `imported_from` (a `geossl import` run: its `manifest` is a
+/// default, not the data, and is left out; a backbone file's `method` is
+/// `unknown`) or `init` (`pretrain --init FILE`).
+fn geossl_section(facts: &RunFacts, meta: &BTreeMap<String, String>) -> serde_json::Value {
+    let mut section = meta_json(meta);
+    if let Some(file) = &facts.imported_from {
+        section["imported_from"] = json!(file);
+        if let Some(map) = section.as_object_mut() {
+            map.remove("manifest");
+        }
+        if facts.method_unknown() {
+            section["method"] = json!("unknown");
+        }
+    }
+    if let Some(file) = &facts.init {
+        section["init"] = json!(file);
+    }
+    section
 }
 
 /// The safetensors metadata as JSON, its JSON-valued entries parsed (the

@@ -56,6 +56,9 @@ pub struct Evaluation {
     /// The file it was read from.
     pub source: PathBuf,
     pub report: ClassificationReport,
+    /// The epoch of the checkpoint it evaluated (from the report's
+    /// `encoder` or the classifier's `init`: `PATH (Method, epoch N)`).
+    pub epoch: Option<usize>,
 }
 
 /// What the card says about a run, gathered from its files.
@@ -83,6 +86,14 @@ pub struct RunFacts {
     pub input: InputSpec,
     pub checkpoint: String,
     pub evaluations: Vec<Evaluation>,
+    /// The file `geossl import` made this run from (`state.json`'s
+    /// `imported_from`): the training details above are then geossl's
+    /// defaults, not facts, and the card leaves them out.
+    pub imported_from: Option<String>,
+    /// The backbone file the run started from (`pretrain --init`).
+    pub init: Option<String>,
+    /// Total wall time of the run's launches (`run.json`), seconds.
+    pub launches_wall: Option<(f64, usize)>,
 }
 
 impl RunFacts {
@@ -99,6 +110,13 @@ impl RunFacts {
         let manifest = meta.get("manifest").cloned().unwrap_or_default();
         let rows = training_rows(Path::new(&manifest), &c.split);
         let run = dir.run_dir();
+        let init = c.model.init.as_os_str();
+        let evaluations = evaluations(dir, run.as_ref(), finetune)?;
+        for e in &evaluations {
+            if let Some(note) = stale_note(e, state.epoch) {
+                eprintln!("warning: {}: {note}", e.source.display());
+            }
+        }
         Ok(Self {
             method: c.method,
             epochs: (state.epoch, c.optimizer.epochs),
@@ -116,9 +134,18 @@ impl RunFacts {
             image_size: c.data.image_size,
             input: state.input.clone(),
             checkpoint: dir.path().display().to_string(),
-            evaluations: evaluations(run.as_ref(), finetune)?,
+            evaluations,
             manifest,
+            imported_from: state.imported_from.clone(),
+            init: (!init.is_empty()).then(|| init.to_string_lossy().into_owned()),
+            launches_wall: run.as_ref().and_then(launches_wall),
         })
+    }
+
+    /// A backbone-file import: an epoch-0 MoCo run with `imported_from`
+    /// (`backbone::import` writes that; the file says nothing of a method).
+    pub fn method_unknown(&self) -> bool {
+        self.imported_from.is_some() && self.method == Method::Moco && self.epochs.0 == 0
     }
 }
 
@@ -153,18 +180,60 @@ fn read_report(path: &Path) -> anyhow::Result<ClassificationReport> {
         .with_context(|| format!("{}: not a geossl classification report", path.display()))
 }
 
+/// The total wall time of `run.json`'s launches and their count.
+fn launches_wall(run: &RunDir) -> Option<(f64, usize)> {
+    let record = crate::train::launches::RunRecord::read(run.path()).ok()?;
+    let secs: Vec<f64> = record.launches.iter().filter_map(|l| l.seconds()).collect();
+    (!secs.is_empty()).then(|| (secs.iter().sum(), secs.len()))
+}
+
+/// The checkpoint folder and epoch of an encoder description as
+/// `eval::Encoder::load` writes it for a checkpoint: `PATH (Method, epoch N)`;
+/// `None` for a random initialisation, a backbone file or a classifier.
+pub fn encoder_checkpoint(source: &str) -> Option<(PathBuf, usize)> {
+    let (path, rest) = source.rsplit_once(" (")?;
+    let epoch = rest.strip_suffix(')')?.rsplit_once(", epoch ")?.1;
+    Some((PathBuf::from(path), epoch.parse().ok()?))
+}
+
+/// Says so when `e` evaluated another checkpoint than the exported one.
+pub fn stale_note(e: &Evaluation, exported: usize) -> Option<String> {
+    let epoch = e.epoch?;
+    (epoch != exported).then(|| {
+        format!("evaluated the checkpoint of epoch {epoch}; the exported checkpoint is epoch {exported}")
+    })
+}
+
+/// The canonical run folder of a checkpoint folder (its path as given
+/// when it cannot be resolved).
+fn run_of(checkpoint: &Path) -> PathBuf {
+    let p = checkpoint
+        .canonicalize()
+        .unwrap_or_else(|_| checkpoint.to_path_buf());
+    CheckpointDir::new(&p)
+        .run_dir()
+        .map_or(p, |r| r.path().to_path_buf())
+}
+
 /// `probe.json` and `knn.json` of the run folder, then the classifier
-/// folders in it (sorted by name) and those of `--finetune`.
-fn evaluations(run: Option<&RunDir>, finetune: &[PathBuf]) -> anyhow::Result<Vec<Evaluation>> {
+/// folders in it (sorted by name) and those of `--finetune`: only those
+/// fine-tuned from a checkpoint of this run (their `classifier.json`
+/// `init`). A `--finetune` folder that started elsewhere is an error; one
+/// inside the run folder is skipped with a line on stderr.
+fn evaluations(
+    dir: &CheckpointDir,
+    run: Option<&RunDir>,
+    finetune: &[PathBuf],
+) -> anyhow::Result<Vec<Evaluation>> {
     let mut found = Vec::new();
     let mut classifiers = Vec::new();
     if let Some(run) = run {
         for (kind, path) in [("linear probe", run.probe_json()), ("kNN", run.knn_json())] {
             if path.is_file() {
                 let report = read_report(&path)?;
-                let kind = kind.to_string();
                 found.push(Evaluation {
-                    kind,
+                    kind: kind.to_string(),
+                    epoch: encoder_checkpoint(&report.encoder).map(|(_, e)| e),
                     source: path,
                     report,
                 });
@@ -179,45 +248,97 @@ fn evaluations(run: Option<&RunDir>, finetune: &[PathBuf]) -> anyhow::Result<Vec
         classifiers.extend(inside);
     }
     classifiers.extend(finetune.iter().cloned());
+    let this_run = run_of(dir.path());
     for path in classifiers {
-        let dir = ClassifierDir::new(&path);
-        let info = read_classifier_info(&dir)?;
-        let report_path = dir.report_json();
+        let named = finetune.contains(&path);
+        let cdir = ClassifierDir::new(&path);
+        let info = read_classifier_info(&cdir)?;
+        let from = encoder_checkpoint(&info.init).filter(|(c, _)| run_of(c) == this_run);
+        let Some((_, epoch)) = from else {
+            anyhow::ensure!(
+                !named,
+                "{}: fine-tuned from {} (classifier.json init), not from this run ({}); \
+                 --finetune names fine-tunes of the exported run",
+                path.display(),
+                info.init,
+                this_run.display()
+            );
+            eprintln!(
+                "{}: skipped, fine-tuned from {}, not from this run",
+                path.display(),
+                info.init
+            );
+            continue;
+        };
+        let report_path = cdir.report_json();
         if !report_path.is_file() {
             anyhow::ensure!(
-                !finetune.contains(&path),
+                !named,
                 "{}: no report.json (--finetune names a finished geossl finetune folder)",
                 path.display()
             );
             continue;
         }
-        let report = read_report(&report_path)?;
-        let kind = format!("fine-tuned ({} epochs)", info.epochs);
         found.push(Evaluation {
-            kind,
+            kind: format!("fine-tuned ({})", plural(info.epochs, "epoch")),
+            report: read_report(&report_path)?,
             source: report_path,
-            report,
+            epoch: Some(epoch),
         });
     }
     Ok(found)
 }
 
-/// The card: front matter, then the sections (see the module doc).
+/// `1 epoch`, `2 epochs`.
+fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        format!("{n} {word}")
+    } else {
+        format!("{n} {word}s")
+    }
+}
+
+/// The card: front matter, then the sections (see the module doc). An
+/// imported run's card says where the weights came from and states no
+/// training details (its config holds geossl's defaults, not the file's).
 pub fn render(facts: &RunFacts, resnet: &ResNetConfig, license: Option<&str>) -> String {
     let mut s = front_matter(facts, license);
-    let name = paper_name(facts.method);
     let arch = resnet.arch.name();
-    let _ = writeln!(s, "# {arch} pretrained with {name} (geossl)\n");
-    let _ = writeln!(
-        s,
-        "A {arch} backbone (torchvision/timm layout, no classifier: {} pooled features) \
-         pretrained by geossl with {name}, the method of Ayush et al., \
-         *{PAPER}*, ICCV 2021 ({}).\n",
-        resnet.feature_dim(),
-        method_text(facts.method)
-    );
+    let feat = resnet.feature_dim();
+    if let Some(file) = &facts.imported_from {
+        let _ = writeln!(s, "# {arch} imported from `{file}` (geossl)\n");
+        let method = if facts.method_unknown() {
+            "The method it was trained with is unknown (a plain backbone file).".to_string()
+        } else {
+            format!(
+                "Its layout is that of a {} checkpoint (a MoCo/GASSL file).",
+                paper_name(facts.method)
+            )
+        };
+        let _ = writeln!(
+            s,
+            "A {arch} backbone (torchvision/timm layout, no classifier: {feat} pooled features) \
+             imported from `{file}` by geossl import. {method} Training details (data, \
+             budget, MoCo settings) are not recorded in the file.\n"
+        );
+    } else {
+        let name = paper_name(facts.method);
+        let start = facts.init.as_ref().map_or("from scratch".to_string(), |f| {
+            format!("initialised from `{f}` (pretrain --init)")
+        });
+        let _ = writeln!(s, "# {arch} pretrained with {name} (geossl)\n");
+        let _ = writeln!(
+            s,
+            "A {arch} backbone (torchvision/timm layout, no classifier: {feat} pooled features) \
+             pretrained by geossl with {name}, {start}, the method of Ayush et al., \
+             *{PAPER}*, ICCV 2021 ({}).\n",
+            method_text(facts.method)
+        );
+    }
     s.push_str(&details(facts, resnet));
-    s.push_str(&training(facts));
+    if facts.imported_from.is_none() {
+        s.push_str(&training(facts));
+    }
     s.push_str(&results(facts));
     s.push_str(&usage(facts, resnet));
     let _ = writeln!(s, "## Citation\n\n```bibtex\n{CITATION}\n```");
@@ -245,7 +366,6 @@ fn front_matter(facts: &RunFacts, license: Option<&str>) -> String {
         ),
     }
     s.push_str("library_name: timm\npipeline_tag: image-feature-extraction\ntags:\n");
-    let method_tag = facts.method.name();
     for tag in [
         "image-feature-extraction",
         "timm",
@@ -254,10 +374,10 @@ fn front_matter(facts: &RunFacts, license: Option<&str>) -> String {
     ] {
         let _ = writeln!(s, "- {tag}");
     }
-    let _ = writeln!(
-        s,
-        "- {method_tag}\n- remote-sensing\n- satellite-imagery\n---\n"
-    );
+    if !facts.method_unknown() {
+        let _ = writeln!(s, "- {}", facts.method.name());
+    }
+    s.push_str("- remote-sensing\n- satellite-imagery\n---\n\n");
     s
 }
 
@@ -305,7 +425,18 @@ fn training(facts: &RunFacts) -> String {
         );
     }
     let (done, planned) = facts.epochs;
-    let _ = writeln!(s, "- **Budget:** {done} of {planned} epochs, {} steps, batch size {} on {} process(es), lr {}", facts.steps, facts.batch_size, facts.world_size, facts.lr);
+    let lr = facts.lr * facts.batch_size as f64 / 256.0;
+    let _ = writeln!(
+        s,
+        "- **Budget:** {done} of {}, {} steps, batch size {} on {} process(es), \
+         lr {} x {}/256 = {lr} (geossl scales the lr by batch/256)",
+        plural(planned, "epoch"),
+        facts.steps,
+        facts.batch_size,
+        facts.world_size,
+        facts.lr,
+        facts.batch_size
+    );
     let _ = writeln!(
         s,
         "- **MoCo:** queue {} keys, temperature {}",
@@ -314,10 +445,22 @@ fn training(facts: &RunFacts) -> String {
     let wall = facts.wall.map_or(
         "not recorded (no epoch durations in metrics.jsonl)".to_string(),
         |(secs, n)| {
-            format!("{secs:.1} s over {n} epoch(s) (sum of the epoch rows of metrics.jsonl)")
+            format!(
+                "{secs:.1} s, the sum of the durations of {} in metrics.jsonl",
+                plural(n, "epoch")
+            )
         },
     );
-    let _ = writeln!(s, "- **Wall time:** {wall}\n");
+    let _ = writeln!(s, "- **Training time:** {wall}");
+    if let Some((secs, n)) = facts.launches_wall {
+        let _ = writeln!(
+            s,
+            "- **Wall time:** {secs:.1} s over {} (run.json: start to last checkpoint or end, \
+             data loading and checkpoints included)",
+            plural(n, "launch")
+        );
+    }
+    s.push('\n');
     s
 }
 
@@ -327,14 +470,20 @@ fn results(facts: &RunFacts) -> String {
         s.push_str("No evaluation report was found in the run folder (probe.json, knn.json, finetune folders).\n\n");
         return s;
     }
-    s.push_str("| evaluation | test split | images | classes | top-1 | top-5 | macro F1 | evaluated encoder | report |\n");
-    s.push_str("|---|---|---|---|---|---|---|---|---|\n");
+    s.push_str("| evaluation | checkpoint | test split | images | classes | top-1 | top-5 | macro F1 | evaluated encoder | report |\n");
+    s.push_str("|---|---|---|---|---|---|---|---|---|---|\n");
+    let exported = facts.epochs.0;
     let pct = |v: f64| format!("{:.2}%", 100.0 * v);
     for e in &facts.evaluations {
         let r = &e.report;
+        let checkpoint = match (e.epoch, stale_note(e, exported)) {
+            (Some(n), None) => format!("epoch {n}"),
+            (Some(n), Some(_)) => format!("epoch {n}; the exported checkpoint is epoch {exported}"),
+            (None, _) => "not recorded".to_string(),
+        };
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {} | `{}` | `{}` |",
+            "| {} | {checkpoint} | {} | {} | {} | {} | {} | {} | `{}` | `{}` |",
             e.kind,
             r.test_split,
             r.test_images,
