@@ -127,6 +127,61 @@ fn gassl_and_moco_checkpoints_import_from_both_containers_with_pytorchs_geo_logi
     assert!(keys > 60, "{keys} key encoder tensors");
 }
 
+/// MoCo checkpoints as main_moco.py and others save them: data-only
+/// objects beside the weights (a numpy `best_acc1`, `args`) are named and
+/// skipped; without `arch` it comes from the encoder_q shapes; a wrong
+/// `arch` or a numpy array inside the state dict is refused by name.
+#[test]
+fn moco_files_with_numpy_args_or_no_arch_import_and_bad_ones_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    run_python("legacy_checkpoints.py", [d]);
+    let reference = d.join("moco-zip");
+    import(&d.join("moco_zip.pth.tar"), &reference);
+    let run = d.join("best-acc1");
+    let printed = import(&d.join("moco_best_acc1.pth.tar"), &run);
+    for expected in [
+        "resnet18, epoch 3",
+        "top-level best_acc1 (numpy._core.multiarray.scalar, not read)",
+        "top-level args (argparse.Namespace, not read)",
+        "top-level ema (2 tensors)",
+    ] {
+        assert!(printed.contains(expected), "{expected:?} not in {printed}");
+    }
+    assert_same_tensors(&reference, &run);
+    for (file, epoch) in [("moco_bare", "epoch 0"), ("moco_no_arch", "epoch 3")] {
+        let run = d.join(file);
+        let printed = import(&d.join(format!("{file}.pth.tar")), &run);
+        assert!(
+            printed.contains(&format!("resnet18, {epoch}")),
+            "{file}: {printed}"
+        );
+        assert_same_tensors(&reference, &run);
+    }
+    for (file, message) in [
+        (
+            "moco_wrong_arch",
+            "the file's arch entry \"resnet50\" and its encoder_q tensors (a resnet18) disagree",
+        ),
+        (
+            "moco_numpy_in_state_dict",
+            "state_dict entry module.extra is a numpy._core.multiarray._reconstruct, not a tensor",
+        ),
+    ] {
+        let out = d.join(file);
+        geossl()
+            .args(["import", "--pth"])
+            .arg(d.join(format!("{file}.pth.tar")))
+            .arg("--out")
+            .arg(&out)
+            .assert()
+            .failure()
+            .stderr(predicate::str::contains(message))
+            .stderr(predicate::str::contains("panicked").not());
+        assert!(!out.exists(), "{file}: no run folder for a refused file");
+    }
+}
+
 #[test]
 fn hostile_truncated_and_forged_legacy_files_are_refused_with_clear_errors() {
     let dir = tempfile::tempdir().unwrap();

@@ -37,7 +37,7 @@ use std::path::Path;
 
 use tch::{nn, Device, Kind, Tensor};
 
-use super::import::{imported_input, Imported};
+use super::import::{describe_top_level, imported_input, Imported};
 use super::pickle::Value;
 use super::torch_load::TorchFile;
 use crate::model::{Arch, Moco, ResNet, ResNetConfig};
@@ -65,7 +65,7 @@ pub fn register() {
 /// MoCo checkpoint is sent to `geossl import`.
 pub fn read(path: &Path) -> anyhow::Result<Backbone> {
     let src = path.display();
-    let (named, wrapper, format) = named_tensors(path)?;
+    let (named, wrapper, format, top_level) = named_tensors(path)?;
     let prefix = find_prefix(path, &named)?;
     let stripped: HashMap<String, &Tensor> = named
         .iter()
@@ -104,10 +104,15 @@ pub fn read(path: &Path) -> anyhow::Result<Backbone> {
         .cloned()
         .collect();
     ignored.sort();
+    ignored.extend(top_level);
     let layout = format!(
         "torchvision/timm ResNet-{} {format} ({}, {})",
         &resnet.arch.name()["resnet".len()..],
-        wrapper.map_or("bare".to_string(), |w| format!("wrapped in '{w}'")),
+        match wrapper {
+            None => "bare".to_string(),
+            Some(w @ "state_dict_ema") => format!("wrapped in '{w}': timm's EMA weights"),
+            Some(w) => format!("wrapped in '{w}'"),
+        },
         if prefix.is_empty() {
             "no prefix".to_string()
         } else {
@@ -123,14 +128,32 @@ pub fn read(path: &Path) -> anyhow::Result<Backbone> {
     })
 }
 
-/// Every tensor of the file's state dict by name, the wrapper key it was
-/// under (`state_dict`, `model`) and the file format, for the layout.
-fn named_tensors(
-    path: &Path,
-) -> anyhow::Result<(BTreeMap<String, Tensor>, Option<&'static str>, String)> {
+/// What [`named_tensors`] returns: every tensor of the state dict by name,
+/// the wrapper key it was under, the file format (for the layout) and the
+/// other top-level entries of a wrapped file, as `ignored` lists them.
+type Named = (
+    BTreeMap<String, Tensor>,
+    Option<&'static str>,
+    String,
+    Vec<String>,
+);
+
+/// The keys a state dict may be wrapped under, in order of preference:
+/// Lightning's and timm's `state_dict`, torchvision's reference scripts'
+/// and DeiT's `model`, and timm's `state_dict_ema` (the EMA weights, the
+/// ones timm publishes) when the file holds only those.
+const WRAPPERS: [&str; 3] = ["state_dict", "model", "state_dict_ema"];
+
+/// Every tensor of the file's state dict by name (see [`Named`]).
+fn named_tensors(path: &Path) -> anyhow::Result<Named> {
     if path.extension().is_some_and(|e| e == "safetensors") {
         let tensors = crate::formats::safetensors::read_safetensors(path)?;
-        return Ok((tensors.into_iter().collect(), None, "safetensors".into()));
+        return Ok((
+            tensors.into_iter().collect(),
+            None,
+            "safetensors".into(),
+            Vec::new(),
+        ));
     }
     let file = TorchFile::read(path)?;
     let root = &file.root;
@@ -141,7 +164,7 @@ fn named_tensors(
             value_kind(root)
         );
     };
-    let (dict, wrapper) = match ["state_dict", "model"]
+    let (dict, wrapper) = match WRAPPERS
         .into_iter()
         .find(|k| matches!(root.get(k), Some(Value::Dict(_))))
     {
@@ -158,10 +181,18 @@ fn named_tensors(
             first_keys(dict_keys(dict).into_iter())
         );
     }
+    let mut top_level = Vec::new();
+    if let (Some(w), Value::Dict(items)) = (wrapper, root) {
+        for (k, v) in items.iter().filter(|(k, _)| k.as_str() != Some(w)) {
+            let name = k.as_str().map_or_else(|| format!("{k:?}"), str::to_string);
+            top_level.extend(describe_top_level(&name, v, true));
+        }
+    }
     Ok((
         tensors.into_iter().collect(),
         wrapper,
         format!("state dict ({})", file.format.describe()),
+        top_level,
     ))
 }
 
@@ -251,8 +282,13 @@ fn known_chain(prefix: &str) -> bool {
     true
 }
 
-/// The ResNet whose tensors `stripped` holds (names without the prefix).
-fn infer_resnet(path: &Path, stripped: &HashMap<String, &Tensor>) -> anyhow::Result<ResNetConfig> {
+/// The ResNet whose tensors `stripped` holds (names without the prefix;
+/// `conv1.weight` must be among them). `import_moco` uses it on
+/// `encoder_q.*` too.
+pub(crate) fn infer_resnet(
+    path: &Path,
+    stripped: &HashMap<String, &Tensor>,
+) -> anyhow::Result<ResNetConfig> {
     let src = path.display();
     let conv1 = stripped["conv1.weight"].size();
     anyhow::ensure!(

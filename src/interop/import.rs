@@ -184,9 +184,36 @@ fn tensor_count(v: &Value) -> usize {
     }
 }
 
-/// The top-level entries of a checkpoint dict that hold tensors and are
-/// not used: the optimizer state and anything unknown (an EMA model, a
-/// second head, ...), each named with its tensor count.
+/// The first data-only object in `v` ([`Value::Opaque`]), by its global.
+fn opaque_in(v: &Value) -> Option<&'static str> {
+    match v {
+        Value::Opaque(kind) => Some(kind),
+        Value::List(items) | Value::Tuple(items) => items.iter().find_map(opaque_in),
+        Value::Dict(items) => items
+            .iter()
+            .find_map(|(k, v)| opaque_in(k).or_else(|| opaque_in(v))),
+        _ => None,
+    }
+}
+
+/// How an unused top-level entry `name` is listed in `ignored`: with its
+/// tensor count, or the data-only object it is or holds (e.g. "top-level
+/// args (argparse.Namespace, not read)"); a plain value (a number, a
+/// string) only when `plain`, else None.
+pub(crate) fn describe_top_level(name: &str, v: &Value, plain: bool) -> Option<String> {
+    match (tensor_count(v), v, opaque_in(v)) {
+        (1, ..) => Some(format!("top-level {name} (1 tensor)")),
+        (0, Value::Opaque(kind), _) => Some(format!("top-level {name} ({kind}, not read)")),
+        (0, _, Some(kind)) => Some(format!("top-level {name} (holds a {kind}, not read)")),
+        (0, ..) => plain.then(|| format!("top-level {name} (not read)")),
+        (n, ..) => Some(format!("top-level {name} ({n} tensors)")),
+    }
+}
+
+/// The top-level entries of a checkpoint dict that are not used: the
+/// optimizer state, anything unknown that holds tensors (an EMA model, a
+/// second head, ...) with its tensor count, and data-only objects
+/// (`args`, a numpy `best_acc1`) by their type.
 fn top_level_ignored(root: &Value) -> Vec<String> {
     let Value::Dict(items) = root else {
         return Vec::new();
@@ -196,18 +223,14 @@ fn top_level_ignored(root: &Value) -> Vec<String> {
     }
     let mut out = Vec::new();
     for (k, v) in items {
-        let n = match tensor_count(v) {
-            0 => continue,
-            1 => "1 tensor".to_string(),
-            n => format!("{n} tensors"),
-        };
-        match k.as_str() {
-            Some("optimizer") => out.push(format!(
-                "optimizer state ({n}; a resumed run starts with fresh momentum)"
+        let name = k.as_str().map_or_else(|| format!("{k:?}"), str::to_string);
+        match (name.as_str(), tensor_count(v)) {
+            ("optimizer", n) if n > 0 => out.push(format!(
+                "optimizer state ({n} tensor{}; a resumed run starts with fresh momentum)",
+                if n == 1 { "" } else { "s" }
             )),
-            Some(name) if TOP_LEVEL.contains(&name) => {}
-            Some(name) => out.push(format!("top-level {name} ({n})")),
-            None => out.push(format!("top-level {k:?} ({n})")),
+            (known, _) if TOP_LEVEL.contains(&known) && opaque_in(v).is_none() => {}
+            _ => out.extend(describe_top_level(&name, v, false)),
         }
     }
     out
@@ -294,10 +317,7 @@ pub fn import_moco(pth: &Path, out: &Path) -> anyhow::Result<Imported> {
     let mut ignored = top_level_ignored(root);
     let geo_dict = carry_geo_dict(&file, pth, &mut tensors, &mut ignored)?;
     let key_copied = copy_query_to_key(&mut tensors);
-    let arch_name = root.get("arch").and_then(Value::as_str).unwrap_or("");
-    let arch = arch_named(arch_name).ok_or_else(|| {
-        anyhow::anyhow!("{src}: arch {arch_name:?} is not one of resnet18, resnet34, resnet50")
-    })?;
+    let arch = moco_arch(pth, root, &tensors)?;
     let epoch = match root.get("epoch") {
         Some(Value::Int(e)) if *e >= 0 => *e as usize,
         _ => 0,
@@ -394,6 +414,38 @@ pub fn import_moco(pth: &Path, out: &Path) -> anyhow::Result<Imported> {
     })
 }
 
+/// The encoder's architecture: inferred from the `encoder_q.*` shapes as
+/// for a plain backbone ([`super::backbone::infer_resnet`]); the file's
+/// `arch` entry, when there is one, must name the same.
+fn moco_arch(pth: &Path, root: &Value, tensors: &HashMap<String, Tensor>) -> anyhow::Result<Arch> {
+    let src = pth.display();
+    let query: HashMap<String, &Tensor> = tensors
+        .iter()
+        .filter_map(|(n, t)| Some((n.strip_prefix("encoder_q.")?.to_string(), t)))
+        .collect();
+    anyhow::ensure!(
+        query.contains_key("conv1.weight"),
+        "{src}: missing encoder_q.conv1.weight"
+    );
+    let inferred = super::backbone::infer_resnet(pth, &query)
+        .map_err(|e| anyhow::anyhow!("{e} (in encoder_q.*)"))?
+        .arch;
+    match root.get("arch") {
+        None => Ok(inferred),
+        Some(Value::Str(name)) => match arch_named(name) {
+            Some(arch) if arch == inferred => Ok(arch),
+            Some(_) => anyhow::bail!(
+                "{src}: the file's arch entry {name:?} and its encoder_q tensors (a {}) disagree",
+                inferred.name()
+            ),
+            None => {
+                anyhow::bail!("{src}: arch {name:?} is not one of resnet18, resnet34, resnet50")
+            }
+        },
+        Some(other) => anyhow::bail!("{src}: arch entry {other:?} is not a string"),
+    }
+}
+
 /// What the file was, for [`Imported::layout`]: e.g. "GASSL checkpoint
 /// (state_dict + geo_dict, 100 classes), legacy torch.save format".
 fn layout_of(
@@ -451,14 +503,27 @@ mod tests {
             ),
             ("ema", dict(vec![("w", tensor.clone())])),
             ("best_acc1", Value::Float(0.5)),
+            ("args", Value::Opaque("argparse.Namespace")),
+            (
+                "acc",
+                Value::List(vec![Value::Opaque("numpy.core.multiarray.scalar")]),
+            ),
         ]);
         assert_eq!(
             top_level_ignored(&root),
             [
                 "optimizer state (2 tensors; a resumed run starts with fresh momentum)",
-                "top-level ema (1 tensor)"
+                "top-level ema (1 tensor)",
+                "top-level args (argparse.Namespace, not read)",
+                "top-level acc (holds a numpy.core.multiarray.scalar, not read)",
             ]
         );
+        // Backbone files name plain values too.
+        assert_eq!(
+            describe_top_level("epoch", &Value::Int(3), true).as_deref(),
+            Some("top-level epoch (not read)")
+        );
+        assert_eq!(describe_top_level("epoch", &Value::Int(3), false), None);
         // A bare state dict has no top level of its own.
         assert!(top_level_ignored(&dict(vec![("ema.w", tensor)])).is_empty());
     }

@@ -3,7 +3,9 @@
 //! knows only the few globals a checkpoint needs: `collections.OrderedDict`,
 //! `torch._utils._rebuild_tensor_v2` (and `_rebuild_tensor`, its
 //! predecessor in files of PyTorch < 0.4), `torch._utils._rebuild_parameter`
-//! and the typed storage classes. Any other global (`os.system`,
+//! and the typed storage classes, plus a short list of data-only objects
+//! checkpoints carry beside the state dict ([`OPAQUE_GLOBALS`]), read as
+//! opaque values without being built. Any other global (`os.system`,
 //! `builtins.eval`, ...) is refused with an error naming it; nothing is ever
 //! called or imported, so a hostile file can at worst be rejected.
 //! Limits on nesting and memo size keep malformed input from exhausting
@@ -56,6 +58,9 @@ pub enum Value {
     Storage(StorageRef),
     /// An allowed global, not yet applied.
     Global(&'static str),
+    /// A known data-only object ([`OPAQUE_GLOBALS`]: `argparse.Namespace`,
+    /// a numpy scalar, ...) named by its global; never built, only skipped.
+    Opaque(&'static str),
     Mark,
 }
 
@@ -87,6 +92,31 @@ const ALLOWED_GLOBALS: [&str; 5] = [
     "torch.storage",
 ];
 
+/// Globals of harmless data objects that real checkpoints carry beside the
+/// state dict: timm's train.py and torchvision's reference scripts save
+/// `args` (an `argparse.Namespace`), ImageNet scripts `best_acc1` as a
+/// numpy scalar (numpy 1 `numpy.core`, numpy 2 `numpy._core`; protocol 2
+/// pickles its bytes with `_codecs.encode`). They are read as
+/// [`Value::Opaque`]: never imported or called, and whatever REDUCE,
+/// NEWOBJ, BUILD or SETITEMS would do to them gives the same opaque value.
+pub const OPAQUE_GLOBALS: [&str; 14] = [
+    "argparse.Namespace",
+    "numpy.core.multiarray.scalar",
+    "numpy._core.multiarray.scalar",
+    "numpy.core.multiarray._reconstruct",
+    "numpy._core.multiarray._reconstruct",
+    "numpy.ndarray",
+    "numpy.dtype",
+    "_codecs.encode",
+    "builtins.set",
+    "builtins.frozenset",
+    "collections.defaultdict",
+    // the default_factory a defaultdict is pickled with
+    "builtins.list",
+    "builtins.dict",
+    "torch.device",
+];
+
 const STORAGE_TYPES: [&str; 9] = [
     "FloatStorage",
     "DoubleStorage",
@@ -99,17 +129,27 @@ const STORAGE_TYPES: [&str; 9] = [
     "BoolStorage",
 ];
 
-fn allowed_global(module: &str, name: &str) -> Result<&'static str, String> {
+fn allowed_global(module: &str, name: &str) -> Result<Value, String> {
     if module == "torch" {
         if let Some(t) = STORAGE_TYPES.iter().find(|t| **t == name) {
-            return Ok(t);
+            return Ok(Value::Global(t));
         }
     }
+    // Protocol 2 names Python 3's builtins `__builtin__` (pickle's
+    // fix_imports); Python's unpickler maps it back the same way.
+    let module = if module == "__builtin__" {
+        "builtins"
+    } else {
+        module
+    };
     let full = format!("{module}.{name}");
+    if let Some(g) = OPAQUE_GLOBALS.iter().find(|g| **g == full) {
+        return Ok(Value::Opaque(g));
+    }
     ALLOWED_GLOBALS
         .iter()
         .find(|g| **g == full && full != "torch.storage")
-        .copied()
+        .map(|g| Value::Global(g))
         .ok_or_else(|| {
             format!("refused global {full}: only the tensors, storages and dicts of a state dict are read, no code is run")
         })
@@ -355,6 +395,7 @@ pub fn load_prefix(data: &[u8], start: usize) -> Result<(Value, usize), String> 
                 let v = pop(&mut stack)?;
                 match stack.last_mut() {
                     Some(Value::List(l)) => l.push(v),
+                    Some(Value::Opaque(_)) => {}
                     _ => return Err(format!("APPEND to a non-list at byte {at}")),
                 }
             }
@@ -362,6 +403,7 @@ pub fn load_prefix(data: &[u8], start: usize) -> Result<(Value, usize), String> 
                 let items = pop_mark(&mut stack)?;
                 match stack.last_mut() {
                     Some(Value::List(l)) => l.extend(items),
+                    Some(Value::Opaque(_)) => {}
                     _ => return Err(format!("APPENDS to a non-list at byte {at}")),
                 }
             }
@@ -370,6 +412,7 @@ pub fn load_prefix(data: &[u8], start: usize) -> Result<(Value, usize), String> 
                 let k = pop(&mut stack)?;
                 match stack.last_mut() {
                     Some(Value::Dict(d)) => d.push((k, v)),
+                    Some(Value::Opaque(_)) => {}
                     _ => return Err(format!("SETITEM on a non-dict at byte {at}")),
                 }
             }
@@ -378,31 +421,39 @@ pub fn load_prefix(data: &[u8], start: usize) -> Result<(Value, usize), String> 
                 let new = pairs(items)?;
                 match stack.last_mut() {
                     Some(Value::Dict(d)) => d.extend(new),
+                    Some(Value::Opaque(_)) => {}
                     _ => return Err(format!("SETITEMS on a non-dict at byte {at}")),
                 }
             }
             b'c' => {
                 let module = r.line()?;
                 let name = r.line()?;
-                stack.push(Value::Global(allowed_global(&module, &name)?));
+                stack.push(allowed_global(&module, &name)?);
             }
             0x93 => {
                 let name = pop(&mut stack)?;
                 let module = pop(&mut stack)?;
                 match (module, name) {
-                    (Value::Str(m), Value::Str(n)) => {
-                        stack.push(Value::Global(allowed_global(&m, &n)?))
-                    }
+                    (Value::Str(m), Value::Str(n)) => stack.push(allowed_global(&m, &n)?),
                     _ => return Err(format!("STACK_GLOBAL without names at byte {at}")),
                 }
             }
             b'R' => {
                 let args = pop(&mut stack)?;
                 let f = pop(&mut stack)?;
-                let (Value::Global(f), Value::Tuple(args)) = (f, args) else {
-                    return Err(format!("REDUCE of a non-callable at byte {at}"));
-                };
-                stack.push(call(f, args)?);
+                match (f, args) {
+                    (Value::Global(f), Value::Tuple(args)) => stack.push(call(f, args)?),
+                    (Value::Opaque(name), Value::Tuple(_)) => stack.push(Value::Opaque(name)),
+                    _ => return Err(format!("REDUCE of a non-callable at byte {at}")),
+                }
+            }
+            0x81 => {
+                // NEWOBJ: cls.__new__(cls, *args), for opaque classes only.
+                let args = pop(&mut stack)?;
+                match (pop(&mut stack)?, args) {
+                    (Value::Opaque(name), Value::Tuple(_)) => stack.push(Value::Opaque(name)),
+                    (cls, _) => return Err(format!("NEWOBJ of {cls:?} at byte {at}")),
+                }
             }
             b'Q' => {
                 let pid = pop(&mut stack)?;
@@ -411,10 +462,11 @@ pub fn load_prefix(data: &[u8], start: usize) -> Result<(Value, usize), String> 
             b'b' => {
                 // BUILD: set state on the object below. The only state a
                 // checkpoint carries is an OrderedDict's `_metadata`, which
-                // is not needed; anything else is refused.
+                // is not needed; an opaque object stays opaque; anything
+                // else is refused.
                 let _state = pop(&mut stack)?;
                 match stack.last() {
-                    Some(Value::Dict(_)) | Some(Value::Tensor(_)) => {}
+                    Some(Value::Dict(_)) | Some(Value::Tensor(_)) | Some(Value::Opaque(_)) => {}
                     other => return Err(format!("BUILD on {other:?} at byte {at}")),
                 }
             }
@@ -600,5 +652,70 @@ mod tests {
         assert!(storage(module)
             .unwrap_err()
             .contains("unsupported persistent id"));
+    }
+
+    #[test]
+    fn data_only_objects_are_opaque_and_others_still_refused() {
+        // pickle.dumps({'args': argparse.Namespace(lr=0.1, arch='resnet50'),
+        // 'acc': np.float64(71.5), 'arr': np.zeros(2, dtype=np.float32),
+        // 'dev': torch.device('cuda', 0), 's': {1, 2},
+        // 'dd': collections.defaultdict(list, {'a': [1]}), 'epoch': 3}, 2)
+        // with numpy 2: NEWOBJ + BUILD, REDUCE, _codecs.encode,
+        // __builtin__.set, SETITEM on a defaultdict.
+        let data = b"\x80\x02\x7d\x71\x00\x28\x58\x04\x00\x00\x00\x61\x72\x67\x73\x71\x01\x63\x61\x72\x67\x70\x61\x72\
+            \x73\x65\x0a\x4e\x61\x6d\x65\x73\x70\x61\x63\x65\x0a\x71\x02\x29\x81\x71\x03\x7d\x71\x04\x28\x58\
+            \x02\x00\x00\x00\x6c\x72\x71\x05\x47\x3f\xb9\x99\x99\x99\x99\x99\x9a\x58\x04\x00\x00\x00\x61\x72\
+            \x63\x68\x71\x06\x58\x08\x00\x00\x00\x72\x65\x73\x6e\x65\x74\x35\x30\x71\x07\x75\x62\x58\x03\x00\
+            \x00\x00\x61\x63\x63\x71\x08\x63\x6e\x75\x6d\x70\x79\x2e\x5f\x63\x6f\x72\x65\x2e\x6d\x75\x6c\x74\
+            \x69\x61\x72\x72\x61\x79\x0a\x73\x63\x61\x6c\x61\x72\x0a\x71\x09\x63\x6e\x75\x6d\x70\x79\x0a\x64\
+            \x74\x79\x70\x65\x0a\x71\x0a\x58\x02\x00\x00\x00\x66\x38\x71\x0b\x89\x88\x87\x71\x0c\x52\x71\x0d\
+            \x28\x4b\x03\x58\x01\x00\x00\x00\x3c\x71\x0e\x4e\x4e\x4e\x4a\xff\xff\xff\xff\x4a\xff\xff\xff\xff\
+            \x4b\x00\x74\x71\x0f\x62\x63\x5f\x63\x6f\x64\x65\x63\x73\x0a\x65\x6e\x63\x6f\x64\x65\x0a\x71\x10\
+            \x58\x09\x00\x00\x00\x00\x00\x00\x00\x00\xc3\xa0\x51\x40\x71\x11\x58\x06\x00\x00\x00\x6c\x61\x74\
+            \x69\x6e\x31\x71\x12\x86\x71\x13\x52\x71\x14\x86\x71\x15\x52\x71\x16\x58\x03\x00\x00\x00\x61\x72\
+            \x72\x71\x17\x63\x6e\x75\x6d\x70\x79\x2e\x5f\x63\x6f\x72\x65\x2e\x6d\x75\x6c\x74\x69\x61\x72\x72\
+            \x61\x79\x0a\x5f\x72\x65\x63\x6f\x6e\x73\x74\x72\x75\x63\x74\x0a\x71\x18\x63\x6e\x75\x6d\x70\x79\
+            \x0a\x6e\x64\x61\x72\x72\x61\x79\x0a\x71\x19\x4b\x00\x85\x71\x1a\x68\x10\x58\x01\x00\x00\x00\x62\
+            \x71\x1b\x68\x12\x86\x71\x1c\x52\x71\x1d\x87\x71\x1e\x52\x71\x1f\x28\x4b\x01\x4b\x02\x85\x71\x20\
+            \x68\x0a\x58\x02\x00\x00\x00\x66\x34\x71\x21\x89\x88\x87\x71\x22\x52\x71\x23\x28\x4b\x03\x68\x0e\
+            \x4e\x4e\x4e\x4a\xff\xff\xff\xff\x4a\xff\xff\xff\xff\x4b\x00\x74\x71\x24\x62\x89\x68\x10\x58\x08\
+            \x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x71\x25\x68\x12\x86\x71\x26\x52\x71\x27\x74\x71\x28\
+            \x62\x58\x03\x00\x00\x00\x64\x65\x76\x71\x29\x63\x74\x6f\x72\x63\x68\x0a\x64\x65\x76\x69\x63\x65\
+            \x0a\x71\x2a\x58\x04\x00\x00\x00\x63\x75\x64\x61\x71\x2b\x4b\x00\x86\x71\x2c\x52\x71\x2d\x58\x01\
+            \x00\x00\x00\x73\x71\x2e\x63\x5f\x5f\x62\x75\x69\x6c\x74\x69\x6e\x5f\x5f\x0a\x73\x65\x74\x0a\x71\
+            \x2f\x5d\x71\x30\x28\x4b\x01\x4b\x02\x65\x85\x71\x31\x52\x71\x32\x58\x02\x00\x00\x00\x64\x64\x71\
+            \x33\x63\x63\x6f\x6c\x6c\x65\x63\x74\x69\x6f\x6e\x73\x0a\x64\x65\x66\x61\x75\x6c\x74\x64\x69\x63\
+            \x74\x0a\x71\x34\x63\x5f\x5f\x62\x75\x69\x6c\x74\x69\x6e\x5f\x5f\x0a\x6c\x69\x73\x74\x0a\x71\x35\
+            \x85\x71\x36\x52\x71\x37\x58\x01\x00\x00\x00\x61\x71\x38\x5d\x71\x39\x4b\x01\x61\x73\x58\x05\x00\
+            \x00\x00\x65\x70\x6f\x63\x68\x71\x3a\x4b\x03\x75\x2e";
+        let v = load(data).unwrap();
+        let opaque = |k: &str| v.get(k).cloned();
+        assert_eq!(opaque("args"), Some(Value::Opaque("argparse.Namespace")));
+        assert_eq!(
+            opaque("acc"),
+            Some(Value::Opaque("numpy._core.multiarray.scalar"))
+        );
+        assert_eq!(
+            opaque("arr"),
+            Some(Value::Opaque("numpy._core.multiarray._reconstruct"))
+        );
+        assert_eq!(opaque("dev"), Some(Value::Opaque("torch.device")));
+        assert_eq!(opaque("s"), Some(Value::Opaque("builtins.set")));
+        assert_eq!(opaque("dd"), Some(Value::Opaque("collections.defaultdict")));
+        assert_eq!(opaque("epoch"), Some(Value::Int(3)));
+        // Still checked: a truncated stream fails, and a refused global
+        // inside an opaque object's arguments is refused by name.
+        for n in [10, 100, 300, data.len() - 1] {
+            assert!(load(&data[..n]).is_err(), "prefix of {n} bytes");
+        }
+        let hostile = b"\x80\x02cargparse\nNamespace\n)\x81}X\x01\x00\x00\x00acposix\nsystem\nX\x02\x00\x00\x00ls\x85Rsb.";
+        let err = load(hostile).unwrap_err();
+        assert!(err.contains("refused global posix.system"), "{err}");
+        let err = load(b"\x80\x02c__builtin__\neval\n.").unwrap_err();
+        assert!(err.contains("refused global builtins.eval"), "{err}");
+        // An opaque value is never taken for a tensor.
+        let err =
+            load(b"\x80\x02ctorch._utils\n_rebuild_parameter\ncnumpy\ndtype\n\x85R.").unwrap_err();
+        assert!(err.contains("expected a tensor"), "{err}");
     }
 }

@@ -263,7 +263,8 @@ impl TorchFile {
             .contiguous())
     }
 
-    /// Every tensor of a string-keyed dict, by key.
+    /// Every tensor of a string-keyed dict, by key. Errors on an opaque
+    /// entry (a numpy array, ...): the dict is used, so it must be tensors.
     pub fn tensors_of(&self, dict: &Value, what: &str) -> anyhow::Result<Vec<(String, Tensor)>> {
         let Value::Dict(items) = dict else {
             anyhow::bail!("{}: {what} is not a dict", self.source);
@@ -273,8 +274,13 @@ impl TorchFile {
             let Some(name) = k.as_str() else {
                 anyhow::bail!("{}: {what} has a non-string key {k:?}", self.source);
             };
-            if let Value::Tensor(t) = v {
-                out.push((name.to_string(), self.tensor(name, t)?));
+            match v {
+                Value::Tensor(t) => out.push((name.to_string(), self.tensor(name, t)?)),
+                Value::Opaque(kind) => anyhow::bail!(
+                    "{}: {what} entry {name} is a {kind}, not a tensor: a state dict in use holds tensors only",
+                    self.source
+                ),
+                _ => {}
             }
         }
         Ok(out)

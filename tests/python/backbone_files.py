@@ -12,7 +12,13 @@ Into OUT_DIR:
   dot); LIB_features.npy: its pooled features (fc removed) in eval mode;
 - torchvision_lightning.pth: {"state_dict": model.* names, "epoch", ...}
   (a Lightning checkpoint) and torchvision_reference.pth.tar: {"model":
-  module.* names, "epoch"} (torchvision's reference training scripts);
+  module.* names, "args" (an argparse.Namespace), "epoch": 3}
+  (torchvision's reference training scripts);
+- timm_train.pth.tar: timm's train.py checkpoint {"epoch", "arch",
+  "state_dict", "optimizer", "version", "args" (argparse.Namespace),
+  "state_dict_ema" (other weights), "metric" (a numpy float64)};
+  timm_ema_only.pth: {"state_dict_ema": ...} alone, and
+  timm_ema.safetensors: those EMA weights, for comparison;
 - not_a_backbone.pth: a dict of other tensors;
 - resnet50_fmow_rgb_gassl.pth, torchgeo's published GASSL
   layout (a bare timm resnet50 state dict without fc), and
@@ -20,6 +26,8 @@ Into OUT_DIR:
 With e2e, only the torchvision resnet18 as torchvision_module.pth and
 torchvision_plain.safetensors, with its features (the end-to-end tests).
 """
+import argparse
+import copy
 import sys
 from pathlib import Path
 
@@ -84,10 +92,27 @@ for lib, model in models.items():
             {"state_dict": {"model." + k: v for k, v in state.items()}, "epoch": 3, "global_step": 30},
             out / "torchvision_lightning.pth",
         )
+        args = argparse.Namespace(model="resnet18", lr=0.1, epochs=90, data_path="/data/imagenet")
         torch.save(
-            {"model": {"module." + k: v for k, v in state.items()}, "epoch": 5},
+            {"model": {"module." + k: v for k, v in state.items()}, "args": args, "epoch": 3},
             out / "torchvision_reference.pth.tar",
         )
+    if lib == "timm":
+        ema = {k: (v * 0.5 if v.is_floating_point() else v).clone() for k, v in state.items()}
+        # An optimizer state as timm saves it, from a copy (state shares
+        # the model's tensors, which must stay those of timm_plain).
+        trained = copy.deepcopy(model)
+        opt = torch.optim.SGD(trained.parameters(), lr=0.1, momentum=0.9)
+        trained(x).sum().backward()
+        opt.step()
+        args = argparse.Namespace(model="resnet18", lr=0.1, model_ema=True)
+        torch.save(
+            {"epoch": 3, "arch": "resnet18", "state_dict": state, "optimizer": opt.state_dict(), "version": 2,
+             "args": args, "state_dict_ema": ema, "metric": np.float64(71.25)},
+            out / "timm_train.pth.tar",
+        )
+        torch.save({"state_dict_ema": ema}, out / "timm_ema_only.pth")
+        safetensors.torch.save_file(ema, str(out / "timm_ema.safetensors"))
 torch.save({"pos_embed": torch.zeros(1, 5, 8), "head.weight": torch.zeros(2, 8), "step": 7}, out / "not_a_backbone.pth")
 
 if mode == "all":

@@ -10,6 +10,13 @@ official code writes them, in both torch.save containers:
 - OUT/moco_{legacy,zip}.pth.tar: the MoCo-v2 layout (no geo_dict), plus a
   top-level 'ema' entry holding two tensors that geossl must name as ignored;
   OUT/query_only_legacy.pth.tar: the MoCo state dict without encoder_k.*.
+- MoCo's main_moco.py layout with data-only objects beside the weights:
+  OUT/moco_best_acc1.pth.tar ({'epoch', 'arch', 'state_dict', 'optimizer',
+  'best_acc1': a numpy float64, 'args': an argparse.Namespace}, zip);
+  without an arch entry: OUT/moco_bare.pth.tar (the state dict alone) and
+  OUT/moco_no_arch.pth.tar ({'epoch', 'state_dict'}); with a wrong one:
+  OUT/moco_wrong_arch.pth.tar ('arch': 'resnet50' over resnet18 tensors);
+  OUT/moco_numpy_in_state_dict.pth.tar (a numpy array among the tensors).
 - Damaged legacy files: OUT/truncated_pickle.pth.tar (cut inside the object
   pickle), OUT/truncated_storages.pth.tar (cut inside the raw storages),
   OUT/forged_size.pth.tar (the first storage's int64 element count set to
@@ -23,6 +30,7 @@ divided by 8, so the files stay small and the test fast.
 
 usage: legacy_checkpoints.py OUT
 """
+import argparse
 import copy
 import io
 import os
@@ -119,6 +127,16 @@ torch.save(query_only, os.path.join(out, "query_only_legacy.pth.tar"), _use_new_
 for name, obj in [("gassl", gassl), ("moco", moco)]:
     torch.save(obj, os.path.join(out, f"{name}_zip.pth.tar"))
     torch.save(obj, os.path.join(out, f"{name}_legacy.pth.tar"), _use_new_zipfile_serialization=False)
+args = argparse.Namespace(arch="resnet18", lr=0.03, moco_k=64, mlp=True)
+extra = {
+    "moco_best_acc1": {**moco, "best_acc1": np.float64(61.5), "args": args},
+    "moco_bare": gassl["state_dict"],
+    "moco_no_arch": {"epoch": 3, "state_dict": gassl["state_dict"]},
+    "moco_wrong_arch": {**moco, "arch": "resnet50"},
+    "moco_numpy_in_state_dict": {**moco, "state_dict": {**gassl["state_dict"], "module.extra": np.zeros(2)}},
+}
+for name, obj in extra.items():
+    torch.save(obj, os.path.join(out, f"{name}.pth.tar"))
 
 model.eval()
 geo.eval()
