@@ -289,12 +289,13 @@ fn evaluations(
     Ok(found)
 }
 
-/// `1 epoch`, `2 epochs`.
+/// `1 epoch`, `2 epochs`, `2 launches`.
 fn plural(n: usize, word: &str) -> String {
     if n == 1 {
         format!("{n} {word}")
     } else {
-        format!("{n} {word}s")
+        let es = if word.ends_with("ch") { "es" } else { "s" };
+        format!("{n} {word}{es}")
     }
 }
 
