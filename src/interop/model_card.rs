@@ -280,7 +280,7 @@ fn evaluations(
             continue;
         }
         found.push(Evaluation {
-            kind: format!("fine-tuned ({})", plural(info.epochs, "epoch")),
+            kind: format!("fine-tuned ({})", plural(info.epochs, "epoch", "epochs")),
             report: read_report(&report_path)?,
             source: report_path,
             epoch: Some(epoch),
@@ -289,14 +289,9 @@ fn evaluations(
     Ok(found)
 }
 
-/// `1 epoch`, `2 epochs`, `2 launches`.
-fn plural(n: usize, word: &str) -> String {
-    if n == 1 {
-        format!("{n} {word}")
-    } else {
-        let es = if word.ends_with("ch") { "es" } else { "s" };
-        format!("{n} {word}{es}")
-    }
+/// `1 epoch`, `2 epochs`, `2 launches`: `n` with the singular or the plural.
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// The card: front matter, then the sections (see the module doc). An
@@ -431,7 +426,7 @@ fn training(facts: &RunFacts) -> String {
         s,
         "- **Budget:** {done} of {}, {} steps, batch size {} on {} process(es), \
          lr {} x {}/256 = {lr} (geossl scales the lr by batch/256)",
-        plural(planned, "epoch"),
+        plural(planned, "epoch", "epochs"),
         facts.steps,
         facts.batch_size,
         facts.world_size,
@@ -448,7 +443,7 @@ fn training(facts: &RunFacts) -> String {
         |(secs, n)| {
             format!(
                 "{secs:.1} s, the sum of the durations of {} in metrics.jsonl",
-                plural(n, "epoch")
+                plural(n, "epoch", "epochs")
             )
         },
     );
@@ -458,7 +453,7 @@ fn training(facts: &RunFacts) -> String {
             s,
             "- **Wall time:** {secs:.1} s over {} (run.json: start to last checkpoint or end, \
              data loading and checkpoints included)",
-            plural(n, "launch")
+            plural(n, "launch", "launches")
         );
     }
     s.push('\n');
