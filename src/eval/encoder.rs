@@ -75,11 +75,10 @@ impl Encoder {
                 &dir.model_safetensors(),
                 "encoder_q.",
                 device,
-                format!(
-                    "{} ({:?}, epoch {})",
-                    dir.path().display(),
+                crate::train::encoder_source::checkpoint_description(
+                    dir.path(),
                     state.config.method,
-                    state.epoch
+                    state.epoch,
                 ),
             ),
             EncoderSource::Backbone { path } => {

@@ -187,15 +187,6 @@ fn launches_wall(run: &RunDir) -> Option<(f64, usize)> {
     (!secs.is_empty()).then(|| (secs.iter().sum(), secs.len()))
 }
 
-/// The checkpoint folder and epoch of an encoder description as
-/// `eval::Encoder::load` writes it for a checkpoint: `PATH (Method, epoch N)`;
-/// `None` for a random initialisation, a backbone file or a classifier.
-pub fn encoder_checkpoint(source: &str) -> Option<(PathBuf, usize)> {
-    let (path, rest) = source.rsplit_once(" (")?;
-    let epoch = rest.strip_suffix(')')?.rsplit_once(", epoch ")?.1;
-    Some((PathBuf::from(path), epoch.parse().ok()?))
-}
-
 /// Says so when `e` evaluated another checkpoint than the exported one.
 pub fn stale_note(e: &Evaluation, exported: usize) -> Option<String> {
     let epoch = e.epoch?;
@@ -233,7 +224,8 @@ fn evaluations(
                 let report = read_report(&path)?;
                 found.push(Evaluation {
                     kind: kind.to_string(),
-                    epoch: encoder_checkpoint(&report.encoder).map(|(_, e)| e),
+                    epoch: crate::train::encoder_source::checkpoint_of_description(&report.encoder)
+                        .map(|(_, e)| e),
                     source: path,
                     report,
                 });
@@ -253,7 +245,8 @@ fn evaluations(
         let named = finetune.contains(&path);
         let cdir = ClassifierDir::new(&path);
         let info = read_classifier_info(&cdir)?;
-        let from = encoder_checkpoint(&info.init).filter(|(c, _)| run_of(c) == this_run);
+        let from = crate::train::encoder_source::checkpoint_of_description(&info.init)
+            .filter(|(c, _)| run_of(c) == this_run);
         let Some((_, epoch)) = from else {
             anyhow::ensure!(
                 !named,

@@ -435,14 +435,9 @@ fn evaluation(run: &Run) -> anyhow::Result<String> {
 }
 
 /// The epoch of the checkpoint an evaluation read, from its `encoder`
-/// (`.../checkpoints/epoch-0003 (...)`), when it names one.
+/// (`.../checkpoints/epoch-0003 (MocoTpGeo, epoch 3)`), when it names one.
 fn evaluated_epoch(encoder: &str) -> Option<usize> {
-    let at = encoder.rfind("epoch-")? + "epoch-".len();
-    let digits: String = encoder[at..]
-        .chars()
-        .take_while(|c| c.is_ascii_digit())
-        .collect();
-    digits.parse().ok()
+    crate::train::encoder_source::checkpoint_of_description(encoder).map(|(_, epoch)| epoch)
 }
 
 /// A warning when an evaluation read an older checkpoint than the run's

@@ -276,3 +276,46 @@ pub fn backbone_of(path: &Path) -> anyhow::Result<Backbone> {
         ignored,
     })
 }
+
+/// How evaluation describes a pretraining checkpoint it read, in reports'
+/// `encoder` field: `PATH (Method, epoch N)`. [`checkpoint_of_description`]
+/// reads it back (the report and the model card find the epoch an
+/// evaluation read from it).
+pub fn checkpoint_description(dir: &Path, method: crate::train::Method, epoch: usize) -> String {
+    format!("{} ({method:?}, epoch {epoch})", dir.display())
+}
+
+/// The checkpoint folder and epoch of a [`checkpoint_description`]; `None`
+/// for any other encoder (a random initialisation, a backbone file, a
+/// classifier).
+pub fn checkpoint_of_description(description: &str) -> Option<(PathBuf, usize)> {
+    let (path, rest) = description.rsplit_once(" (")?;
+    let epoch = rest.strip_suffix(')')?.rsplit_once(", epoch ")?.1;
+    Some((PathBuf::from(path), epoch.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_checkpoint_description_reads_back_and_nothing_else_does() {
+        let dir = Path::new("/r/run (v2)/checkpoints/epoch-0012");
+        let text = checkpoint_description(dir, crate::train::Method::MocoTpGeo, 12);
+        assert_eq!(
+            text,
+            "/r/run (v2)/checkpoints/epoch-0012 (MocoTpGeo, epoch 12)"
+        );
+        assert_eq!(
+            checkpoint_of_description(&text),
+            Some((dir.to_path_buf(), 12))
+        );
+        for other in [
+            "random initialisation",
+            "r50.pth (torchvision/timm ResNet-50 state dict (zip torch.save format) (bare, no prefix))",
+            "/r/ft (classifier on label)",
+        ] {
+            assert_eq!(checkpoint_of_description(other), None, "{other}");
+        }
+    }
+}
