@@ -10,7 +10,7 @@
 # from bench/gpu-prepare.sh, and the machine's python3 with torch 2.11
 # (its torch/lib is the libtorch the binary runs on).
 set -uo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
 bin="${GEOSSL_BIN:-.gpu/geossl}"
 ref="${TORCH_REFERENCE:-.gpu/torch_reference.py}"
 out="${OUT:-/tmp/geossl-gpu}"

@@ -22,7 +22,7 @@
 # machine without a GPU, before spending a GPU's time on it; its figures mean
 # nothing.
 set -uo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
 bin="${GEOSSL_BIN:-.gpu/geossl}"
 export TORCH_REFERENCE="${TORCH_REFERENCE:-.gpu/torch_reference.py}"
 out="${OUT:-/tmp/geossl-gpu}"

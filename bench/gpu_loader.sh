@@ -17,7 +17,7 @@
 # Env: GEOSSL_BIN (.gpu/geossl), PYTHON (python3), OUT (/tmp/geossl-gpu-loader),
 # THREADS.
 set -uo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
 bin="${GEOSSL_BIN:-.gpu/geossl}"
 out="${OUT:-/tmp/geossl-gpu-loader}"
 py="${PYTHON:-python3}"

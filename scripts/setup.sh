@@ -18,7 +18,8 @@
 # exported into the calling shell (it changes no shell options there); run it
 # to just install.
 #
-# Size: the torch wheel and its CUDA runtime wheels take 4.7 GB under .venv/.
+# Size: the torch wheel and its CUDA runtime wheels take 5.1 GiB under .venv/,
+# and the install needs about 8 GiB free at its peak (GEOSSL_SETUP_FREE_GIB).
 
 GEOSSL_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 GEOSSL_VENV="${GEOSSL_VENV:-$GEOSSL_ROOT/.venv}"
@@ -32,6 +33,12 @@ GEOSSL_VENV="${GEOSSL_VENV:-$GEOSSL_ROOT/.venv}"
 # without changing it).
 # pyarrow and pandas: tests/hub.rs reads `embed --format parquet` back.
 GEOSSL_PY_REQUIREMENTS="torch==2.11.0 torchvision==0.26.0 safetensors==0.8.0 numpy tensorboard==2.21.0 nvidia-cuda-crt==13.0.88 nvidia-cuda-cccl==13.0.85 timm==1.0.31 pyarrow==26.0.1 pandas==3.1.1"
+# Free space the install needs, in GiB: the installed wheels take 5.1 GiB
+# of the virtualenv's file system, and pip's download and unpacking under
+# $TMPDIR peaks 2.7 GiB above that (measured with a fresh virtualenv,
+# 2026-11-30: 7.7 GiB at the peak on one file system).
+GEOSSL_SETUP_FREE_GIB="${GEOSSL_SETUP_FREE_GIB:-6}"
+GEOSSL_SETUP_TMP_FREE_GIB="${GEOSSL_SETUP_TMP_FREE_GIB:-3}"
 # Debian packages the build needs: Gloo's headers and GDAL (library and
 # headers), each checked by its header below; cmake and nasm (libjpeg-turbo's
 # build), checked by their commands.
@@ -41,42 +48,87 @@ GEOSSL_GDAL_HEADER="/usr/include/gdal/gdal.h"
 # Debian packages of the test suite only.
 GEOSSL_TEST_DEBIAN_PACKAGES="chromium"
 
+# Why no `set -e` below: bash ignores errexit inside a function or subshell
+# whose status is tested (`f || ...`), so each step checks its own status,
+# and the stamp is written only after torch imports.
+
+# The nearest existing folder at or above $1 (the virtualenv's folder may
+# not exist yet).
+geossl_existing_dir() {
+    local dir="$1"
+    while [ ! -d "$dir" ]; do dir="$(dirname "$dir")"; done
+    echo "$dir"
+}
+
+# Fails naming DIR ($1, an existing folder) when its file system has less
+# than $2 GiB free.
+geossl_check_free_space() {
+    local dir="$1" need_gib="$2" free_kib
+    free_kib="$(df -Pk "$dir" 2>/dev/null | awk 'NR == 2 { print $4 }')"
+    # No reading (an unusual file system): let the install itself tell.
+    [ -n "$free_kib" ] || return 0
+    if [ "$free_kib" -lt $((need_gib * 1024 * 1024)) ]; then
+        echo "geossl setup: $dir has $((free_kib / 1024)) MiB free; installing the Python wheels needs about $need_gib GiB there (GEOSSL_SETUP_FREE_GIB and GEOSSL_SETUP_TMP_FREE_GIB in scripts/setup.sh)" >&2
+        return 1
+    fi
+}
+
+# Creates $GEOSSL_VENV and installs $GEOSSL_PY_REQUIREMENTS into it; writes
+# the stamp only once torch imports at the pinned version.
+geossl_pip_install() {
+    local python="$GEOSSL_VENV/bin/python"
+    echo "geossl setup: installing $GEOSSL_PY_REQUIREMENTS into $GEOSSL_VENV (large download, once)" >&2
+    local venv_dir tmp_dir
+    venv_dir="$(geossl_existing_dir "$GEOSSL_VENV")"
+    tmp_dir="$(geossl_existing_dir "${TMPDIR:-/tmp}")"
+    if [ "$(df -P "$venv_dir" 2>/dev/null | awk 'NR == 2 { print $6 }')" = \
+        "$(df -P "$tmp_dir" 2>/dev/null | awk 'NR == 2 { print $6 }')" ]; then
+        # One file system holds both at the peak.
+        geossl_check_free_space "$venv_dir" $((GEOSSL_SETUP_FREE_GIB + GEOSSL_SETUP_TMP_FREE_GIB)) || return 1
+    else
+        geossl_check_free_space "$venv_dir" "$GEOSSL_SETUP_FREE_GIB" || return 1
+        geossl_check_free_space "$tmp_dir" "$GEOSSL_SETUP_TMP_FREE_GIB" || return 1
+    fi
+    if [ ! -x "$python" ]; then
+        python3 -m venv "$GEOSSL_VENV" || return 1
+    fi
+    rm -f "$GEOSSL_VENV/.geossl-setup-done"
+    # --no-cache-dir: the wheels are installed once per virtualenv, and a
+    # copy in pip's cache would take another 3 GB of the same disk.
+    # shellcheck disable=SC2086
+    "$python" -m pip install --quiet --disable-pip-version-check --no-cache-dir $GEOSSL_PY_REQUIREMENTS ||
+        return 1
+    "$python" -c "import torch; assert torch.__version__.startswith('2.11.0'), torch.__version__" ||
+        return 1
+    echo "$GEOSSL_PY_REQUIREMENTS" >"$GEOSSL_VENV/.geossl-setup-done"
+}
+
 if [ ! -f "$GEOSSL_VENV/.geossl-setup-done" ] ||
     [ "$(cat "$GEOSSL_VENV/.geossl-setup-done")" != "$GEOSSL_PY_REQUIREMENTS" ]; then
-    (
-        set -euo pipefail
-        echo "geossl setup: installing $GEOSSL_PY_REQUIREMENTS into $GEOSSL_VENV (large download, once)" >&2
-        if [ ! -x "$GEOSSL_VENV/bin/python" ]; then
-            python3 -m venv "$GEOSSL_VENV"
-        fi
-        # shellcheck disable=SC2086
-        "$GEOSSL_VENV/bin/python" -m pip install --quiet --disable-pip-version-check $GEOSSL_PY_REQUIREMENTS
-        "$GEOSSL_VENV/bin/python" -c "import torch; assert torch.__version__.startswith('2.11.0'), torch.__version__"
-        echo "$GEOSSL_PY_REQUIREMENTS" >"$GEOSSL_VENV/.geossl-setup-done"
-    ) || {
+    if ! geossl_pip_install; then
         echo "geossl setup: installing into $GEOSSL_VENV failed (see above)" >&2
+        unset -f geossl_pip_install geossl_check_free_space geossl_existing_dir
         # `return` when sourced, `exit` when run.
         return 1 2>/dev/null || exit 1
-    }
+    fi
 fi
+unset -f geossl_pip_install geossl_check_free_space geossl_existing_dir
 
 # Installs the Debian packages $1 (once; apt-get update only when the first
 # try fails), then runs the check $2; fails naming the packages.
 geossl_apt_install() {
-    (
-        set -euo pipefail
-        echo "geossl setup: installing Debian packages $1 (once)" >&2
-        sudo=""
-        if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
-        export DEBIAN_FRONTEND=noninteractive
-        # shellcheck disable=SC2086
-        $sudo apt-get install -y -q $1 >/dev/null ||
-            { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q $1 >/dev/null; }
-        eval "$2"
-    ) || {
+    local sudo=""
+    echo "geossl setup: installing Debian packages $1 (once)" >&2
+    if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+    # shellcheck disable=SC2086
+    if ! DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q $1 >/dev/null; then
+        $sudo apt-get update -q >/dev/null &&
+            DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q $1 >/dev/null
+    fi
+    if ! eval "$2"; then
         echo "geossl setup: installing $1 failed (see above)" >&2
         return 1
-    }
+    fi
 }
 
 if [ ! -f "$GEOSSL_GLOO_HEADER" ] || [ ! -f "$GEOSSL_GDAL_HEADER" ] ||
