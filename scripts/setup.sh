@@ -93,8 +93,9 @@ geossl_pip_install() {
         python3 -m venv "$GEOSSL_VENV" || return 1
     fi
     rm -f "$GEOSSL_VENV/.geossl-setup-done"
-    # --no-cache-dir: the wheels are installed once per virtualenv, and a
-    # copy in pip's cache would take another 3 GB of the same disk.
+    # --no-cache-dir: the wheels are installed once per virtualenv, and
+    # pip's cache would keep a second copy of what it downloads (most of
+    # the 2.7 GiB above) on the same disk.
     # shellcheck disable=SC2086
     "$python" -m pip install --quiet --disable-pip-version-check --no-cache-dir $GEOSSL_PY_REQUIREMENTS ||
         return 1
