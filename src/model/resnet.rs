@@ -324,9 +324,8 @@ mod tests {
     }
 
     #[test]
-    fn conv1_takes_c_channels_and_three_draw_the_rgb_weights() {
+    fn conv1_takes_c_channels_and_a_config_without_them_reads_as_three() {
         let build = |in_channels: i64, small_input: bool| {
-            tch::manual_seed(7);
             let vs = nn::VarStore::new(Device::Cpu);
             let cfg = ResNetConfig {
                 arch: Arch::Resnet18,
@@ -350,17 +349,23 @@ mod tests {
         let std = |vs: &nn::VarStore| vs.variables()["conv1.weight"].std(true).double_value(&[]);
         let expected = (2.0f64 / (8.0 * 49.0)).sqrt();
         assert!((std(&vs13) / expected - 1.0).abs() < 0.1, "{}", std(&vs13));
-        // C = 3 is the network as before: the same draws for the same seed,
-        // which a config without in_channels (written before it) also means.
-        let (a, _) = build(3, false);
+        // C = 3 is the network as before: a config written before
+        // in_channels existed reads as C = 3, the same config value, so
+        // the same code builds the same network. (Not compared by seeding
+        // libtorch's generator twice: it is global, and the other tests of
+        // this binary draw from it at the same time.)
         let old: ResNetConfig =
             serde_json::from_str(r#"{"arch":"resnet18","width":8,"small_input":false}"#).unwrap();
-        assert_eq!(old.in_channels, 3);
-        tch::manual_seed(7);
-        let b = nn::VarStore::new(Device::Cpu);
-        let _ = ResNet::new(&b.root(), old);
-        for (name, t) in a.variables() {
-            assert!(t.equal(&b.variables()[&name]), "{name}");
-        }
+        assert_eq!(
+            old,
+            ResNetConfig {
+                arch: Arch::Resnet18,
+                width: 8,
+                small_input: false,
+                in_channels: 3,
+            }
+        );
+        let (vs3, _) = build(3, false);
+        assert_eq!(vs3.variables()["conv1.weight"].size(), vec![8, 3, 7, 7]);
     }
 }

@@ -256,14 +256,38 @@ mod tests {
         assert_eq!(changed, before.len(), "every trained parameter moved");
     }
 
-    /// The tiny model of these tests, built under a lock: libtorch's
-    /// generator is global, and every thread must draw the same weights.
-    fn tiny_locked(bn_groups: i64) -> (Moco, Sgd) {
-        static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let _lock = BUILD.lock().unwrap();
+    /// The tiny model of these tests with `bn_groups` BatchNorm groups.
+    fn tiny_with_groups(bn_groups: i64) -> (Moco, Sgd) {
         let (mut moco, sgd) = tiny();
         moco.config.bn_groups = bn_groups;
         (moco, sgd)
+    }
+
+    /// A copy of `moco`'s whole state by name: both encoders' variables
+    /// (weights and BatchNorm statistics) and the queue keys.
+    fn model_state(moco: &Moco) -> Vec<(String, Tensor)> {
+        let mut state: Vec<(String, Tensor)> = [&moco.vs_q, &moco.vs_k]
+            .iter()
+            .flat_map(|vs| vs.variables())
+            .map(|(name, t)| (name, t.copy()))
+            .collect();
+        state.push(("queue".into(), moco.queue.keys().copy()));
+        state
+    }
+
+    /// Sets `moco` to `state` (from [`model_state`]). How models here share
+    /// a start: not by seeding libtorch's generator, which is global, and
+    /// which the other tests of this binary draw from at the same time.
+    fn set_model_state(moco: &Moco, state: &[(String, Tensor)]) {
+        let mut vars = moco.vs_q.variables();
+        vars.extend(moco.vs_k.variables());
+        vars.insert("queue".into(), moco.queue.keys().shallow_clone());
+        assert_eq!(vars.len(), state.len());
+        tch::no_grad(|| {
+            for (name, value) in state {
+                vars[name].shallow_clone().copy_(value);
+            }
+        });
     }
 
     /// Two steps of `moco` on `x` [N, 3, 16, 16]: the scalars of each and
@@ -306,10 +330,10 @@ mod tests {
 
     #[test]
     fn two_ranks_in_threads_step_like_one_process_with_two_bn_groups() {
-        tch::manual_seed(3);
         let x = Tensor::randn([8, 3, 16, 16], (Kind::Float, Device::Cpu));
         let geo = Tensor::from_slice(&[0i64, 1, 2, 0, 1, 1, 2, 0]);
-        let (mut moco, mut sgd) = tiny_locked(2);
+        let (mut moco, mut sgd) = tiny_with_groups(2);
+        let start = model_state(&moco);
         let (expected, expected_state) = two_steps(&mut moco, &mut sgd, &x, &geo);
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -322,6 +346,8 @@ mod tests {
                     x.narrow(0, 4 * rank as i64, 4),
                     geo.narrow(0, 4 * rank as i64, 4),
                 );
+                let start: Vec<(String, Tensor)> =
+                    start.iter().map(|(n, t)| (n.clone(), t.copy())).collect();
                 std::thread::spawn(move || {
                     let rdzv = crate::dist::Rendezvous {
                         rank,
@@ -342,7 +368,12 @@ mod tests {
                         timeout,
                     )
                     .unwrap();
-                    let (mut moco, mut sgd) = tiny_locked(1);
+                    let (mut moco, mut sgd) = tiny_with_groups(1);
+                    // Rank 1 starts elsewhere; the broadcast brings it
+                    // rank 0's start.
+                    if rank == 0 {
+                        set_model_state(&moco, &start);
+                    }
                     moco.set_process_group(std::sync::Arc::new(group));
                     moco.broadcast_from(0).unwrap();
                     two_steps(&mut moco, &mut sgd, &x, &geo)
