@@ -63,12 +63,21 @@ fn source_under_errexit(setup: &Path, venv: &Path, env: &[(&str, &str)]) -> (i32
     )
 }
 
-#[test]
-fn a_failed_pip_install_stops_the_caller_and_leaves_no_stamp() {
+/// A temporary folder holding a copy of setup.sh whose one requirement is a
+/// wheel file that does not exist (pip fails without asking an index),
+/// and the path of its virtualenv, DIR/venv.
+fn setup_whose_pip_fails() -> (tempfile::TempDir, PathBuf, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("missing-1.0-py3-none-any.whl");
     let setup = setup_copy(dir.path(), &missing.display().to_string());
     let venv = dir.path().join("venv");
+    (dir, setup, venv)
+}
+
+#[test]
+fn a_failed_pip_install_stops_the_caller_and_leaves_no_stamp() {
+    // The folder lives until the end of the test.
+    let (_dir, setup, venv) = setup_whose_pip_fails();
     for attempt in 1..=2 {
         let (code, stdout, stderr) = source_under_errexit(&setup, &venv, &[]);
         assert_ne!(
@@ -163,10 +172,8 @@ fn too_little_free_space_is_named_before_anything_is_made() {
 
 #[test]
 fn a_changed_list_in_a_virtualenv_with_torch_is_not_held_to_a_fresh_installs_space() {
-    let dir = tempfile::tempdir().unwrap();
-    let missing = dir.path().join("missing-1.0-py3-none-any.whl");
-    let setup = setup_copy(dir.path(), &missing.display().to_string());
-    let venv = dir.path().join("venv");
+    // The folder lives until the end of the test.
+    let (_dir, setup, venv) = setup_whose_pip_fails();
     let made = Command::new("python3")
         .arg("-m")
         .arg("venv")
