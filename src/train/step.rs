@@ -346,8 +346,12 @@ mod tests {
                     x.narrow(0, 4 * rank as i64, 4),
                     geo.narrow(0, 4 * rank as i64, 4),
                 );
-                let start: Vec<(String, Tensor)> =
-                    start.iter().map(|(n, t)| (n.clone(), t.copy())).collect();
+                // Rank 1 starts elsewhere (every value + 1): the broadcast
+                // must bring it rank 0's start.
+                let start: Vec<(String, Tensor)> = start
+                    .iter()
+                    .map(|(n, t)| (n.clone(), if rank == 0 { t.copy() } else { t + 1.0 }))
+                    .collect();
                 std::thread::spawn(move || {
                     let rdzv = crate::dist::Rendezvous {
                         rank,
@@ -369,11 +373,7 @@ mod tests {
                     )
                     .unwrap();
                     let (mut moco, mut sgd) = tiny_with_groups(1);
-                    // Rank 1 starts elsewhere; the broadcast brings it
-                    // rank 0's start.
-                    if rank == 0 {
-                        set_model_state(&moco, &start);
-                    }
+                    set_model_state(&moco, &start);
                     moco.set_process_group(std::sync::Arc::new(group));
                     moco.broadcast_from(0).unwrap();
                     two_steps(&mut moco, &mut sgd, &x, &geo)
