@@ -6,6 +6,7 @@
 
 use std::fmt;
 
+use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 /// One class's row of a [`ClassificationReport`].
@@ -83,6 +84,16 @@ impl ClassificationReport {
             v.push((format!("{prefix}/test_top5"), t5));
         }
         v
+    }
+
+    /// Reads a report that [`Self::write_json`] wrote. A missing file is an
+    /// error too ("cannot read", over the I/O error, which callers that
+    /// allow one can downcast).
+    pub fn read(path: &std::path::Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("{}: cannot read", path.display()))?;
+        serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a geossl classification report", path.display()))
     }
 
     /// Writes the report as pretty JSON, atomically.

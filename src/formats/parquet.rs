@@ -79,15 +79,16 @@ pub fn write_table(
         arrays.push(array);
     }
     let item = Arc::new(Field::new("item", DataType::Float32, false));
+    let width = i32::try_from(dim).context("embedding too wide")?;
     let list = FixedSizeListArray::try_new(
         item.clone(),
-        i32::try_from(dim).context("embedding too wide")?,
+        width,
         Arc::new(Float32Array::from(values.to_vec())),
         None,
     )?;
     fields.push(Field::new(
         embedding,
-        DataType::FixedSizeList(item, dim as i32),
+        DataType::FixedSizeList(item, width),
         false,
     ));
     arrays.push(Arc::new(list));

@@ -41,7 +41,6 @@ use super::import::{describe_top_level, imported_input, Imported};
 use super::pickle::Value;
 use super::torch_load::TorchFile;
 use crate::model::{Arch, Moco, ResNet, ResNetConfig};
-use crate::train::checkpoint;
 use crate::train::config::{ModelConfig, OptimizerConfig};
 use crate::train::{Method, PretrainConfig};
 
@@ -64,8 +63,14 @@ pub fn register() {
 /// that holds no backbone names what it holds (its first keys), and a
 /// MoCo checkpoint is sent to `geossl import`.
 pub fn read(path: &Path) -> anyhow::Result<Backbone> {
+    backbone_in(path, named_tensors(path)?)
+}
+
+/// [`read`] after the file is read: the backbone in `named` (what
+/// [`named_tensors`] found in `path`).
+fn backbone_in(path: &Path, named: Named) -> anyhow::Result<Backbone> {
     let src = path.display();
-    let (named, wrapper, format, top_level) = named_tensors(path)?;
+    let (named, wrapper, format, top_level) = named;
     let prefix = find_prefix(path, &named)?;
     let stripped: HashMap<String, &Tensor> = named
         .iter()
@@ -97,13 +102,15 @@ pub fn read(path: &Path) -> anyhow::Result<Backbone> {
         );
         tensors.insert(name, t.to_kind(Kind::Float).contiguous());
     }
-    let used: Vec<String> = tensors.keys().map(|n| format!("{prefix}{n}")).collect();
+    // The file's other tensors, in name order (`named` is a BTreeMap).
     let mut ignored: Vec<String> = named
         .keys()
-        .filter(|n| !used.contains(n))
+        .filter(|n| {
+            !n.strip_prefix(prefix.as_str())
+                .is_some_and(|rest| tensors.contains_key(rest))
+        })
         .cloned()
         .collect();
-    ignored.sort();
     ignored.extend(top_level);
     let layout = format!(
         "torchvision/timm ResNet-{} {format} ({}, {})",
@@ -155,7 +162,11 @@ fn named_tensors(path: &Path) -> anyhow::Result<Named> {
             Vec::new(),
         ));
     }
-    let file = TorchFile::read(path)?;
+    torch_named_tensors(&TorchFile::read(path)?, path)
+}
+
+/// [`named_tensors`] of a `torch.save` file already read from `path`.
+fn torch_named_tensors(file: &TorchFile, path: &Path) -> anyhow::Result<Named> {
     let root = &file.root;
     let Value::Dict(_) = root else {
         anyhow::bail!(
@@ -184,7 +195,7 @@ fn named_tensors(path: &Path) -> anyhow::Result<Named> {
     let mut top_level = Vec::new();
     if let (Some(w), Value::Dict(items)) = (wrapper, root) {
         for (k, v) in items.iter().filter(|(k, _)| k.as_str() != Some(w)) {
-            let name = k.as_str().map_or_else(|| format!("{k:?}"), str::to_string);
+            let name = k.key_name();
             top_level.extend(describe_top_level(&name, v, true));
         }
     }
@@ -209,10 +220,7 @@ fn value_kind(v: &Value) -> &'static str {
 
 fn dict_keys(dict: &Value) -> Vec<String> {
     match dict {
-        Value::Dict(items) => items
-            .iter()
-            .map(|(k, _)| k.as_str().map_or_else(|| format!("{k:?}"), str::to_string))
-            .collect(),
+        Value::Dict(items) => items.iter().map(|(k, _)| k.key_name()).collect(),
         _ => Vec::new(),
     }
 }
@@ -252,7 +260,7 @@ fn find_prefix(path: &Path, named: &BTreeMap<String, Tensor>) -> anyhow::Result<
         [] if found.is_empty() => anyhow::bail!(
             "{src}: neither a ResNet backbone (no conv1.weight, bn1.weight and layer1.0.conv1.weight, bare or under {}) nor a MoCo checkpoint (no encoder_q.*); it holds {}",
             PREFIXES.join(", "),
-            first_keys(named.keys().cloned().collect::<Vec<_>>().into_iter())
+            first_keys(named.keys().cloned())
         ),
         [] => anyhow::bail!(
             "{src}: a ResNet backbone under the unknown prefix(es) {}; known: none, {}",
@@ -330,12 +338,23 @@ pub(crate) fn infer_resnet(
 /// Its config is MoCo-v2's defaults (method moco) with the file's
 /// architecture; `imported_from` lets the first `--resume` set the rest.
 pub fn import(path: &Path, out: &Path) -> anyhow::Result<Imported> {
-    let backbone = read(path)?;
-    anyhow::ensure!(
-        checkpoint::latest(out)?.is_none(),
-        "{}: already holds checkpoints; import into a new folder",
-        out.display()
-    );
+    import_backbone(path, out, read(path)?)
+}
+
+/// [`import`] of a `torch.save` file already read from `path` (`geossl
+/// import` reads it once to tell a MoCo checkpoint from a backbone).
+pub(crate) fn import_file(file: &TorchFile, path: &Path, out: &Path) -> anyhow::Result<Imported> {
+    import_backbone(
+        path,
+        out,
+        backbone_in(path, torch_named_tensors(file, path)?)?,
+    )
+}
+
+/// [`import`] of the backbone read from `path`; the output folder's check
+/// that it holds no checkpoints is [`super::import::write_run`]'s, before
+/// it writes anything.
+fn import_backbone(path: &Path, out: &Path, backbone: Backbone) -> anyhow::Result<Imported> {
     let r = backbone.resnet;
     let config = PretrainConfig {
         method: Method::Moco,
@@ -375,6 +394,7 @@ pub fn import(path: &Path, out: &Path) -> anyhow::Result<Imported> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::train::checkpoint;
 
     /// A geossl ResNet's variables (= torchvision's names) for `resnet`.
     fn weights(resnet: ResNetConfig) -> Vec<(String, Tensor)> {

@@ -41,7 +41,7 @@ use super::pickle::Value;
 use super::torch_load::TorchFile;
 use crate::data::bands::{BandSelection, InputSpec, Radiometry, STATS_UNIT_MEAN, STATS_UNIT_STD};
 use crate::model::weights::copy_named;
-use crate::model::{Arch, Moco};
+use crate::model::{Arch, Moco, ResNetConfig};
 use crate::train::checkpoint::{self, TrainState};
 use crate::train::config::{MocoSettings, ModelConfig, OptimizerConfig};
 use crate::train::sgd::Sgd;
@@ -136,11 +136,14 @@ pub(crate) fn write_run(
 /// `.safetensors` file as a plain backbone through
 /// [`super::backbone::import`].
 pub fn import(path: &Path, out: &Path) -> anyhow::Result<Imported> {
-    let is_safetensors = path.extension().is_some_and(|e| e == "safetensors");
-    if !is_safetensors && holds_moco(&TorchFile::read(path)?) {
-        import_moco(path, out)
+    if path.extension().is_some_and(|e| e == "safetensors") {
+        return super::backbone::import(path, out);
+    }
+    let file = TorchFile::read(path)?;
+    if holds_moco(&file) {
+        import_moco_file(file, path, out)
     } else {
-        super::backbone::import(path, out)
+        super::backbone::import_file(&file, path, out)
     }
 }
 
@@ -223,7 +226,7 @@ fn top_level_ignored(root: &Value) -> Vec<String> {
     }
     let mut out = Vec::new();
     for (k, v) in items {
-        let name = k.as_str().map_or_else(|| format!("{k:?}"), str::to_string);
+        let name = k.key_name();
         match (name.as_str(), tensor_count(v)) {
             ("optimizer", n) if n > 0 => out.push(format!(
                 "optimizer state ({n} tensor{}; a resumed run starts with fresh momentum)",
@@ -301,7 +304,11 @@ fn copy_query_to_key(tensors: &mut HashMap<String, Tensor>) -> bool {
 /// (created; must not hold checkpoints): `state_dict` with `encoder_q.*`,
 /// a geo head from `state_dict` `geo_head.*` or GASSL's `geo_dict`.
 pub fn import_moco(pth: &Path, out: &Path) -> anyhow::Result<Imported> {
-    let file = TorchFile::read(pth)?;
+    import_moco_file(TorchFile::read(pth)?, pth, out)
+}
+
+/// [`import_moco`] of `file`, already read from `pth`.
+fn import_moco_file(file: TorchFile, pth: &Path, out: &Path) -> anyhow::Result<Imported> {
     let src = pth.display();
     let root = &file.root;
     let state_dict = root.get("state_dict").unwrap_or(root);
@@ -317,14 +324,13 @@ pub fn import_moco(pth: &Path, out: &Path) -> anyhow::Result<Imported> {
     let mut ignored = top_level_ignored(root);
     let geo_dict = carry_geo_dict(&file, pth, &mut tensors, &mut ignored)?;
     let key_copied = copy_query_to_key(&mut tensors);
-    let arch = moco_arch(pth, root, &tensors)?;
+    let resnet = moco_resnet(pth, root, &tensors)?;
+    let arch = resnet.arch;
     let epoch = match root.get("epoch") {
         Some(Value::Int(e)) if *e >= 0 => *e as usize,
         _ => 0,
     };
     let shape = |name: &str| tensors.get(name).map(Tensor::size);
-    let conv1 = shape("encoder_q.conv1.weight")
-        .ok_or_else(|| anyhow::anyhow!("{src}: missing encoder_q.conv1.weight"))?;
     let fc_out = shape("encoder_q.fc.2.weight").ok_or_else(|| {
         anyhow::anyhow!("{src}: missing encoder_q.fc.2.weight (the MoCo-v2 MLP head)")
     })?;
@@ -350,8 +356,8 @@ pub fn import_moco(pth: &Path, out: &Path) -> anyhow::Result<Imported> {
         },
         model: ModelConfig {
             arch,
-            width: conv1[0],
-            small_input: conv1[2] == 3,
+            width: resnet.width,
+            small_input: resnet.small_input,
             ..Default::default()
         },
         optimizer: OptimizerConfig {
@@ -370,12 +376,14 @@ pub fn import_moco(pth: &Path, out: &Path) -> anyhow::Result<Imported> {
         },
         ..Default::default()
     };
+    // moco_resnet checked conv1's rank and kernel, not its input channels.
     anyhow::ensure!(
-        conv1.len() == 4 && conv1[1] >= 1,
-        "{src}: encoder_q.conv1.weight has shape {conv1:?}, not [width, C, k, k]"
+        resnet.in_channels >= 1,
+        "{src}: encoder_q.conv1.weight has shape {:?}, not [width, C, k, k]",
+        tensors["encoder_q.conv1.weight"].size()
     );
-    let input = imported_input(conv1[1] as usize);
-    let mut moco = Moco::new(Device::Cpu, config.resnet(&input), config.moco(geo_classes))?;
+    let input = imported_input(resnet.in_channels as usize);
+    let mut moco = Moco::new(Device::Cpu, resnet, config.moco(geo_classes))?;
     for vs in [&moco.vs_q, &moco.vs_k] {
         copy_named(vs, &tensors, "", pth)?;
     }
@@ -414,10 +422,14 @@ pub fn import_moco(pth: &Path, out: &Path) -> anyhow::Result<Imported> {
     })
 }
 
-/// The encoder's architecture: inferred from the `encoder_q.*` shapes as
-/// for a plain backbone ([`super::backbone::infer_resnet`]); the file's
-/// `arch` entry, when there is one, must name the same.
-fn moco_arch(pth: &Path, root: &Value, tensors: &HashMap<String, Tensor>) -> anyhow::Result<Arch> {
+/// The encoder: inferred from the `encoder_q.*` shapes as for a plain
+/// backbone ([`super::backbone::infer_resnet`]); the file's `arch` entry,
+/// when there is one, must name the same architecture.
+fn moco_resnet(
+    pth: &Path,
+    root: &Value,
+    tensors: &HashMap<String, Tensor>,
+) -> anyhow::Result<ResNetConfig> {
     let src = pth.display();
     let query: HashMap<String, &Tensor> = tensors
         .iter()
@@ -427,13 +439,13 @@ fn moco_arch(pth: &Path, root: &Value, tensors: &HashMap<String, Tensor>) -> any
         query.contains_key("conv1.weight"),
         "{src}: missing encoder_q.conv1.weight"
     );
-    let inferred = super::backbone::infer_resnet(pth, &query)
-        .map_err(|e| anyhow::anyhow!("{e} (in encoder_q.*)"))?
-        .arch;
+    let resnet = super::backbone::infer_resnet(pth, &query)
+        .map_err(|e| anyhow::anyhow!("{e} (in encoder_q.*)"))?;
+    let inferred = resnet.arch;
     match root.get("arch") {
-        None => Ok(inferred),
+        None => Ok(resnet),
         Some(Value::Str(name)) => match arch_named(name) {
-            Some(arch) if arch == inferred => Ok(arch),
+            Some(arch) if arch == inferred => Ok(resnet),
             Some(_) => anyhow::bail!(
                 "{src}: the file's arch entry {name:?} and its encoder_q tensors (a {}) disagree",
                 inferred.name()

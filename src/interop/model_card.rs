@@ -173,13 +173,6 @@ fn wall_time(run: &RunDir, epochs: usize) -> Option<(f64, usize)> {
     (!per_epoch.is_empty()).then(|| (per_epoch.values().sum(), per_epoch.len()))
 }
 
-fn read_report(path: &Path) -> anyhow::Result<ClassificationReport> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("{}: cannot read", path.display()))?;
-    serde_json::from_str(&text)
-        .with_context(|| format!("{}: not a geossl classification report", path.display()))
-}
-
 /// The total wall time of `run.json`'s launches and their count.
 fn launches_wall(run: &RunDir) -> Option<(f64, usize)> {
     let record = crate::train::launches::RunRecord::read(run.path()).ok()?;
@@ -221,7 +214,7 @@ fn evaluations(
     if let Some(run) = run {
         for (kind, path) in [("linear probe", run.probe_json()), ("kNN", run.knn_json())] {
             if path.is_file() {
-                let report = read_report(&path)?;
+                let report = ClassificationReport::read(&path)?;
                 found.push(Evaluation {
                     kind: kind.to_string(),
                     epoch: crate::train::encoder_source::checkpoint_of_description(&report.encoder)
@@ -231,13 +224,10 @@ fn evaluations(
                 });
             }
         }
-        let mut inside: Vec<PathBuf> = std::fs::read_dir(run.path())
-            .with_context(|| format!("{}: cannot list", run.path().display()))?
-            .filter_map(|e| Some(e.ok()?.path()))
-            .filter(|p| ClassifierDir::new(p).info_json().is_file())
-            .collect();
-        inside.sort();
-        classifiers.extend(inside);
+        let inside = run
+            .classifier_dirs()
+            .with_context(|| format!("{}: cannot list", run.path().display()))?;
+        classifiers.extend(inside.iter().map(|c| c.path().to_path_buf()));
     }
     classifiers.extend(finetune.iter().cloned());
     let this_run = run_of(dir.path());
@@ -274,7 +264,7 @@ fn evaluations(
         }
         found.push(Evaluation {
             kind: format!("fine-tuned ({})", plural(info.epochs, "epoch", "epochs")),
-            report: read_report(&report_path)?,
+            report: ClassificationReport::read(&report_path)?,
             source: report_path,
             epoch: Some(epoch),
         });

@@ -72,6 +72,13 @@ impl Value {
         }
     }
 
+    /// How messages name a dict key: the string itself, or the key's debug
+    /// form when it is not a string.
+    pub fn key_name(&self) -> String {
+        self.as_str()
+            .map_or_else(|| format!("{self:?}"), str::to_string)
+    }
+
     /// The value of `key` in a dict with string keys.
     pub fn get(&self, key: &str) -> Option<&Value> {
         match self {
@@ -493,7 +500,7 @@ fn pairs(items: Vec<Value>) -> Result<Vec<(Value, Value)>, String> {
 
 /// A text field of a persistent id: `str`, or ASCII `bytes` as Python 2
 /// pickles hold them (PyTorch's `_maybe_decode_ascii`).
-fn text(v: &Value) -> Option<String> {
+pub(crate) fn text(v: &Value) -> Option<String> {
     match v {
         Value::Str(s) => Some(s.clone()),
         Value::Bytes(b) if b.is_ascii() => Some(String::from_utf8_lossy(b).into_owned()),

@@ -304,7 +304,7 @@ fn storage_refs(v: &Value) -> Vec<(String, &StorageRef)> {
                 .enumerate()
                 .for_each(|(i, item)| walk(item, &join(&i.to_string()), out)),
             Value::Dict(items) => items.iter().for_each(|(k, v)| {
-                let name = k.as_str().map_or_else(|| format!("{k:?}"), str::to_string);
+                let name = k.key_name();
                 walk(k, at, out);
                 walk(v, &join(&name), out);
             }),
@@ -323,10 +323,8 @@ fn storage_keys(keys: &Value) -> Result<Vec<String>, String> {
     };
     let mut out = Vec::with_capacity(items.len());
     for item in items {
-        let key = match item {
-            Value::Str(s) => s.clone(),
-            Value::Bytes(b) if b.is_ascii() => String::from_utf8_lossy(b).into_owned(),
-            other => return Err(format!("storage key {other:?} is not text")),
+        let Some(key) = pickle::text(item) else {
+            return Err(format!("storage key {item:?} is not text"));
         };
         if out.contains(&key) {
             return Err(format!("storage {key} is listed twice"));

@@ -74,25 +74,24 @@ pub struct Run {
     pub bad_images: usize,
     /// Geo classes of the newest checkpoint's geo head (runs with one).
     pub geo_classes: Option<i64>,
+    /// The input (bands, radiometry, normalisation) the newest checkpoint
+    /// records; `None` before the first checkpoint.
+    pub checkpoint_input: Option<InputSpec>,
 }
 
 /// The test reports of the classifier folders directly in `run_dir`, by
 /// folder name.
 fn finetuned(run_dir: &Path) -> anyhow::Result<Vec<(String, ClassificationReport)>> {
-    let Ok(entries) = std::fs::read_dir(run_dir) else {
+    let Ok(classifiers) = RunDir::new(run_dir).classifier_dirs() else {
         return Ok(Vec::new());
     };
     let mut found = Vec::new();
-    for entry in entries.flatten() {
-        let classifier = crate::train::ClassifierDir::new(entry.path());
-        if !classifier.info_json().exists() {
-            continue;
-        }
+    for classifier in classifiers {
         if let Some(report) = read_report(&classifier.report_json())? {
-            found.push((entry.file_name().to_string_lossy().into_owned(), report));
+            let name = classifier.path().file_name().unwrap_or_default();
+            found.push((name.to_string_lossy().into_owned(), report));
         }
     }
-    found.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(found)
 }
 
@@ -106,13 +105,17 @@ fn bad_image_count(path: &Path) -> anyhow::Result<usize> {
     Ok(reader.records().count())
 }
 
+/// The report at `path`, or None when there is no file there.
 fn read_report(path: &Path) -> anyhow::Result<Option<ClassificationReport>> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => Ok(Some(serde_json::from_str(&text).with_context(|| {
-            format!("{}: not a geossl classification report", path.display())
-        })?)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("{}: cannot read", path.display())),
+    match ClassificationReport::read(path) {
+        Ok(report) => Ok(Some(report)),
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -148,8 +151,8 @@ impl Run {
                 || dir.display().to_string(),
                 |n| n.to_string_lossy().into_owned(),
             );
-        let geo_classes = match crate::train::checkpoint::latest(dir)? {
-            Some(latest) => crate::train::checkpoint::read_state(&latest)?.geo_classes,
+        let latest = match crate::train::checkpoint::latest(dir)? {
+            Some(latest) => Some(crate::train::checkpoint::read_state(&latest)?),
             None => None,
         };
         Ok(Self {
@@ -165,7 +168,8 @@ impl Run {
                 .map(|r| r.launches)
                 .map_err(|e| format!("{e:#}")),
             bad_images: bad_image_count(&folder.bad_images_csv())?,
-            geo_classes,
+            geo_classes: latest.as_ref().and_then(|s| s.geo_classes),
+            checkpoint_input: latest.map(|s| s.input),
         })
     }
 
@@ -845,10 +849,10 @@ fn replaced_note(replaced: &[crate::data::loader::BadImage]) -> String {
 /// checkpoint's; a run without one yet resolves its config's `--bands` and
 /// `--radiometry` against `manifest` as pretraining does.
 fn run_input(run: &Run, manifest: &Manifest) -> anyhow::Result<InputSpec> {
-    if let Some(dir) = crate::train::checkpoint::latest(&run.dir)? {
-        return Ok(crate::train::checkpoint::read_state(&dir)?.input);
+    match &run.checkpoint_input {
+        Some(input) => Ok(input.clone()),
+        None => crate::train::pretrain::resolve_input(&run.config, manifest),
     }
-    crate::train::pretrain::resolve_input(&run.config, manifest)
 }
 
 fn pairs_grid(run: &Run, composite: &samples::Composite, pairs: &[samples::SamplePair]) -> String {

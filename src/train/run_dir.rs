@@ -97,6 +97,19 @@ impl RunDir {
     pub fn report_html(&self) -> PathBuf {
         self.root.join("report.html")
     }
+
+    /// The classifier folders directly in the run folder (`geossl finetune
+    /// --out RUN/NAME`): those holding a `classifier.json`, sorted.
+    /// Unreadable entries are passed over. Errors: the run folder cannot
+    /// be listed.
+    pub fn classifier_dirs(&self) -> std::io::Result<Vec<ClassifierDir>> {
+        let mut found: Vec<PathBuf> = std::fs::read_dir(&self.root)?
+            .filter_map(|e| Some(e.ok()?.path()))
+            .filter(|p| ClassifierDir::new(p).info_json().is_file())
+            .collect();
+        found.sort();
+        Ok(found.into_iter().map(ClassifierDir::new).collect())
+    }
 }
 
 /// One checkpoint folder (`RUN/checkpoints/epoch-NNNN`).
