@@ -97,7 +97,7 @@ impl EvalData {
         }
         let in_run = in_folder(&RunDir::new(&self.checkpoint));
         let stem = crate::train::encoder_source::backbone_stem(&self.checkpoint)
-            .filter(|_| crate::train::encoder_source::is_backbone_file(&self.checkpoint));
+            .filter(|_| self.checkpoint.is_file());
         match (stem, in_run.file_name()) {
             (Some(stem), Some(name)) => self
                 .checkpoint

@@ -503,6 +503,20 @@ impl Manifest {
     }
 
     pub fn write_csv<W: Write>(&self, w: W) -> anyhow::Result<()> {
+        let mut out = csv::Writer::from_writer(w);
+        self.csv_rows(|cells| Ok(out.write_record(cells)?))?;
+        out.flush()?;
+        Ok(())
+    }
+
+    /// Gives `each` the CSV header, then every record's cells, as
+    /// [`Manifest::write_csv`] writes them: the standard columns any record
+    /// uses, then the extras; an absent value is an empty cell. Stops at
+    /// the first error of `each`.
+    pub fn csv_rows(
+        &self,
+        mut each: impl FnMut(&[String]) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
         let any = |f: &dyn Fn(&ImageRecord) -> bool| self.records.iter().any(f);
         let has_pos = any(&|r| r.position.is_some());
         let has_time = any(&|r| r.timestamp.is_some());
@@ -511,7 +525,6 @@ impl Manifest {
         let has_split = any(&|r| r.split.is_some());
         let has_crop = any(&|r| r.crop.is_some());
         let has_geo = any(&|r| r.geo_cluster.is_some());
-        let mut out = csv::Writer::from_writer(w);
         let mut header = vec![COLUMN_PATH.to_string()];
         if has_pos {
             header.extend([COLUMN_LAT.to_string(), COLUMN_LON.to_string()]);
@@ -529,7 +542,7 @@ impl Manifest {
             }
         }
         header.extend(self.extra_columns.iter().cloned());
-        out.write_record(&header)?;
+        each(&header)?;
         let opt = |v: Option<String>| v.unwrap_or_default();
         for r in &self.records {
             let mut row = vec![r.path.clone()];
@@ -559,9 +572,8 @@ impl Manifest {
             for i in 0..self.extra_columns.len() {
                 row.push(r.extra.get(i).cloned().unwrap_or_default());
             }
-            out.write_record(&row)?;
+            each(&row)?;
         }
-        out.flush()?;
         Ok(())
     }
 }

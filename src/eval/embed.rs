@@ -235,36 +235,51 @@ pub fn embed(
     })
 }
 
-/// The columns of `table` exactly as its CSV spells them (the manifest's
-/// own writer, so paths, timestamps and crops read the same), typed:
-/// `lat`, `lon` float64, `geo_cluster` int64, the rest strings; an empty
-/// cell is a null.
+/// The columns of `table` exactly as its CSV spells them (the cells of the
+/// manifest's own writer, so paths, timestamps and crops read the same),
+/// typed: `lat`, `lon` float64, `geo_cluster` int64, the rest strings; an
+/// empty cell is a null.
 fn table_columns(table: &Manifest) -> anyhow::Result<Vec<(String, Column)>> {
-    let mut text = Vec::new();
-    table.write_csv(&mut text)?;
-    let mut reader = csv::Reader::from_reader(text.as_slice());
-    let header: Vec<String> = reader.headers()?.iter().map(str::to_string).collect();
-    let records = reader.records().collect::<Result<Vec<_>, _>>()?;
+    let mut header: Option<Vec<String>> = None;
+    let mut records: Vec<Vec<String>> = Vec::with_capacity(table.records.len());
+    table.csv_rows(|cells| {
+        match header {
+            None => header = Some(cells.to_vec()),
+            Some(_) => records.push(cells.to_vec()),
+        }
+        Ok(())
+    })?;
+    let header = header.unwrap_or_default();
     let mut columns = Vec::with_capacity(header.len());
     for (i, name) in header.into_iter().enumerate() {
-        let cells = records.iter().map(|r| r.get(i).filter(|c| !c.is_empty()));
-        let parse_err = |cell: &str| anyhow::anyhow!("column {name}: {cell:?} is not a number");
+        let cells = records
+            .iter()
+            .map(|r| r.get(i).map(String::as_str).filter(|c| !c.is_empty()));
         let column = if name == COLUMN_LAT || name == COLUMN_LON {
-            Column::Float64(
-                cells
-                    .map(|c| c.map(|c| c.parse().map_err(|_| parse_err(c))).transpose())
-                    .collect::<anyhow::Result<_>>()?,
-            )
+            Column::Float64(parse_cells(&name, cells)?)
         } else if name == COLUMN_GEO_CLUSTER {
-            Column::Int64(
-                cells
-                    .map(|c| c.map(|c| c.parse().map_err(|_| parse_err(c))).transpose())
-                    .collect::<anyhow::Result<_>>()?,
-            )
+            Column::Int64(parse_cells(&name, cells)?)
         } else {
             Column::Utf8(cells.map(|c| c.map(str::to_string)).collect())
         };
         columns.push((name, column));
     }
     Ok(columns)
+}
+
+/// The numbers of column `name`'s cells (`None` stays a null). Errors: a
+/// cell that is not a number, naming the column and the cell.
+fn parse_cells<'a, T: std::str::FromStr>(
+    name: &str,
+    cells: impl Iterator<Item = Option<&'a str>>,
+) -> anyhow::Result<Vec<Option<T>>> {
+    cells
+        .map(|c| {
+            c.map(|c| {
+                c.parse()
+                    .map_err(|_| anyhow::anyhow!("column {name}: {c:?} is not a number"))
+            })
+            .transpose()
+        })
+        .collect()
 }

@@ -19,7 +19,7 @@ use tch::Device;
 
 use crate::data::bands::InputSpec;
 use crate::formats::safetensors::read_safetensors;
-use crate::model::weights::copy_named;
+use crate::model::weights::{copy_mapped, copy_named};
 use crate::model::{ResNet, ResNetConfig};
 use crate::train::config::DataConfig;
 use crate::train::encoder_source::{read_backbone, EncoderSource};
@@ -90,8 +90,12 @@ impl Encoder {
                     device,
                 );
                 encoder.source = format!("{} ({})", path.display(), backbone.layout);
-                let tensors = backbone.tensors.into_iter().collect();
-                copy_named(&encoder.vs, &tensors, "", &path)?;
+                copy_mapped(
+                    &encoder.vs,
+                    |name| Some(name.to_string()),
+                    |key| backbone.tensors.get(key),
+                    &path,
+                )?;
                 Ok(encoder)
             }
         }

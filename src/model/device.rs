@@ -27,6 +27,17 @@ pub fn parse_device(s: &str) -> Result<DeviceSpec, String> {
     }
 }
 
+/// `cpu`, `cuda:0`, as `--device` spells it (what run records and the
+/// training summary print).
+pub fn device_name(device: Device) -> String {
+    match device {
+        Device::Cuda(i) => format!("cuda:{i}"),
+        Device::Mps => "mps".to_string(),
+        Device::Vulkan => "vulkan".to_string(),
+        Device::Cpu => "cpu".to_string(),
+    }
+}
+
 impl DeviceSpec {
     /// Resolves to a device libtorch can use; asking for CUDA where there is
     /// none is an error rather than a silent fallback.

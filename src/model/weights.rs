@@ -17,11 +17,32 @@ pub fn copy_named(
     prefix: &str,
     file: &Path,
 ) -> anyhow::Result<()> {
+    copy_mapped(
+        vs,
+        |name| Some(format!("{prefix}{name}")),
+        |key| tensors.get(key),
+        file,
+    )?;
+    Ok(())
+}
+
+/// Copies `lookup(key)` into every variable `name` of `vs` for which
+/// `key_of(name)` gives a `key` (the others are left as they are),
+/// checking shapes; returns how many were copied. `file` names the source
+/// in messages (`missing tensor KEY`, `KEY has shape ...`).
+pub fn copy_mapped<'a>(
+    vs: &nn::VarStore,
+    key_of: impl Fn(&str) -> Option<String>,
+    lookup: impl Fn(&str) -> Option<&'a Tensor>,
+    file: &Path,
+) -> anyhow::Result<usize> {
     tch::no_grad(|| {
+        let mut copied = 0;
         for (name, var) in vs.variables() {
-            let key = format!("{prefix}{name}");
-            let src = tensors
-                .get(&key)
+            let Some(key) = key_of(&name) else {
+                continue;
+            };
+            let src = lookup(&key)
                 .ok_or_else(|| anyhow::anyhow!("{}: missing tensor {key}", file.display()))?;
             anyhow::ensure!(
                 src.size() == var.size(),
@@ -31,7 +52,8 @@ pub fn copy_named(
                 var.size()
             );
             var.shallow_clone().f_copy_(src)?;
+            copied += 1;
         }
-        Ok(())
+        Ok(copied)
     })
 }

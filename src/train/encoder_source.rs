@@ -130,10 +130,8 @@ pub fn is_backbone_file(path: &Path) -> bool {
 /// `resnet50.pth.tar`); `None` when it has none of [`BACKBONE_EXTENSIONS`].
 pub fn backbone_stem(path: &Path) -> Option<String> {
     let name = path.file_name()?.to_str()?;
-    // `.pth.tar` before `.tar`-less names: the longest extension wins.
-    let mut extensions = BACKBONE_EXTENSIONS;
-    extensions.sort_by_key(|e| std::cmp::Reverse(e.len()));
-    extensions
+    // No extension is a suffix of another, so at most one matches.
+    BACKBONE_EXTENSIONS
         .iter()
         .find_map(|e| name.strip_suffix(e))
         .filter(|stem| !stem.is_empty())
@@ -173,31 +171,17 @@ impl Backbone {
     /// the file).
     pub fn copy_into_moco(&self, moco: &Moco, source: &Path) -> anyhow::Result<usize> {
         let mut copied = 0;
-        tch::no_grad(|| -> anyhow::Result<()> {
-            for (vs, prefix) in [(&moco.vs_q, "encoder_q."), (&moco.vs_k, "encoder_k.")] {
-                for (name, var) in vs.variables() {
-                    let Some(rest) = name.strip_prefix(prefix) else {
-                        continue;
-                    };
-                    if rest.starts_with("fc.") {
-                        continue;
-                    }
-                    let src = self.tensors.get(rest).ok_or_else(|| {
-                        anyhow::anyhow!("{}: missing tensor {rest}", source.display())
-                    })?;
-                    anyhow::ensure!(
-                        src.size() == var.size(),
-                        "{}: {rest} has shape {:?}, the model {:?}",
-                        source.display(),
-                        src.size(),
-                        var.size()
-                    );
-                    var.shallow_clone().f_copy_(src)?;
-                    copied += 1;
-                }
-            }
-            Ok(())
-        })?;
+        for (vs, prefix) in [(&moco.vs_q, "encoder_q."), (&moco.vs_k, "encoder_k.")] {
+            copied += crate::model::weights::copy_mapped(
+                vs,
+                |name| {
+                    let rest = name.strip_prefix(prefix)?;
+                    (!rest.starts_with("fc.")).then(|| rest.to_string())
+                },
+                |key| self.tensors.get(key),
+                source,
+            )?;
+        }
         Ok(copied)
     }
 }

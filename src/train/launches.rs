@@ -82,16 +82,6 @@ impl RunRecord {
     }
 }
 
-/// `cpu`, `cuda:0`, as `--device` spells it.
-pub fn device_name(device: Device) -> String {
-    match device {
-        Device::Cuda(i) => format!("cuda:{i}"),
-        Device::Mps => "mps".to_string(),
-        Device::Vulkan => "vulkan".to_string(),
-        Device::Cpu => "cpu".to_string(),
-    }
-}
-
 fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
@@ -125,7 +115,7 @@ impl LaunchLog {
             working_dir: std::env::current_dir()
                 .map(|d| d.to_string_lossy().into_owned())
                 .unwrap_or_default(),
-            device: device_name(device),
+            device: crate::model::device::device_name(device),
             world_size,
             launcher: launcher.to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),

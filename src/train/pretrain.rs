@@ -872,12 +872,8 @@ impl<'a> Run<'a> {
                     &RunDir::new(run_dir).config_toml(),
                     &config.to_toml()?,
                 )?;
-                let launcher = if l.ranks.group.is_some() {
-                    l.ranks.launcher
-                } else {
-                    ""
-                };
                 let (world, epoch, step) = (l.ranks.world(), start.epoch, start.step);
+                let launcher = l.ranks.launcher;
                 let launch =
                     LaunchLog::begin(run_dir, launched, l.device, world, launcher, epoch, step)?;
                 (Some(MetricsLog::open(run_dir, start.step)?), Some(launch))
@@ -1715,12 +1711,7 @@ fn startup_summary(
 
 /// The summary's first line: method, model, crops, device and threads.
 fn model_line(config: &PretrainConfig, device: Device) -> String {
-    let device_name = match device {
-        Device::Cuda(i) => format!("cuda:{i}"),
-        Device::Mps => "mps".to_string(),
-        Device::Vulkan => "vulkan".to_string(),
-        Device::Cpu => "cpu".to_string(),
-    };
+    let device_name = crate::model::device::device_name(device);
     let threads = if config.run.threads > 0 {
         config.run.threads.to_string()
     } else {
