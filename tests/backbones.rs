@@ -8,7 +8,9 @@ mod common;
 use std::collections::HashMap;
 use std::path::Path;
 
-use common::{geossl, run_python, world};
+use common::{
+    embed, geossl, import, json, npy_tensor, relative_error, run_python, tiny_pretrain, world,
+};
 use geossl::eval::Encoder;
 use geossl::formats::npy;
 use geossl::formats::safetensors::read_safetensors;
@@ -32,25 +34,14 @@ fn resnet18() -> ResNetConfig {
     }
 }
 
-fn json(path: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
 /// The pooled eval-mode features of the encoder geossl reads from `path`
 /// on `x.npy`, and their max relative error against `theirs` (a .npy).
 fn feature_error(path: &Path, dir: &Path, theirs: &str) -> f64 {
     let encoder = Encoder::load(path, Device::Cpu).unwrap();
     assert_eq!(encoder.image_size, 224, "a backbone file is read at 224");
-    let (shape, x) = npy::read::<f32>(&dir.join("x.npy")).unwrap();
-    let dims: Vec<i64> = shape.iter().map(|&s| s as i64).collect();
-    let ours = tch::no_grad(|| {
-        encoder
-            .backbone
-            .forward_t(&Tensor::from_slice(&x).view(dims.as_slice()), false)
-    });
-    let (_, theirs) = npy::read::<f32>(&dir.join(theirs)).unwrap();
-    let theirs = Tensor::from_slice(&theirs).view_as(&ours);
-    (&ours - &theirs).abs().max().double_value(&[]) / theirs.abs().max().double_value(&[])
+    let x = npy_tensor(&dir.join("x.npy"));
+    let ours = tch::no_grad(|| encoder.backbone.forward_t(&x, false));
+    relative_error(&ours, &dir.join(theirs))
 }
 
 /// Asserts that `b` holds exactly `reference`'s backbone tensors (every
@@ -156,16 +147,6 @@ fn torchvision_timm_and_torchgeo_files_read_to_pytorchs_tensors_and_features() {
     );
 }
 
-/// Runs `geossl ARGS` and returns its stdout; fails the test on failure.
-fn ok(args: &[&std::ffi::OsStr]) -> String {
-    let out = geossl().args(args).assert().success();
-    String::from_utf8_lossy(&out.get_output().stdout).to_string()
-}
-
-fn os<S: AsRef<std::ffi::OsStr> + ?Sized>(s: &S) -> &std::ffi::OsStr {
-    s.as_ref()
-}
-
 const EVAL: [&str; 6] = ["--image-size", "32", "--batch-size", "8", "--device", "cpu"];
 
 #[test]
@@ -175,17 +156,18 @@ fn finetune_init_probe_knn_embed_and_import_run_on_a_torchvision_file() {
     run_python("backbone_files.py", [d.as_os_str(), "e2e".as_ref()]);
     let manifest = world(d, 12, 32, 3);
     let file = d.join("torchvision_module.pth");
+    // `geossl CMD SOURCE PATH --manifest M EVAL EXTRA`; its stdout.
     let eval = |cmd: &str, source: &str, path: &Path, extra: &[&str]| {
-        let mut args = vec![
-            os(cmd),
-            os(source),
-            os(path),
-            os("--manifest"),
-            os(&manifest),
-        ];
-        args.extend(EVAL.iter().map(os));
-        args.extend(extra.iter().map(os));
-        ok(&args)
+        let out = geossl()
+            .args([cmd, source])
+            .arg(path)
+            .arg("--manifest")
+            .arg(&manifest)
+            .args(EVAL)
+            .args(extra)
+            .assert()
+            .success();
+        String::from_utf8_lossy(&out.get_output().stdout).to_string()
     };
 
     // The paper's ImageNet-init supervised baseline: fine-tune from the file.
@@ -224,19 +206,10 @@ fn finetune_init_probe_knn_embed_and_import_run_on_a_torchvision_file() {
     eval("knn", "--checkpoint", &file, &["--k", "3"]);
     assert!(d.join("torchvision_module.knn.json").is_file());
     let npy_out = d.join("features.npy");
-    ok(&[
-        os("embed"),
-        os("--checkpoint"),
-        os(&file),
-        os("--manifest"),
-        os(&manifest),
-        os("--image-size"),
-        os("32"),
-        os("--device"),
-        os("cpu"),
-        os("--out"),
-        os(&npy_out),
-    ]);
+    embed(&file, &manifest, &npy_out)
+        .args(["--image-size", "32", "--device", "cpu"])
+        .assert()
+        .success();
     let (shape, _) = npy::read::<f32>(&npy_out).unwrap();
     assert_eq!(shape[1], 512, "resnet18's pooled features");
 
@@ -254,13 +227,13 @@ fn finetune_init_probe_knn_embed_and_import_run_on_a_torchvision_file() {
     // export converts the file to geossl's safetensors (torchvision names,
     // BN counters, metadata): the same backbone tensors.
     let exported = d.join("exported.safetensors");
-    ok(&[
-        os("export"),
-        os("--checkpoint"),
-        os(&file),
-        os("--out"),
-        os(&exported),
-    ]);
+    geossl()
+        .args(["export", "--checkpoint"])
+        .arg(&file)
+        .arg("--out")
+        .arg(&exported)
+        .assert()
+        .success();
     let reference = read_safetensors(&d.join("torchvision_plain.safetensors")).unwrap();
     let back = read_safetensors(&exported).unwrap();
     assert_eq!(back.len(), reference.len() - 2, "all but fc");
@@ -275,13 +248,7 @@ fn finetune_init_probe_knn_embed_and_import_run_on_a_torchvision_file() {
 
     // import: a run folder whose encoders are the file's backbone.
     let run = d.join("imported");
-    let out = ok(&[
-        os("import"),
-        os("--pth"),
-        os(&d.join("torchvision_plain.safetensors")),
-        os("--out"),
-        os(&run),
-    ]);
+    let out = import(&d.join("torchvision_plain.safetensors"), &run);
     assert!(out.contains("resnet18, epoch 0"), "{out}");
     backbone::register();
     let from_run = Encoder::load(&run, Device::Cpu).unwrap();
@@ -306,33 +273,23 @@ fn finetune_init_probe_knn_embed_and_import_run_on_a_torchvision_file() {
     assert!(run.join("probe.json").is_file());
 }
 
-/// The tiny pretraining of these tests at resnet18 width 64 (the file's).
-fn pretrain_args(manifest: &Path, out: &Path) -> Vec<std::ffi::OsString> {
-    let mut args: Vec<std::ffi::OsString> = vec!["pretrain".into(), "--manifest".into()];
-    args.push(manifest.into());
-    args.push("--out".into());
-    args.push(out.into());
-    for a in [
+/// The tiny pretraining of these tests (common's, then MoCo) at resnet18
+/// width 64 without the small-input stem (the file's).
+fn pretrain(manifest: &Path, out: &Path) -> assert_cmd::Command {
+    let mut c = tiny_pretrain(manifest, out);
+    c.args([
+        "--width",
+        "64",
+        "--small-input",
+        "false",
         "--method",
         "moco",
-        "--arch",
-        "resnet18",
-        "--image-size",
-        "16",
-        "--batch-size",
-        "8",
-        "--moco-k",
-        "32",
         "--epochs",
-        "1",
-        "--threads",
         "1",
         "--device",
         "cpu",
-    ] {
-        args.push(a.into());
-    }
-    args
+    ]);
+    c
 }
 
 /// encoder_q's and encoder_k's tensors of a checkpoint, names without the
@@ -361,8 +318,7 @@ fn pretrain_init_starts_both_encoders_from_the_file_and_refuses_another_arch() {
     // momentum update k + (1 - m) (q - k) leaves k = q, so after one epoch
     // both encoders' parameters must still be the file's, bit for bit.
     let run = d.join("run");
-    geossl()
-        .args(pretrain_args(&manifest, &run))
+    pretrain(&manifest, &run)
         .args(["--lr", "0", "--init"])
         .arg(&file)
         .assert()
@@ -394,8 +350,7 @@ fn pretrain_init_starts_both_encoders_from_the_file_and_refuses_another_arch() {
     );
     // Without --init the same run starts elsewhere: the check above can fail.
     let random = d.join("random");
-    geossl()
-        .args(pretrain_args(&manifest, &random))
+    pretrain(&manifest, &random)
         .args(["--lr", "0"])
         .assert()
         .success();
@@ -405,8 +360,7 @@ fn pretrain_init_starts_both_encoders_from_the_file_and_refuses_another_arch() {
     // --resume does not read the file again (the checkpoint holds the weights).
     let moved = d.join("moved.pth");
     std::fs::rename(&file, &moved).unwrap();
-    geossl()
-        .args(pretrain_args(&manifest, &run))
+    pretrain(&manifest, &run)
         .args(["--lr", "0", "--resume", "--epochs", "2", "--init"])
         .arg(&file)
         .assert()
@@ -414,8 +368,7 @@ fn pretrain_init_starts_both_encoders_from_the_file_and_refuses_another_arch() {
     assert!(run.join("checkpoints/epoch-0002").is_dir());
 
     // Another architecture than the run's is refused, naming the flags.
-    geossl()
-        .args(pretrain_args(&manifest, &d.join("r34")))
+    pretrain(&manifest, &d.join("r34"))
         .args(["--arch", "resnet34", "--init"])
         .arg(&moved)
         .assert()

@@ -10,7 +10,7 @@ use geossl::eval::{Encoder, Target, Task};
 use predicates::prelude::*;
 
 mod common;
-use common::{four_band_scenes, geossl, tiny_pretrain, world};
+use common::{four_band_scenes, geossl, json, tiny_pretrain, world};
 
 /// A tiny world and an encoder pretrained on it for 2 epochs (with the kNN
 /// monitor every epoch): (clustered manifest, run folder).
@@ -22,10 +22,6 @@ fn pretrained(dir: &Path) -> (PathBuf, PathBuf) {
         .assert()
         .success();
     (manifest, run)
-}
-
-fn json(path: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
 fn fraction(v: &serde_json::Value) -> f64 {

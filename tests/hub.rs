@@ -5,19 +5,15 @@
 
 use std::path::{Path, PathBuf};
 
-use geossl::data::augment::ViewTransform;
-use geossl::data::loader::ImageLoader;
 use geossl::eval::Encoder;
 use geossl::formats::npy;
 use predicates::prelude::*;
 use tch::Device;
 
 mod common;
-use common::{geossl, run_python, tiny_pretrain, world};
-
-fn json(path: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
+use common::{
+    embed, eval_view_batch, geossl, import, json, run_python, save_npy, tiny_pretrain, world,
+};
 
 fn export_hf(run: &Path, out: &Path, extra: &[&str]) -> assert_cmd::assert::Assert {
     geossl()
@@ -113,32 +109,14 @@ fn a_hub_export_loads_in_timm_and_torchvision_and_its_card_holds_the_runs_figure
     // geossl's own features of the first 8 images, and those images as the
     // evaluation view gives them (Resize + CenterCrop 32, ImageNet's mean/std).
     let embedded = d.join("emb.npy");
-    geossl()
-        .args(["embed", "--checkpoint"])
-        .arg(&run)
-        .arg("--manifest")
-        .arg(&manifest)
-        .arg("--out")
-        .arg(&embedded)
-        .assert()
-        .success();
+    embed(&run, &manifest, &embedded).assert().success();
     let (shape, values) = npy::read::<f32>(&embedded).unwrap();
     let first8 = d.join("first8.npy");
     npy::write(&first8, &[8, shape[1]], &values[..8 * shape[1]]).unwrap();
     let encoder = Encoder::load(&run, Device::Cpu).unwrap();
-    let rows: Vec<usize> = (0..8).collect();
-    let loader = ImageLoader::new(
-        std::sync::Arc::new(geossl::data::Manifest::read(&manifest).unwrap()),
-        rows.clone(),
-        ViewTransform::CenterCrop { size: 32 },
-        8,
-        encoder.input.clone(),
-    );
-    let batch = loader.epoch(0).next().unwrap().unwrap();
-    assert_eq!(batch.rows, rows);
+    let images = eval_view_batch(&manifest, (0..8).collect(), 32, &encoder.input);
     let x = d.join("x.npy");
-    let images: Vec<f32> = Vec::try_from(batch.images.contiguous().flatten(0, -1)).unwrap();
-    npy::write(&x, &[8, 3, 32, 32], &images).unwrap();
+    save_npy(&x, &images);
     let repo_arg = repo.clone().into_os_string();
     run_python(
         "hub_export.py",
@@ -274,13 +252,7 @@ fn provenance(d: &Path, manifest: &Path, run: &Path) {
         .assert()
         .success();
     let imported = d.join("imported");
-    geossl()
-        .args(["import", "--pth"])
-        .arg(&file)
-        .arg("--out")
-        .arg(&imported)
-        .assert()
-        .success();
+    import(&file, &imported);
     export_hf(&imported, &repo, &["--finetune", ft.to_str().unwrap()])
         .failure()
         .stderr(predicate::str::contains(format!(
@@ -384,17 +356,7 @@ fn embed_parquet_equals_the_npy_and_csv_output() {
         .args(["--epochs", "1"])
         .assert()
         .success();
-    let embed = |out: &Path, extra: &[&str]| {
-        geossl()
-            .args(["embed", "--checkpoint"])
-            .arg(&run)
-            .arg("--manifest")
-            .arg(&manifest)
-            .arg("--out")
-            .arg(out)
-            .args(extra)
-            .assert()
-    };
+    let embed = |out: &Path, extra: &[&str]| embed(&run, &manifest, out).args(extra).assert();
     let npy = d.join("out/emb.npy");
     embed(&npy, &[]).success();
     let parquet = d.join("out/emb.parquet");

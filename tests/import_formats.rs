@@ -8,28 +8,14 @@ mod common;
 use std::collections::HashMap;
 use std::path::Path;
 
-use geossl::formats::{npy, safetensors::read_safetensors};
+use geossl::formats::safetensors::read_safetensors;
 use geossl::model::Moco;
 use geossl::train::checkpoint;
 use geossl::train::sgd::Sgd;
 use predicates::prelude::*;
 use tch::{Device, Tensor};
 
-use common::{geossl, run_python};
-
-/// `geossl import --pth FILE --out OUT`; its standard output.
-fn import(file: &Path, out: &Path) -> String {
-    let done = geossl()
-        .args(["import", "--pth"])
-        .arg(file)
-        .arg("--out")
-        .arg(out)
-        .assert()
-        .success();
-    let stdout = String::from_utf8(done.get_output().stdout.clone()).unwrap();
-    println!("{stdout}");
-    stdout
-}
+use common::{geossl, import, npy_tensor, relative_error, run_python};
 
 fn imported_tensors(run: &Path) -> HashMap<String, Tensor> {
     let ckpt = checkpoint::latest(run).unwrap().unwrap();
@@ -59,9 +45,7 @@ fn geo_logits(run: &Path, x: &Path) -> Tensor {
     .unwrap();
     let mut sgd = Sgd::new(moco.vs_q.variables(), 0.9, 1e-4);
     checkpoint::load(&ckpt, &mut moco, &mut sgd).unwrap();
-    let (shape, x) = npy::read::<f32>(x).unwrap();
-    let dims: Vec<i64> = shape.iter().map(|&s| s as i64).collect();
-    let x = Tensor::from_slice(&x).view(dims.as_slice());
+    let x = npy_tensor(x);
     tch::no_grad(|| moco.geo_logits(&moco.encoder_q.forward_t(&x, false))).expect("a geo head")
 }
 
@@ -84,10 +68,7 @@ fn gassl_and_moco_checkpoints_import_from_both_containers_with_pytorchs_geo_logi
     }
     // GASSL's classifier on the query projection, as PyTorch computed it.
     let ours = geo_logits(&gassl, &d.join("x.npy"));
-    let (_, theirs) = npy::read::<f32>(&d.join("geo_logits.npy")).unwrap();
-    let theirs = Tensor::from_slice(&theirs).view_as(&ours);
-    let err =
-        (&ours - &theirs).abs().max().double_value(&[]) / theirs.abs().max().double_value(&[]);
+    let err = relative_error(&ours, &d.join("geo_logits.npy"));
     println!("imported GASSL geo logits vs PyTorch: max relative error {err:.3e}");
     // float32 through a ResNet-18 and two heads: rounding only.
     assert!(err <= 1e-5, "{err}");

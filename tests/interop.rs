@@ -16,13 +16,10 @@ use tch::nn::ModuleT;
 use tch::{Device, Kind, Tensor};
 
 mod common;
-use common::{four_band_scenes, geossl, python, run_python, world};
-
-fn save(path: &Path, t: &Tensor) {
-    let v: Vec<f32> = Vec::try_from(t.contiguous().flatten(0, -1)).unwrap();
-    let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
-    npy::write(path, &shape, &v).unwrap();
-}
+use common::{
+    embed, eval_view_batch, four_band_scenes, geossl, json, npy_tensor, python, relative_error,
+    run_python, save_npy, world,
+};
 
 /// Moves BN away from its initial state (weight 1, bias 0, mean 0, var 1),
 /// so that a mix-up of any two of them would show.
@@ -65,9 +62,9 @@ fn torchvision_computes_what_geossl_computes() {
         write_safetensors(&weights, &tensors, &BTreeMap::new()).unwrap();
         let train = tch::no_grad(|| encoder.backbone.forward_t(&x, true));
         let files = ["x.npy", "eval.npy", "train.npy"].map(|f| dir.path().join(f));
-        save(&files[0], &x);
-        save(&files[1], &eval);
-        save(&files[2], &train);
+        save_npy(&files[0], &x);
+        save_npy(&files[1], &eval);
+        save_npy(&files[2], &train);
         let mut args = vec![
             arch.name().into(),
             small.to_string().into(),
@@ -192,23 +189,12 @@ fn official_checkpoints_import_with_the_same_features_and_hostile_ones_are_refus
             "resnet50, epoch 200, geo head: 100 classes",
         ));
     let encoder = Encoder::load(&run, Device::Cpu).unwrap();
-    let (shape, x) = npy::read::<f32>(&d.join("x.npy")).unwrap();
-    let dims: Vec<i64> = shape.iter().map(|&s| s as i64).collect();
-    let ours = tch::no_grad(|| {
-        encoder
-            .backbone
-            .forward_t(&Tensor::from_slice(&x).view(dims.as_slice()), false)
-    });
-    let (_, theirs) = npy::read::<f32>(&d.join("features.npy")).unwrap();
-    let theirs = Tensor::from_slice(&theirs).view_as(&ours);
-    let err =
-        (&ours - &theirs).abs().max().double_value(&[]) / theirs.abs().max().double_value(&[]);
+    let x = npy_tensor(&d.join("x.npy"));
+    let ours = tch::no_grad(|| encoder.backbone.forward_t(&x, false));
+    let err = relative_error(&ours, &d.join("features.npy"));
     println!("imported ResNet-50 features vs torchvision: max relative error {err:.3e}");
     assert!(err <= 1e-4, "{err}");
-    let state: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(run.join("checkpoints/epoch-0200/state.json")).unwrap(),
-    )
-    .unwrap();
+    let state = json(&run.join("checkpoints/epoch-0200/state.json"));
     assert_eq!(state["queue_ptr"], 256);
     assert_eq!(state["geo_classes"], 100);
 
@@ -274,7 +260,7 @@ fn infonce_and_geo_loss_match_the_reference_code() {
             Tensor::stack(&[moco.detach(), geo.detach()], 0),
         ),
     ] {
-        save(&d.join(name), &tensor);
+        save_npy(&d.join(name), &tensor);
     }
     run_python("loss_reference.py", [d.to_path_buf(), t.to_string().into()]);
 }
@@ -382,8 +368,6 @@ fn the_evaluation_view_is_torchvisions() {
 /// and gives there the features of `geossl embed` on the same images.
 #[test]
 fn a_multispectral_export_loads_into_torchvision_and_timm_with_the_features_of_embed() {
-    use geossl::data::augment::ViewTransform;
-    use geossl::data::loader::ImageLoader;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let manifest = four_band_scenes(d, 8);
@@ -433,32 +417,17 @@ fn a_multispectral_export_loads_into_torchvision_and_timm_with_the_features_of_e
     assert_eq!(conv1.size(), vec![64, 4, 7, 7]);
 
     let embedded = d.join("emb.npy");
-    geossl()
-        .args(["embed", "--checkpoint"])
-        .arg(&run)
-        .arg("--manifest")
-        .arg(&manifest)
-        .arg("--out")
-        .arg(&embedded)
+    embed(&run, &manifest, &embedded)
         .assert()
         .success()
         .stdout(predicate::str::contains("input: 4 band(s)"));
     // The images embed read: the checkpoint's input, its evaluation view.
     let encoder = Encoder::load(&run, Device::Cpu).unwrap();
     assert_eq!(encoder.input, spec);
-    let rows: Vec<usize> = (0..8).collect();
-    let loader = ImageLoader::new(
-        std::sync::Arc::new(geossl::data::Manifest::read(&manifest).unwrap()),
-        rows.clone(),
-        ViewTransform::CenterCrop { size: 32 },
-        8,
-        encoder.input.clone(),
-    );
-    let batch = loader.epoch(0).next().unwrap().unwrap();
-    assert_eq!(batch.rows, rows);
-    assert_eq!(batch.images.size(), vec![8, 4, 32, 32]);
+    let images = eval_view_batch(&manifest, (0..8).collect(), 32, &encoder.input);
+    assert_eq!(images.size(), vec![8, 4, 32, 32]);
     let x = d.join("x.npy");
-    save(&x, &batch.images);
+    save_npy(&x, &images);
     run_python("multispectral_export.py", [out, x, embedded]);
 }
 
@@ -504,8 +473,8 @@ fn a_thirteen_band_resnet50_loads_into_torchvision_and_timm() {
     let weights = d.join("w.safetensors");
     write_safetensors(&weights, &tensors, &meta).unwrap();
     let files = ["x.npy", "features.npy"].map(|f| d.join(f));
-    save(&files[0], &x);
-    save(&files[1], &features);
+    save_npy(&files[0], &x);
+    save_npy(&files[1], &features);
     let printed = run_python(
         "multispectral_export.py",
         [weights, files[0].clone(), files[1].clone()],

@@ -6,11 +6,9 @@
 
 mod common;
 
-use common::{geossl, run_python};
-use geossl::data::loader::ImageLoader;
+use common::{embed, eval_view_batch, geossl, run_python, save_npy};
 use geossl::data::Manifest;
 use geossl::eval::Encoder;
-use geossl::formats::npy;
 use predicates::prelude::*;
 
 #[test]
@@ -119,32 +117,15 @@ fn thirteen_band_world_pretrains_probes_and_exports() {
     // on the images `embed` reads (the checkpoint's input, its evaluation
     // view) give `embed`'s features.
     let embedded = d.join("emb.npy");
-    geossl()
-        .args(["embed", "--checkpoint"])
-        .arg(&run)
-        .arg("--manifest")
-        .arg(&manifest)
-        .arg("--out")
-        .arg(&embedded)
-        .assert()
-        .success();
+    embed(&run, &manifest, &embedded).assert().success();
     let encoder = Encoder::load(&run, tch::Device::Cpu).unwrap();
     assert_eq!(encoder.input.channels(), 13);
     let rows: Vec<usize> = (0..Manifest::read(&manifest).unwrap().records.len()).collect();
-    let loader = ImageLoader::new(
-        std::sync::Arc::new(Manifest::read(&manifest).unwrap()),
-        rows.clone(),
-        geossl::data::augment::ViewTransform::CenterCrop { size: 16 },
-        rows.len(),
-        encoder.input.clone(),
-    );
-    let batch = loader.epoch(0).next().unwrap().unwrap();
-    assert_eq!(batch.rows, rows);
+    let images = eval_view_batch(&manifest, rows, 16, &encoder.input);
     let x = d.join("x.npy");
-    let values: Vec<f32> = Vec::try_from(batch.images.contiguous().flatten(0, -1)).unwrap();
-    let shape: Vec<usize> = batch.images.size().iter().map(|&n| n as usize).collect();
+    let shape: Vec<usize> = images.size().iter().map(|&n| n as usize).collect();
     assert_eq!(shape[1], 13);
-    npy::write(&x, &shape, &values).unwrap();
+    save_npy(&x, &images);
     let printed = run_python("multispectral_export.py", [&out, &x, &embedded]);
     assert!(printed.contains("in_chans=13 timm"), "{printed}");
 }

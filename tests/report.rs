@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 mod common;
-use common::{geossl, run_python, tiny_pretrain, world};
+use common::{geossl, json, run_python, tiny_pretrain, world};
 
 /// {run: {tag: [(step, wall_time, value)]}} as TensorBoard reads `logdir`.
 type Scalars = BTreeMap<String, BTreeMap<String, Vec<(i64, f64, f64)>>>;
@@ -58,10 +58,6 @@ fn metrics_rows(run: &Path) -> Vec<Value> {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
-}
-
-fn json(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
 /// TensorBoard stores scalars as f32 (and JSON parsing may move the last

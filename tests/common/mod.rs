@@ -6,6 +6,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command as Process;
 
 use assert_cmd::Command;
+use geossl::data::augment::ViewTransform;
+use geossl::data::bands::InputSpec;
+use geossl::data::loader::ImageLoader;
+use geossl::data::Manifest;
+use geossl::formats::npy;
+use tch::Tensor;
 
 pub fn geossl() -> Command {
     Command::cargo_bin("geossl").expect("binary built")
@@ -38,6 +44,74 @@ pub fn world(dir: &Path, locations: usize, size: usize, k: usize) -> PathBuf {
         .assert()
         .success();
     geo
+}
+
+/// The JSON document in `path` (a report, a state.json, a config.json).
+pub fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// `geossl import --pth FILE --out OUT`; its standard output.
+pub fn import(file: &Path, out: &Path) -> String {
+    let done = geossl()
+        .args(["import", "--pth"])
+        .arg(file)
+        .arg("--out")
+        .arg(out)
+        .assert()
+        .success();
+    let stdout = String::from_utf8(done.get_output().stdout.clone()).unwrap();
+    println!("{stdout}");
+    stdout
+}
+
+/// `geossl embed --checkpoint CHECKPOINT --manifest MANIFEST --out OUT`
+/// (add flags, then assert).
+pub fn embed(checkpoint: &Path, manifest: &Path, out: &Path) -> Command {
+    let mut c = geossl();
+    c.args(["embed", "--checkpoint"])
+        .arg(checkpoint)
+        .arg("--manifest")
+        .arg(manifest)
+        .arg("--out")
+        .arg(out);
+    c
+}
+
+/// The images `embed` reads for `rows` of `manifest`, in one batch: the
+/// checkpoint's `input`, its evaluation view (Resize + CenterCrop `size`).
+pub fn eval_view_batch(manifest: &Path, rows: Vec<usize>, size: u32, input: &InputSpec) -> Tensor {
+    let loader = ImageLoader::new(
+        std::sync::Arc::new(Manifest::read(manifest).unwrap()),
+        rows.clone(),
+        ViewTransform::CenterCrop { size },
+        rows.len(),
+        input.clone(),
+    );
+    let batch = loader.epoch(0).next().unwrap().unwrap();
+    assert_eq!(batch.rows, rows);
+    batch.images
+}
+
+/// Writes `t` to `path` as a float32 .npy of its shape.
+pub fn save_npy(path: &Path, t: &Tensor) {
+    let v: Vec<f32> = Vec::try_from(t.contiguous().flatten(0, -1)).unwrap();
+    let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
+    npy::write(path, &shape, &v).unwrap();
+}
+
+/// The float32 .npy in `path` as a tensor of its shape.
+pub fn npy_tensor(path: &Path) -> Tensor {
+    let (shape, x) = npy::read::<f32>(path).unwrap();
+    let dims: Vec<i64> = shape.iter().map(|&s| s as i64).collect();
+    Tensor::from_slice(&x).view(dims.as_slice())
+}
+
+/// Max |ours - theirs| / max |theirs|, `theirs` being PyTorch's values in
+/// the .npy `theirs` (read in `ours`' shape).
+pub fn relative_error(ours: &Tensor, theirs: &Path) -> f64 {
+    let theirs = npy_tensor(theirs).view_as(ours);
+    (ours - &theirs).abs().max().double_value(&[]) / theirs.abs().max().double_value(&[])
 }
 
 /// Flags for a tiny, fast network.

@@ -10,8 +10,10 @@ DOM): pairs of SVG texts whose boxes overlap (`text_overlaps`), texts drawn
 over the data of a line chart (`text_over_data`: the boxes crossed by a
 coloured polyline's segments or covering a marker; a legend inside the plot
 shows up here), legends (`.legend`) over that data (`legend_over_data`),
-the tick labels centred under the x axis (`x_ticks`) and the legend's
-entries (`legend`).
+the tick labels centred under the x axis (`x_ticks`), the legend's
+entries (`legend`) and how many coloured polylines it took for that data
+(`data_lines`: 0 where the two "over the data" lists are empty because no
+data line was found, not because nothing covers one).
 
 Usage: browser_check.py OUT_DIR NAME=PAGE.html [NAME=PAGE.html ...]
 Results are keyed by NAME; screenshots go to OUT_DIR/NAME.png. Chromium: $GEOSSL_CHROMIUM or
