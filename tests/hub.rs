@@ -303,18 +303,25 @@ fn provenance(d: &Path, manifest: &Path, run: &Path) {
     assert_eq!(geo["init"], file.display().to_string());
 }
 
-/// Encoders no timm/torchvision builder holds, and parts other than the
-/// backbone, are refused for --format hf, writing nothing.
-#[test]
-fn hub_export_refuses_what_timm_and_torchvision_cannot_build() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
+/// A built-in world in `d` and a tiny one-epoch pretraining of it,
+/// `d/run`: (manifest, run).
+fn one_epoch_run(d: &Path) -> (PathBuf, PathBuf) {
     let manifest = world(d, 6, 24, 2);
     let run = d.join("run");
     tiny_pretrain(&manifest, &run)
         .args(["--epochs", "1"])
         .assert()
         .success();
+    (manifest, run)
+}
+
+/// Encoders no timm/torchvision builder holds, and parts other than the
+/// backbone, are refused for --format hf, writing nothing.
+#[test]
+fn hub_export_refuses_what_timm_and_torchvision_cannot_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (manifest, run) = one_epoch_run(d);
     let repo = d.join("repo");
     export_hf(&run, &repo, &[]).failure().stderr(
         predicate::str::contains("cannot export --format hf")
@@ -350,12 +357,7 @@ fn hub_export_refuses_what_timm_and_torchvision_cannot_build() {
 fn embed_parquet_equals_the_npy_and_csv_output() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let manifest = world(d, 6, 24, 2);
-    let run = d.join("run");
-    tiny_pretrain(&manifest, &run)
-        .args(["--epochs", "1"])
-        .assert()
-        .success();
+    let (manifest, run) = one_epoch_run(d);
     let embed = |out: &Path, extra: &[&str]| embed(&run, &manifest, out).args(extra).assert();
     let npy = d.join("out/emb.npy");
     embed(&npy, &[]).success();
